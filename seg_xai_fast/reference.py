@@ -1,0 +1,204 @@
+"""Pure-PyTorch twin of every compiled kernel: the oracle in tests and the baseline in benchmarks.
+
+Written the way a competent PyTorch user would write it: readable tensor code, no fusion.
+Numerics follow pytorch-grad-cam (see shared/docs/PEERS.md §2) so that the fused kernels, the
+explainer and the peer all agree:
+
+    map = N(relu(R(N(relu(cam)))))      N = per-map min-max with eps 1e-7, R = bilinear resize
+
+Shapes use B images, K explained classes, C channels of the target layer, (h, w) the target
+layer's spatial size and (H, W) the output (image) size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .colormaps import colormap_lut
+
+#: Methods whose map is Σ_c w_kc·A_c with one weight per (class, channel).
+WEIGHTED_METHODS = ("gradcam", "gradcam++", "xgradcam")
+#: Methods whose map is an element-wise product of gradients and activations summed over channels.
+ELEMENTWISE_METHODS = ("hirescam", "layercam")
+
+MINMAX_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
+GRADCAMPP_EPS = 1e-6  # pytorch-grad-cam's grad_cam_plusplus denominator
+XGRADCAM_EPS = 1e-7  # pytorch-grad-cam's xgrad_cam denominator
+
+
+# --------------------------------------------------------------------------- CAM maths
+
+
+def channel_weights(activations: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
+    """Per-class channel weights of the weighted CAM methods.
+
+    activations: float [B,C,h,w]; gradients: float [B,K,C,h,w] (∂S_k/∂A).
+    Returns float32 [B,K,C].
+    """
+    A = activations.float().unsqueeze(1)  # [B,1,C,h,w]
+    G = gradients.float()
+    if method == "gradcam":
+        return G.mean(dim=(-2, -1))
+    if method == "gradcam++":
+        g2 = G * G
+        g3 = g2 * G
+        channel_sum = A.sum(dim=(-2, -1), keepdim=True)  # S_c = Σ_u A_c(u)
+        alpha = g2 / (2 * g2 + channel_sum * g3 + GRADCAMPP_EPS)
+        alpha = torch.where(G != 0, alpha, torch.zeros_like(alpha))
+        return (torch.relu(G) * alpha).sum(dim=(-2, -1))
+    if method == "xgradcam":
+        channel_sum = A.sum(dim=(-2, -1))
+        return (G * A).sum(dim=(-2, -1)) / (channel_sum + XGRADCAM_EPS)
+    raise ValueError(f"method must be one of {WEIGHTED_METHODS}, got {method!r}")
+
+
+def weighted_combine(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_c w_kc·A_c. activations: float [B,C,h,w]; weights: float [B,K,C] → raw maps float32 [B,K,h,w]."""
+    return torch.einsum("bkc,bchw->bkhw", weights.float(), activations.float())
+
+
+def elementwise_cam(activations: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
+    """HiResCAM Σ_c G⊙A, or LayerCAM Σ_c relu(G)⊙A.
+
+    activations: float [B,C,h,w]; gradients: float [B,K,C,h,w] → raw maps float32 [B,K,h,w].
+    """
+    A = activations.float().unsqueeze(1)
+    G = gradients.float()
+    if method == "hirescam":
+        return (G * A).sum(dim=2)
+    if method == "layercam":
+        return (torch.relu(G) * A).sum(dim=2)
+    raise ValueError(f"method must be one of {ELEMENTWISE_METHODS}, got {method!r}")
+
+
+def eigen_cam(activations: torch.Tensor) -> torch.Tensor:
+    """Eigen-CAM: projection of the centred activations on their first principal component.
+
+    activations: float [B,C,h,w] → raw maps float32 [B,h,w] (class-agnostic).
+    As pytorch-grad-cam: Â = A viewed as an (h·w)×C matrix with centred columns, map = Â·v₁ with
+    v₁ the top right-singular vector. The SVD leaves the sign of v₁ free (pytorch-grad-cam's
+    depends on the LAPACK build); ours is fixed: the map's largest-magnitude value is positive.
+    Computed in float64 through the smaller of the two Gram matrices (no h·w×h·w U is formed).
+    """
+    B, C, h, w = activations.shape
+    M = activations.double().reshape(B, C, h * w).transpose(1, 2)  # [B,N,C]
+    M = torch.nan_to_num(M)
+    M = M - M.mean(dim=1, keepdim=True)
+    if h * w <= C:
+        evals, evecs = torch.linalg.eigh(M @ M.transpose(1, 2))  # ascending; [B,N], [B,N,N]
+        proj = evecs[..., -1] * evals[:, -1:].clamp_min(0).sqrt()  # σ₁·u₁ = Â·v₁
+    else:
+        _, evecs = torch.linalg.eigh(M.transpose(1, 2) @ M)  # [B,C,C]
+        proj = (M @ evecs[..., -1:]).squeeze(-1)
+    flip = proj.amax(dim=1) < -proj.amin(dim=1)
+    proj = torch.where(flip[:, None], -proj, proj)
+    return proj.reshape(B, h, w).float()
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
+    """ReLU, then per-map min-max: (x − min) / (max − min + eps). maps: float [..., h, w].
+
+    A constant map becomes all zeros, never NaN.
+    """
+    x = torch.relu(maps.float())
+    flat = x.flatten(-2)
+    lo = flat.amin(dim=-1, keepdim=True)
+    flat = flat - lo
+    hi = flat.amax(dim=-1, keepdim=True)
+    return (flat / (hi + eps)).view_as(x)
+
+
+def resize_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with F.interpolate(align_corners=False) semantics (= cv2.INTER_LINEAR).
+
+    maps: float [B,K,h,w] → float32 [B,K,H,W] with (H, W) = size.
+    """
+    return F.interpolate(maps.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def postprocess(raw: torch.Tensor, output_size: tuple[int, int] | None) -> torch.Tensor:
+    """raw CAMs float [B,K,h,w] → display maps float32 [B,K,H,W] in [0,1]: N(relu(R(N(relu(raw)))))."""
+    maps = normalize_maps(raw)
+    if output_size is not None and tuple(output_size) != tuple(maps.shape[-2:]):
+        maps = normalize_maps(resize_bilinear(maps, output_size))
+    else:
+        maps = normalize_maps(maps)
+    return maps
+
+
+def cam_from_gradients(
+    activations: torch.Tensor,
+    gradients: torch.Tensor,
+    method: str,
+    output_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """The whole CAM stage. activations: float [B,C,h,w]; gradients: float [B,K,C,h,w].
+
+    Returns float32 [B,K,H,W] in [0,1] ((H, W) = output_size, or (h, w) when None).
+    """
+    if method in WEIGHTED_METHODS:
+        raw = weighted_combine(activations, channel_weights(activations, gradients, method))
+    elif method in ELEMENTWISE_METHODS:
+        raw = elementwise_cam(activations, gradients, method)
+    else:
+        raise ValueError(
+            f"method must be one of {WEIGHTED_METHODS + ELEMENTWISE_METHODS}, got {method!r}"
+        )
+    return postprocess(raw, output_size)
+
+
+# --------------------------------------------------------------------------- target seeds
+
+
+def predicted_masks(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Seg-Grad-CAM default regions: pixels whose argmax is the class.
+
+    logits: float [B,L,H,W] over all L classes → float32 [B,K,H,W], 1 where argmax == classes[k].
+    Ties go to the lowest class index (torch.argmax and numpy.argmax agree on this).
+    """
+    label = logits.argmax(dim=1, keepdim=True)  # [B,1,H,W]
+    wanted = torch.as_tensor(classes, device=logits.device).view(1, -1, 1, 1)
+    return (label == wanted).float()
+
+
+def upsample_adjoint(
+    masks: torch.Tensor, low_size: tuple[int, int], align_corners: bool = False
+) -> torch.Tensor:
+    """Up*(M): pull full-resolution target masks back to logit resolution (ALGORITHMS.md §3.1).
+
+    masks: float [B,K,H,W]; low_size = (h, w) of the logits before F.interpolate(..., mode="bilinear",
+    align_corners=align_corners, size=(H, W)). Returns float32 [B,K,h,w] with
+    ⟨masks, Up(z)⟩ = ⟨Up*(masks), z⟩ for every z.
+    """
+    B, K, H, W = masks.shape
+    z = torch.zeros(B, K, *low_size, dtype=torch.float32, device=masks.device, requires_grad=True)
+    with torch.enable_grad():
+        up = F.interpolate(z, size=(H, W), mode="bilinear", align_corners=align_corners)
+        (seed,) = torch.autograd.grad(up, z, grad_outputs=masks.float())
+    return seed
+
+
+# --------------------------------------------------------------------------- overlay
+
+
+def overlay(
+    images: torch.Tensor, maps: torch.Tensor, colormap: str = "jet", alpha: float = 0.5
+) -> torch.Tensor:
+    """Colour maps and blend them onto frames.
+
+    images: uint8 [B,H,W,3] RGB; maps: float [B,h,w] in [0,1], resized bilinearly
+    (align_corners=False) to (H, W) when (h, w) differs. Returns uint8 [B,H,W,3]:
+    round((1 − alpha)·image + alpha·LUT[trunc(255·clamp(map, 0, 1))]).
+    The colour index truncates like pytorch-grad-cam's np.uint8(255*mask); unlike its
+    show_cam_on_image there is no global brightening (cam /= cam.max()) of the result.
+    """
+    B, H, W, _ = images.shape
+    if tuple(maps.shape[-2:]) != (H, W):
+        maps = resize_bilinear(maps.unsqueeze(1), (H, W)).squeeze(1)
+    index = (maps.float().clamp(0, 1) * 255).to(torch.int64)  # truncation, as np.uint8(255*m)
+    heat = colormap_lut(colormap).to(images.device)[index].float()  # [B,H,W,3]
+    blended = (1 - alpha) * images.float() + alpha * heat
+    return torch.floor(blended + 0.5).clamp(0, 255).to(torch.uint8)
