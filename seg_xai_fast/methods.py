@@ -1,0 +1,34 @@
+"""The CAM methods the engine computes: one small spec each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    needs_gradients: bool  # False: class-agnostic, computed from the activations alone
+    description: str
+
+
+_SPECS = (
+    MethodSpec("gradcam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)"),
+    MethodSpec("gradcam++", True, "Grad-CAM++: positive gradients weighted by 1/(2 + S·g) (Chattopadhyay et al. 2018)"),
+    MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)"),
+    MethodSpec("hirescam", True, "HiResCAM: element-wise Σ_c g⊙A, faithful to the target (Draelos & Carin 2020)"),
+    MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)"),
+    MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)"),
+)
+METHODS = {spec.name: spec for spec in _SPECS}
+
+
+def methods() -> dict[str, str]:
+    """Every supported method name with a one-line description."""
+    return {spec.name: spec.description for spec in _SPECS}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of method `name`, or a ValueError listing the valid names."""
+    if not isinstance(name, str) or name.lower() not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name.lower()]

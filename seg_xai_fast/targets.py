@@ -1,0 +1,148 @@
+"""Seg-Grad-CAM targets: which output pixels each class's logits are summed over.
+
+The target of class k is S_k = Σ_p M_k(p)·Y_k(p) with M_k a (soft) pixel mask at the output
+resolution (Vinogradova et al. 2020; pytorch-grad-cam's SemanticSegmentationTarget). By default
+M_k is the set of pixels predicted as k. A region object replaces it:
+
+- ``Box(y0, x0, y1, x1)``: every pixel of the half-open box [y0, y1) × [x0, x1);
+- ``Pixel(y, x)``: one pixel;
+- ``Component(y, x)``: the 8-connected component of the pixels predicted as k that contains (y, x)
+  (empty, hence an all-zero map, when (y, x) is not predicted as k).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+
+
+@dataclass(frozen=True)
+class Box:
+    """Half-open pixel box [y0, y1) × [x0, x1) in output (image) coordinates."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+
+@dataclass(frozen=True)
+class Pixel:
+    """A single output pixel (row y, column x)."""
+
+    y: int
+    x: int
+
+
+@dataclass(frozen=True)
+class Component:
+    """The connected region of the class's predicted pixels that contains pixel (y, x)."""
+
+    y: int
+    x: int
+
+
+Region = Union[Box, Pixel, Component]
+REGION_TYPES = (Box, Pixel, Component)
+
+
+def target_masks(
+    labels: torch.Tensor,
+    classes: Sequence[int],
+    masks: Union[None, torch.Tensor, Region, Sequence[Region]],
+) -> torch.Tensor:
+    """The target masks M of every (image, class) pair.
+
+    labels: int64 [B,H,W] predicted class per pixel; classes: the K class ids;
+    masks: None (predicted regions), a float Tensor [B,K,H,W] (used as given), or a region
+    (shared by all images) or a list of B regions (one per image).
+    Returns float32 [B,K,H,W].
+    """
+    B, H, W = labels.shape
+    K = len(classes)
+    if masks is None:
+        return _label_masks(labels, classes)
+    if isinstance(masks, torch.Tensor):
+        expected = (B, K, H, W)
+        if tuple(masks.shape) != expected:
+            raise ValueError(
+                f"masks must have shape [B,K,H,W] = {list(expected)} (images, classes, output size), "
+                f"got {list(masks.shape)}"
+            )
+        if masks.dtype == torch.bool:
+            masks = masks.float()
+        if not masks.is_floating_point():
+            raise ValueError(f"masks must be a float or bool tensor, got dtype {masks.dtype}")
+        if not torch.isfinite(masks).all():
+            raise ValueError("masks contains NaN or Inf values")
+        return masks.to(device=labels.device, dtype=torch.float32)
+    regions = [masks] * B if isinstance(masks, REGION_TYPES) else list(masks)
+    if len(regions) != B or not all(isinstance(r, REGION_TYPES) for r in regions):
+        raise ValueError(
+            "masks must be None, a float Tensor [B,K,H,W], a Box/Pixel/Component, or a list of "
+            f"{B} of them (one per image); got {type(masks).__name__}"
+            + (f" of length {len(regions)}" if isinstance(masks, (list, tuple)) else "")
+        )
+    out = torch.zeros(B, K, H, W, device=labels.device)
+    for b, region in enumerate(regions):
+        out[b] = _region_mask(region, labels[b], classes)
+    return out
+
+
+def _label_masks(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """labels int64 [B,H,W] → float32 [B,K,H,W], 1 where the label is classes[k]."""
+    wanted = torch.as_tensor(list(classes), device=labels.device).view(1, -1, 1, 1)
+    return (labels.unsqueeze(1) == wanted).float()
+
+
+def _region_mask(region: Region, labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """One image's masks float32 [K,H,W] for `region`; labels: int64 [H,W]."""
+    H, W = labels.shape
+    K = len(classes)
+    mask = torch.zeros(K, H, W, device=labels.device)
+    if isinstance(region, Box):
+        y0, x0, y1, x1 = max(region.y0, 0), max(region.x0, 0), min(region.y1, H), min(region.x1, W)
+        if y0 >= y1 or x0 >= x1:
+            raise ValueError(f"Box {region} does not overlap the {H}×{W} output")
+        mask[:, y0:y1, x0:x1] = 1.0
+        return mask
+    if not (0 <= region.y < H and 0 <= region.x < W):
+        raise ValueError(f"{type(region).__name__}({region.y}, {region.x}) lies outside the {H}×{W} output")
+    if isinstance(region, Pixel):
+        mask[:, region.y, region.x] = 1.0
+        return mask
+    label = int(labels[region.y, region.x])
+    for k, c in enumerate(classes):
+        if c == label:
+            mask[k] = connected_component(labels == label, region.y, region.x).float()
+    return mask
+
+
+def connected_component(mask: torch.Tensor, y: int, x: int) -> torch.Tensor:
+    """The 8-connected component of bool [H,W] `mask` containing (y, x), as bool [H,W].
+
+    A flood fill by repeated 3×3 dilation restricted to the mask: each step grows the region by
+    one pixel ring, so the number of steps is the component's geodesic radius.
+    """
+    region = torch.zeros_like(mask, dtype=torch.float32)
+    if not mask[y, x]:
+        return region.bool()
+    allowed = mask.float()[None, None]
+    region[y, x] = 1.0
+    region = region[None, None]
+    while True:
+        grown = F.max_pool2d(region, 3, stride=1, padding=1) * allowed
+        if torch.equal(grown, region):
+            return region[0, 0].bool()
+        region = grown
+
+
+def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+    """logits float [B,L,H,W] → int64 [B,H,W] argmax labels (ties to the lowest class)."""
+    return logits.argmax(dim=1)
+
+
+__all__ = ["Box", "Pixel", "Component", "Region", "target_masks", "connected_component"]

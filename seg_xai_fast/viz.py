@@ -1,0 +1,62 @@
+"""Pictures: frames as uint8, label colouring, contact sheets and atomic PNG writes."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+# Distinct colours for class labels in pictures (background first).
+_PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]],
+    dtype=np.uint8,
+)
+
+
+def to_frames(images: torch.Tensor) -> torch.Tensor:
+    """float [B,3,H,W] in [0,1] → uint8 [B,H,W,3] (rounded)."""
+    return (images.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def color_labels(labels: torch.Tensor) -> np.ndarray:
+    """int [H,W] class labels → uint8 [H,W,3] picture (colours repeat after 11 classes)."""
+    return _PALETTE[labels.cpu().numpy() % len(_PALETTE)]
+
+
+def contact_sheet(
+    rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], tile: int = 160
+) -> Image.Image:
+    """A grid of uint8 [H,W,3] tiles (each resized to tile×tile) under a row of column titles."""
+    title_h = 18
+    cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (cols * tile, title_h + len(rows) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(column_titles):
+        draw.text((c * tile + 4, 3), title, fill=(0, 0, 0))
+    for r, row in enumerate(rows):
+        for c, picture in enumerate(row):
+            tile_img = Image.fromarray(np.ascontiguousarray(picture)).resize((tile, tile), Image.BILINEAR)
+            sheet.paste(tile_img, (c * tile, title_h + r * tile))
+    return sheet
+
+
+def save_png(picture, path: os.PathLike) -> Path:
+    """Write a PIL image or uint8 [H,W,3] array to `path` atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(picture)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            picture.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
