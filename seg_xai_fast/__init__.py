@@ -8,7 +8,7 @@
 from ._backend import build_info  # raises an ImportError explaining how to build the core
 from . import reference
 from .demo_model import demo_model
-from .explainer import Explainer, Explanation
+from .explainer import Explainer, Explanation, InputOf
 from .kernels import cam_from_gradients, overlay
 from .methods import methods
 from .scenes import CLASS_NAMES, synthetic_scenes
@@ -22,6 +22,7 @@ __all__ = [
     "Component",
     "Explainer",
     "Explanation",
+    "InputOf",
     "Pixel",
     "build_info",
     "cam_from_gradients",

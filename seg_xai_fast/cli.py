@@ -30,6 +30,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    run_bench(args.model, methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
+              repeats=args.repeats, peer=not args.no_peer, chart=args.chart)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .colormaps import COLORMAP_NAMES
     from .methods import METHODS
@@ -49,6 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2024)
     demo.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES)
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="time the explainer against its floor, its reference and pytorch-grad-cam")
+    bench.add_argument("--model", default="demo", help="demo | torchvision:NAME | model.pt (default: %(default)s)")
+    bench.add_argument("--layer", default=None, help="target layer (default: the model's default)")
+    bench.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated (default: %(default)s)")
+    bench.add_argument("--classes", type=int, default=None, help="explain the first N classes (default: all)")
+    bench.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--no-peer", action="store_true", help="skip pytorch-grad-cam")
+    bench.add_argument("--chart", default="seg-xai-bench.png", help="PNG bar chart path (default: %(default)s)")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -202,3 +202,31 @@ def overlay(
     heat = colormap_lut(colormap).to(images.device)[index].float()  # [B,H,W,3]
     blended = (1 - alpha) * images.float() + alpha * heat
     return torch.floor(blended + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------- linear heads (closed form)
+#
+# When the target layer A feeds a 1×1 convolution z = W·A + b whose output is (upsampled to) the
+# logits, class k's gradient is g_kc(u) = W_kc·R_k(u) with R_k the seed of class k at z's
+# resolution (ALGORITHMS.md §3.2). These are the CAM formulas with that G substituted; they are
+# written here on the explicit G, chunk by chunk, as the oracle for the fused kernels.
+
+
+def analytic_gradients(weight: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """G = W_kc·R_k(u). weight: float [K,C]; seeds: float [B,K,h,w] → float32 [B,K,C,h,w]."""
+    return weight.float()[None, :, :, None, None] * seeds.float()[:, :, None]
+
+
+def analytic_cam(
+    activations: torch.Tensor,
+    weight: torch.Tensor,
+    seeds: torch.Tensor,
+    method: str,
+    output_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """The CAM stage of a linear head: cam_from_gradients with G = W_kc·R_k.
+
+    activations: float [B,C,h,w]; weight: float [K,C] (the head's rows of the explained classes,
+    eval-mode BatchNorm folded in); seeds: float [B,K,h,w]. Returns float32 [B,K,H,W].
+    """
+    return cam_from_gradients(activations, analytic_gradients(weight, seeds), method, output_size)

@@ -60,3 +60,21 @@ def save_png(picture, path: os.PathLike) -> Path:
         os.unlink(tmp)
         raise
     return path
+
+
+def bar_chart(bars: Sequence[tuple[str, float]], title: str, width: int = 900) -> Image.Image:
+    """A horizontal bar chart of (label, value) pairs, values shown at the bar ends."""
+    label_w, row_h, top = 330, 22, 30
+    chart = Image.new("RGB", (width, top + row_h * len(bars) + 10), (255, 255, 255))
+    draw = ImageDraw.Draw(chart)
+    draw.text((8, 8), title, fill=(0, 0, 0))
+    biggest = max((v for _, v in bars), default=1.0) or 1.0
+    span = width - label_w - 90
+    for i, (label, value) in enumerate(bars):
+        y = top + i * row_h
+        draw.text((8, y + 4), label, fill=(0, 0, 0))
+        length = max(1, int(span * value / biggest))
+        colour = (200, 80, 60) if "grad-cam" in label else (60, 120, 200)
+        draw.rectangle([label_w, y + 3, label_w + length, y + row_h - 3], fill=colour)
+        draw.text((label_w + length + 6, y + 4), f"{value:.1f}", fill=(0, 0, 0))
+    return chart

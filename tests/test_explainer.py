@@ -47,16 +47,21 @@ def _full_backward_maps(model, layer, method, images, classes, masks):
     return torch.cat(out)
 
 
+@pytest.mark.parametrize("layer, path", [("decoder", "autograd"), ("decoder", "analytic"), ("encoder.stage3", "autograd")])
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
-def test_one_forward_equals_a_backward_per_class(model, images, method):
+def test_one_forward_equals_a_backward_per_class(model, images, method, layer, path):
     classes = [0, 2, 3]
     masks = (torch.rand(2, 3, 48, 40, generator=torch.Generator().manual_seed(4)) > 0.6).float()
-    res = sx.Explainer(model, "decoder", method)(images, classes=classes, masks=masks)
-    expected = _full_backward_maps(model, "decoder", method, images, classes, masks)
+    explainer = sx.Explainer(model, layer, method, gradient_path=path)
+    for _ in range(2):  # the first call finds the path, the second uses it
+        res = explainer(images, classes=classes, masks=masks)
+        assert explainer.gradient_path == path == res.info["gradient_path"]
+    expected = _full_backward_maps(model, layer, method, images, classes, masks)
     assert res.maps.shape == (2, 3, 48, 40) and res.maps.dtype == torch.float32
     assert res.classes == classes
     torch.testing.assert_close(res.maps, expected, rtol=0, atol=1e-4)  # float32 VJP order vs full backward
-    assert res.info["backward_start"] == "logits before upsample"
+    if path == "autograd":
+        assert res.info["backward_start"] == "logits before upsample"
 
 
 def test_default_targets_are_the_predicted_regions(model, images):
@@ -72,7 +77,7 @@ def test_default_targets_are_the_predicted_regions(model, images):
 def test_empty_region_gives_zero_map_and_no_backward(model, images):
     masks = torch.zeros(2, 2, 48, 40)
     masks[0, 1, 5:9, 5:9] = 1  # class 3 has a region in image 0 only; class 1 in none
-    res = sx.Explainer(model, "decoder", "gradcam++")(images, classes=[1, 3], masks=masks)
+    res = sx.Explainer(model, "decoder", "gradcam++", gradient_path="autograd")(images, classes=[1, 3], masks=masks)
     assert torch.equal(res.maps[:, 0], torch.zeros(2, 48, 40))
     assert torch.equal(res.maps[1, 1], torch.zeros(48, 40))
     assert res.maps[0, 1].max() > 0.99
@@ -84,9 +89,9 @@ def test_empty_region_gives_zero_map_and_no_backward(model, images):
 @pytest.mark.parametrize("chunk", [1, 2, 3])
 def test_chunking_does_not_change_results(model, images, chunk):
     masks = torch.rand(2, 4, 48, 40, generator=torch.Generator().manual_seed(9))
-    full = sx.Explainer(model, "decoder", "layercam")(images, masks=masks)
-    chunked = sx.Explainer(model, "decoder", "layercam", class_chunk=chunk)(images, masks=masks)
-    tiny_budget = sx.Explainer(model, "decoder", "layercam", max_memory_mb=0.01)(images, masks=masks)
+    full = sx.Explainer(model, "encoder.stage3", "layercam")(images, masks=masks)
+    chunked = sx.Explainer(model, "encoder.stage3", "layercam", class_chunk=chunk)(images, masks=masks)
+    tiny_budget = sx.Explainer(model, "encoder.stage3", "layercam", max_memory_mb=0.01)(images, masks=masks)
     assert torch.equal(full.maps, chunked.maps) and torch.equal(full.maps, tiny_budget.maps)
 
 

@@ -1,0 +1,120 @@
+"""Closed-form gradients for linear heads: every class without a backward pass.
+
+If the target layer's output A feeds a 1×1 convolution z = W·A + b (eval-mode BatchNorm and
+Dropout in between folded in) and the logits are z, or z bilinearly upsampled, then the target
+S_k = ⟨M_k, Up(z_k)⟩ has the gradient g_kc(u) = W_kc·R_k(u) with R_k = Up*(M_k)
+(ALGORITHMS.md §3.2). Each CAM method then reduces to matrix products over W, A and R, so all K
+classes cost about as much as the head's own 1×1 convolution and G is never materialised.
+Only Grad-CAM++ needs an element-wise pass, done here in class chunks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from . import kernels, reference
+
+# Modules that are affine or the identity in eval mode, hence foldable into the 1×1 conv.
+_FOLDABLE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+
+
+@dataclass
+class LinearHead:
+    """The head found after the target layer: z = weight·A + const, logits = Up(z) or z.
+
+    weight: float32 [L,C] (BatchNorm folded); conv: the 1×1 conv module;
+    upsample: ((h, w), align_corners) of the final bilinear upsample, or None.
+    """
+
+    weight: torch.Tensor
+    conv: nn.Conv2d
+    upsample: Optional[tuple]
+
+
+def fold_chain(chain: list[nn.Module], conv: nn.Conv2d) -> torch.Tensor:
+    """Effective weight float32 [L,C] of `conv` applied after the eval-mode `chain` (BN, Dropout)."""
+    weight = conv.weight.detach()[:, :, 0, 0].float()
+    scale = torch.ones(weight.shape[1], device=weight.device)
+    for module in chain:
+        if isinstance(module, nn.BatchNorm2d):
+            s = torch.rsqrt(module.running_var.detach().float() + module.eps)
+            if module.weight is not None:
+                s = s * module.weight.detach().float()
+            scale = scale * s
+    return weight * scale[None, :]
+
+
+def is_linear_conv(module: nn.Module) -> bool:
+    """A 1×1, stride-1, ungrouped convolution: z(u) depends on A(u) alone."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.groups == 1
+        and module.padding in ((0, 0), "valid")
+    )
+
+
+def analytic_cam(
+    activations: torch.Tensor,
+    weight: torch.Tensor,
+    seeds: torch.Tensor,
+    method: str,
+    output_size: Optional[tuple],
+    backend: str = "auto",
+    max_memory_mb: float = 1024.0,
+) -> torch.Tensor:
+    """All K classes' maps from a linear head, G never formed (except Grad-CAM++ chunks).
+
+    activations: float [B,C,h,w]; weight: float [K,C] rows of the explained classes;
+    seeds: float [B,K,h,w] (R_k, at A's resolution). Returns float32 [B,K,H,W] in [0, 1].
+    Equals reference.analytic_cam.
+    """
+    if backend == "torch":
+        return reference.analytic_cam(activations, weight, seeds, method, output_size)
+    A = activations.float().flatten(2)  # [B,C,N]
+    R = seeds.float().flatten(2)  # [B,K,N]
+    W = weight.float()
+    B, C, N = A.shape
+    K = W.shape[0]
+    h, w = activations.shape[-2:]
+    if method == "gradcam":  # mean_u W_kc R_k(u)
+        weights = W[None] * R.mean(dim=2)[:, :, None]
+    elif method == "xgradcam":  # Σ_u W_kc R_k(u) A_c(u) / (Σ_u A_c(u) + eps)
+        channel_sum = A.sum(dim=2)  # [B,C]
+        weights = W[None] * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS)
+    elif method == "gradcam++":
+        weights = _gradcampp_weights(A, W, R, max_memory_mb)
+    elif method == "hirescam":  # Σ_c W_kc R_k A_c = R_k ⊙ (W·A)_k
+        raw = R * (W @ A)
+    elif method == "layercam":  # Σ_c relu(W_kc R_k) A_c, split by the signs of W and R
+        raw = torch.relu(R) * (torch.relu(W) @ A) + torch.relu(-R) * (torch.relu(-W) @ A)
+    else:
+        raise ValueError(f"method {method!r} has no closed form here")
+    if method in reference.WEIGHTED_METHODS:
+        maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
+    else:
+        maps = kernels.normalize_maps(raw.view(B, K, h, w), backend=backend)
+    size = (h, w) if output_size is None else tuple(output_size)
+    return kernels.resize_normalize(maps, size, backend=backend)
+
+
+def _gradcampp_weights(A: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
+    """Grad-CAM++ weights float32 [B,K,C] with g = W_kc·R_k(u), in class chunks.
+
+    A: [B,C,N]; W: [K,C]; R: [B,K,N]. α = g²/(2g² + S_c g³ + eps) where g ≠ 0; w = Σ_u relu(g)·α.
+    """
+    B, C, N = A.shape
+    K = W.shape[0]
+    channel_sum = A.sum(dim=2)[:, None, :, None]  # [B,1,C,1]
+    out = torch.empty(B, K, C, device=A.device)
+    chunk = max(1, int(max_memory_mb * 2**20 // (4 * 4 * B * C * N)))  # ~4 temporaries of [B,k,C,N]
+    for lo in range(0, K, chunk):
+        g = W[None, lo:lo + chunk, :, None] * R[:, lo:lo + chunk, None, :]  # [B,k,C,N]
+        g2 = g * g
+        alpha = g2 / (2 * g2 + channel_sum * g2 * g + reference.GRADCAMPP_EPS)
+        out[:, lo:lo + chunk] = (torch.relu(g) * torch.where(g != 0, alpha, 0)).sum(dim=3)
+    return out

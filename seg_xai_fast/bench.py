@@ -1,0 +1,186 @@
+"""`seg-xai bench`: the engine against its floor, its own reference and pytorch-grad-cam, in one run.
+
+Every figure is a median over `repeats` timed calls after a warm-up, measured side by side in the
+same process, so the ratios are meaningful on a noisy machine even when absolute times are not.
+
+Rows (all for the same model, layer, image and K classes):
+- forward: one plain forward pass (no_grad);
+- floor: one forward pass + the fastest batched VJP of the K class seeds from the logits down to
+  the target layer (the least any exact gradient method must do);
+- <method> fused / torch: our explainer with the compiled CAM stage / the pure-PyTorch one, each
+  class given a non-empty region through ``masks=``;
+- <method> pytorch-grad-cam: the peer, one call (forward + full backward) per class, same targets;
+- predicted targets: the default Seg-Grad-CAM target (each class's predicted pixels); classes
+  predicted nowhere cost us nothing and the peer still one forward + backward each.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from . import kernels
+from .explainer import Explainer, _ForwardCapture, _ModelState, _select_output
+from .models import load_model
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def box_masks(batch: int, classes: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A random non-empty box region per (image, class): float [B,K,H,W]."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(batch, classes, height, width)
+    for b in range(batch):
+        for k in range(classes):
+            y0 = int(torch.randint(0, height // 2, (1,), generator=g))
+            x0 = int(torch.randint(0, width // 2, (1,), generator=g))
+            masks[b, k, y0:y0 + max(1, height // 4), x0:x0 + max(1, width // 4)] = 1.0
+    return masks
+
+
+def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, output_key: str, repeats: int) -> dict:
+    """Times of the K VJPs from the (pre-upsample) logits to the layer: loop and batched."""
+    explainer = Explainer(model, layer, "gradcam", output_key=output_key, gradient_path="autograd")
+    with _ModelState(model), _ForwardCapture(explainer, leaf=True) as cap:
+        with torch.enable_grad():
+            logits = _select_output(model(images), output_key, images.shape[0])
+        leaf = cap.activations()
+        start, upsample = cap.backward_start(logits)
+        seeds = masks if upsample is None else kernels.mask_seeds(masks, *upsample)
+        cot = torch.zeros((len(classes),) + tuple(start.shape))
+        for i, c in enumerate(classes):
+            cot[i, :, c] = seeds[:, i]
+
+        def loop():
+            for c in cot:
+                torch.autograd.grad(start, leaf, c, retain_graph=True)
+
+        def batched():
+            torch.autograd.grad(start, leaf, cot, retain_graph=True, is_grads_batched=True)
+
+        return {"loop": median_seconds(loop, repeats), "batched": median_seconds(batched, repeats)}
+
+
+def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
+    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+    except ImportError:
+        return None
+    cam_class = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+                 "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return _select_output(self.model(x), output_key, x.shape[0])
+
+    wrapped = Logits()
+    targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
+    with cam_class(model=wrapped, target_layers=[model.get_submodule(layer)]) as cam:
+        def run():
+            for target in targets:
+                cam(input_tensor=images, targets=[target])
+        seconds = median_seconds(run, repeats)
+    model.requires_grad_(True)  # the peer leaves parameter .grad filled; clear it for fairness
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def run_bench(
+    model_spec: str = "demo",
+    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    num_classes: Optional[int] = None,
+    size: Optional[int] = None,
+    layer: Optional[str] = None,
+    repeats: int = 5,
+    peer: bool = True,
+    peer_repeats: int = 2,
+    chart: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run the comparison; print a table through `log`; return its rows; draw `chart` (PNG) if given."""
+    loaded = load_model(model_spec)
+    model, layer = loaded.model, layer or loaded.layer
+    size = size or loaded.image_size
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, size, size)
+    with torch.no_grad():
+        out = _select_output(model(images), "out", 1)
+    classes = list(range(out.shape[1] if num_classes is None else min(num_classes, out.shape[1])))
+    masks = box_masks(1, len(classes), size, size)
+    log(f"model {loaded.name}, layer {layer}, image 1×3×{size}×{size}, {len(classes)} classes, "
+        f"torch threads {torch.get_num_threads()}, medians of {repeats} (peer: {peer_repeats})")
+
+    def forward():
+        with torch.no_grad():
+            model(images)
+
+    forward_s = median_seconds(forward, repeats)
+    vjp = vjp_floor_seconds(model, layer, images, classes, masks, "out", repeats)
+    floor_s = forward_s + min(vjp.values())
+    rows = [{"row": "forward", "ms": forward_s * 1e3},
+            {"row": f"VJP loop ({len(classes)} classes)", "ms": vjp["loop"] * 1e3},
+            {"row": f"VJP batched ({len(classes)} classes)", "ms": vjp["batched"] * 1e3},
+            {"row": "floor = forward + fastest VJP", "ms": floor_s * 1e3}]
+    for method in methods:
+        timings = {}
+        for backend in ("fused", "torch"):
+            explainer = Explainer(model, layer, method, backend=backend)
+            timings[backend] = median_seconds(lambda: explainer(images, classes=classes, masks=masks), repeats)
+        peer_s = peer_seconds(model, layer, method, images, classes, masks, "out", peer_repeats) if peer else None
+        for backend, seconds in timings.items():
+            row = {"row": f"{method} {backend}", "ms": seconds * 1e3, "x_floor": seconds / floor_s}
+            if peer_s is not None:
+                row["peer_over_ours"] = peer_s / seconds
+            rows.append(row)
+        if peer_s is not None:
+            rows.append({"row": f"{method} pytorch-grad-cam", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+    # The default target: only the classes the model actually predicts cost a VJP.
+    explainer = Explainer(model, layer, methods[0])
+    ours_s = median_seconds(lambda: explainer(images, classes=classes), repeats)
+    predicted = (out.argmax(1, keepdim=True) == torch.tensor(classes).view(1, -1, 1, 1)).float()
+    row = {"row": f"{methods[0]} predicted targets", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s,
+           "predicted_classes": int(predicted.flatten(2).any(2).sum())}
+    if peer:
+        peer_s = peer_seconds(model, layer, methods[0], images, classes, predicted, "out", peer_repeats)
+        if peer_s is not None:
+            row["peer_over_ours"] = peer_s / ours_s
+            rows.append(row)
+            row = {"row": f"{methods[0]} predicted targets pytorch-grad-cam", "ms": peer_s * 1e3,
+                   "x_floor": peer_s / floor_s}
+    rows.append(row)
+    log(format_table(rows))
+    if chart:
+        from .viz import bar_chart, save_png
+
+        save_png(bar_chart([(r["row"], r["ms"]) for r in rows], f"{loaded.name} · {layer} · {size}² · "
+                           f"{len(classes)} classes (ms, lower is better)"), chart)
+        log(f"chart: {chart}")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'':44s} {'ms':>10s} {'× floor':>9s} {'peer/ours':>10s}"]
+    for r in rows:
+        x_floor = f"{r['x_floor']:.2f}" if "x_floor" in r else ""
+        ratio = f"{r['peer_over_ours']:.1f}×" if "peer_over_ours" in r else ""
+        extra = f"  ({r['predicted_classes']} classes predicted)" if "predicted_classes" in r else ""
+        lines.append(f"{r['row']:44s} {r['ms']:10.1f} {x_floor:>9s} {ratio:>10s}{extra}")
+    return "\n".join(lines)
