@@ -72,8 +72,8 @@ class Explainer:
     torchvision's ``"out"`` by default, see ``output_key`` — or a tuple/list whose first element
     is the logits).
     target_layer: an nn.Module inside ``model`` or its dotted name (``"backbone.layer4"``,
-    ``"classifier.3"``); its output is the activation map A [B,C,h,w]. ``InputOf(layer)`` takes
-    the module's first input instead.
+    ``"classifier.3"``); its output is the activation map A [B,C,h,w]. ``InputOf(layer)`` (or a
+    name ending in ``":input"``) takes the module's first input instead.
     method: one of ``sx.methods()``.
     backend: "auto" (fused kernels when the compiled core serves the device and dtype), "fused"
     or "torch" (the pure-PyTorch reference).
@@ -106,6 +106,8 @@ class Explainer:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.method = get_method(method).name
+        if isinstance(target_layer, str) and target_layer.endswith(":input"):
+            target_layer = InputOf(target_layer[: -len(":input")])
         self.use_input = isinstance(target_layer, InputOf)
         self.layer_name, self.target_layer = _resolve_layer(model, target_layer.layer if self.use_input else target_layer)
         if self.use_input:
@@ -194,6 +196,16 @@ class Explainer:
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum())})
+
+    def linear_head(self, images: torch.Tensor) -> Optional[LinearHead]:
+        """The verified linear head after the target layer for inputs shaped like `images`
+        float [B,3,H,W] (runs one explanation if not yet known), or None when there is none."""
+        key = tuple(images.shape[1:])
+        if key not in self._heads:
+            if self.requested_path == "autograd":
+                return None
+            self(images[:1], classes=[0], masks=torch.ones(1, 1, *images.shape[-2:], device=images.device))
+        return self._heads.get(key)
 
     def _result(self, maps, class_ids, labels, active, info) -> Explanation:
         info = {"gradient_path": self.gradient_path, **info}

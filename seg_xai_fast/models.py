@@ -18,15 +18,15 @@ class LoadedModel:
     image_size: int = 256  # a sensible input size for demos and benchmarks
 
 
-# Default target layers of torchvision's segmentation architectures: the backbone's last stage
-# (pytorch-grad-cam's tutorial choice for deeplabv3_resnet50).
+# Default target layers of torchvision's segmentation architectures: the input of the final
+# 1×1 classifier, so that the closed-form (analytic) gradient path applies to every class.
 _TORCHVISION_LAYERS = {
-    "fcn_resnet50": "backbone.layer4",
-    "fcn_resnet101": "backbone.layer4",
-    "deeplabv3_resnet50": "backbone.layer4",
-    "deeplabv3_resnet101": "backbone.layer4",
-    "deeplabv3_mobilenet_v3_large": "backbone.16",
-    "lraspp_mobilenet_v3_large": "backbone.16",
+    "fcn_resnet50": "classifier.3",
+    "fcn_resnet101": "classifier.3",
+    "deeplabv3_resnet50": "classifier.3",
+    "deeplabv3_resnet101": "classifier.3",
+    "deeplabv3_mobilenet_v3_large": "classifier.3",
+    "lraspp_mobilenet_v3_large": "classifier.high_classifier:input",
 }
 
 

@@ -1,0 +1,105 @@
+// The only file that includes pybind11: converts Python arguments to TensorViews and calls the core.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "seg_xai/check.h"
+#include "seg_xai/ops.h"
+
+namespace py = pybind11;
+using namespace seg_xai;
+
+namespace {
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::Float32;
+  if (name == "float16") return DType::Float16;
+  if (name == "bfloat16") return DType::BFloat16;
+  if (name == "uint8") return DType::UInt8;
+  if (name == "int32") return DType::Int32;
+  if (name == "int64") return DType::Int64;
+  throw ArgumentError("unsupported dtype '" + name + "'");
+}
+
+// ptr: data_ptr(); dtype: "float32", ...; shape/strides: in elements; device: "cpu" | "cuda".
+TensorView make_view(std::uintptr_t ptr, const std::string& dtype, const std::vector<int64_t>& shape,
+                     const std::vector<int64_t>& strides, const std::string& device, int index) {
+  if (shape.size() != strides.size() || shape.size() > size_t(kMaxDims))
+    throw ArgumentError("tensor view: shape and strides must have equal length <= 8");
+  if (device != "cpu" && device != "cuda") throw ArgumentError("unsupported device '" + device + "'");
+  TensorView v;
+  v.data = reinterpret_cast<void*>(ptr);
+  v.dtype = parse_dtype(dtype);
+  v.ndim = int(shape.size());
+  for (int i = 0; i < v.ndim; ++i) v.shape[i] = shape[i], v.strides[i] = strides[i];
+  v.device = device == "cuda" ? DeviceType::CUDA : DeviceType::CPU;
+  v.device_index = index;
+  return v;
+}
+
+Exec make_exec(int num_threads, std::uintptr_t stream) {
+  return Exec{num_threads < 1 ? 1 : num_threads, reinterpret_cast<void*>(stream)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "seg_xai_fast compiled core (torch-free; tensors arrive as TensorView)";
+  using Tv = const TensorView&;
+  using Ptr = std::uintptr_t;
+  auto nogil = py::call_guard<py::gil_scoped_release>();
+
+  py::class_<TensorView>(m, "TensorView")
+      .def(py::init(&make_view), py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
+           py::arg("strides"), py::arg("device"), py::arg("device_index"))
+      .def_property_readonly("shape", [](Tv v) { return std::vector<int64_t>(v.shape, v.shape + v.ndim); })
+      .def_property_readonly("dtype", [](Tv v) { return std::string(dtype_name(v.dtype)); });
+
+  m.def("normalize_maps", [](Tv maps, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
+    normalize_maps(maps, out, minmax, eps, make_exec(threads, stream));
+  }, nogil);
+  m.def("resize_normalize", [](Tv maps, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
+    resize_normalize(maps, out, minmax, eps, make_exec(threads, stream));
+  }, nogil);
+  m.def("channel_weights", [](Tv a, Tv g, const std::string& method, Tv out, Tv sums, int threads,
+                              Ptr stream) {
+    channel_weights(a, g, parse_method("channel_weights", method), out, sums, make_exec(threads, stream));
+  }, nogil);
+  m.def("weighted_cam", [](Tv a, Tv weights, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
+    weighted_cam(a, weights, out, minmax, eps, make_exec(threads, stream));
+  }, nogil);
+  m.def("elementwise_cam", [](Tv a, Tv g, const std::string& method, Tv out, Tv minmax, float eps,
+                              int threads, Ptr stream) {
+    elementwise_cam(a, g, parse_method("elementwise_cam", method), out, minmax, eps,
+                    make_exec(threads, stream));
+  }, nogil);
+  m.def("overlay", [](Tv images, Tv maps, Tv lut, double alpha, Tv out, int threads, Ptr stream) {
+    overlay(images, maps, lut, alpha, out, make_exec(threads, stream));
+  }, nogil);
+  m.def("seeds_from_logits", [](Tv logits, Tv classes, bool align_corners, Tv out, int threads,
+                                Ptr stream) {
+    seeds_from_logits(logits, classes, align_corners, out, make_exec(threads, stream));
+  }, nogil);
+  m.def("seeds_from_masks", [](Tv masks, bool align_corners, Tv out, int threads, Ptr stream) {
+    seeds_from_masks(masks, align_corners, out, make_exec(threads, stream));
+  }, nogil);
+
+  m.def("build_info", [] {
+    const BuildInfo b = build_info();
+    py::dict d;
+    d["version"] = b.version;
+    d["compiler"] = b.compiler;
+    d["openmp"] = b.openmp;
+    d["omp_max_threads"] = b.omp_max_threads;
+    d["simd"] = b.simd;
+    d["cuda_built"] = b.cuda_built;
+    d["cuda_version"] = b.cuda_built ? py::object(py::str(b.cuda_version)) : py::none();
+    d["cuda_archs"] = b.cuda_built ? py::object(py::str(b.cuda_archs)) : py::none();
+    d["cuda_device_count"] = b.cuda_device_count;
+    d["cuda_available"] = b.cuda_device_count > 0;
+    return d;
+  });
+}

@@ -1,0 +1,36 @@
+// Hot inner loops of the CPU kernels. Each is compiled for AVX-512, AVX2 and baseline x86-64
+// (GCC/Clang function multiversioning); the loader picks one clone per process from the CPU's
+// features, and simd_level() reports the same choice.
+#pragma once
+
+#include <cstdint>
+
+namespace seg_xai::cpu {
+
+struct MinMax {
+  float lo, hi;
+};
+
+// Min and max of relu(x). x: [n]
+MinMax relu_min_max(const float* x, int64_t n);
+// y = (relu(x) − lo) / denom. x, y: [n] (may alias)
+void minmax_apply(const float* x, float* y, int64_t n, float lo, float denom);
+// Σ x. x: [n]
+float sum(const float* x, int64_t n);
+// Σ x⊙y. x, y: [n]
+float dot(const float* x, const float* y, int64_t n);
+// Grad-CAM++ weight Σ relu(g)·α, α = g²/(2g² + s·g³ + eps) where g ≠ 0, else 0. g: [n]
+float gradcampp_weight(const float* g, int64_t n, float s, float eps);
+// y += a·x. x, y: [n]
+void axpy(float a, const float* x, float* y, int64_t n);
+// y += g⊙x (relu_g: y += relu(g)⊙x). g, x, y: [n]
+void mul_acc(const float* g, const float* x, float* y, int64_t n, bool relu_g);
+// y = x0·w0 + x1·w1, the bilinear lerp of two rows in ATen's operation order. x0, x1, y: [n]
+void lerp(const float* x0, const float* x1, float w0, float w1, float* y, int64_t n);
+// y[j] = x[i0[j]]·l0[j] + x[i1[j]]·l1[j] (one row of a horizontal bilinear pass). y: [n]
+void gather_lerp(const float* x, const int32_t* i0, const int32_t* i1, const float* l0,
+                 const float* l1, float* y, int64_t n);
+
+const char* simd_level();
+
+}  // namespace seg_xai::cpu

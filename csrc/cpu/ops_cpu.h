@@ -1,0 +1,25 @@
+// CPU implementations, called by the dispatchers in csrc/<op>.cpp after argument checks.
+// Shapes as in seg_xai/ops.h; every float tensor is float32 here.
+#pragma once
+
+#include "seg_xai/ops.h"
+
+namespace seg_xai::cpu {
+
+void normalize_maps_cpu(const TensorView& maps, const TensorView& out, float eps, const Exec& exec);
+void resize_normalize_cpu(const TensorView& maps, const TensorView& out, float eps,
+                          const Exec& exec);
+void channel_weights_cpu(const TensorView& activations, const TensorView& gradients, Method method,
+                         const TensorView& out, const TensorView& channel_sums, const Exec& exec);
+void weighted_cam_cpu(const TensorView& activations, const TensorView& weights,
+                      const TensorView& out, float eps, const Exec& exec);
+void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradients,
+                         Method method, const TensorView& out, float eps, const Exec& exec);
+void overlay_cpu(const TensorView& images, const TensorView& maps, const TensorView& lut,
+                 double alpha, const TensorView& out, const Exec& exec);
+void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
+                           const TensorView& out, const Exec& exec);
+void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,
+                          const Exec& exec);
+
+}  // namespace seg_xai::cpu

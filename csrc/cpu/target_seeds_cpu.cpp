@@ -1,0 +1,86 @@
+#include <algorithm>
+#include <vector>
+
+#include "cpu_common.h"
+#include "ops_cpu.h"
+
+namespace seg_xai::cpu {
+namespace {
+
+// Up*(M) = U_Hᵀ M U_W for every (b, k) map, one map per thread: each full-resolution row is
+// pulled back along x into a w-long row, which is then added to its two source rows.
+// mask(b, k, y, row): fills row[x] = M[b,k,y,x] for x in [0,W); out: [B,K,h,w].
+template <typename MaskRow>
+void pull_back(int64_t B, int64_t K, int64_t H, int64_t W, bool align_corners,
+               const TensorView& out, const Exec& exec, MaskRow mask) {
+  const int64_t h = out.shape[2], w = out.shape[3];
+  const AxisTable ty(h, H, align_corners), tx(w, W, align_corners);
+#pragma omp parallel num_threads(exec.num_threads)
+  {
+    std::vector<float> full(W), low(w);
+#pragma omp for schedule(static)
+    for (int64_t m = 0; m < B * K; ++m) {
+      float* seed = out.ptr<float>() + m * h * w;
+      std::fill_n(seed, h * w, 0.f);
+      for (int64_t y = 0; y < H; ++y) {
+        if (!mask(m / K, m % K, y, full.data())) continue;  // empty row: nothing to pull back
+        std::fill(low.begin(), low.end(), 0.f);
+        for (int64_t x = 0; x < W; ++x) {
+          low[tx.i0[x]] += full[x] * tx.l0[x];
+          low[tx.i1[x]] += full[x] * tx.l1[x];
+        }
+        axpy(ty.l0[y], low.data(), seed + ty.i0[y] * w, w);
+        axpy(ty.l1[y], low.data(), seed + ty.i1[y] * w, w);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// logits: float32 [B,L,H,W], classes: int64 [K] → out: [B,K,h,w]. The argmax label map
+// ([B,H,W] int32, 1/K of the masks' size) is computed once; the K masks are never stored.
+void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
+                           const TensorView& out, const Exec& exec) {
+  const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
+  const int64_t K = classes.shape[0], HW = H * W;
+  const float* Y = logits.ptr<float>();
+  const int64_t* cls = classes.ptr<int64_t>();
+  std::vector<int32_t> label(B * HW);
+#pragma omp parallel for num_threads(exec.num_threads) schedule(static)
+  for (int64_t by = 0; by < B * H; ++by) {
+    const int64_t b = by / H, p0 = (by % H) * W;
+    int32_t* lab = label.data() + b * HW + p0;
+    std::vector<float> best(Y + b * L * HW + p0, Y + b * L * HW + p0 + W);
+    std::fill_n(lab, W, 0);
+    for (int64_t l = 1; l < L; ++l) {
+      const float* row = Y + (b * L + l) * HW + p0;
+      for (int64_t x = 0; x < W; ++x)  // strictly greater: ties keep the lowest class; NaN wins
+        if (row[x] > best[x] || (row[x] != row[x] && best[x] == best[x]))
+          best[x] = row[x], lab[x] = int32_t(l);
+    }
+  }
+  pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
+    const int32_t* lab = label.data() + b * HW + y * W;
+    bool any = false;
+    for (int64_t x = 0; x < W; ++x) {
+      row[x] = lab[x] == cls[k] ? 1.f : 0.f;
+      any |= lab[x] == cls[k];
+    }
+    return any;
+  });
+}
+
+// masks: float32 [B,K,H,W] → out: [B,K,h,w].
+void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,
+                          const Exec& exec) {
+  const int64_t B = masks.shape[0], K = masks.shape[1], H = masks.shape[2], W = masks.shape[3];
+  const float* Mk = masks.ptr<float>();
+  pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
+    const float* src = Mk + ((b * K + k) * H + y) * W;
+    std::copy_n(src, W, row);
+    return true;
+  });
+}
+
+}  // namespace seg_xai::cpu

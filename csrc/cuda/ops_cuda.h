@@ -1,0 +1,32 @@
+// CUDA implementations, called by the dispatchers in csrc/<op>.cpp after argument checks.
+// Shapes as in seg_xai/ops.h. Kernels run on exec.stream; nothing is allocated here.
+#pragma once
+
+#include "seg_xai/ops.h"
+
+namespace seg_xai::cuda {
+
+void normalize_maps_cuda(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                         float eps, const Exec& exec);
+void resize_normalize_cuda(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                           float eps, const Exec& exec);
+void channel_weights_cuda(const TensorView& activations, const TensorView& gradients,
+                          Method method, const TensorView& out, const TensorView& channel_sums,
+                          const Exec& exec);
+void weighted_cam_cuda(const TensorView& activations, const TensorView& weights,
+                       const TensorView& out, const TensorView& minmax, float eps,
+                       const Exec& exec);
+void elementwise_cam_cuda(const TensorView& activations, const TensorView& gradients,
+                          Method method, const TensorView& out, const TensorView& minmax,
+                          float eps, const Exec& exec);
+void overlay_cuda(const TensorView& images, const TensorView& maps, const TensorView& lut,
+                  double alpha, const TensorView& out, const Exec& exec);
+void seeds_from_logits_cuda(const TensorView& logits, const TensorView& classes,
+                            bool align_corners, const TensorView& out, const Exec& exec);
+void seeds_from_masks_cuda(const TensorView& masks, bool align_corners, const TensorView& out,
+                           const Exec& exec);
+
+int runtime_version_cuda();  // CUDART_VERSION
+int device_count_cuda();     // 0 without driver or device; never throws
+
+}  // namespace seg_xai::cuda

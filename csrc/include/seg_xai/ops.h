@@ -1,0 +1,98 @@
+// Every op of the core, device-independent. Each op validates its arguments, then dispatches to
+// its CPU (csrc/cpu/<op>_cpu.cpp) or CUDA (csrc/cuda/<op>_cuda.cu) implementation.
+//
+// Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
+// (H, W) the output/image size, M = number of maps (any flattening of leading dims), L logit classes.
+// All tensors contiguous. "float" inputs: float32 on CPU; float32, float16 or bfloat16 on CUDA
+// (accumulation always in float32). Workspaces are allocated by the caller.
+#pragma once
+
+#include <string>
+
+#include "seg_xai/tensor_view.h"
+
+namespace seg_xai {
+
+// Denominator epsilons of pytorch-grad-cam (= reference.GRADCAMPP_EPS / XGRADCAM_EPS).
+constexpr float kGradCamPPEps = 1e-6f;
+constexpr float kXGradCamEps = 1e-7f;
+
+enum class Method { GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM };
+Method parse_method(const char* op, const std::string& name);
+bool is_weighted(Method m);  // gradcam, gradcam++, xgradcam: one weight per (class, channel)
+
+// ReLU then per-map min-max (x − min) / (max − min + eps).
+//   maps:   float [M,h,w]
+//   out:    float32|float16 [M,h,w]  (may be the same memory as maps)
+//   minmax: int32 [M,2] workspace (CUDA only; unused on CPU)
+void normalize_maps(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                    float eps, const Exec& exec);
+
+// Bilinear resize (align_corners=False) fused with ReLU and per-map min-max.
+//   maps:   float [M,h,w]
+//   out:    float32|float16 [M,H,W]
+//   minmax: int32 [M,2] workspace (CUDA only)
+void resize_normalize(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                      float eps, const Exec& exec);
+
+// Per-class channel weights of gradcam / gradcam++ / xgradcam, one pass over the gradients.
+//   activations:  float [B,C,h,w]
+//   gradients:    float [B,K,C,h,w]
+//   out:          float32 [B,K,C]
+//   channel_sums: float32 [B,C] workspace (S_c = Σ_u A_c(u))
+void channel_weights(const TensorView& activations, const TensorView& gradients, Method method,
+                     const TensorView& out, const TensorView& channel_sums, const Exec& exec);
+
+// Σ_c w_kc·A_c, then ReLU + per-map min-max as the epilogue.
+//   activations: float [B,C,h,w]
+//   weights:     float32 [B,K,C]
+//   out:         float32 [B,K,h,w]
+//   minmax:      int32 [B*K,2] workspace (CUDA only)
+void weighted_cam(const TensorView& activations, const TensorView& weights, const TensorView& out,
+                  const TensorView& minmax, float eps, const Exec& exec);
+
+// hirescam Σ_c G⊙A or layercam Σ_c relu(G)⊙A, then ReLU + per-map min-max.
+//   activations: float [B,C,h,w]
+//   gradients:   float [B,K,C,h,w]
+//   out:         float32 [B,K,h,w]
+//   minmax:      int32 [B*K,2] workspace (CUDA only)
+void elementwise_cam(const TensorView& activations, const TensorView& gradients, Method method,
+                     const TensorView& out, const TensorView& minmax, float eps,
+                     const Exec& exec);
+
+// Colour maps through a LUT and blend onto images; maps are resized bilinearly when (h,w) ≠ (H,W).
+//   images: uint8 [B,H,W,3]
+//   maps:   float [B,h,w]
+//   lut:    uint8 [256,3]
+//   out:    uint8 [B,H,W,3]
+void overlay(const TensorView& images, const TensorView& maps, const TensorView& lut, double alpha,
+             const TensorView& out, const Exec& exec);
+
+// Target seeds Up*([argmax_l logits == classes[k]]) for all K classes at once.
+//   logits:  float [B,L,H,W]
+//   classes: int64 [K] (values in [0, L))
+//   out:     float32 [B,K,h,w]
+void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
+                       const TensorView& out, const Exec& exec);
+
+// Target seeds Up*(masks).
+//   masks: float [B,K,H,W]
+//   out:   float32 [B,K,h,w]
+void seeds_from_masks(const TensorView& masks, bool align_corners, const TensorView& out,
+                      const Exec& exec);
+
+// Build facts for _backend.build_info().
+struct BuildInfo {
+  std::string version;           // package version baked in at build time
+  std::string compiler;          // e.g. "gcc 12.2.0"
+  bool openmp;                   // compiled with OpenMP
+  int omp_max_threads;           // omp_get_max_threads(), 1 without OpenMP
+  std::string simd;              // "avx512" | "avx2" | "scalar": the clone the CPU loops run
+  bool cuda_built;               // CUDA kernels compiled in
+  std::string cuda_version;      // CUDA runtime version at build time, "" without CUDA
+  std::string cuda_archs;        // CMAKE_CUDA_ARCHITECTURES, "" without CUDA
+  int cuda_device_count;         // devices visible now; 0 without driver/device (never throws)
+};
+BuildInfo build_info();
+
+}  // namespace seg_xai

@@ -1,0 +1,32 @@
+#include "dispatch.h"
+
+namespace seg_xai {
+
+void weighted_cam(const TensorView& activations, const TensorView& weights, const TensorView& out,
+                  const TensorView& minmax, float eps, const Exec& exec) {
+  constexpr const char* op = "weighted_cam";
+  const TensorView& A = activations;
+  check_same_device(op, {{"activations", &A}, {"weights", &weights}, {"out", &out},
+                         {"minmax", &minmax}});
+  check_layout(op, {{{"activations", &A}, 4}, {{"weights", &weights}, 3}, {{"out", &out}, 4},
+                    {{"minmax", &minmax}, 2}});
+  check_float(op, "activations", A);
+  check_dtype(op, "weights", weights, {DType::Float32});
+  check_dtype(op, "out", out, {DType::Float32});
+  check_dtype(op, "minmax", minmax, {DType::Int32});
+  const int64_t K = weights.shape[1];
+  check_dim(op, "weights", weights, 0, A.shape[0], "B, as activations");
+  check_dim(op, "weights", weights, 2, A.shape[1], "C, as activations");
+  check_dim(op, "out", out, 0, A.shape[0], "B");
+  check_dim(op, "out", out, 1, K, "K");
+  check_dim(op, "out", out, 2, A.shape[2], "h");
+  check_dim(op, "out", out, 3, A.shape[3], "w");
+  check_dim(op, "minmax", minmax, 0, A.shape[0] * K, "B*K maps");
+  check_dim(op, "minmax", minmax, 1, 2, "min and max");
+  if (A.device == DeviceType::CUDA)
+    SEG_XAI_CUDA_CALL(op, cuda::weighted_cam_cuda(A, weights, out, minmax, eps, exec));
+  else
+    cpu::weighted_cam_cpu(A, weights, out, eps, exec);
+}
+
+}  // namespace seg_xai

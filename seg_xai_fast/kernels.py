@@ -1,0 +1,445 @@
+"""Torch-facing layer of the fused kernels: validation, output allocation and backend dispatch.
+
+Every op takes ``backend``:
+  "fused"  the compiled core (raises if it cannot run these dtypes/devices),
+  "torch"  the pure-PyTorch twin in seg_xai_fast.reference,
+  "auto"   fused when the core supports the inputs' dtype and device, else torch.
+The core supports float32 on CPU, and float32/float16/bfloat16 on CUDA (accumulating in float32).
+Non-contiguous inputs are copied (``.contiguous()``) before the fused path, never rejected.
+Every op accepts ``out=``, a contiguous tensor of the result's shape, dtype and device that is
+written and returned (the tests pass NaN-filled outputs through it).
+
+Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
+(H, W) the output/image size, L logit classes.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import _backend, reference  # _backend raises an ImportError saying how to build the core
+from ._backend import build_info  # noqa: F401  (re-exported)
+from .colormaps import colormap_lut
+
+BACKENDS = ("auto", "fused", "torch")
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _tensor(name: str, t, ndim: int, dtypes: Sequence[torch.dtype] = _FLOATS) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"argument '{name}' must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(
+            f"argument '{name}' must have {ndim} dimensions, got {t.dim()} (shape {list(t.shape)})"
+        )
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"argument '{name}' must have dtype in ({names}), got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"argument '{name}' must not be empty, got shape {list(t.shape)}")
+    return t
+
+
+def _same_device(**tensors: torch.Tensor) -> torch.device:
+    (first_name, first), *rest = tensors.items()
+    for name, t in rest:
+        if t.device != first.device:
+            raise ValueError(
+                f"argument '{name}' is on {t.device} but argument '{first_name}' is on "
+                f"{first.device}; all tensors must be on one device"
+            )
+    return first.device
+
+
+def _match(name: str, t: torch.Tensor, dim: int, size: int, what: str) -> None:
+    if t.shape[dim] != size:
+        raise ValueError(
+            f"argument '{name}' must have size {size} ({what}) in dimension {dim}, "
+            f"got shape {list(t.shape)}"
+        )
+
+
+def _size2(name: str, size) -> Tuple[int, int]:
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"argument '{name}' must be a pair (H, W) of ints, got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"argument '{name}' must be positive, got {(h, w)}")
+    return h, w
+
+
+def _method(method: str, allowed: Sequence[str]) -> str:
+    if method not in allowed:
+        raise ValueError(f"argument 'method' must be one of {tuple(allowed)}, got {method!r}")
+    return method
+
+
+def _use_fused(backend: str, device: torch.device, *dtypes: torch.dtype) -> bool:
+    """Decide the backend; "fused" raises when the core cannot run these inputs."""
+    if backend not in BACKENDS:
+        raise ValueError(f"argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    supported = (torch.float32,) if device.type == "cpu" else _FLOATS
+    reason = None
+    if device.type not in ("cpu", "cuda"):
+        reason = f"tensors on {device}"
+    elif any(d not in supported for d in dtypes) or len(set(dtypes)) > 1:
+        names = ", ".join(str(d).replace("torch.", "") for d in supported)
+        got = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        reason = f"float inputs of one dtype in ({names}) on {device.type}, got {got}"
+    if reason is None:
+        return True
+    if backend == "fused":
+        raise TypeError(f"backend='fused' does not support {reason}")
+    return False
+
+
+def _out(out: Optional[torch.Tensor], shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The output tensor: `out` after checking it, or a new one."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"argument 'out' must be a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
+        raise ValueError(
+            f"argument 'out' must be {dtype} of shape {list(shape)} on {device}, "
+            f"got {out.dtype} of shape {list(out.shape)} on {out.device}"
+        )
+    if not out.is_contiguous():
+        raise ValueError("argument 'out' must be contiguous")
+    return out
+
+
+def _into(out: Optional[torch.Tensor], result: torch.Tensor) -> torch.Tensor:
+    """Reference path: return `result`, copied into `out` when one was given."""
+    if out is None:
+        return result
+    return _out(out, result.shape, result.dtype, result.device).copy_(result)
+
+
+def _view(t: torch.Tensor):
+    """A core TensorView of a contiguous tensor (no copy)."""
+    return _backend.core.TensorView(
+        t.data_ptr(), str(t.dtype).replace("torch.", ""), list(t.shape), list(t.stride()),
+        t.device.type, t.device.index or 0,
+    )
+
+
+def _exec(device: torch.device) -> Tuple[int, int]:
+    """(CPU threads, CUDA stream handle): torch's thread setting and current stream."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    return torch.get_num_threads(), stream
+
+
+def _minmax_ws(maps: int, device: torch.device) -> torch.Tensor:
+    """int32 [maps, 2] workspace for the CUDA min-max reduction."""
+    return torch.empty(maps, 2, dtype=torch.int32, device=device)
+
+
+# --------------------------------------------------------------------------- post-processing
+
+
+def normalize_maps(
+    maps: torch.Tensor,  # float [..., h, w]
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [..., h, w]
+) -> torch.Tensor:
+    """ReLU + per-map min-max (reference.normalize_maps) → float32 [..., h, w].
+
+    Non-contiguous `maps` are copied. Inputs need at least 2 dimensions.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 2:
+        raise ValueError("argument 'maps' must be a tensor with at least 2 dimensions [..., h, w]")
+    _tensor("maps", maps, maps.dim())
+    if not _use_fused(backend, maps.device, maps.dtype):
+        return _into(out, reference.normalize_maps(maps))
+    result = _out(out, maps.shape, torch.float32, maps.device)
+    src = maps.contiguous().view(-1, *maps.shape[-2:])
+    _backend.core.normalize_maps(
+        _view(src), _view(result.view(src.shape)), _view(_minmax_ws(src.shape[0], maps.device)),
+        reference.MINMAX_EPS, *_exec(maps.device))
+    return result
+
+
+def resize_normalize(
+    maps: torch.Tensor,  # float [B,K,h,w]
+    size: Tuple[int, int],  # (H, W)
+    *,
+    out_dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # out_dtype [B,K,H,W]
+) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) + ReLU + per-map min-max → out_dtype [B,K,H,W].
+
+    Equals reference.normalize_maps(reference.resize_bilinear(maps, size)). out_dtype: float32 or
+    float16. Non-contiguous `maps` are copied.
+    """
+    _tensor("maps", maps, 4)
+    H, W = _size2("size", size)
+    if out_dtype not in (torch.float32, torch.float16):
+        raise TypeError(f"argument 'out_dtype' must be torch.float32 or torch.float16, got {out_dtype}")
+    B, K = maps.shape[:2]
+    if not _use_fused(backend, maps.device, maps.dtype):
+        return _into(out, reference.normalize_maps(reference.resize_bilinear(maps, (H, W))).to(out_dtype))
+    result = _out(out, (B, K, H, W), out_dtype, maps.device)
+    _resize_normalize_into(maps.contiguous(), result)
+    return result
+
+
+def _resize_normalize_into(maps: torch.Tensor, result: torch.Tensor) -> None:
+    """maps: float [B,K,h,w] contiguous → result: [B,K,H,W] (fused path only)."""
+    src = maps.view(-1, *maps.shape[-2:])
+    dst = result.view(-1, *result.shape[-2:])
+    _backend.core.resize_normalize(_view(src), _view(dst), _view(_minmax_ws(src.shape[0], maps.device)),
+                                   reference.MINMAX_EPS, *_exec(maps.device))
+
+
+# --------------------------------------------------------------------------- CAM stage
+
+
+def _check_cam_inputs(activations: torch.Tensor, gradients: torch.Tensor) -> None:
+    _tensor("activations", activations, 4)  # [B,C,h,w]
+    _tensor("gradients", gradients, 5)  # [B,K,C,h,w]
+    _same_device(activations=activations, gradients=gradients)
+    B, C, h, w = activations.shape
+    _match("gradients", gradients, 0, B, "B, as activations")
+    _match("gradients", gradients, 2, C, "C, as activations")
+    _match("gradients", gradients, 3, h, "h, as activations")
+    _match("gradients", gradients, 4, w, "w, as activations")
+
+
+def channel_weights(
+    activations: torch.Tensor,  # float [B,C,h,w]
+    gradients: torch.Tensor,  # float [B,K,C,h,w]
+    method: str,  # "gradcam" | "gradcam++" | "xgradcam"
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,C]
+) -> torch.Tensor:
+    """Per-class channel weights (reference.channel_weights) → float32 [B,K,C].
+
+    One pass over the gradients for all K classes. Non-contiguous inputs are copied.
+    """
+    _method(method, reference.WEIGHTED_METHODS)
+    _check_cam_inputs(activations, gradients)
+    if not _use_fused(backend, activations.device, activations.dtype, gradients.dtype):
+        return _into(out, reference.channel_weights(activations, gradients, method))
+    B, K, C = gradients.shape[:3]
+    result = _out(out, (B, K, C), torch.float32, activations.device)
+    _channel_weights_into(activations.contiguous(), gradients.contiguous(), method, result)
+    return result
+
+
+def _channel_weights_into(A: torch.Tensor, G: torch.Tensor, method: str, result: torch.Tensor) -> None:
+    sums = torch.empty(A.shape[:2], dtype=torch.float32, device=A.device)  # [B,C] workspace
+    _backend.core.channel_weights(_view(A), _view(G), method, _view(result), _view(sums), *_exec(A.device))
+
+
+def weighted_cam(
+    activations: torch.Tensor,  # float [B,C,h,w]
+    weights: torch.Tensor,  # float32 [B,K,C]
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """Σ_c w_kc·A_c + ReLU + per-map min-max → float32 [B,K,h,w].
+
+    Equals reference.normalize_maps(reference.weighted_combine(activations, weights)).
+    Non-contiguous inputs are copied; `weights` is converted to float32.
+    """
+    _tensor("activations", activations, 4)
+    _tensor("weights", weights, 3)
+    _same_device(activations=activations, weights=weights)
+    B, C, h, w = activations.shape
+    _match("weights", weights, 0, B, "B, as activations")
+    _match("weights", weights, 2, C, "C, as activations")
+    if not _use_fused(backend, activations.device, activations.dtype):
+        return _into(out, reference.normalize_maps(reference.weighted_combine(activations, weights)))
+    result = _out(out, (B, weights.shape[1], h, w), torch.float32, activations.device)
+    _weighted_cam_into(activations.contiguous(), weights.float().contiguous(), result)
+    return result
+
+
+def _weighted_cam_into(A: torch.Tensor, Wt: torch.Tensor, result: torch.Tensor) -> None:
+    _backend.core.weighted_cam(_view(A), _view(Wt), _view(result),
+                               _view(_minmax_ws(Wt.shape[0] * Wt.shape[1], A.device)),
+                               reference.MINMAX_EPS, *_exec(A.device))
+
+
+def elementwise_cam(
+    activations: torch.Tensor,  # float [B,C,h,w]
+    gradients: torch.Tensor,  # float [B,K,C,h,w]
+    method: str,  # "hirescam" | "layercam"
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """HiResCAM / LayerCAM + ReLU + per-map min-max → float32 [B,K,h,w].
+
+    Equals reference.normalize_maps(reference.elementwise_cam(...)). One pass over G and A.
+    Non-contiguous inputs are copied.
+    """
+    _method(method, reference.ELEMENTWISE_METHODS)
+    _check_cam_inputs(activations, gradients)
+    if not _use_fused(backend, activations.device, activations.dtype, gradients.dtype):
+        return _into(out, reference.normalize_maps(reference.elementwise_cam(activations, gradients, method)))
+    B, K, C, h, w = gradients.shape
+    result = _out(out, (B, K, h, w), torch.float32, activations.device)
+    _elementwise_cam_into(activations.contiguous(), gradients.contiguous(), method, result)
+    return result
+
+
+def _elementwise_cam_into(A: torch.Tensor, G: torch.Tensor, method: str, result: torch.Tensor) -> None:
+    _backend.core.elementwise_cam(_view(A), _view(G), method, _view(result),
+                                  _view(_minmax_ws(G.shape[0] * G.shape[1], A.device)),
+                                  reference.MINMAX_EPS, *_exec(A.device))
+
+
+def cam_from_gradients(
+    activations: torch.Tensor,  # float [B,C,h,w]
+    gradients: torch.Tensor,  # float [B,K,C,h,w]
+    method: str,
+    output_size: Optional[Tuple[int, int]] = None,  # (H, W); None → (h, w)
+    backend: str = "auto",
+    out_dtype: torch.dtype = torch.float32,
+    *,
+    out: Optional[torch.Tensor] = None,  # out_dtype [B,K,H,W]
+) -> torch.Tensor:
+    """The whole CAM stage (reference.cam_from_gradients) → out_dtype [B,K,H,W] in [0, 1].
+
+    Weighted methods: channel weights, then the weighted sum with ReLU + min-max; element-wise
+    methods: one pass over G and A with ReLU + min-max; then the fused resize + ReLU + min-max
+    (an identity resize when output_size is None or (h, w), as the reference normalises twice).
+    out_dtype: float32 or float16. Non-contiguous inputs are copied.
+    """
+    _method(method, reference.WEIGHTED_METHODS + reference.ELEMENTWISE_METHODS)
+    _check_cam_inputs(activations, gradients)
+    if out_dtype not in (torch.float32, torch.float16):
+        raise TypeError(f"argument 'out_dtype' must be torch.float32 or torch.float16, got {out_dtype}")
+    B, K, C, h, w = gradients.shape
+    H, W = (h, w) if output_size is None else _size2("output_size", output_size)
+    if not _use_fused(backend, activations.device, activations.dtype, gradients.dtype):
+        return _into(out, reference.cam_from_gradients(activations, gradients, method, output_size).to(out_dtype))
+    device = activations.device
+    result = _out(out, (B, K, H, W), out_dtype, device)
+    A, G = activations.contiguous(), gradients.contiguous()
+    maps = torch.empty(B, K, h, w, dtype=torch.float32, device=device)  # normalised CAMs
+    if method in reference.WEIGHTED_METHODS:
+        weights = torch.empty(B, K, C, dtype=torch.float32, device=device)
+        _channel_weights_into(A, G, method, weights)
+        _weighted_cam_into(A, weights, maps)
+    else:
+        _elementwise_cam_into(A, G, method, maps)
+    _resize_normalize_into(maps, result)
+    return result
+
+
+# --------------------------------------------------------------------------- overlay
+
+_luts: dict = {}
+
+
+def _lut(name: str, device: torch.device) -> torch.Tensor:
+    """uint8 [256,3] colormap table, cached per device."""
+    key = (name, str(device))
+    if key not in _luts:
+        _luts[key] = colormap_lut(name).to(device).contiguous()
+    return _luts[key]
+
+
+def overlay(
+    images: torch.Tensor,  # uint8 [B,H,W,3] RGB
+    maps: torch.Tensor,  # float [B,h,w] in [0, 1]
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    backend: str = "auto",
+    *,
+    out: Optional[torch.Tensor] = None,  # uint8 [B,H,W,3]
+) -> torch.Tensor:
+    """Colour maps and blend them onto images (reference.overlay) → uint8 [B,H,W,3].
+
+    Maps are resized bilinearly to (H, W) inside the kernel when (h, w) differs.
+    Non-contiguous inputs are copied.
+    """
+    _tensor("images", images, 4, (torch.uint8,))
+    _tensor("maps", maps, 3)
+    _same_device(images=images, maps=maps)
+    _match("images", images, 3, 3, "RGB channels")
+    _match("maps", maps, 0, images.shape[0], "B, as images")
+    lut = _lut(colormap, images.device)  # validates the name
+    alpha = float(alpha)
+    if not _use_fused(backend, images.device, maps.dtype):
+        return _into(out, reference.overlay(images, maps, colormap, alpha))
+    result = _out(out, images.shape, torch.uint8, images.device)
+    _backend.core.overlay(_view(images.contiguous()), _view(maps.contiguous()), _view(lut), alpha,
+                          _view(result), *_exec(images.device))
+    return result
+
+
+# --------------------------------------------------------------------------- target seeds
+
+
+def _seed_args(low_size, align_corners) -> Tuple[Tuple[int, int], bool]:
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"argument 'align_corners' must be a bool, got {type(align_corners).__name__}")
+    return _size2("low_size", low_size), align_corners
+
+
+def target_seeds(
+    logits: torch.Tensor,  # float [B,L,H,W], full resolution
+    classes: Sequence[int],  # K class indices in [0, L)
+    low_size: Tuple[int, int],  # (h, w) of the logits before the model's bilinear upsample
+    align_corners: bool = False,
+    backend: str = "auto",
+    *,
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """Up*(argmax masks) for all K classes → float32 [B,K,h,w].
+
+    Equals reference.upsample_adjoint(reference.predicted_masks(logits, classes), low_size,
+    align_corners); the fused path never stores the K full-resolution masks.
+    Non-contiguous logits are copied.
+    """
+    _tensor("logits", logits, 4)
+    (h, w), align_corners = _seed_args(low_size, align_corners)
+    cls = [int(c) for c in (classes.tolist() if isinstance(classes, torch.Tensor) else classes)]
+    L = logits.shape[1]
+    if not cls or any(not 0 <= c < L for c in cls):
+        raise ValueError(f"argument 'classes' must be a non-empty list of ints in [0, {L}), got {cls}")
+    if not _use_fused(backend, logits.device, logits.dtype):
+        masks = reference.predicted_masks(logits, cls)
+        return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
+    result = _out(out, (logits.shape[0], len(cls), h, w), torch.float32, logits.device)
+    cls_t = torch.tensor(cls, dtype=torch.int64, device=logits.device)
+    _backend.core.seeds_from_logits(_view(logits.contiguous()), _view(cls_t), align_corners,
+                                    _view(result), *_exec(logits.device))
+    return result
+
+
+def mask_seeds(
+    masks: torch.Tensor,  # float [B,K,H,W], full resolution (binary or soft)
+    low_size: Tuple[int, int],  # (h, w)
+    align_corners: bool = False,
+    backend: str = "auto",
+    *,
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """Up*(masks) for user-given target masks (reference.upsample_adjoint) → float32 [B,K,h,w].
+
+    Non-contiguous masks are copied.
+    """
+    _tensor("masks", masks, 4)
+    (h, w), align_corners = _seed_args(low_size, align_corners)
+    if not _use_fused(backend, masks.device, masks.dtype):
+        return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
+    result = _out(out, (masks.shape[0], masks.shape[1], h, w), torch.float32, masks.device)
+    _backend.core.seeds_from_masks(_view(masks.contiguous()), align_corners, _view(result),
+                                   *_exec(masks.device))
+    return result
