@@ -68,6 +68,10 @@ PYBIND11_MODULE(_core, m) {
                               Ptr stream) {
     channel_weights(a, g, parse_method("channel_weights", method), out, sums, make_exec(threads, stream));
   }, nogil);
+  m.def("analytic_gradcampp_weights", [](Tv a_or_s, Tv weight, Tv seeds, Tv out, Tv sums,
+                                         int threads, Ptr stream) {
+    analytic_gradcampp_weights(a_or_s, weight, seeds, out, sums, make_exec(threads, stream));
+  }, nogil);
   m.def("weighted_cam", [](Tv a, Tv weights, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
     weighted_cam(a, weights, out, minmax, eps, make_exec(threads, stream));
   }, nogil);

@@ -87,7 +87,7 @@ def analytic_cam(
         channel_sum = A.sum(dim=2)  # [B,C]
         weights = W[None] * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS)
     elif method == "gradcam++":
-        weights = _gradcampp_weights(A, W, R, max_memory_mb)
+        weights = _gradcampp_weights(A, W, R, max_memory_mb, backend)
     elif method == "hirescam":  # Σ_c W_kc R_k A_c = R_k ⊙ (W·A)_k
         raw = R * (W @ A)
     elif method == "layercam":  # Σ_c relu(W_kc R_k) A_c, split by the signs of W and R
@@ -102,19 +102,13 @@ def analytic_cam(
     return kernels.resize_normalize(maps, size, backend=backend)
 
 
-def _gradcampp_weights(A: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
-    """Grad-CAM++ weights float32 [B,K,C] with g = W_kc·R_k(u), in class chunks.
+def _gradcampp_weights(A: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float,
+                       backend: str = "auto") -> torch.Tensor:
+    """Grad-CAM++ weights float32 [B,K,C] with g = W_kc·R_k(u).
 
     A: [B,C,N]; W: [K,C]; R: [B,K,N]. α = g²/(2g² + S_c g³ + eps) where g ≠ 0; w = Σ_u relu(g)·α.
+    The fused kernel never forms g; the torch route (backend="torch", or where the core cannot run)
+    builds it in class chunks of about max_memory_mb.
     """
-    B, C, N = A.shape
-    K = W.shape[0]
-    channel_sum = A.sum(dim=2)[:, None, :, None]  # [B,1,C,1]
-    out = torch.empty(B, K, C, device=A.device)
-    chunk = max(1, int(max_memory_mb * 2**20 // (4 * 4 * B * C * N)))  # ~4 temporaries of [B,k,C,N]
-    for lo in range(0, K, chunk):
-        g = W[None, lo:lo + chunk, :, None] * R[:, lo:lo + chunk, None, :]  # [B,k,C,N]
-        g2 = g * g
-        alpha = g2 / (2 * g2 + channel_sum * g2 * g + reference.GRADCAMPP_EPS)
-        out[:, lo:lo + chunk] = (torch.relu(g) * torch.where(g != 0, alpha, 0)).sum(dim=3)
-    return out
+    return kernels.analytic_gradcampp_weights(A.unsqueeze(-1), W, R.unsqueeze(-1), backend=backend,
+                                              max_memory_mb=max_memory_mb)

@@ -242,6 +242,69 @@ def _channel_weights_into(A: torch.Tensor, G: torch.Tensor, method: str, result:
     _backend.core.channel_weights(_view(A), _view(G), method, _view(result), _view(sums), *_exec(A.device))
 
 
+def analytic_gradcampp_weights(
+    channel_sums_or_activations: torch.Tensor,  # float [B,C] sums S_c = Σ_u A_c(u), or float [B,C,h,w]
+    weight: torch.Tensor,  # float [K,C], the head's rows of the explained classes
+    seeds: torch.Tensor,  # float [B,K,h,w], R_k
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,C]
+    max_memory_mb: float = 1024.0,  # torch route: size of its class chunks
+) -> torch.Tensor:
+    """Grad-CAM++ weights of a linear head, g = W_kc·R_k(u), without forming G → float32 [B,K,C].
+
+    Equals reference.channel_weights(A, reference.analytic_gradients(weight, seeds), "gradcam++").
+    The fused path streams R once per channel and skips the terms where g ≤ 0; the torch path
+    builds g in class chunks of about max_memory_mb. Inputs are converted to float32 (as the
+    reference does) and copied when non-contiguous.
+    """
+    x = channel_sums_or_activations
+    name = "channel_sums_or_activations"
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 4):
+        got = f"{x.dim()} dimensions (shape {list(x.shape)})" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"argument '{name}' must be float [B,C] channel sums or float [B,C,h,w] "
+                         f"activations, got {got}")
+    _tensor(name, x, x.dim())
+    _tensor("weight", weight, 2)
+    _tensor("seeds", seeds, 4)
+    device = _same_device(**{name: x, "weight": weight, "seeds": seeds})
+    B, K, h, w = seeds.shape
+    C = weight.shape[1]
+    _match("weight", weight, 0, K, "K, as seeds")
+    _match(name, x, 0, B, "B, as seeds")
+    _match(name, x, 1, C, "C, as weight")
+    if x.dim() == 4:
+        _match(name, x, 2, h, "h, as seeds")
+        _match(name, x, 3, w, "w, as seeds")
+    if not _use_fused(backend, device, torch.float32):  # inputs become float32 either way
+        sums = x.float().sum(dim=(2, 3)) if x.dim() == 4 else x.float()
+        return _into(out, _gradcampp_weights_torch(sums, weight.float(), seeds.float().flatten(2), max_memory_mb))
+    result = _out(out, (B, K, C), torch.float32, device)
+    sums = torch.empty(B, C, dtype=torch.float32, device=device)  # [B,C] workspace
+    _backend.core.analytic_gradcampp_weights(
+        _view(x.float().contiguous()), _view(weight.float().contiguous()),
+        _view(seeds.float().contiguous()), _view(result), _view(sums), *_exec(device))
+    return result
+
+
+def _gradcampp_weights_torch(S: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
+    """The torch route: float32 [B,K,C] with g = W_kc·R_k(u) built in class chunks.
+
+    S: [B,C]; W: [K,C]; R: [B,K,N]. The element-wise operations of reference.channel_weights.
+    """
+    B, K, N = R.shape
+    C = W.shape[1]
+    channel_sum = S[:, None, :, None]  # [B,1,C,1]
+    out = torch.empty(B, K, C, device=R.device)
+    chunk = max(1, int(max_memory_mb * 2**20 // (4 * 4 * B * C * N)))  # ~4 temporaries of [B,k,C,N]
+    for lo in range(0, K, chunk):
+        g = W[None, lo:lo + chunk, :, None] * R[:, lo:lo + chunk, None, :]  # [B,k,C,N]
+        g2 = g * g
+        alpha = g2 / (2 * g2 + channel_sum * (g2 * g) + reference.GRADCAMPP_EPS)
+        out[:, lo:lo + chunk] = (torch.relu(g) * torch.where(g != 0, alpha, 0)).sum(dim=3)
+    return out
+
+
 def weighted_cam(
     activations: torch.Tensor,  # float [B,C,h,w]
     weights: torch.Tensor,  # float32 [B,K,C]

@@ -326,3 +326,116 @@ def test_core_error_messages():
         core.normalize_maps(cuda_view, view(out), view(ws), 1e-7, 1, 0)
     with pytest.raises(ValueError, match=r"argument 'method' must be one of .*got 'eigencam'"):
         core.channel_weights(view(out), view(out), "eigencam", view(out), view(out), 1, 0)
+
+
+# --------------------------------------------------------------------------- kernel-specific sizes
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [  # (B, K, C, h, w): every class-tile remainder, position tails
+    (1, 21, 2048, 32, 32),  # DeepLabV3-ResNet50 layer4 at 256²
+    (1, 21, 960, 32, 32),  # MobileNetV3-large last stage at 512²
+    (1, 21, 256, 16, 16),
+    (3, 5, 130, 7, 11),  # C not a multiple of the 64-channel chunk, n = 77
+    (2, 6, 65, 1, 1),
+    (1, 9, 3, 13, 17),
+    (2, 13, 64, 12, 20),  # n = 240: full tiles, single vectors and a tail
+])
+def test_weighted_cam_kernel_sizes(device, shape):
+    B, K, C, h, w = shape
+    A, _ = cam_inputs((B, 1, C, h, w), device, seed=15)
+    weights = torch.randn(B, K, C, generator=_gen(16)).to(device)
+    out = kernels.weighted_cam(A, weights, backend="fused", out=nan_like((B, K, h, w), device=device))
+    close(out, reference.normalize_maps(reference.weighted_combine(A, weights)), ATOL_SUM)
+
+
+def _analytic_inputs(shape, device, seed):
+    """activations ≥ 0, head weights and seeds of both signs with exact zeros in each."""
+    B, K, C, h, w = shape
+    g = _gen(seed)
+    A = torch.rand(B, C, h, w, generator=g)
+    W = torch.randn(K, C, generator=g)
+    W[torch.rand(K, C, generator=g) < 0.1] = 0
+    R = torch.randn(B, K, h, w, generator=g)
+    R[torch.rand(B, K, h, w, generator=g) < 0.3] = 0  # sparse, as seeds of class masks
+    return A.to(device), W.to(device), R.to(device)
+
+
+ANALYTIC_SHAPES = CAM_SHAPES + [
+    (2, 1, 1, 1, 1),
+    (1, 1, 1, 9, 1),
+    (3, 2, 31, 5, 3),
+    (1, 21, 512, 32, 32),  # large: the reference forms an 11M-element G
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", ANALYTIC_SHAPES)
+@pytest.mark.parametrize("given", ["activations", "channel_sums"])
+@pytest.mark.parametrize("backend", ["fused", "torch"])
+def test_analytic_gradcampp_weights(device, shape, given, backend):
+    B, K, C, h, w = shape
+    A, W, R = _analytic_inputs(shape, device, seed=17)
+    x = A if given == "activations" else A.sum(dim=(2, 3))
+    out = kernels.analytic_gradcampp_weights(x, W, R, backend=backend,
+                                             out=nan_like((B, K, C), device=device))
+    expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
+    # Sums over h·w (and S over h·w) in another order than torch's; the terms are the reference's
+    # float32 operations, so the error is that of the sums: ATOL_SUM of the largest weight.
+    close(out, expected, ATOL_SUM * max(1e-30, float(expected.abs().max())))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_analytic_gradcampp_weights_nan_and_non_negative_seeds(device):
+    A, W, R = _analytic_inputs((2, 3, 8, 5, 6), device, seed=18)
+    R = R.abs()  # real seeds: rows with W_kc < 0 have no term g > 0
+    expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
+    out = kernels.analytic_gradcampp_weights(A, W, R, backend="fused")
+    close(out, expected, ATOL_SUM * float(expected.abs().max()))
+    assert out[:, W < 0].eq(0).all()
+    R[1, 2, 3, 4] = float("nan")
+    W[0, 5] = float("nan")
+    out = kernels.analytic_gradcampp_weights(A, W, R, backend="fused")
+    expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
+    assert torch.equal(out.isnan(), expected.isnan())
+    torch.testing.assert_close(out[~out.isnan()].cpu(), expected[~expected.isnan()].cpu(), rtol=RTOL,
+                               atol=ATOL_SUM * float(expected.nan_to_num().abs().max()))
+
+
+def test_analytic_gradcampp_weights_errors():
+    A, W, R = _analytic_inputs((1, 2, 4, 3, 3), "cpu", seed=19)
+    with pytest.raises(ValueError, match=r"argument 'channel_sums_or_activations' must be float \[B,C\]"):
+        kernels.analytic_gradcampp_weights(A[0], W, R)
+    with pytest.raises(ValueError, match=r"argument 'weight' must have size 2 \(K, as seeds\)"):
+        kernels.analytic_gradcampp_weights(A, W[:1], R)
+    with pytest.raises(ValueError, match=r"argument 'channel_sums_or_activations' must have size 4 \(C, as weight\)"):
+        kernels.analytic_gradcampp_weights(A.sum(dim=(2, 3))[:, :3], W, R)
+    with pytest.raises(ValueError, match=r"must have size 3 \(w, as seeds\)"):
+        kernels.analytic_gradcampp_weights(A[..., :2], W, R)
+    core = pytest.importorskip("seg_xai_fast._backend").core
+
+    def view(t):
+        return core.TensorView(t.data_ptr(), str(t.dtype)[6:], list(t.shape), list(t.stride()), "cpu", 0)
+
+    out, sums = torch.empty(1, 2, 4), torch.empty(1, 4)
+    with pytest.raises(ValueError, match=r"^analytic_gradcampp_weights: argument 'seeds' must be float32, got float16$"):
+        core.analytic_gradcampp_weights(view(A), view(W), view(R.half()), view(out), view(sums), 1, 0)
+    with pytest.raises(ValueError, match=r"argument 'activations_or_sums' must have 4 dimensions .* or 2"):
+        core.analytic_gradcampp_weights(view(A[0]), view(W), view(R), view(out), view(sums), 1, 0)
+
+
+@pytest.mark.parametrize("frames", [(8, (240, 320), (30, 40)), (8, (240, 320), (240, 320)), (3, (45, 77), (9, 13))])
+def test_overlay_cpu_is_exact(frames):
+    # The CPU blend performs the reference's float32 operations in its order: equal bytes, except
+    # where the colour index 255·m is within rounding of an integer (resize rounding differs).
+    B, HW, hw = frames
+    g = _gen(20)
+    images = torch.randint(0, 256, (B, *HW, 3), dtype=torch.uint8, generator=g)
+    maps = torch.rand(B, *hw, generator=g)
+    out = kernels.overlay(images, maps, "jet", alpha=0.35, backend="fused",
+                          out=torch.full((B, *HW, 3), 77, dtype=torch.uint8))
+    expected = reference.overlay(images, maps, "jet", alpha=0.35)
+    resized = maps if hw == HW else reference.resize_bilinear(maps.unsqueeze(1), HW).squeeze(1)
+    v = resized.clamp(0, 1) * 255
+    differ = (out != expected).any(dim=-1)
+    assert not (differ & ((v - v.round()).abs() >= 1e-4)).any()

@@ -1,6 +1,7 @@
 #include "loops.h"
 
 #include <algorithm>
+#include <cmath>
 
 // One attribute on every hot loop: plain auto-vectorisable C++, cloned per instruction set.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SEG_XAI_NO_CLONES)
@@ -67,6 +68,32 @@ SEG_XAI_CLONES float gradcampp_weight(const float* g, int64_t n, float s, float 
     const float alpha = gi != 0.f ? g2 / (2.f * g2 + s * g3 + eps) : 0.f;
     return (gi > 0.f ? gi : 0.f) * alpha;
   });
+}
+
+SEG_XAI_CLONES float gradcampp_weight_scaled(const float* r, int64_t n, float wk, float s,
+                                             float eps) {
+  return lane_sum(n, [r, wk, s, eps](int64_t i) {
+    const float gi = wk * r[i], g2 = gi * gi, g3 = g2 * gi;
+    const float alpha = gi != 0.f ? g2 / (2.f * g2 + s * g3 + eps) : 0.f;
+    return (gi > 0.f ? gi : 0.f) * alpha;
+  });
+}
+
+SEG_XAI_CLONES void blend_u8(const uint8_t* x, const float* heat, float alpha_a, uint8_t* y,
+                             int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = std::floor(alpha_a * float(x[i]) + heat[i] + 0.5f);
+    v = v > 0.f ? v : 0.f;
+    y[i] = uint8_t(int32_t(v < 255.f ? v : 255.f));
+  }
+}
+
+SEG_XAI_CLONES void colour_index(const float* m, int32_t* idx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = m[i] > 0.f ? m[i] : 0.f;  // NaN → 0
+    v = v < 1.f ? v : 1.f;
+    idx[i] = int32_t(v * 255.f);
+  }
 }
 
 SEG_XAI_CLONES void axpy(float a, const float* x, float* y, int64_t n) {

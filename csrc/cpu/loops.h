@@ -21,6 +21,13 @@ float sum(const float* x, int64_t n);
 float dot(const float* x, const float* y, int64_t n);
 // Grad-CAM++ weight Σ relu(g)·α, α = g²/(2g² + s·g³ + eps) where g ≠ 0, else 0. g: [n]
 float gradcampp_weight(const float* g, int64_t n, float s, float eps);
+// The same with g = wk·r[i] (linear heads: g_kc(u) = W_kc·R_k(u)). r: [n]
+float gradcampp_weight_scaled(const float* r, int64_t n, float wk, float s, float eps);
+// y[i] = alpha_a·x[i] (uint8) + heat[i] (float), rounded half up and clamped to uint8; the
+// overlay blend in the reference's float32 operation order. x, heat, y: [n]
+void blend_u8(const uint8_t* x, const float* heat, float alpha_a, uint8_t* y, int64_t n);
+// idx[i] = trunc(255·clamp(m[i], 0, 1)) (NaN → 0). m, idx: [n]
+void colour_index(const float* m, int32_t* idx, int64_t n);
 // y += a·x. x, y: [n]
 void axpy(float a, const float* x, float* y, int64_t n);
 // y += g⊙x (relu_g: y += relu(g)⊙x). g, x, y: [n]

@@ -11,6 +11,10 @@ void resize_normalize_cpu(const TensorView& maps, const TensorView& out, float e
                           const Exec& exec);
 void channel_weights_cpu(const TensorView& activations, const TensorView& gradients, Method method,
                          const TensorView& out, const TensorView& channel_sums, const Exec& exec);
+void analytic_gradcampp_weights_cpu(const TensorView& activations_or_sums,
+                                     const TensorView& weight, const TensorView& seeds,
+                                     const TensorView& out, const TensorView& channel_sums,
+                                     const Exec& exec);
 void weighted_cam_cpu(const TensorView& activations, const TensorView& weights,
                       const TensorView& out, float eps, const Exec& exec);
 void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradients,

@@ -72,4 +72,45 @@ void channel_weights_cuda(const TensorView& activations, const TensorView& gradi
   });
 }
 
+// Linear-head Grad-CAM++: one warp per (b, k, c) row with g = W_kc·R_k(u) formed on the fly
+// (R_k is re-read per channel from L2). S: [B,C], Wk: [K,C], R: [B,K,n] → out: [B,K,C].
+__global__ void analytic_gradcampp_kernel(const float* S, const float* Wk, const float* R,
+                                          float* out, int64_t K, int64_t C, int64_t n,
+                                          int64_t rows) {
+  const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;  // = (b*K + k)*C + c
+  if (row >= rows) return;
+  const int64_t bk = row / C, c = row % C, b = bk / K, k = bk % K;
+  const float wk = Wk[k * C + c], s = S[b * C + c];
+  const float* r = R + bk * n;
+  float acc = 0.f;
+  for (int64_t i = threadIdx.x % 32; i < n; i += 32) {
+    const float gi = __fmul_rn(wk, r[i]), g2 = gi * gi, g3 = g2 * gi;
+    const float alpha = gi != 0.f ? g2 / (2.f * g2 + s * g3 + kGradCamPPEps) : 0.f;
+    acc += relu0(gi) * alpha;
+  }
+  acc = warp_sum(acc);
+  if (threadIdx.x % 32 == 0) out[row] = acc;
+}
+
+void analytic_gradcampp_weights_cuda(const TensorView& activations_or_sums,
+                                     const TensorView& weight, const TensorView& seeds,
+                                     const TensorView& out, const TensorView& channel_sums,
+                                     const Exec& exec) {
+  DeviceGuard guard(seeds);
+  const cudaStream_t st = stream_of(exec);
+  const int64_t B = seeds.shape[0], K = seeds.shape[1], C = weight.shape[1];
+  const int64_t n = seeds.shape[2] * seeds.shape[3];
+  const float* S = activations_or_sums.ptr<float>();
+  if (activations_or_sums.ndim == 4) {
+    const int64_t na = activations_or_sums.shape[2] * activations_or_sums.shape[3];
+    channel_sums_kernel<<<blocks_for(B * C, kWarps), kThreads, 0, st>>>(
+        activations_or_sums.ptr<float>(), channel_sums.ptr<float>(), B * C, na);
+    SEG_XAI_LAUNCH_CHECK();
+    S = channel_sums.ptr<float>();
+  }
+  analytic_gradcampp_kernel<<<blocks_for(B * K * C, kWarps), kThreads, 0, st>>>(
+      S, weight.ptr<float>(), seeds.ptr<float>(), out.ptr<float>(), K, C, n, B * K * C);
+  SEG_XAI_LAUNCH_CHECK();
+}
+
 }  // namespace seg_xai::cuda

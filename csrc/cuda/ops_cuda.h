@@ -13,6 +13,10 @@ void resize_normalize_cuda(const TensorView& maps, const TensorView& out, const 
 void channel_weights_cuda(const TensorView& activations, const TensorView& gradients,
                           Method method, const TensorView& out, const TensorView& channel_sums,
                           const Exec& exec);
+void analytic_gradcampp_weights_cuda(const TensorView& activations_or_sums,
+                                     const TensorView& weight, const TensorView& seeds,
+                                     const TensorView& out, const TensorView& channel_sums,
+                                     const Exec& exec);
 void weighted_cam_cuda(const TensorView& activations, const TensorView& weights,
                        const TensorView& out, const TensorView& minmax, float eps,
                        const Exec& exec);

@@ -5,8 +5,11 @@ namespace seg_xai::cuda {
 
 constexpr int kClassTile = 8;    // classes accumulated per thread (registers)
 constexpr int kChannelTile = 32;  // weights staged in shared memory per step
+constexpr int kChannelChunk = 64;  // as the CPU kernel: chunk sums, then the chunks are added
+static_assert(kChannelChunk % kChannelTile == 0, "a chunk is whole channel tiles");
 
 // raw[b,k,p] = Σ_c W[b,k,c]·A[b,c,p] for kClassTile classes per thread, min/max fused.
+// Channels are summed in chunks of kChannelChunk whose sums are then added, as on the CPU.
 // Grid (position blocks, class tiles, B); each A element is read once per class tile.
 // A: [B,C,n], W: [B,K,C] → out: float32 [B,K,n]; ws: int32 [B*K,2].
 template <typename T>
@@ -16,7 +19,7 @@ __global__ void combine_kernel(const T* A, const float* W, float* out, int* ws, 
   const int64_t b = blockIdx.z, k0 = int64_t(blockIdx.y) * kClassTile;
   const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool active = p < n;
-  float acc[kClassTile] = {};
+  float acc[kClassTile] = {}, part[kClassTile] = {};
   for (int64_t c0 = 0; c0 < C; c0 += kChannelTile) {
     for (int t = threadIdx.x; t < kClassTile * kChannelTile; t += blockDim.x) {
       const int64_t k = k0 + t / kChannelTile, c = c0 + t % kChannelTile;
@@ -28,8 +31,12 @@ __global__ void combine_kernel(const T* A, const float* W, float* out, int* ws, 
       for (int64_t j = 0; j < c_end; ++j) {
         const float a = to_float(A[(b * C + c0 + j) * n + p]);
 #pragma unroll
-        for (int kk = 0; kk < kClassTile; ++kk) acc[kk] += w_tile[kk][j] * a;
+        for (int kk = 0; kk < kClassTile; ++kk) part[kk] += w_tile[kk][j] * a;
       }
+    if ((c0 + kChannelTile) % kChannelChunk == 0 || c0 + kChannelTile >= C) {
+#pragma unroll
+      for (int kk = 0; kk < kClassTile; ++kk) acc[kk] += part[kk], part[kk] = 0.f;
+    }
     __syncthreads();
   }
 #pragma unroll

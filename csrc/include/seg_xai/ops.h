@@ -43,6 +43,18 @@ void resize_normalize(const TensorView& maps, const TensorView& out, const Tenso
 void channel_weights(const TensorView& activations, const TensorView& gradients, Method method,
                      const TensorView& out, const TensorView& channel_sums, const Exec& exec);
 
+// Grad-CAM++ channel weights of a linear head, G never formed: g = W[k,c]·R[b,k,u],
+// w[b,k,c] = Σ_u relu(g)·α with α = g²/(2g² + S[b,c]·g³ + eps) where g ≠ 0, else 0
+// (channel_weights(A, G = W⊗R, GradCAMPlusPlus) without the B·K·C·h·w gradient tensor).
+//   activations_or_sums: float32 [B,C,h,w] activations, or float32 [B,C] sums S_c = Σ_u A_c(u)
+//   weight:       float32 [K,C] (the head's rows of the explained classes)
+//   seeds:        float32 [B,K,h,w] (R_k)
+//   out:          float32 [B,K,C]
+//   channel_sums: float32 [B,C] workspace, written when activations are given (else unused)
+void analytic_gradcampp_weights(const TensorView& activations_or_sums, const TensorView& weight,
+                                const TensorView& seeds, const TensorView& out,
+                                const TensorView& channel_sums, const Exec& exec);
+
 // Σ_c w_kc·A_c, then ReLU + per-map min-max as the epilogue.
 //   activations: float [B,C,h,w]
 //   weights:     float32 [B,K,C]
