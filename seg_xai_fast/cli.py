@@ -69,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peer", action="store_true", help="skip pytorch-grad-cam")
     bench.add_argument("--chart", default="seg-xai-bench.png", help="PNG bar chart path (default: %(default)s)")
     bench.set_defaults(func=_cmd_bench)
+
+    from .batch import register as register_explain  # issue 6: `seg-xai explain`
+    register_explain(sub)
+
+    from .runtimes import register as register_export_onnx  # issue 5: `seg-xai export-onnx`
+    from .video import add_demo_video_flag, register as register_video  # issue 5: `seg-xai video`, `demo --video`
+    register_export_onnx(sub)
+    register_video(sub)
+    add_demo_video_flag(demo)
+
+    from .evaluate import register as register_evaluate  # issue 7: `seg-xai evaluate`
+    register_evaluate(sub)
     return parser
 
 

@@ -1,0 +1,120 @@
+"""Issue-6 benchmark: `seg-xai explain` throughput vs plain inference of the same model.
+
+    python benchmarks/batch_throughput.py [--n 300] [--size 160] [--batch-size 8] [--workers 2] [--rounds 5] [--threads 1]
+
+Writes N synthetic scenes as PNGs to a temp folder, then times, in the same process and over the
+same files, alternately:
+  plain    decode (the same DataLoader workers) + model forward in inference mode, nothing written;
+  explain  the whole batch job (run_explain): decode, explain every class, compress, write maps
+           files + manifest with fsync (and overlays with --overlays).
+Each is run --rounds times; the best round of each is compared. Goal: explain ≥ 0.8 × plain.
+Model: the bundled demo model (a random-initialised DemoSegNet when its weights are missing).
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import seg_xai_fast as sx
+from seg_xai_fast.batch import ImageBatches, JobConfig, _worker_init, run_explain
+
+
+def write_scenes(folder: Path, n: int, size: int, seed: int = 0, chunk: int = 100) -> list:
+    """n synthetic scenes as PNG files in `folder` (generated `chunk` at a time) → their paths."""
+    paths = []
+    for lo in range(0, n, chunk):
+        images, _ = sx.synthetic_scenes(min(chunk, n - lo), seed=seed + lo, size=size)
+        frames = (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        for i, frame in enumerate(frames):
+            path = folder / f"scene{lo + i:06d}.png"
+            Image.fromarray(frame).save(path, compress_level=1)
+            paths.append(str(path))
+    return paths
+
+
+def model_spec(tmp: Path) -> str:
+    try:
+        sx.demo_model()
+        return "demo"
+    except FileNotFoundError:
+        from seg_xai_fast.demo_model import DemoSegNet
+
+        print("demo weights missing: using a random-initialised DemoSegNet", file=sys.stderr)
+        torch.manual_seed(0)
+        torch.save(DemoSegNet().eval(), tmp / "model.pt")
+        return str(tmp / "model.pt")
+
+
+def plain_inference(model, paths, batch_size: int, workers: int) -> tuple:
+    """(images/s, main-thread CPU seconds per image) of decode (same loader as the job) + forward only."""
+    loader = torch.utils.data.DataLoader(
+        ImageBatches(paths, batch_size), batch_size=None, num_workers=workers,
+        worker_init_fn=_worker_init if workers else None, prefetch_factor=2 if workers else None, in_order=False)
+    n = 0
+    start, cpu = time.perf_counter(), time.thread_time()
+    with torch.inference_mode():
+        for item in loader:
+            if "images" in item:
+                model(item["images"])
+                n += len(item["paths"])
+    return n / (time.perf_counter() - start), (time.thread_time() - cpu) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--method", default="gradcam")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process, for both measurements (default 1: on a shared "
+                             "2-core machine with 2 decode workers, more threads oversubscribe the cores)")
+    parser.add_argument("--overlays", action="store_true", help="also write one overlay PNG per class")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="seg-xai-bench-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "in").mkdir()
+        paths = write_scenes(tmp / "in", args.n, args.size)
+        spec = model_spec(tmp)
+        from seg_xai_fast.models import load_model
+
+        model = load_model(spec).model
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+              f"{args.n} PNGs {args.size}x{args.size}, model {spec}, batch {args.batch_size}, "
+              f"{args.workers} decode workers, method {args.method}")
+        plain, explain, plain_cpu, explain_cpu = [], [], [], []
+        for r in range(args.rounds):
+            rate, cpu = plain_inference(model, paths, args.batch_size, args.workers)
+            plain.append(rate)
+            plain_cpu.append(cpu)
+            cfg = JobConfig(inputs=[str(tmp / "in")], out=str(tmp / f"out{r}"), model=spec, layer="decoder", method=args.method,
+                            batch_size=args.batch_size, workers=args.workers, progress=False,
+                            save="maps,overlays" if args.overlays else "maps")
+            cpu = time.thread_time()
+            summary = run_explain(cfg)
+            explain_cpu.append((time.thread_time() - cpu) / summary.explained)
+            explain.append(summary.images_per_s)
+            print(f"round {r}: plain {plain[-1]:.1f} images/s, explain {explain[-1]:.1f} images/s "
+                  f"({summary.explained} explained, {summary.failed} failed)")
+        best_plain, best_explain = max(plain), max(explain)
+        print(f"plain inference (decode + forward): {best_plain:.1f} images/s")
+        print(f"seg-xai explain (whole job):        {best_explain:.1f} images/s")
+        print(f"ratio explain/plain: {best_explain / best_plain:.2f} (goal >= 0.80; best round of each)")
+        # Wall-clock rates on a shared machine move with the other tenants' load; the main thread's
+        # CPU time per image (it runs the model with --threads 1) is a steadier cross-check.
+        cpu_plain, cpu_explain = min(plain_cpu), min(explain_cpu)
+        print(f"main-thread CPU per image: plain {cpu_plain * 1e3:.1f} ms, explain {cpu_explain * 1e3:.1f} ms, "
+              f"ratio plain/explain {cpu_plain / cpu_explain:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""`seg-xai explain --ray ADDRESS`: the same job on Ray Data, same outputs, same layout.
+
+The driver (this process) discovers the inputs, holds the output folder's lock and is the only
+writer of the manifest and failures.csv. Ray Data streams the to-do paths to a pool of actors:
+one per GPU of the cluster (num_gpus=1 each; several GPUs of one machine go the same way), or
+CPU actors when the cluster has no GPU. Each actor loads the model once, decodes its batches
+(a thread pool: PIL releases the GIL), explains them and writes the per-image files straight into
+DIR, which must therefore be on a filesystem that every node mounts at the same path. It returns
+one small record per image; the driver appends the manifest lines as records arrive, so a killed
+job resumes like a local one.
+
+Ray is an optional dependency: pip install 'seg-xai-fast[ray]' (or 'ray[data]').
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .batch import (BatchEngine, JobConfig, Summary, UsageError, _progress, _reason, decode_image,
+                    explain_images, stack_images)
+
+
+class _ExplainActor:
+    """A Ray Data actor: model + explainer loaded once; __call__ explains a batch of paths."""
+
+    def __init__(self, root: str, header: dict, model_spec: str, overlays: bool, map_resolution: str,
+                 decode_threads: int = 4) -> None:
+        from .models import load_model
+        from .store import StoreFiles, model_digest
+
+        loaded = load_model(model_spec)
+        digest = model_digest(loaded.model)
+        if digest != header["model_digest"]:  # e.g. another model.pt at the same path on this node
+            raise RuntimeError(f"model {model_spec!r} on this node has digest {digest}, "
+                               f"the driver's has {header['model_digest']}")
+        # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU, so "cuda" is that GPU.
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.engine = BatchEngine(loaded.model, header["layer"], header["method"], header["classes"], device,
+                                  map_resolution)
+        self.files = StoreFiles(root, header)
+        self.overlays, self.colormap, self.alpha = overlays, header["colormap"], header["alpha"]
+        self.pool = ThreadPoolExecutor(decode_threads)
+        self.explained = 0
+
+    def __call__(self, batch: dict) -> dict:
+        """batch {"path": str [n]} → {"path", "ok": bool, "reason": str, "entry": JSON str}, one row per path."""
+        paths = [str(p) for p in batch["path"]]
+        records = {}  # path → (ok, reason, entry)
+
+        def decode(path):
+            try:
+                return decode_image(path)
+            except Exception as err:
+                return err
+
+        groups: dict[tuple, list] = {}
+        for path, image in zip(paths, self.pool.map(decode, paths)):
+            if isinstance(image, Exception):
+                records[path] = (False, _reason(image), "")
+            else:
+                groups.setdefault(tuple(image.shape[-2:]), []).append((path, image))
+        for group in groups.values():
+            group_paths = [p for p, _ in group]
+            images = stack_images([im for _, im in group])
+            done, failed = explain_images(self.engine, group_paths, images, self.overlays, self.colormap,
+                                          self.alpha, strict=self.explained == 0)
+            for path, reason in failed:
+                records[path] = (False, reason, "")
+            writes = [args for paths_, ex in done for args in ex.write_args(paths_, self.overlays, self.colormap,
+                                                                             self.alpha)]
+            for args, entry in zip(writes, self.pool.map(lambda a: self.files.write_image(*a), writes)):
+                records[args[0]] = (True, "", json.dumps(entry))
+            self.explained += len(writes)
+        rows = [records[p] for p in paths]
+        return {"path": np.array(paths, dtype=object), "ok": np.array([r[0] for r in rows]),
+                "reason": np.array([r[1] for r in rows], dtype=object),
+                "entry": np.array([r[2] for r in rows], dtype=object)}
+
+
+def _connect(address: str) -> bool:
+    """Connect to (or start) Ray; True when this call started it (and so must shut it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs the optional dependency Ray: pip install 'seg-xai-fast[ray]'") from None
+    if ray.is_initialized():
+        return False
+    kwargs = dict(log_to_driver=False, include_dashboard=False, configure_logging=True, logging_level="warning")
+    try:
+        if address == "local":
+            ray.init(**kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UsageError(f"--ray {address!r}: cannot connect to a Ray cluster: {err}") from None
+    return True
+
+
+def run_on_ray(cfg: JobConfig, prep) -> Summary:
+    """Explain prep.todo on Ray (see the module docstring) → Summary; manifest and failures via prep.store."""
+    started = _connect(cfg.ray)
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours is the tqdm bar below
+    ctx.print_on_execution_start = False
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if gpus:
+            actors, per_actor = gpus, dict(num_gpus=1, num_cpus=1)
+        else:  # half the CPUs for actors, the rest for Ray's own tasks and decoding threads
+            actors, per_actor = max(1, int(resources.get("CPU", 1)) // 2), dict(num_cpus=1)
+        print(f"seg-xai explain: Ray cluster with {int(resources.get('CPU', 0))} CPUs and {gpus} GPUs: "
+              f"{actors} {'GPU' if gpus else 'CPU'} actors", flush=True, file=sys.stderr)
+        summary = Summary()
+        if not prep.todo:
+            return summary
+        ds = ray.data.from_items([{"path": p} for p in prep.todo])
+        results = ds.map_batches(
+            _ExplainActor, batch_size=cfg.batch_size, batch_format="numpy",
+            fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=cfg.model,
+                                       overlays="overlays" in prep.save, map_resolution=cfg.map_resolution),
+            compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,
+        )
+        start = time.perf_counter()
+        with _progress(len(prep.todo), cfg.progress) as bar:
+            try:
+                for block in results.iter_batches(batch_size=None, batch_format="numpy"):
+                    entries = [json.loads(e) for ok, e in zip(block["ok"], block["entry"]) if ok]
+                    prep.store.append(entries)
+                    for ok, path, reason in zip(block["ok"], block["path"], block["reason"]):
+                        if not ok:
+                            prep.store.add_failure(str(path), str(reason))
+                    summary.explained += len(entries)
+                    bar.update(len(block["path"]))
+            except Exception as err:
+                cause = _usage_cause(err)
+                if cause is not None:
+                    raise UsageError(str(cause)) from None
+                raise
+        summary.seconds = time.perf_counter() - start
+        return summary
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _usage_cause(err: Optional[BaseException]) -> Optional[BaseException]:
+    """The UsageError raised inside an actor, if `err` (a Ray error) wraps one."""
+    for _ in range(10):
+        if err is None:
+            return None
+        inner = getattr(err, "cause", None) or err.__cause__
+        # Ray's RayTaskError(UsageError) is itself a UsageError; prefer the original inside it.
+        if isinstance(err, UsageError) and not isinstance(inner, UsageError):
+            return err
+        err = inner
+    return None

@@ -1,0 +1,283 @@
+"""`seg-xai evaluate`: explanation-quality metrics on generated scenes with ground truth.
+
+    seg-xai evaluate [--model demo] [--layer decoder] [--methods gradcam,gradcam++] [--n 200]
+                     [--size 128] [--json] [--out DIR]
+
+Runs `metrics.evaluate` (pointing games, deletion/insertion AUC, ROAD, parameter randomisation)
+for each method and prints a table; `--json` prints exactly one JSON object on stdout instead;
+`--out DIR` also writes metrics.csv, metrics.json and curves.png. Progress goes to stderr.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
+
+EVAL_SEED = 4242  # scenes never seen in training (train seeds >= 1_000_000, validation 7, test 20240)
+DEFAULT_CLASSES = "disc,square,triangle"  # object classes; background makes the pointing games trivial
+CONTEXT_KEYS = ("context_deletion_auc", "context_insertion_auc")
+
+# Column titles of the printed table; arrows say which direction is better.
+_TITLES = {
+    "pointing_game": "pointing↑",
+    "energy_pointing_game": "energy↑",
+    "deletion_auc": "del AUC↓",
+    "insertion_auc": "ins AUC↑",
+    "road_morf": "ROAD MoRF↓",
+    "road_lerf": "ROAD LeRF",
+    "randomization_spearman": "rand ρ↓",
+    "context_deletion_auc": "ctx del↓",
+    "context_insertion_auc": "ctx ins↑",
+}
+
+
+def run_evaluate(
+    model: str = "demo",
+    layer: Optional[str] = None,
+    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    n: int = 200,
+    size: int = 128,
+    seed: int = EVAL_SEED,
+    classes: Optional[Sequence] = None,
+    steps: int = 16,
+    tolerance: float = 15.0,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    context: bool = False,
+    batch_size: int = 8,
+    out: Optional[str] = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `metrics.evaluate`'s dict
+    plus "_meta" (settings, seconds, files written). `model`: "demo" or a whole-model .pt file
+    (see models.load_model) whose classes are the scenes' CLASS_NAMES. `classes`: names or ids
+    (None: the object classes)."""
+    import torch
+
+    from .explainer import _select_output
+    from .models import load_model
+    from .scenes import CLASS_NAMES, synthetic_scenes
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    loaded = load_model(model)
+    layer = layer or loaded.layer
+    if not layer:
+        raise ValueError(f"layer must be given for model {model!r} (it has no default target layer)")
+    ids = _class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
+    images, truth = synthetic_scenes(n, seed=seed, size=size)
+    with torch.no_grad():
+        out_classes = _select_output(loaded.model(images[:1]), "out", 1).shape[1]
+    if out_classes != len(CLASS_NAMES):
+        raise ValueError(f"model must predict the scenes' {len(CLASS_NAMES)} classes {CLASS_NAMES}, "
+                         f"got {out_classes} output channels")
+    start = time.perf_counter()
+    results = evaluate(loaded.model, layer, list(methods), images, truth, ids, tolerance=tolerance, steps=steps,
+                       percentiles=percentiles, context=context, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    meta = {"model": loaded.name, "layer": layer, "n": n, "size": size, "seed": seed, "steps": steps,
+            "tolerance": tolerance, "classes": [CLASS_NAMES[c] for c in ids], "seconds": seconds,
+            "torch_threads": torch.get_num_threads(), "files": []}
+    if out is not None:
+        meta["files"] = write_outputs(results, out, context, meta)
+    results["_meta"] = meta
+    return results
+
+
+def summary_table(results: dict, context: bool = False) -> dict:
+    """{method: {metric: float or None}} with exactly METRIC_KEYS (plus CONTEXT_KEYS when
+    `context`): what `--json` prints. NaN (nothing counted) becomes None, JSON null."""
+    keys = METRIC_KEYS + (CONTEXT_KEYS if context else ())
+    return {method: {k: _finite(r[k]) for k in keys} for method, r in results.items() if not method.startswith("_")}
+
+
+def format_table(results: dict, context: bool = False) -> str:
+    """The per-method table as text, plus the randomisation check stage by stage."""
+    table = summary_table(results, context)
+    keys = METRIC_KEYS + (CONTEXT_KEYS if context else ())
+    width = max(len(m) for m in table) + 2
+    lines = [f"{'method':<{width}}" + "".join(f"{_TITLES[k]:>12}" for k in keys)]
+    for method, row in table.items():
+        lines.append(f"{method:<{width}}" + "".join(f"{_fmt(row[k]):>12}" for k in keys))
+    lines.append("randomisation (cascading, Spearman ρ after re-initialising each stage and all above it):")
+    for method, r in results.items():
+        if not method.startswith("_"):
+            stages = ", ".join(f"{s} {_fmt(v)}" for s, v in r["randomization_by_stage"].items())
+            lines.append(f"  {method:<{width}}{stages or 'skipped'}")
+    return "\n".join(lines)
+
+
+def write_outputs(results: dict, out_dir, context: bool, meta: dict) -> list[str]:
+    """metrics.csv (the table, one row per method), metrics.json (everything) and curves.png
+    (mean deletion and insertion curves per method), each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in results if not m.startswith("_")]
+    stages = list(results[methods[0]]["randomization_by_stage"])
+    keys = list(METRIC_KEYS + (CONTEXT_KEYS if context else ()))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method"] + keys + [f"randomization_spearman_{s}" for s in stages])
+    for m in methods:
+        r = results[m]
+        writer.writerow([m] + [_csv(r[k]) for k in keys] + [_csv(r["randomization_by_stage"][s]) for s in stages])
+    files = [_write_text(out_dir / "metrics.csv", buf.getvalue())]
+    everything = {m: results[m] for m in methods}
+    everything["_meta"] = {k: v for k, v in meta.items() if k != "files"}
+    files.append(_write_text(out_dir / "metrics.json", json.dumps(_jsonable(everything), indent=1) + "\n"))
+    from .viz import save_png
+
+    files.append(str(save_png(curves_chart(results, meta), out_dir / "curves.png")))
+    return files
+
+
+def curves_chart(results: dict, meta: Optional[dict] = None):
+    """A PIL picture: mean deletion (left) and insertion (right) curves, one colour per method."""
+    from PIL import Image, ImageDraw
+
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
+               (140, 86, 75), (227, 119, 194)]
+    methods = [m for m in results if not m.startswith("_")]
+    panel_w, panel_h, left, top, bottom = 440, 340, 50, 40, 40
+    legend_h = 18 * len(methods) + 10
+    picture = Image.new("RGB", (2 * panel_w, panel_h + legend_h + 24), (255, 255, 255))
+    draw = ImageDraw.Draw(picture)
+    if meta:
+        draw.text((8, 4), f"{meta.get('model')} · layer {meta.get('layer')} · {meta.get('n')} scenes "
+                          f"{meta.get('size')}x{meta.get('size')} · seed {meta.get('seed')}", fill=(0, 0, 0))
+    for col, (key, title) in enumerate((("deletion_curve", "deletion (lower AUC is better)"),
+                                        ("insertion_curve", "insertion (higher AUC is better)"))):
+        x0, y0 = col * panel_w + left, 24 + top
+        w, h = panel_w - left - 20, panel_h - top - bottom
+        draw.text((x0, y0 - 18), title, fill=(0, 0, 0))
+        draw.rectangle([x0, y0, x0 + w, y0 + h], outline=(0, 0, 0))
+        for i in range(5):  # grid and tick labels at 0, .25, ..., 1 on both axes
+            f = i / 4
+            gx, gy = x0 + f * w, y0 + h - f * h
+            draw.line([gx, y0, gx, y0 + h], fill=(225, 225, 225))
+            draw.line([x0, gy, x0 + w, gy], fill=(225, 225, 225))
+            draw.text((gx - 8, y0 + h + 4), f"{f:.2f}", fill=(0, 0, 0))
+            draw.text((x0 - 34, gy - 6), f"{f:.2f}", fill=(0, 0, 0))
+        draw.text((x0 + w // 2 - 60, y0 + h + 20), "fraction of pixels changed", fill=(0, 0, 0))
+        for i, m in enumerate(methods):
+            curve = results[m][key]
+            T = len(curve) - 1
+            points = [(x0 + t / T * w, y0 + h - min(max(v, 0.0), 1.0) * h) for t, v in enumerate(curve) if math.isfinite(v)]
+            if len(points) > 1:
+                draw.line(points, fill=colours[i % len(colours)], width=2)
+    for i, m in enumerate(methods):
+        y = panel_h + 24 + 6 + 18 * i
+        r = results[m]
+        draw.line([left, y + 6, left + 30, y + 6], fill=colours[i % len(colours)], width=3)
+        draw.text((left + 38, y), f"{m}: deletion AUC {_fmt(r['deletion_auc'])}, insertion AUC {_fmt(r['insertion_auc'])}",
+                  fill=(0, 0, 0))
+    return picture
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _cmd_evaluate(args) -> int:
+    from .methods import METHODS
+
+    names = sorted(METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+    results = run_evaluate(args.model, args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
+                           steps=args.steps, tolerance=args.tolerance, context=args.context,
+                           batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
+    meta = results["_meta"]
+    if args.json:
+        print(json.dumps(summary_table(results, args.context)))
+    else:
+        print(f"model {meta['model']}, layer {meta['layer']}, {meta['n']} scenes {meta['size']}² (seed {meta['seed']}), "
+              f"classes {','.join(meta['classes'])}, {meta['steps']} steps, {meta['seconds']:.0f} s "
+              f"on {meta['torch_threads']} torch threads")
+        print(format_table(results, args.context))
+    for f in meta["files"]:
+        print(f"wrote {f}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the `evaluate` subcommand to the `seg-xai` parser's subparsers."""
+    p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
+    p.add_argument("--model", default="demo", help="demo | a whole-model .pt file predicting the scenes' classes (default: %(default)s)")
+    p.add_argument("--layer", default=None, help="target layer (default: the model's, 'decoder' for demo)")
+    p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
+    p.add_argument("--n", type=int, default=200, help="number of scenes (default: %(default)s)")
+    p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="scene seed, not used in training (default: %(default)s)")
+    p.add_argument("--classes", default=None, help=f"comma-separated names or ids (default: {DEFAULT_CLASSES})")
+    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels (default: %(default)s)")
+    p.add_argument("--context", action="store_true", help="also the context-only deletion/insertion AUCs")
+    p.add_argument("--batch-size", type=int, default=8, help="scenes per chunk (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
+    p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _class_ids(classes, names) -> list[int]:
+    ids = []
+    for c in classes:
+        text = str(c).strip()
+        if text.isdigit() and int(text) < len(names):
+            ids.append(int(text))
+        elif text in names:
+            ids.append(names.index(text))
+        else:
+            raise ValueError(f"classes must be names in {list(names)} or ids below {len(names)}, got {c!r}")
+    return ids
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _csv(v) -> str:
+    return "" if v is None or not math.isfinite(v) else f"{v:.6g}"
+
+
+def _jsonable(obj):
+    """NaN → None recursively, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_text(path: Path, text: str) -> str:
+    """Write `text` to `path` atomically: a temp file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return str(path)

@@ -1,0 +1,336 @@
+"""`seg-xai explain` (issue 6): inputs, bad files, resume, crash safety, the store's precision, errors."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seg_xai_fast as sx
+from seg_xai_fast.batch import decode_image, main
+from seg_xai_fast.demo_model import DemoSegNet
+from seg_xai_fast.store import compress_maps, expand_maps, load_explanation, read_manifest
+from seg_xai_fast.viz import to_frames
+
+LAST_LINE = re.compile(r"^explained=(\d+) failed=(\d+) images_per_s=(\d+\.\d+)$")
+# load_explanation vs a direct Explainer call: float16 storage of the layer-resolution pre-image
+# (measured max ≈ 4.5e-4 over methods, layers and sizes, see docs/batch.md).
+STORE_TOL = 1e-3
+
+
+def _rgb(seed, h, w):
+    images, _ = sx.synthetic_scenes(1, seed=seed, size=(max(h, 32), max(w, 32)))
+    return (images[0, :, :h, :w].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save(DemoSegNet().eval(), path)  # random weights: the tests do not need the trained ones
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A folder (with a sub-folder), a glob-able folder of JPEGs and a list file, good and bad files."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "imgs" / "sub").mkdir(parents=True)
+    (root / "jpgs").mkdir()
+    good = {}
+    for i in range(3):
+        good[f"imgs/rgb{i}.png"] = _rgb(i, 64, 64)
+        Image.fromarray(good[f"imgs/rgb{i}.png"]).save(root / f"imgs/rgb{i}.png")
+    Image.fromarray(_rgb(5, 48, 72)).save(root / "imgs/sub/wide.png")  # another size: its own batch
+    Image.fromarray(_rgb(6, 64, 64)[..., 0]).save(root / "imgs/gray.png")  # L
+    Image.fromarray(np.dstack([_rgb(7, 64, 64), np.full((64, 64), 128, np.uint8)])).save(root / "imgs/rgba.png")
+    Image.fromarray(_rgb(8, 64, 64)).convert("P").save(root / "imgs/palette.png", transparency=0)
+    Image.fromarray((np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)).save(root / "imgs/gray16.png")
+    Image.fromarray(_rgb(9, 64, 64)).save(root / "imgs/full.png")
+    data = (root / "imgs/full.png").read_bytes()
+    (root / "imgs/truncated.png").write_bytes(data[: len(data) // 2])
+    (root / "imgs/sub/notes.png").write_text("this is text, not a PNG\n")
+    (root / "imgs/readme.md").write_text("ignored: not an image suffix\n")
+    for i in range(2):
+        Image.fromarray(_rgb(20 + i, 64, 64)).save(root / f"jpgs/photo{i}.jpg", quality=95)
+    (root / "list.txt").write_text("# one path per line, relative to this file\nextra/listed.png\nextra/missing.png\n"
+                                   "imgs/rgb0.png\n")  # rgb0 also comes from the folder: counted once
+    (root / "extra").mkdir()
+    Image.fromarray(_rgb(30, 64, 64)).save(root / "extra/listed.png")
+    return root
+
+
+GOOD = 11  # 3 rgb + wide + gray + rgba + palette + gray16 + full + 1 listed... see test_mixed_inputs
+BAD = {"truncated.png", "notes.png", "missing.png"}
+
+
+def _run(capsys, *argv):
+    rc = main(["explain", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _args(inputs, out, model_file, *extra):
+    return (inputs / "imgs", str(inputs / "jpgs" / "*.jpg"), inputs / "list.txt", "--out", out,
+            "--model", model_file, "--layer", "decoder", "--batch-size", "4", "--no-progress", *extra)
+
+
+def _check_store(out):
+    """Every manifest entry points at complete files; returns {input: entry}."""
+    header, entries = read_manifest(out)
+    assert header is not None and header["type"] == "run"
+    current = {}
+    for e in entries:
+        assert (out / e["maps"]).is_file()
+        with np.load(out / e["maps"]) as data:
+            assert data["maps"].dtype == np.float16 and list(data["classes"]) == e["classes"]
+        for rel in e["overlays"]:
+            assert Image.open(out / rel).size == (e["size"][1], e["size"][0])
+        current[e["input"]] = e
+    assert not list((out / ".tmp").glob("*")), "temp files left behind"
+    return current
+
+
+@pytest.fixture(scope="module")
+def first_run(inputs, model_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "run"
+    rc = main(["explain", *map(str, _args(inputs, out, model_file, "--workers", "2", "--save", "maps,overlays"))])
+    return out, rc
+
+
+def test_mixed_inputs_counts_failures_and_exit_code(first_run, inputs, capsys):
+    out, rc = first_run
+    assert rc == 3
+    entries = _check_store(out)
+    names = sorted(os.path.basename(p) for p in entries)
+    assert names == sorted(["rgb0.png", "rgb1.png", "rgb2.png", "wide.png", "gray.png", "rgba.png", "palette.png",
+                            "gray16.png", "full.png", "photo0.jpg", "photo1.jpg", "listed.png"])
+    lines = (out / "failures.csv").read_text().splitlines()
+    assert lines[0] == "path,reason"
+    failed = {os.path.basename(line.split(",")[0]): line for line in lines[1:]}
+    assert set(failed) == BAD
+    assert "file not found" in failed["missing.png"]
+    assert "truncated" in failed["truncated.png"]
+    for e in entries.values():
+        assert len(e["overlays"]) == 4 and e["classes"] == [0, 1, 2, 3]
+    wide = next(e for p, e in entries.items() if p.endswith("wide.png"))
+    assert wide["size"] == [48, 72]
+
+
+def test_last_line_format_and_resume_skips_finished(first_run, inputs, model_file, capsys):
+    out, _ = first_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.npz")}
+    rc, stdout, _ = _run(capsys, *_args(inputs, out, model_file, "--workers", "0", "--save", "maps,overlays"))
+    assert rc == 3  # the bad files are retried, and fail again
+    m = LAST_LINE.match(stdout.strip().splitlines()[-1])
+    assert m and m.group(1) == "0" and m.group(2) == "3"
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "maps").rglob("*.npz")}
+    assert after == before  # nothing rewritten
+    # A lost output is redone on the next run (and only it).
+    victim = sorted((out / "maps").rglob("*.npz"))[0]
+    victim.unlink()
+    rc, stdout, _ = _run(capsys, *_args(inputs, out, model_file, "--workers", "0", "--save", "maps,overlays"))
+    assert LAST_LINE.match(stdout.strip().splitlines()[-1]).group(1) == "1"
+    assert victim.is_file() and len(_check_store(out)) == 12
+
+
+def test_other_settings_refused_unless_force(first_run, inputs, model_file, tmp_path, capsys):
+    out, _ = first_run
+    rc, _, err = _run(capsys, *_args(inputs, out, model_file, "--method", "gradcam++", "--save", "maps,overlays"))
+    assert rc == 2 and "method" in err and "gradcam++" in err and "--force" in err
+    copy = tmp_path / "copy"
+    rc, _, _ = _run(capsys, inputs / "jpgs", "--out", copy, "--model", model_file, "--layer", "decoder", "--workers", "0")
+    assert rc == 0
+    rc, stdout, _ = _run(capsys, inputs / "jpgs", "--out", copy, "--model", model_file, "--layer", "decoder",
+                         "--workers", "0", "--method", "layercam", "--force")
+    assert rc == 0 and LAST_LINE.match(stdout.strip().splitlines()[-1]).group(1) == "2"
+    header, entries = read_manifest(copy)
+    assert header["method"] == "layercam" and len(list(entries)) == 2
+
+
+def test_decode_converts_modes(inputs):
+    for name in ("gray.png", "rgba.png", "palette.png", "gray16.png", "rgb0.png"):
+        image = decode_image(str(inputs / "imgs" / name))
+        assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+        assert 0 <= image.min() and image.max() <= 1
+    gray16 = decode_image(str(inputs / "imgs" / "gray16.png"))
+    assert torch.equal(gray16[0], gray16[2])
+    assert gray16.max().item() == 1.0 and gray16.min().item() == 0.0
+    assert len(torch.unique(gray16)) > 256  # 16-bit precision kept
+
+
+@pytest.mark.parametrize("method,layer", [("gradcam", "decoder"), ("layercam", "encoder.stage3"), ("eigencam", "decoder")])
+def test_load_explanation_matches_explainer(inputs, model_file, tmp_path, capsys, method, layer):
+    out = tmp_path / "out"
+    rc, _, _ = _run(capsys, inputs / "imgs" / "rgb1.png", inputs / "imgs" / "sub" / "wide.png", "--out", out,
+                    "--model", model_file, "--layer", layer, "--method", method, "--workers", "0", "--no-progress")
+    assert rc == 0
+    model = torch.load(model_file, weights_only=False)
+    explainer = sx.Explainer(model, layer, method)
+    for name in ("rgb1.png", "sub/wide.png"):
+        path = inputs / "imgs" / name
+        direct = explainer(decode_image(str(path))[None]).maps[0]
+        stored = load_explanation(out, path)
+        assert stored.maps.shape == direct.shape and stored.maps.dtype == torch.float32
+        assert stored.classes == [0, 1, 2, 3] and stored.method == method and stored.layer == layer
+        assert (stored.maps - direct).abs().max().item() <= STORE_TOL
+    with pytest.raises(FileNotFoundError, match="no explanation"):
+        load_explanation(out, inputs / "imgs" / "rgb2.png")
+
+
+def test_compact_maps_roundtrip_sizes():
+    torch.manual_seed(1)
+    explainer = sx.Explainer(DemoSegNet().eval(), "decoder", "gradcam++")
+    for size in [(61, 47), (96, 128)]:
+        res = explainer(torch.rand(2, 3, *size))
+        layer = (-(-size[0] // 2), -(-size[1] // 2))
+        compact = compress_maps(res.maps, layer)
+        assert compact.dtype == torch.float16 and compact.shape[-2:] == layer
+        back = torch.stack([expand_maps(c, size, size) for c in compact])
+        assert (back - res.maps).abs().max().item() <= STORE_TOL
+        assert torch.equal(expand_maps(compress_maps(torch.zeros(1, 1, *size), layer)[0], size, size),
+                           torch.zeros(1, *size))  # an empty class stays all zeros
+
+
+def test_usage_errors_exit_2(inputs, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ("--out", out, "--model", model_file, "--layer", "decoder", "--workers", "0", "--no-progress")
+    rc, _, err = _run(capsys, tmp_path / "nothing_here", *base)
+    assert rc == 2 and "nothing_here" in err and "matched no image" in err
+    rc, _, err = _run(capsys, str(tmp_path / "*.png"), *base)
+    assert rc == 2 and "matched no image" in err
+    rc, _, err = _run(capsys, inputs / "jpgs", *base, "--save", "maps,heatmaps")
+    assert rc == 2 and "--save" in err and "heatmaps" in err
+    rc, _, err = _run(capsys, inputs / "jpgs", *base, "--batch-size", "0")
+    assert rc == 2 and "--batch-size" in err
+    rc, _, err = _run(capsys, inputs / "jpgs", *base, "--classes", "7")
+    assert rc == 2 and "classes" in err and "7" in err
+    rc, _, err = _run(capsys, inputs / "jpgs", "--out", tmp_path / "o2", "--model", model_file, "--workers", "0")
+    assert rc == 2 and "--layer is required" in err
+    rc, _, err = _run(capsys, inputs / "jpgs", *base[:-5], "--layer", "decoderr")
+    assert rc == 2 and "--layer" in err and "decoder" in err
+    if not torch.cuda.is_available():
+        rc, _, err = _run(capsys, inputs / "jpgs", *base, "--device", "cuda")
+        assert rc == 2 and "--device" in err and "CUDA" in err
+    with pytest.raises(SystemExit) as exc:  # argparse: a missing --out
+        main(["explain", str(inputs / "jpgs")])
+    assert exc.value.code == 2
+
+
+def test_sigkill_midway_then_rerun_completes(tmp_path, model_file):
+    src = tmp_path / "in"
+    src.mkdir()
+    images, _ = sx.synthetic_scenes(48, seed=3, size=64)
+    for i, image in enumerate((images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
+        Image.fromarray(image).save(src / f"s{i:03d}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "seg_xai_fast.batch", "explain", str(src), "--out", str(out), "--model", model_file,
+           "--layer", "decoder", "--batch-size", "2", "--workers", "1", "--save", "maps,overlays"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file() and manifest.read_bytes().count(b"\n") >= 5:  # header + 4 images
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = _check_store_after_kill(out)
+    assert 4 <= len(done) < 48
+    rerun = subprocess.run(cmd + ["--no-progress"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    m = LAST_LINE.match(rerun.stdout.strip().splitlines()[-1])
+    assert m and int(m.group(1)) == 48 - len(done) and m.group(2) == "0"
+    entries = _check_store(out)
+    assert len(entries) == 48
+    assert len(list((out / "maps").rglob("*.npz"))) == 48
+
+
+def _check_store_after_kill(out):
+    """After a kill: complete manifest lines only point at complete files; a torn tail is ignored."""
+    header, entries = read_manifest(out)
+    assert header is not None
+    done = {}
+    for e in entries:
+        with np.load(out / e["maps"]) as data:
+            assert data["maps"].shape[0] == 4
+        done[e["input"]] = e
+    for npz in (out / "maps").rglob("*.npz"):  # renamed into place only when complete
+        with np.load(npz) as data:
+            data["maps"]
+    return done
+
+
+def test_torn_manifest_line_is_ignored_and_cut(inputs, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = (inputs / "jpgs", "--out", out, "--model", model_file, "--layer", "decoder", "--workers", "0", "--no-progress")
+    assert _run(capsys, *args)[0] == 0
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    manifest.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # a kill in the middle of the last append
+    header, entries = read_manifest(out)
+    assert len(list(entries)) == 1
+    rc, stdout, _ = _run(capsys, *args)
+    assert rc == 0 and LAST_LINE.match(stdout.strip().splitlines()[-1]).group(1) == "1"
+    assert all(json.loads(line) for line in manifest.read_bytes().splitlines())
+    assert len(_check_store(out)) == 2
+
+
+def test_ray_local_writes_the_same_layout(inputs, model_file, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'seg-xai-fast[ray]'")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    common = ("--model", model_file, "--layer", "decoder", "--no-progress", "--save", "maps,overlays")
+    assert _run(capsys, inputs / "imgs", "--out", local, "--workers", "0", *common)[0] == 3
+    rc, stdout, _ = _run(capsys, inputs / "imgs", "--out", remote, "--ray", "local", *common)
+    assert rc == 3 and LAST_LINE.match(stdout.strip().splitlines()[-1]).group(2) == "2"
+    a, b = _check_store(local), _check_store(remote)
+    assert a.keys() == b.keys()
+    for path in a:
+        assert a[path]["maps"] == b[path]["maps"] and a[path]["overlays"] == b[path]["overlays"]
+        diff = (load_explanation(local, path).maps - load_explanation(remote, path).maps).abs().max()
+        assert diff.item() <= 1e-5
+
+
+def test_outputs_inside_an_input_folder_are_not_inputs(inputs, model_file, tmp_path, capsys):
+    src = tmp_path / "data"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes((inputs / "imgs" / "rgb0.png").read_bytes())
+    args = (src, "--out", src / "explained", "--model", model_file, "--layer", "decoder", "--workers", "0",
+            "--no-progress", "--save", "maps,overlays")
+    assert _run(capsys, *args)[0] == 0
+    rc, stdout, err = _run(capsys, *args)  # the 8 overlay PNGs under data/explained are not picked up
+    assert rc == 0 and "2 inputs, 2 already explained" in err
+    assert LAST_LINE.match(stdout.strip().splitlines()[-1]).group(1) == "0"
+
+
+def test_overlays_match_the_kernel_on_direct_maps(first_run, inputs, model_file):
+    out, _ = first_run
+    model = torch.load(model_file, weights_only=False)
+    image = decode_image(str(inputs / "imgs" / "rgb2.png"))[None]  # [1,3,64,64]
+    res = sx.Explainer(model, "decoder", "gradcam")(image)
+    entry = _check_store(out)[str((inputs / "imgs" / "rgb2.png").resolve())]
+    frames = to_frames(image)
+    for k, rel in enumerate(entry["overlays"]):
+        expected = sx.overlay(frames, res.maps[:, k].contiguous())[0].numpy()
+        got = np.asarray(Image.open(out / rel))
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_a_second_concurrent_run_is_refused(inputs, model_file, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as lock:  # what a running job holds
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rc, _, err = _run(capsys, inputs / "jpgs", "--out", out, "--model", model_file, "--layer", "decoder",
+                          "--workers", "0", "--no-progress")
+    assert rc == 2 and "another" in err

@@ -1,0 +1,170 @@
+"""The ONNX Runtime backend against the PyTorch path, its errors and its runtime choice.
+
+Both paths run the same closed form on activations and logits from two runtimes, whose float32
+results differ by ~1e-6 relative; the maps (in [0, 1]) agree to 1e-4 (measured: ≤ 1e-5).
+Each model is exported once at one size and explained at another size and batch, so the tests
+also cover the dynamic axes.
+"""
+import os
+
+import pytest
+import torch
+import torchvision.models.segmentation as tvseg
+
+pytest.importorskip("onnxruntime", reason="the ONNX Runtime backend needs onnxruntime (pip install '.[test]')")
+pytest.importorskip("onnx", reason="export_onnx writes its metadata with the onnx package")
+
+import seg_xai_fast as sx  # noqa: E402
+from seg_xai_fast.cli import main as cli_main  # noqa: E402
+from seg_xai_fast.demo_model import DemoSegNet  # noqa: E402
+from seg_xai_fast.runtimes import (  # noqa: E402
+    OnnxExplainer,
+    default_providers,
+    export_logits_onnx,
+    export_onnx,
+    make_explainer,
+)
+
+TOL = 1e-4
+METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]
+
+
+def _tv(name):
+    torch.manual_seed(0)
+    return getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=21).eval()
+
+
+def _demo():
+    torch.manual_seed(0)
+    return DemoSegNet().eval()
+
+
+HEADS = {  # name: (model factory, target layer, export size)
+    "demo": (_demo, "decoder", 64),
+    "deeplabv3_mobilenet_v3_large": (lambda: _tv("deeplabv3_mobilenet_v3_large"), "classifier.3", 96),
+    "lraspp_mobilenet_v3_large": (lambda: _tv("lraspp_mobilenet_v3_large"), sx.InputOf("classifier.high_classifier"), 96),
+    "fcn_resnet50": (lambda: _tv("fcn_resnet50"), "classifier.2", 48),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(HEADS))
+def exported(request, tmp_path_factory):
+    make, layer, size = HEADS[request.param]
+    model = make()
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    export_onnx(model, layer, path, torch.rand(1, 3, size, size + 8, generator=torch.Generator().manual_seed(0)))
+    # Another size and batch than the export's: the axes are dynamic.
+    images = torch.rand(2, 3, size + 16, size, generator=torch.Generator().manual_seed(1))
+    return request.param, model, layer, path, images
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_maps_equal_pytorch_path(exported, method):
+    name, model, layer, path, images = exported
+    onnx_explainer = OnnxExplainer(path, method)
+    torch_explainer = sx.Explainer(model, layer, method)
+    masks = (torch.rand(2, 3, *images.shape[-2:], generator=torch.Generator().manual_seed(2)) > 0.7).float()
+    for classes, region in ((None, None), ([0, 1, 2], masks)):
+        ours = onnx_explainer(images, classes=classes, masks=region)
+        want = torch_explainer(images, classes=classes, masks=region)
+        assert ours.classes == want.classes and ours.maps.shape == want.maps.shape, name
+        torch.testing.assert_close(ours.maps, want.maps, rtol=0, atol=TOL)
+        assert torch.equal(ours.labels, want.labels) and torch.equal(ours.active, want.active)
+        assert ours.info["runtime"] == "onnxruntime" and ours.method == method
+    if method != "eigencam":
+        assert torch_explainer.gradient_path == "analytic"
+
+
+def test_forward_outputs(exported):
+    name, model, layer, path, images = exported
+    activations, logits, labels = OnnxExplainer(path).forward(images)
+    with torch.no_grad():
+        out = model(images)
+    want = out["out"] if isinstance(out, dict) else out
+    assert logits.shape == want.shape and labels.shape == (2, *images.shape[-2:]) and activations.ndim == 4
+    assert torch.equal(labels, logits.argmax(dim=1))
+
+
+def test_layer_without_linear_head_is_refused_at_export(tmp_path):
+    model = _demo()
+    with pytest.raises(ValueError, match=r"does not feed a linear head.*sx\.Explainer"):
+        export_onnx(model, "encoder.stage3", tmp_path / "m.onnx", torch.rand(1, 3, 64, 64))
+    assert os.listdir(tmp_path) == []  # nothing left behind
+    path = export_onnx(model, "encoder.stage3", tmp_path / "m.onnx", torch.rand(1, 3, 64, 64), require_head=False)
+    assert os.listdir(tmp_path) == ["m.onnx"]
+    res = OnnxExplainer(path, "eigencam")(torch.rand(1, 3, 64, 64))
+    assert res.maps.shape == (1, 4, 64, 64)
+    with pytest.raises(ValueError, match=r"needs gradients.*without a linear head.*eigencam"):
+        OnnxExplainer(path, "gradcam")
+
+
+def test_file_without_our_metadata(tmp_path):
+    path = export_logits_onnx(_demo(), tmp_path / "plain.onnx", torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"no seg_xai_fast metadata.*sx\.export_onnx"):
+        OnnxExplainer(path)
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match="cannot load .*junk.onnx.* as an ONNX model"):
+        OnnxExplainer(junk)
+    with pytest.raises(FileNotFoundError):
+        OnnxExplainer(tmp_path / "missing.onnx")
+
+
+@pytest.fixture(scope="module")
+def demo_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "demo.onnx"
+    return export_onnx(_demo(), "decoder", path, torch.rand(1, 3, 64, 64))
+
+
+def test_providers(demo_file):
+    assert "CPUExecutionProvider" in default_providers()
+    assert OnnxExplainer(demo_file).provider == default_providers()[0]
+    explainer = OnnxExplainer(demo_file, providers=["CPUExecutionProvider"])
+    assert explainer.provider == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match=r"providers must be .*got \['NoSuchExecutionProvider'\]"):
+        OnnxExplainer(demo_file, providers=["NoSuchExecutionProvider"])
+
+
+def test_bad_inputs_and_methods(demo_file):
+    explainer = OnnxExplainer(demo_file)
+    with pytest.raises(ValueError, match="method must be one of"):
+        explainer.method = "scorecam"
+    with pytest.raises(ValueError, match=r"images must have 3 channels"):
+        explainer(torch.rand(1, 4, 64, 64))
+    with pytest.raises(TypeError, match="images must be a torch.Tensor"):
+        explainer([1, 2, 3])
+    with pytest.raises(ValueError, match=r"classes must be ids in \[0, 3\]"):
+        explainer(torch.rand(1, 3, 64, 64), classes=[7])
+
+
+def test_runtime_choice_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path / "cache"))
+    model_file = tmp_path / "demo.pt"
+    torch.save(_demo(), model_file)
+    choice = make_explainer(str(model_file), "decoder", "gradcam++", "onnxruntime", image_size=(64, 80))
+    assert choice.runtime == "onnxruntime" and isinstance(choice.explainer, OnnxExplainer)
+    cached = list((tmp_path / "cache" / "onnx").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".onnx"
+    stamp = cached[0].stat().st_mtime_ns
+    again = make_explainer(str(model_file), "decoder", "gradcam++", "auto", image_size=(64, 80))
+    assert again.runtime == "onnxruntime" and cached[0].stat().st_mtime_ns == stamp  # reused, not re-exported
+    # No linear head: auto falls back to torch and says why; onnxruntime refuses.
+    fallback = make_explainer(str(model_file), "encoder.stage3", "gradcam", "auto", image_size=(64, 64))
+    assert fallback.runtime == "torch" and "linear head" in fallback.note
+    with pytest.raises(ValueError, match="does not feed a linear head"):
+        make_explainer(str(model_file), "encoder.stage3", "gradcam", "onnxruntime", image_size=(64, 64))
+    # eigencam needs no head, so onnxruntime serves it at that layer.
+    assert make_explainer(str(model_file), "encoder.stage3", "eigencam", "auto", image_size=(64, 64)).runtime == "onnxruntime"
+
+
+def test_export_command(tmp_path, capsys):
+    model_file = tmp_path / "demo.pt"
+    torch.save(_demo(), model_file)
+    out = tmp_path / "out" / "demo.onnx"
+    assert cli_main(["export-onnx", str(model_file), str(out), "--layer", "decoder", "--size", "64"]) == 0
+    assert "linear head found" in capsys.readouterr().out and out.is_file()
+    assert sorted(os.listdir(out.parent)) == ["demo.onnx"]
+    assert cli_main(["export-onnx", str(model_file), str(tmp_path / "x.onnx"), "--layer", "encoder.stage3",
+                     "--size", "64"]) == 2
+    assert "does not feed a linear head" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
