@@ -11,6 +11,9 @@ from .demo_model import demo_model
 from .explainer import Explainer, Explanation, InputOf
 from .kernels import cam_from_gradients, overlay
 from .methods import methods
+from .runtimes import OnnxExplainer, export_onnx
+from .store import load_explanation
+from .video import overlay_stream, write_demo_video
 from .scenes import CLASS_NAMES, synthetic_scenes
 from .targets import Box, Component, Pixel
 
@@ -23,12 +26,17 @@ __all__ = [
     "Explainer",
     "Explanation",
     "InputOf",
+    "OnnxExplainer",
     "Pixel",
     "build_info",
     "cam_from_gradients",
     "demo_model",
+    "export_onnx",
+    "load_explanation",
     "methods",
     "overlay",
+    "overlay_stream",
     "reference",
     "synthetic_scenes",
+    "write_demo_video",
 ]

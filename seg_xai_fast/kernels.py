@@ -123,12 +123,19 @@ def _into(out: Optional[torch.Tensor], result: torch.Tensor) -> torch.Tensor:
     return _out(out, result.shape, result.dtype, result.device).copy_(result)
 
 
+class _KeptView(_backend.core.TensorView):
+    """A TensorView that owns a reference to its tensor: the core gets only a pointer, so a
+    temporary (a .contiguous() copy, a workspace) must live until the kernel call returns."""
+
+
 def _view(t: torch.Tensor):
-    """A core TensorView of a contiguous tensor (no copy)."""
-    return _backend.core.TensorView(
+    """A core TensorView of a contiguous tensor (no copy), keeping the tensor alive with it."""
+    view = _KeptView(
         t.data_ptr(), str(t.dtype).replace("torch.", ""), list(t.shape), list(t.stride()),
         t.device.type, t.device.index or 0,
     )
+    view.tensor = t
+    return view
 
 
 def _exec(device: torch.device) -> Tuple[int, int]:

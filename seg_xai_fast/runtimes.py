@@ -56,6 +56,7 @@ from .explainer import (
     _check_classes,
     _ModelState,
     _select_output,
+    explain_eigen,
     explain_linear_head,
 )
 from .methods import get_method
@@ -460,14 +461,17 @@ class OnnxExplainer:
         logits: torch.Tensor,  # float [B,L,H,W]
         classes: Optional[Sequence[int]] = None,
         masks: MaskSpec = None,
+        labels: Optional[torch.Tensor] = None,  # int64 [B,H,W], the graph's own argmax
     ) -> Explanation:
         """The CAM stage on one forward pass's outputs (see forward())."""
         if get_method(self.method).needs_gradients:
             upsample = None if self.align_corners is None else (tuple(activations.shape[-2:]), self.align_corners)
             res = explain_linear_head(activations, logits, self.head_weight, upsample, classes, masks, self.method,
-                                      layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb)
+                                      layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
+                                      labels=labels)
         else:
-            res = explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend)
+            res = explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend,
+                                labels=labels)
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 
@@ -492,28 +496,6 @@ class OnnxExplainer:
         if not torch.isfinite(images).all():
             raise ValueError("images contains NaN or Inf values")
         return images
-
-
-def explain_eigen(
-    activations: torch.Tensor,  # float [B,C,h,w]
-    logits: torch.Tensor,  # float [B,L,H,W]
-    classes: Optional[Sequence[int]],
-    *,
-    layer: str = "",
-    backend: str = "auto",
-) -> Explanation:
-    """Eigen-CAM from one forward pass's tensors, whatever runtime produced them: one
-    class-agnostic map, shared by every requested class. Same steps as Explainer._eigen (this
-    function belongs next to explain_linear_head in explainer.py; see docs/onnx_and_video.md)."""
-    class_ids = _check_classes(classes, logits.shape[1])
-    raw = reference.eigen_cam(activations).unsqueeze(1)  # [B,1,h,w]
-    maps = kernels.resize_normalize(kernels.normalize_maps(raw, backend=backend),
-                                    tuple(logits.shape[-2:]), backend=backend)
-    B, K = logits.shape[0], len(class_ids)
-    active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
-    return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids, labels=logits.argmax(dim=1),
-                       active=active, method="eigencam", layer=layer,
-                       info={"gradient_path": "none", "backward_passes": 0})
 
 
 # --------------------------------------------------------------------------- runtime choice and cache

@@ -140,9 +140,4 @@ def connected_component(mask: torch.Tensor, y: int, x: int) -> torch.Tensor:
         region = grown
 
 
-def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
-    """logits float [B,L,H,W] → int64 [B,H,W] argmax labels (ties to the lowest class)."""
-    return logits.argmax(dim=1)
-
-
 __all__ = ["Box", "Pixel", "Component", "Region", "target_masks", "connected_component"]

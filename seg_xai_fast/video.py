@@ -46,7 +46,7 @@ import torch
 
 from . import kernels
 from .colormaps import colormap_lut
-from .explainer import Explainer, _ForwardCapture, _ModelState, _select_output, explain_linear_head
+from .explainer import Explainer, class_argmax, _ForwardCapture, _ModelState, _select_output, explain_eigen, explain_linear_head
 from .methods import get_method
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -128,7 +128,7 @@ class FrameExplainer:
             # Contiguous on purpose: kernels.target_seeds hands a temporary `.contiguous()` copy
             # to the core without keeping it alive (use after free for channels-last logits).
             logits = logits.contiguous()
-            return ("outputs", cap.activations().contiguous(), logits, logits.argmax(dim=1), head)
+            return ("outputs", cap.activations().contiguous(), logits, class_argmax(logits), head)
 
     def explain(self, state: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """forward()'s result → (maps float32 [B,H,W] in [0,1], shown class int64 [B])."""
@@ -140,20 +140,19 @@ class FrameExplainer:
             _, activations, logits, labels, head = state
             shown = dominant_classes(labels, logits.shape[1], self.classes)
             wanted = sorted(set(shown.tolist()))
-            res = self._explain(activations, logits, wanted, head)
+            res = self._explain(activations, logits, labels, wanted, head)
         index = torch.as_tensor([wanted.index(int(c)) for c in shown], device=res.maps.device)
         return res.maps[torch.arange(len(index), device=res.maps.device), index], shown
 
-    def _explain(self, activations, logits, classes, head):
+    def _explain(self, activations, logits, labels, classes, head):
         ex = self.explainer
         if self.onnx:
-            return ex.explain_outputs(activations, logits, classes)
+            return ex.explain_outputs(activations, logits, classes, labels=labels)
         if head is None:  # eigencam
-            from .runtimes import explain_eigen
-
-            return explain_eigen(activations, logits, classes, layer=ex.layer_name, backend=ex.backend)
+            return explain_eigen(activations, logits, classes, layer=ex.layer_name, backend=ex.backend, labels=labels)
         return explain_linear_head(activations, logits, head.weight, head.upsample, classes, None, ex.method,
-                                   layer=ex.layer_name, backend=ex.backend, max_memory_mb=ex.max_memory_mb)
+                                   layer=ex.layer_name, backend=ex.backend, max_memory_mb=ex.max_memory_mb,
+                                   labels=labels)
 
 
 def to_images(frames: torch.Tensor) -> torch.Tensor:

@@ -439,3 +439,23 @@ def test_overlay_cpu_is_exact(frames):
     v = resized.clamp(0, 1) * 255
     differ = (out != expected).any(dim=-1)
     assert not (differ & ((v - v.round()).abs() >= 1e-4)).any()
+
+
+def test_non_contiguous_inputs_stay_alive_during_the_kernel():
+    """Regression: the core gets raw pointers, so a .contiguous() copy made for it must outlive
+    the call (it used to be freed first: wrong seeds, wrong overlays, or a segfault)."""
+    from seg_xai_fast import kernels as K
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 96, 128, 21, generator=g).permute(0, 3, 1, 2)  # channels-last
+    maps = torch.rand(4, 3, 12, 16, generator=g)
+    frames = torch.randint(0, 256, (4, 96, 128, 3), dtype=torch.uint8, generator=g)
+    for _ in range(10):
+        seeds = K.target_seeds(logits, [3, 5], (12, 16), False)
+        torch.testing.assert_close(
+            seeds, reference.upsample_adjoint(reference.predicted_masks(logits, [3, 5]), (12, 16)), rtol=1e-5, atol=1e-5)
+        masked = K.mask_seeds(reference.predicted_masks(logits, [1]).transpose(2, 3).contiguous().transpose(2, 3), (12, 16))
+        torch.testing.assert_close(masked, reference.upsample_adjoint(reference.predicted_masks(logits, [1]), (12, 16)),
+                                   rtol=1e-5, atol=1e-5)
+        over = K.overlay(frames, maps[:, 1])  # a strided slice
+        assert (over.int() - reference.overlay(frames, maps[:, 1]).int()).abs().max() <= 1
