@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -9,7 +10,10 @@ from PIL import Image
 
 
 def seg_xai(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "seg_xai_fast.cli", *args], capture_output=True, text=True, timeout=600)
+    # Run outside the repository, so the installed package (with its compiled core) is imported,
+    # not the source tree.
+    proc = subprocess.run([sys.executable, "-m", "seg_xai_fast.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=tempfile.gettempdir())
     if check and proc.returncode != 0:
         raise AssertionError(f"seg-xai {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
