@@ -25,7 +25,7 @@ import torch
 from seg_xai_fast import kernels
 from seg_xai_fast.analytic import _gradcampp_weights
 from seg_xai_fast.bench import box_masks, peer_seconds
-from seg_xai_fast.explainer import Explainer, _ForwardCapture, _ModelState, _select_output
+from seg_xai_fast.explainer import Explainer, _ForwardCapture, _ModelState, _select_output, class_argmax
 from seg_xai_fast.models import load_model
 
 
@@ -159,7 +159,7 @@ def _stage_rows(explainer: Explainer, images, classes, masks) -> dict:
 
     return {
         "forward with capture hook": captured_forward,
-        "labels = logits.argmax(1)": lambda: logits.argmax(dim=1),
+        "labels = class_argmax(logits)": lambda: class_argmax(logits),
         "seeds Up*(M) (mask_seeds)": lambda: kernels.mask_seeds(masks, low_size, align),
         "gradcam++ weights (_gradcampp_weights)": lambda: _gradcampp_weights(Af, W, R, explainer.max_memory_mb),
         "weighted_cam (Σ w·A, ReLU, min-max)": lambda: kernels.weighted_cam(A, weights),

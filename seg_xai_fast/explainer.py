@@ -127,6 +127,8 @@ class Explainer:
         self.vjp = vjp
         if gradient_path not in ("auto", "analytic", "autograd"):
             raise ValueError(f"gradient_path must be 'auto', 'analytic' or 'autograd', got {gradient_path!r}")
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        self._in_channels = first_conv.in_channels if first_conv is not None else None
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
         self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
@@ -153,7 +155,7 @@ class Explainer:
         masks: None (each class's predicted pixels), a float Tensor [B,K,H,W] of target regions,
         a Box/Pixel/Component shared by all images, or a list of B of them.
         """
-        images = _check_images(images, self.model)
+        images = _check_images(images, self.model, self._in_channels)
         spec = get_method(self.method)
         key = tuple(images.shape[1:])
         head = self._heads.get(key)
@@ -376,17 +378,17 @@ def _resolve_layer(model: nn.Module, layer: Union[nn.Module, str]) -> tuple[str,
         raise ValueError(f"target_layer {layer!r} not found in the model{hint}") from None
 
 
-def _check_images(images, model: nn.Module) -> torch.Tensor:
+def _check_images(images, model: nn.Module, channels: Optional[int]) -> torch.Tensor:
+    """images float [B,C,H,W] on the model's device; channels: the model's input channels, if known."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor [B,3,H,W], got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"images must have 4 dimensions [B,3,H,W], got shape {list(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be a float tensor, got dtype {images.dtype}")
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is not None and images.shape[1] != first_conv.in_channels:
+    if channels is not None and images.shape[1] != channels:
         raise ValueError(
-            f"images must have {first_conv.in_channels} channels (the model's first convolution), "
+            f"images must have {channels} channels (the model's first convolution), "
             f"got shape {list(images.shape)}"
         )
     if not torch.isfinite(images).all():
@@ -441,20 +443,22 @@ class _ModelState:
         self.model = model
 
     def __enter__(self):
-        self.training = {m: m.training for m in self.model.modules()}
+        # Every module's mode is recorded and restored, so code run inside (an exporter toggling
+        # a wrapper's train/eval recursively, say) cannot leave the model changed.
+        self.training = [(m, m.training) for m in self.model.modules()]
         if self.model.training:
             warnings.warn("the model was in train mode; it is explained in eval mode and restored afterwards", stacklevel=3)
-        self.requires_grad = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
+            self.model.eval()
         # Nothing below the target layer then builds a graph, and no parameter gradient is made.
-        for p, _ in self.requires_grad:
+        self.frozen = [p for p in self.model.parameters() if p.requires_grad]
+        for p in self.frozen:
             p.requires_grad_(False)
         return self
 
     def __exit__(self, *exc) -> None:
-        for p, flag in self.requires_grad:
-            p.requires_grad_(flag)
-        for m, flag in self.training.items():
+        for p in self.frozen:
+            p.requires_grad_(True)
+        for m, flag in self.training:
             m.training = flag
 
 

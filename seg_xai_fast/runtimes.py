@@ -147,7 +147,7 @@ def export_onnx(
             "is the logits or is bilinearly upsampled to them), so ONNX Runtime cannot serve the gradient "
             f"methods for it: {_NO_HEAD_HINT}. Pass require_head=False to export for eigencam only."
         )
-    wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key)
+    wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A private folder next to the target: the dynamo exporter writes a .data file beside its graph.
@@ -245,7 +245,7 @@ def export_logits_onnx(model: nn.Module, path: Union[str, os.PathLike], example_
     try:
         graph = os.path.join(work, "graph.onnx")
         with _ModelState(model), torch.no_grad():
-            _export_graph(_LogitsOnly(model, output_key), example_input, graph, exporter, 17, (LOGITS_NAME,))
+            _export_graph(_LogitsOnly(model, output_key).eval(), example_input, graph, exporter, 17, (LOGITS_NAME,))
         import onnx
 
         onnx.save(onnx.load(graph), os.path.join(work, "final.onnx"))  # one self-contained file

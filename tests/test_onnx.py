@@ -168,3 +168,15 @@ def test_export_command(tmp_path, capsys):
                      "--size", "64"]) == 2
     assert "does not feed a linear head" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_leaves_the_model_as_found(tmp_path):
+    """Regression: the exporter toggles its wrapper's mode recursively; the model must stay in eval."""
+    from seg_xai_fast.demo_model import DemoSegNet
+
+    model = DemoSegNet().eval()
+    model.encoder.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    sx.export_onnx(model, "decoder", tmp_path / "m.onnx", torch.rand(1, 3, 64, 64))
+    assert not any(m.training for m in model.modules())
+    assert [p.requires_grad for p in model.parameters()] == flags
