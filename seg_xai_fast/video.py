@@ -186,7 +186,7 @@ def _as_frame(frame, index: int) -> torch.Tensor:
 def overlay_stream(
     frames: Iterable,
     explainer,
-    batch_size: int = 8,
+    batch_size: int = 4,
     classes: Optional[Sequence[int]] = None,
     colormap: str = "jet",
     alpha: float = 0.5,
@@ -517,7 +517,7 @@ def explain_video(
     output: Union[str, os.PathLike],
     explainer,
     *,
-    batch_size: int = 8,
+    batch_size: int = 4,
     classes: Optional[Sequence[int]] = None,
     colormap: str = "jet",
     alpha: float = 0.5,
@@ -757,7 +757,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated class ids or names to choose from per frame (default: every class)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default: %(default)s)")
     p.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass (default: %(default)s)")
     p.add_argument("--weights", default=None, help="state-dict file for torchvision:NAME (default: random init)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_video)
