@@ -1,13 +1,16 @@
 """Issue-6 benchmark: `seg-xai explain` throughput vs plain inference of the same model.
 
-    python benchmarks/batch_throughput.py [--n 300] [--size 160] [--batch-size 8] [--workers 2] [--rounds 5] [--threads 1]
+    python benchmarks/batch_throughput.py [--n 300] [--size 160] [--batch-size 8] [--workers 2] [--rounds 5]
+                                          [--threads 1] [--runtime both|torch|onnxruntime]
 
 Writes N synthetic scenes as PNGs to a temp folder, then times, in the same process and over the
-same files, alternately:
-  plain    decode (the same DataLoader workers) + model forward in inference mode, nothing written;
-  explain  the whole batch job (run_explain): decode, explain every class, compress, write maps
+same files, alternately, for each runtime:
+  plain    decode (the same DataLoader workers) + the model's forward pass in that runtime (torch:
+           inference mode; onnxruntime: the model alone exported to ONNX), nothing written;
+  explain  the whole batch job (run_explain --runtime R): decode, explain every class, write maps
            files + manifest with fsync (and overlays with --overlays).
-Each is run --rounds times; the best round of each is compared. Goal: explain ≥ 0.8 × plain.
+Each is run --rounds times; the best round of each is compared. Goal: explain ≥ 0.8 × plain of the
+same runtime.
 Model: the bundled demo model (a random-initialised DemoSegNet when its weights are missing).
 """
 import argparse
@@ -51,8 +54,8 @@ def model_spec(tmp: Path) -> str:
         return str(tmp / "model.pt")
 
 
-def plain_inference(model, paths, batch_size: int, workers: int) -> tuple:
-    """(images/s, main-thread CPU seconds per image) of decode (same loader as the job) + forward only."""
+def plain_inference(forward, paths, batch_size: int, workers: int) -> tuple:
+    """(images/s, main-thread CPU seconds per image) of decode (same loader as the job) + forward(images) only."""
     loader = torch.utils.data.DataLoader(
         ImageBatches(paths, batch_size), batch_size=None, num_workers=workers,
         worker_init_fn=_worker_init if workers else None, prefetch_factor=2 if workers else None, in_order=False)
@@ -61,9 +64,27 @@ def plain_inference(model, paths, batch_size: int, workers: int) -> tuple:
     with torch.inference_mode():
         for item in loader:
             if "images" in item:
-                model(item["images"])
+                forward(item["images"])
                 n += len(item["paths"])
     return n / (time.perf_counter() - start), (time.thread_time() - cpu) / n
+
+
+def plain_forwards(spec: str, model, runtimes: list, threads: int, size: int, tmp: Path) -> dict:
+    """{runtime: forward(images)} — the model alone in each runtime."""
+    forwards = {}
+    if "torch" in runtimes:
+        forwards["torch"] = model
+    if "onnxruntime" in runtimes:
+        import onnxruntime as ort
+
+        from seg_xai_fast.runtimes import export_logits_onnx
+
+        path = export_logits_onnx(model, tmp / "logits.onnx", torch.rand(1, 3, size, size))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        forwards["onnxruntime"] = lambda images: session.run(None, {"images": images.numpy()})
+    return forwards
 
 
 def main() -> None:
@@ -78,42 +99,54 @@ def main() -> None:
                         help="torch threads of this process, for both measurements (default 1: on a shared "
                              "2-core machine with 2 decode workers, more threads oversubscribe the cores)")
     parser.add_argument("--overlays", action="store_true", help="also write one overlay PNG per class")
+    parser.add_argument("--runtime", default="both", choices=("both", "torch", "onnxruntime"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    runtimes = ["torch", "onnxruntime"] if args.runtime == "both" else [args.runtime]
     with tempfile.TemporaryDirectory(prefix="seg-xai-bench-") as tmp:
         tmp = Path(tmp)
         (tmp / "in").mkdir()
+        os.environ["SEG_XAI_CACHE"] = str(tmp / "cache")  # the job's ONNX export, timed out of the rounds below
         paths = write_scenes(tmp / "in", args.n, args.size)
         spec = model_spec(tmp)
         from seg_xai_fast.models import load_model
 
         model = load_model(spec).model
+        forwards = plain_forwards(spec, model, runtimes, args.threads, args.size, tmp)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
               f"{args.n} PNGs {args.size}x{args.size}, model {spec}, batch {args.batch_size}, "
               f"{args.workers} decode workers, method {args.method}")
-        plain, explain, plain_cpu, explain_cpu = [], [], [], []
-        for r in range(args.rounds):
-            rate, cpu = plain_inference(model, paths, args.batch_size, args.workers)
-            plain.append(rate)
-            plain_cpu.append(cpu)
-            cfg = JobConfig(inputs=[str(tmp / "in")], out=str(tmp / f"out{r}"), model=spec, layer="decoder", method=args.method,
-                            batch_size=args.batch_size, workers=args.workers, progress=False,
-                            save="maps,overlays" if args.overlays else "maps")
-            cpu = time.thread_time()
-            summary = run_explain(cfg)
-            explain_cpu.append((time.thread_time() - cpu) / summary.explained)
-            explain.append(summary.images_per_s)
-            print(f"round {r}: plain {plain[-1]:.1f} images/s, explain {explain[-1]:.1f} images/s "
-                  f"({summary.explained} explained, {summary.failed} failed)")
-        best_plain, best_explain = max(plain), max(explain)
-        print(f"plain inference (decode + forward): {best_plain:.1f} images/s")
-        print(f"seg-xai explain (whole job):        {best_explain:.1f} images/s")
-        print(f"ratio explain/plain: {best_explain / best_plain:.2f} (goal >= 0.80; best round of each)")
-        # Wall-clock rates on a shared machine move with the other tenants' load; the main thread's
-        # CPU time per image (it runs the model with --threads 1) is a steadier cross-check.
-        cpu_plain, cpu_explain = min(plain_cpu), min(explain_cpu)
-        print(f"main-thread CPU per image: plain {cpu_plain * 1e3:.1f} ms, explain {cpu_explain * 1e3:.1f} ms, "
-              f"ratio plain/explain {cpu_plain / cpu_explain:.2f}")
+        plain = {r: [] for r in runtimes}
+        explain = {r: [] for r in runtimes}
+        cpu_plain = {r: [] for r in runtimes}
+        cpu_explain = {r: [] for r in runtimes}
+        for r in range(-1, args.rounds):  # round -1 warms up (and exports the ONNX graph), not counted
+            for runtime in runtimes:
+                rate, cpu = plain_inference(forwards[runtime], paths, args.batch_size, args.workers)
+                cfg = JobConfig(inputs=[str(tmp / "in")], out=str(tmp / f"out-{runtime}{r}"), model=spec, layer="decoder",
+                                method=args.method, batch_size=args.batch_size, workers=args.workers,
+                                threads=args.threads, runtime=runtime, progress=False,
+                                save="maps,overlays" if args.overlays else "maps")
+                start_cpu = time.thread_time()
+                summary = run_explain(cfg)
+                if r < 0:
+                    continue
+                plain[runtime].append(rate)
+                cpu_plain[runtime].append(cpu)
+                cpu_explain[runtime].append((time.thread_time() - start_cpu) / summary.explained)
+                explain[runtime].append(summary.images_per_s)
+                print(f"round {r} {runtime:<11}: plain {rate:.1f} images/s, explain {summary.images_per_s:.1f} "
+                      f"images/s ({summary.explained} explained, {summary.failed} failed)")
+        for runtime in runtimes:
+            best_plain, best_explain = max(plain[runtime]), max(explain[runtime])
+            print(f"{runtime}: plain inference (decode + forward) {best_plain:.1f} images/s, "
+                  f"seg-xai explain (whole job) {best_explain:.1f} images/s, "
+                  f"ratio {best_explain / best_plain:.2f} (goal >= 0.80; best round of each)")
+            # Wall-clock rates on a shared machine move with the other tenants' load; the main
+            # thread's CPU time per image (it runs the model) is a steadier cross-check.
+            cp, ce = min(cpu_plain[runtime]), min(cpu_explain[runtime])
+            print(f"{runtime}: main-thread CPU per image plain {cp * 1e3:.1f} ms, explain {ce * 1e3:.1f} ms, "
+                  f"ratio plain/explain {cp / ce:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,21 +10,26 @@ static void check_seed_out(const char* op, const TensorView& src, int64_t K, con
 }
 
 void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
-                       const TensorView& out, const Exec& exec) {
+                       const TensorView& out, const TensorView& labels, const Exec& exec) {
   constexpr const char* op = "seeds_from_logits";
-  check_same_device(op, {{"logits", &logits}, {"classes", &classes}, {"out", &out}});
-  check_layout(op, {{{"logits", &logits}, 4}, {{"classes", &classes}, 1}, {{"out", &out}, 4}});
+  check_same_device(op, {{"logits", &logits}, {"classes", &classes}, {"out", &out}, {"labels", &labels}});
+  check_layout(op, {{{"logits", &logits}, 4}, {{"classes", &classes}, 1}, {{"out", &out}, 4},
+                    {{"labels", &labels}, 3}});
   check_float(op, "logits", logits);
   check_dtype(op, "classes", classes, {DType::Int64});
   check_seed_out(op, logits, classes.shape[0], out);
+  check_dtype(op, "labels", labels, {DType::Int64});
+  check_dim(op, "labels", labels, 0, logits.shape[0], "B");
+  check_dim(op, "labels", labels, 1, logits.shape[2], "H");
+  check_dim(op, "labels", labels, 2, logits.shape[3], "W");
   if (logits.device == DeviceType::CUDA)
-    SEG_XAI_CUDA_CALL(op, cuda::seeds_from_logits_cuda(logits, classes, align_corners, out, exec));
+    SEG_XAI_CUDA_CALL(op, cuda::seeds_from_logits_cuda(logits, classes, align_corners, out, labels, exec));
   else {
     const int64_t* cls = classes.ptr<int64_t>();  // host memory: the values can be checked
     for (int64_t k = 0; k < classes.shape[0]; ++k)
       if (cls[k] < 0 || cls[k] >= logits.shape[1])
         fail(op, "argument 'classes' must hold values in [0, ", logits.shape[1], "), got ", cls[k]);
-    cpu::seeds_from_logits_cpu(logits, classes, align_corners, out, exec);
+    cpu::seeds_from_logits_cpu(logits, classes, align_corners, out, labels, exec);
   }
 }
 

@@ -8,7 +8,7 @@
 from ._backend import build_info  # raises an ImportError explaining how to build the core
 from . import reference
 from .demo_model import demo_model
-from .explainer import Explainer, Explanation, InputOf
+from .explainer import Explainer, Explanation, InputOf, upsample_maps
 from .kernels import cam_from_gradients, overlay
 from .methods import methods
 from .runtimes import OnnxExplainer, export_onnx
@@ -38,5 +38,6 @@ __all__ = [
     "overlay_stream",
     "reference",
     "synthetic_scenes",
+    "upsample_maps",
     "write_demo_video",
 ]

@@ -4,8 +4,9 @@ robust to bad files; `--ray` distributes the same job (seg_xai_fast/batch_ray.py
     seg-xai explain photos/ 'more/**/*.jpg' list.txt --out results/ [--model demo] [--save maps,overlays]
 
 Pipeline: input discovery → DataLoader worker processes decode images (PIL) and group them into
-batches of equal size → the main process explains each batch (one forward pass, Explainer) → a
-writer thread compresses the maps (store.compress_maps), colours the overlays and writes the files
+batches of equal size → the main process explains each batch (one forward pass, Explainer or
+OnnxExplainer, maps kept at the target layer's resolution) → a writer thread converts the maps to
+float16, colours the overlays and writes the files
 and the manifest lines, overlapping the next batch's compute. Every stage holds a bounded number of
 batches, so memory does not grow with the number of inputs. Images are explained at their own size;
 a batch only groups images of equal size (no resizing).
@@ -209,68 +210,61 @@ def _fixed_mmap_threshold(nbytes: int = 256 * 1024) -> None:
 
 
 class BatchEngine:
-    """An Explainer plus what the store needs: explains a batch of equal-size images.
+    """An Explainer (or OnnxExplainer) plus what the store needs: explains a batch of equal-size images.
 
-    Also records the target layer's output size (the CAM's resolution) with a forward hook; the
-    hook is removed by close().
+    map_resolution "layer" asks the explainer for its maps at the target layer's resolution (the
+    compact form the store keeps; sx.upsample_maps restores the full maps), "full" for full size.
     """
 
-    def __init__(self, model: torch.nn.Module, layer: str, method: str, classes: Optional[list],
-                 device: torch.device, map_resolution: str = "layer") -> None:
-        from .explainer import Explainer
-
+    def __init__(self, explainer, classes: Optional[list], device: torch.device, map_resolution: str = "layer") -> None:
         self.device = device
-        self.explainer = Explainer(model.to(device), layer, method)
+        self.explainer = explainer
+        model = getattr(explainer, "model", None)  # an sx.Explainer's; ONNX Runtime holds its own
+        if isinstance(model, torch.nn.Module):
+            model.to(device)
         self.classes = classes
-        self.map_resolution = map_resolution
-        self._layer_size: Optional[tuple] = None
-        self._hook = self.explainer.target_layer.register_forward_hook(self._record)
-
-    def _record(self, module, inputs, output) -> None:
-        if isinstance(output, torch.Tensor) and output.ndim == 4:
-            self._layer_size = tuple(output.shape[-2:])
+        self.resolution = "layer" if map_resolution == "layer" else "full"
 
     def explain(self, images: torch.Tensor) -> "Explained":
         """Explain images float [n,3,H,W] of one size (see Explained)."""
-        self._layer_size = None
         images = images.to(self.device, non_blocking=True)
-        res = self.explainer(images, classes=self.classes)
-        layer_size = self._layer_size if self.map_resolution == "layer" else None
-        return Explained(images, res.maps, res.classes, layer_size)
+        res = self.explainer(images, classes=self.classes, resolution=self.resolution)
+        return Explained(images, res.maps, res.classes, map_size=tuple(res.labels.shape[-2:]))
 
     def close(self) -> None:
-        self._hook.remove()
+        """Nothing held between batches (the explainers remove their hooks after every call)."""
 
 
 class Explained:
     """One explained batch, turned into StoreFiles.write_image arguments by write_args().
 
-    images: float [n,3,H,W]; maps: float32 [n,K,H',W'] at the model's logits size; layer_size:
-    (h, w) to compress the maps to, None for full size. On a GPU the compression and overlays run
-    at once (frees the device memory); on the CPU the writer thread runs them, off the critical path.
+    images: float [n,3,H,W]; maps: float32 [n,K,h,w], at the target layer's resolution or at
+    map_size; map_size: the model output's (H', W'), where the explainer's full maps live.
+    On a GPU the conversion and overlays run at once (frees the device memory); on the CPU the
+    writer thread runs them, off the critical path.
     """
 
-    def __init__(self, images: torch.Tensor, maps: torch.Tensor, classes: list, layer_size: Optional[tuple]) -> None:
-        self.images, self.maps, self.classes, self.layer_size = images, maps, classes, layer_size
-        self.image_size, self.map_size = tuple(images.shape[-2:]), tuple(maps.shape[-2:])
+    def __init__(self, images: torch.Tensor, maps: torch.Tensor, classes: list, map_size: tuple) -> None:
+        self.images, self.maps, self.classes, self.map_size = images, maps, classes, map_size
+        self.image_size = tuple(images.shape[-2:])
         self._compact: Optional[np.ndarray] = None
         self._pictures: Optional[np.ndarray] = None
 
     def finish(self, overlays: bool, colormap: str, alpha: float) -> None:
-        """Compress the maps (and colour the overlays), then drop the full-size tensors."""
-        from .store import compress_maps
-
+        """Convert the maps to float16 (and colour the overlays), then drop the tensors."""
         if self._compact is None:
-            self._compact = compress_maps(self.maps, self.layer_size).numpy()  # float16 [n,K,h,w]
+            self._compact = self.maps.detach().to("cpu", torch.float16).numpy()  # [n,K,h,w]
         if overlays and self._pictures is None:
-            self._pictures = overlays_of(self.images, self.maps, colormap, alpha)  # uint8 [n,K,H,W,3]
+            from .explainer import upsample_maps
+
+            full = self.maps if tuple(self.maps.shape[-2:]) == self.map_size else upsample_maps(self.maps, self.map_size)
+            self._pictures = overlays_of(self.images, full, colormap, alpha)  # uint8 [n,K,H,W,3]
         self.images = self.maps = None  # no longer needed
 
     def write_args(self, paths: list, overlays: bool, colormap: str, alpha: float) -> list:
         self.finish(overlays, colormap, alpha)
         return [(path, self._compact[i], self.classes, self.map_size, self.image_size,
                  self._pictures[i] if overlays else ()) for i, path in enumerate(paths)]
-
 
 def overlays_of(images: torch.Tensor, maps: torch.Tensor, colormap: str, alpha: float) -> np.ndarray:
     """images float [n,3,H,W], maps float [n,K,H',W'] → uint8 [n,K,H,W,3] with the fused overlay kernel."""
@@ -354,6 +348,7 @@ class JobConfig:
     alpha: float = 0.5
     device: str = "auto"
     force: bool = False
+    runtime: str = "auto"  # auto | onnxruntime | torch (runtimes.make_explainer)
     ray: Optional[str] = None
     progress: bool = True
 
@@ -379,8 +374,7 @@ class Summary:
 class _Prepared:
     """What both the local and the Ray run need: the validated settings, the store, the to-do list."""
 
-    loaded: object  # models.LoadedModel
-    layer: str
+    choice: object  # runtimes.RuntimeChoice: the explainer, its runtime, the model
     method: str
     classes: Optional[list]
     save: tuple
@@ -389,13 +383,14 @@ class _Prepared:
     todo: list
     skipped: int
     device: torch.device
+    workers: int  # decode worker processes
+    threads: int  # threads of the explaining process
 
 
 def _prepare(cfg: JobConfig) -> _Prepared:
     from . import __version__
     from .methods import get_method
-    from .models import load_model
-    from .store import Store, image_key, model_digest
+    from .store import Store, image_key
 
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
@@ -426,34 +421,60 @@ def _prepare(cfg: JobConfig) -> _Prepared:
     inputs = [p for p in inputs if not p.startswith(out_prefix)]
     if not inputs:
         raise UsageError(f"every input lies inside --out {cfg.out!r}; nothing to explain")
-    try:
-        loaded = load_model(cfg.model)
-    except (ValueError, FileNotFoundError) as err:
-        raise UsageError(f"--model: {err}") from None
-    except Exception as err:  # e.g. a corrupt or foreign .pt file
-        raise UsageError(f"--model {cfg.model!r} could not be loaded: {type(err).__name__}: {err}") from None
-    layer = cfg.layer or loaded.layer
-    if not layer:
-        raise UsageError(f"--layer is required for model {cfg.model!r} (a dotted module name, e.g. 'backbone.layer4')")
-    from .explainer import Explainer
-
-    try:  # validates the layer now rather than at the first batch
-        layer = Explainer(loaded.model, layer, method).layer_name
-    except (ValueError, TypeError) as err:
-        raise UsageError(f"--layer: {err}") from None
-    classes = _parse_classes(cfg.classes, loaded.class_names)
     device = _device(cfg.device)
+    runtime = cfg.runtime
+    if runtime == "auto" and device.type == "cuda":
+        runtime = "torch"  # the model on the GPU; ONNX Runtime here would run on the CPU
+    if runtime == "onnxruntime" and device.type == "cuda":
+        raise UsageError("--runtime onnxruntime runs on the CPU: use --device cpu, or --runtime torch on the GPU")
+    workers = _workers(cfg)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) - workers)
+    choice = _make_choice(cfg.model, cfg.layer, method, runtime, threads)
+    if choice.runtime == "onnxruntime":
+        device = torch.device("cpu")
+    classes = _parse_classes(cfg.classes, choice.class_names)
     model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
     header = {
-        "format": 1, "model": model_spec, "model_digest": model_digest(loaded.model), "layer": layer,
+        "format": 1, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
         "method": method, "classes": classes, "map_resolution": cfg.map_resolution, "save": list(save),
         "colormap": cfg.colormap, "alpha": float(cfg.alpha), "version": __version__,
-        "class_names": list(loaded.class_names) if loaded.class_names else None,
+        "runtime": choice.runtime,  # informative: both runtimes give the same maps (to 1e-5)
+        "class_names": list(choice.class_names) if choice.class_names else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     store = Store(cfg.out, header, force=cfg.force)
     todo = [p for p in inputs if image_key(p) not in store.done]
-    return _Prepared(loaded, layer, method, classes, save, header, store, todo, len(inputs) - len(todo), device)
+    return _Prepared(choice, method, classes, save, header, store, todo, len(inputs) - len(todo), device,
+                     workers, threads)
+
+
+def _workers(cfg: JobConfig) -> int:
+    return min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers
+
+
+def _make_choice(model: str, layer: Optional[str], method: str, runtime: str, threads: Optional[int] = None):
+    """runtimes.make_explainer with its errors turned into UsageErrors naming the option."""
+    from .runtimes import make_explainer
+
+    try:
+        return make_explainer(model, layer, method, runtime, threads=threads)
+    except FileNotFoundError as err:
+        raise UsageError(f"--model: {err}") from None
+    except ImportError as err:
+        raise UsageError(f"--runtime {runtime}: {err}") from None
+    except (ValueError, TypeError) as err:
+        # The messages name what is wrong; say which option it came from.
+        option = "--runtime" if "runtime" in str(err) else "--layer" if "target_layer" in str(err) else "--model"
+        raise UsageError(f"{option}: {err}") from None
+    except Exception as err:  # e.g. a corrupt or foreign .pt file
+        raise UsageError(f"--model {model!r} could not be loaded: {type(err).__name__}: {err}") from None
+
+
+def choice_digest(choice, model_spec: str) -> str:
+    """The model's digest: of its parameters when PyTorch holds it, else of the .onnx file's bytes."""
+    from .store import file_digest, model_digest
+
+    return model_digest(choice.model) if choice.model is not None else file_digest(model_spec)
 
 
 def _parse_classes(spec: Optional[str], names: Optional[Sequence[str]]) -> Optional[list]:
@@ -520,12 +541,12 @@ def _run_local(cfg: JobConfig, prep: _Prepared) -> Summary:
     device = prep.device
     if not prep.todo:
         return Summary()
-    workers = min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers
+    workers = prep.workers
     # Decode workers need cores too: OpenMP threads that oversubscribe the cores stall each other
     # (measured up to 10x slower forwards on the shared 2-core machine), so leave them room.
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads or min(threads_before, max(1, (os.cpu_count() or 1) - workers)))
-    engine = BatchEngine(prep.loaded.model, prep.layer, prep.method, prep.classes, device, cfg.map_resolution)
+    torch.set_num_threads(cfg.threads or min(threads_before, prep.threads))
+    engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
     dataset = ImageBatches(prep.todo, cfg.batch_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
@@ -595,6 +616,7 @@ def explain_images(engine: BatchEngine, paths: list, images: torch.Tensor, overl
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the `explain` subcommand to an argparse subparsers object (func(args) -> exit status)."""
     from .methods import METHODS
+    from .runtimes import RUNTIMES
 
     p = subparsers.add_parser(
         "explain", help="explain many images into an output folder (resumable)",
@@ -604,8 +626,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders, glob patterns or list files")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume into it)")
-    p.add_argument("--model", default="demo", help="demo | torchvision:NAME | model.pt (default: %(default)s)")
+    p.add_argument("--model", default="demo",
+                   help="demo | torchvision:NAME | model.pt | model.onnx (from seg-xai export) (default: %(default)s)")
     p.add_argument("--layer", default=None, help="target layer, a dotted module name (default: the model's)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
+                        "else torch (default: %(default)s)")
     p.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="CAM method (default: %(default)s)")
     p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: all classes)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
@@ -635,7 +661,7 @@ def _cmd_explain(args) -> int:
         inputs=args.inputs, out=args.out, model=args.model, layer=args.layer, method=args.method,
         classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
         map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
-        force=args.force, ray=args.ray, progress=not args.no_progress,
+        force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,
     )
     try:
         summary = run_explain(cfg)

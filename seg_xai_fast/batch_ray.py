@@ -32,17 +32,18 @@ class _ExplainActor:
 
     def __init__(self, root: str, header: dict, model_spec: str, overlays: bool, map_resolution: str,
                  decode_threads: int = 4) -> None:
-        from .models import load_model
-        from .store import StoreFiles, model_digest
+        from .batch import _make_choice, choice_digest
+        from .store import StoreFiles
 
-        loaded = load_model(model_spec)
-        digest = model_digest(loaded.model)
+        # One thread per actor: each actor holds one CPU of the cluster.
+        choice = _make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1)
+        digest = choice_digest(choice, model_spec)
         if digest != header["model_digest"]:  # e.g. another model.pt at the same path on this node
             raise RuntimeError(f"model {model_spec!r} on this node has digest {digest}, "
                                f"the driver's has {header['model_digest']}")
         # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU, so "cuda" is that GPU.
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.engine = BatchEngine(loaded.model, header["layer"], header["method"], header["classes"], device,
+        on_gpu = torch.cuda.is_available() and choice.runtime == "torch"
+        self.engine = BatchEngine(choice.explainer, header["classes"], torch.device("cuda" if on_gpu else "cpu"),
                                   map_resolution)
         self.files = StoreFiles(root, header)
         self.overlays, self.colormap, self.alpha = overlays, header["colormap"], header["alpha"]

@@ -149,13 +149,19 @@ class Explainer:
         images: torch.Tensor,
         classes: Optional[Sequence[int]] = None,
         masks: MaskSpec = None,
+        *,
+        resolution: str = "full",
     ) -> Explanation:
         """Explain `images` float [B,3,H,W] for `classes` (None: every output class).
 
         masks: None (each class's predicted pixels), a float Tensor [B,K,H,W] of target regions,
         a Box/Pixel/Component shared by all images, or a list of B of them.
+        resolution: "full" (maps at the model output's size) or "layer" (maps [B,K,h,w] at the
+        target layer's resolution, before the final upsample: sx.upsample_maps(maps, (H, W))
+        gives the "full" maps back to float rounding; a compact form to store or to send).
         """
         images = _check_images(images, self.model, self._in_channels)
+        _check_resolution(resolution)
         spec = get_method(self.method)
         key = tuple(images.shape[1:])
         head = self._heads.get(key)
@@ -166,8 +172,8 @@ class Explainer:
                     logits = _select_output(self.model(images), self.output_key, images.shape[0])
                     activations = cap.activations()
                     if not spec.needs_gradients:
-                        return self._eigen(activations, logits, classes)
-                    return self._analytic(activations, logits, classes, masks, head)
+                        return self._eigen(activations, logits, classes, resolution)
+                    return self._analytic(activations, logits, classes, masks, head, resolution)
             with _ForwardCapture(self, leaf=True) as cap:
                 with torch.enable_grad():
                     logits = _select_output(self.model(images), self.output_key, images.shape[0])
@@ -188,13 +194,13 @@ class Explainer:
                             "gradient_path='auto' or 'autograd', or target the input of the final classifier."
                         )
                 if head is not None:
-                    return self._analytic(activations.detach(), logits.detach(), classes, masks, head)
+                    return self._analytic(activations.detach(), logits.detach(), classes, masks, head, resolution)
                 self.gradient_path = "autograd"
                 class_ids = _check_classes(classes, logits.shape[1])
-                labels = class_argmax(logits.detach())
-                seeds = _seeds(logits.detach(), labels, class_ids, masks, upsample, self.backend)  # [B,K,h',w']
+                labels, seeds = _labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
                 active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
-                maps = self._gradient_maps(activations, start, seeds, class_ids, active, tuple(logits.shape[-2:]))
+                output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum())})
@@ -214,23 +220,25 @@ class Explainer:
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                            method=self.method, layer=self.layer_name, info=info)
 
-    def _analytic(self, activations, logits, classes, masks, head: LinearHead) -> Explanation:
+    def _analytic(self, activations, logits, classes, masks, head: LinearHead, resolution: str) -> Explanation:
         """Closed-form CAMs from activations [B,C,h,w] and logits [B,L,H,W]."""
         self.gradient_path = "analytic"
         return explain_linear_head(activations, logits, head.weight, head.upsample, classes, masks, self.method,
-                                   layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb)
+                                   layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
+                                   resolution=resolution)
 
-    def _eigen(self, activations, logits, classes) -> Explanation:
-        return explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend)
+    def _eigen(self, activations, logits, classes, resolution: str) -> Explanation:
+        return explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend,
+                             resolution=resolution)
 
     def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size) -> torch.Tensor:
-        """Per-chunk VJPs and CAM stage → float32 [B,K,H,W].
+        """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
         activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
         seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution.
         """
         B, K = active.shape
-        H, W = output_size
+        H, W = output_size or tuple(activations.shape[-2:])
         A = activations.detach()
         maps = torch.zeros(B, K, H, W, device=A.device, dtype=torch.float32)
         todo = [k for k in range(K) if bool(active[:, k].any())]  # empty classes cost nothing
@@ -286,6 +294,7 @@ def explain_linear_head(
     backend: str = "auto",
     max_memory_mb: float = 1024.0,
     labels: Optional[torch.Tensor] = None,
+    resolution: str = "full",
 ) -> Explanation:
     """Closed-form explanation from one forward pass's tensors, whatever runtime produced them.
 
@@ -293,15 +302,18 @@ def explain_linear_head(
     head_weight: float [L,C] (BatchNorm folded); upsample: ((h, w), align_corners) of the bilinear
     upsample from the head output to the logits, or None when the logits are the head output.
     labels: int64 [B,H,W] argmax of the logits when the runtime already has it.
+    resolution: "full" (maps [B,K,H,W]) or "layer" (maps [B,K,h,w], see Explainer.__call__).
     """
+    _check_resolution(resolution)
     class_ids = _check_classes(classes, logits.shape[1])
-    labels = class_argmax(logits) if labels is None else labels
-    seeds = _seeds(logits, labels, class_ids, masks, upsample, backend)  # [B,K,h,w]
+    labels, seeds = _labels_and_seeds(logits, labels, class_ids, masks, upsample, backend)  # [B,H,W], [B,K,h,w]
     active = seeds.flatten(2).ne(0).any(dim=2)
     weight = head_weight.to(activations.device)[class_ids]
-    maps = analytic_cam(activations, weight, seeds, method, tuple(logits.shape[-2:]),
-                        backend=backend, max_memory_mb=max_memory_mb)
-    return Explanation(maps=maps * active[:, :, None, None], classes=class_ids, labels=labels, active=active,
+    output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+    maps = analytic_cam(activations, weight, seeds, method, output_size, backend=backend, max_memory_mb=max_memory_mb)
+    if not bool(active.all()):  # classes with an empty region: exact zeros
+        maps.mul_(active[:, :, None, None])
+    return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                        method=method, layer=layer, info={"gradient_path": "analytic", "backward_passes": 0})
 
 
@@ -313,14 +325,18 @@ def explain_eigen(
     layer: str = "",
     backend: str = "auto",
     labels: Optional[torch.Tensor] = None,
+    resolution: str = "full",
 ) -> Explanation:
     """Eigen-CAM from one forward pass's tensors, whatever runtime produced them: one
     class-agnostic map shared by every requested class. activations: float [B,C,h,w];
-    logits: float [B,L,H,W]; labels: optional int64 [B,H,W] argmax of the logits."""
+    logits: float [B,L,H,W]; labels: optional int64 [B,H,W] argmax of the logits;
+    resolution: "full" or "layer" (see Explainer.__call__)."""
+    _check_resolution(resolution)
     class_ids = _check_classes(classes, logits.shape[1])
     raw = reference.eigen_cam(activations).unsqueeze(1)  # [B,1,h,w]
-    maps = kernels.resize_normalize(kernels.normalize_maps(raw, backend=backend),
-                                    tuple(logits.shape[-2:]), backend=backend)
+    maps = kernels.normalize_maps(raw, backend=backend)
+    if resolution == "full":
+        maps = kernels.resize_normalize(maps, tuple(logits.shape[-2:]), backend=backend)
     B, K = logits.shape[0], len(class_ids)
     active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
     return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
@@ -343,18 +359,22 @@ def class_argmax(logits: torch.Tensor) -> torch.Tensor:
     return labels.long()
 
 
-def _seeds(logits, labels, class_ids, masks, upsample, backend) -> torch.Tensor:
-    """The cotangent of each class where the gradients start: M, or Up*(M) below the upsample.
-
-    logits: [B,L,H,W]; labels: int64 [B,H,W]; upsample: None or ((h, w), align_corners).
-    Returns float32 [B,K,h',w'].
+def _labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tuple:
+    """(labels int64 [B,H,W], seeds float32 [B,K,h',w']): the argmax of the logits (`labels` when
+    the runtime already has it) and the cotangent of each class where the gradients start: M, or
+    Up*(M) below the upsample. logits: [B,L,H,W]; upsample: None or ((h, w), align_corners).
     """
+    if upsample is not None and masks is None:  # the fused kernel never forms the K full-resolution masks
+        low_size, align = upsample
+        if labels is not None:
+            return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend)
+        labels = torch.empty(logits.shape[0], *logits.shape[2:], dtype=torch.int64, device=logits.device)
+        return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend, labels_out=labels)
+    labels = class_argmax(logits) if labels is None else labels
     if upsample is None:
-        return target_masks(labels, class_ids, masks)
+        return labels, target_masks(labels, class_ids, masks)
     low_size, align = upsample
-    if masks is None:  # the fused kernel never forms the K full-resolution masks
-        return kernels.target_seeds(logits, class_ids, low_size, align, backend=backend)
-    return kernels.mask_seeds(target_masks(labels, class_ids, masks), low_size, align, backend=backend)
+    return labels, kernels.mask_seeds(target_masks(labels, class_ids, masks), low_size, align, backend=backend)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -391,12 +411,42 @@ def _check_images(images, model: nn.Module, channels: Optional[int]) -> torch.Te
             f"images must have {channels} channels (the model's first convolution), "
             f"got shape {list(images.shape)}"
         )
-    if not torch.isfinite(images).all():
-        raise ValueError("images contains NaN or Inf values")
+    check_finite_images(images)
     param = next(model.parameters(), None)
     if param is not None and images.device != param.device:
         images = images.to(param.device)
     return images
+
+
+RESOLUTIONS = ("full", "layer")
+
+
+def _check_resolution(resolution) -> None:
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {list(RESOLUTIONS)}, got {resolution!r}")
+
+
+def upsample_maps(
+    maps: torch.Tensor,  # float [B,K,h,w] from explain(..., resolution="layer")
+    size: Sequence[int],  # (H, W): the model output's size, where resolution="full" puts the maps
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Layer-resolution maps → the "full" maps float32 [B,K,H,W]: the Explainer's own last step
+    (bilinear resize, align_corners=False, then ReLU and per-map min-max)."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 4:
+        got = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be a Tensor [B,K,h,w], got {got}")
+    return kernels.resize_normalize(maps.float(), tuple(int(s) for s in size), backend=backend)
+
+
+def check_finite_images(images: torch.Tensor) -> None:
+    """ValueError if `images` holds NaN or ±Inf.
+
+    Any NaN or ±Inf makes the sum non-finite, so a finite sum (the common case) needs no
+    per-element pass; an overflowing sum of finite values falls through to the exact check.
+    """
+    if not torch.isfinite(images.sum()) and not torch.isfinite(images).all():
+        raise ValueError("images contains NaN or Inf values")
 
 
 def _check_classes(classes, num_classes: int) -> list[int]:

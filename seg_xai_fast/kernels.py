@@ -100,19 +100,20 @@ def _use_fused(backend: str, device: torch.device, *dtypes: torch.dtype) -> bool
     return False
 
 
-def _out(out: Optional[torch.Tensor], shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The output tensor: `out` after checking it, or a new one."""
+def _out(out: Optional[torch.Tensor], shape, dtype: torch.dtype, device: torch.device,
+         name: str = "out") -> torch.Tensor:
+    """The output tensor: `out` (the argument `name`) after checking it, or a new one."""
     if out is None:
         return torch.empty(shape, dtype=dtype, device=device)
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"argument 'out' must be a torch.Tensor, got {type(out).__name__}")
+        raise TypeError(f"argument {name!r} must be a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
         raise ValueError(
-            f"argument 'out' must be {dtype} of shape {list(shape)} on {device}, "
+            f"argument {name!r} must be {dtype} of shape {list(shape)} on {device}, "
             f"got {out.dtype} of shape {list(out.shape)} on {out.device}"
         )
     if not out.is_contiguous():
-        raise ValueError("argument 'out' must be contiguous")
+        raise ValueError(f"argument {name!r} must be contiguous")
     return out
 
 
@@ -470,12 +471,14 @@ def target_seeds(
     backend: str = "auto",
     *,
     out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+    labels_out: Optional[torch.Tensor] = None,  # int64 [B,H,W]: receives the argmax over classes
 ) -> torch.Tensor:
     """Up*(argmax masks) for all K classes → float32 [B,K,h,w].
 
     Equals reference.upsample_adjoint(reference.predicted_masks(logits, classes), low_size,
-    align_corners); the fused path never stores the K full-resolution masks.
-    Non-contiguous logits are copied.
+    align_corners); the fused path never stores the K full-resolution masks. It computes the
+    argmax label map on the way (as torch.argmax: ties → lowest class, NaN wins), written to
+    labels_out when given. Non-contiguous logits are copied.
     """
     _tensor("logits", logits, 4)
     (h, w), align_corners = _seed_args(low_size, align_corners)
@@ -483,13 +486,17 @@ def target_seeds(
     L = logits.shape[1]
     if not cls or any(not 0 <= c < L for c in cls):
         raise ValueError(f"argument 'classes' must be a non-empty list of ints in [0, {L}), got {cls}")
+    B, _, H, W = logits.shape
     if not _use_fused(backend, logits.device, logits.dtype):
+        if labels_out is not None:
+            _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out").copy_(logits.argmax(dim=1))
         masks = reference.predicted_masks(logits, cls)
         return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
-    result = _out(out, (logits.shape[0], len(cls), h, w), torch.float32, logits.device)
+    result = _out(out, (B, len(cls), h, w), torch.float32, logits.device)
+    labels = _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out")
     cls_t = torch.tensor(cls, dtype=torch.int64, device=logits.device)
     _backend.core.seeds_from_logits(_view(logits.contiguous()), _view(cls_t), align_corners,
-                                    _view(result), *_exec(logits.device))
+                                    _view(result), _view(labels), *_exec(logits.device))
     return result
 
 

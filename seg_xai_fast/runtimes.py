@@ -56,6 +56,7 @@ from .explainer import (
     _check_classes,
     _ModelState,
     _select_output,
+    check_finite_images,
     explain_eigen,
     explain_linear_head,
 )
@@ -462,23 +463,27 @@ class OnnxExplainer:
         classes: Optional[Sequence[int]] = None,
         masks: MaskSpec = None,
         labels: Optional[torch.Tensor] = None,  # int64 [B,H,W], the graph's own argmax
+        resolution: str = "full",
     ) -> Explanation:
-        """The CAM stage on one forward pass's outputs (see forward())."""
+        """The CAM stage on one forward pass's outputs (see forward()); resolution as sx.Explainer's."""
         if get_method(self.method).needs_gradients:
             upsample = None if self.align_corners is None else (tuple(activations.shape[-2:]), self.align_corners)
             res = explain_linear_head(activations, logits, self.head_weight, upsample, classes, masks, self.method,
                                       layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
-                                      labels=labels)
+                                      labels=labels, resolution=resolution)
         else:
             res = explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend,
-                                labels=labels)
+                                labels=labels, resolution=resolution)
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 
-    def __call__(self, images: torch.Tensor, classes: Optional[Sequence[int]] = None, masks: MaskSpec = None) -> Explanation:
-        """Explain `images` float [B,3,H,W] for `classes` (None: every output class); `masks` as sx.Explainer's."""
-        activations, logits, _ = self.forward(images)
-        return self.explain_outputs(activations, logits, classes=classes, masks=masks)
+    def __call__(self, images: torch.Tensor, classes: Optional[Sequence[int]] = None, masks: MaskSpec = None,
+                 *, resolution: str = "full") -> Explanation:
+        """Explain `images` float [B,3,H,W] for `classes` (None: every output class); `masks` and
+        `resolution` as sx.Explainer's."""
+        activations, logits, labels = self.forward(images)
+        return self.explain_outputs(activations, logits, classes=classes, masks=masks, labels=labels,
+                                    resolution=resolution)
 
     def _check_images(self, images) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
@@ -493,8 +498,7 @@ class OnnxExplainer:
                 f"{str(self.path)!r} only serves {self.meta['example_input'][2:]} images (the exporter fixed the "
                 f"spatial size), got {list(images.shape[2:])}: resize the images or export at this size"
             )
-        if not torch.isfinite(images).all():
-            raise ValueError("images contains NaN or Inf values")
+        check_finite_images(images)
         return images
 
 
@@ -511,6 +515,7 @@ class RuntimeChoice:
     layer: str
     note: str = ""  # e.g. why auto fell back to torch, or the cached file used
     class_names: Optional[tuple] = None
+    model: Optional[nn.Module] = None  # the PyTorch model behind the explainer (None for a .onnx file)
 
     def describe(self) -> str:
         where = f" ({self.explainer.provider})" if isinstance(self.explainer, OnnxExplainer) else ""
@@ -554,6 +559,7 @@ def make_explainer(
     weights: Optional[str] = None,
     image_size: Optional[Sequence[int]] = None,  # (H, W) of the images to explain: the export size
     providers: Optional[Sequence[str]] = None,
+    threads: Optional[int] = None,  # ONNX Runtime intra-op threads (None: its default)
     log=None,
 ) -> RuntimeChoice:
     """The explainer the command line uses for `model_spec` ("demo" | "torchvision:NAME" | a .pt
@@ -572,7 +578,7 @@ def make_explainer(
     if model_spec.endswith(".onnx"):
         if runtime == "torch":
             raise ValueError(f"model {model_spec!r} is an ONNX file: it runs with --runtime onnxruntime (or auto)")
-        explainer = OnnxExplainer(model_spec, method, providers=providers)
+        explainer = OnnxExplainer(model_spec, method, providers=providers, threads=threads)
         if layer and layer != explainer.layer_name:
             raise ValueError(f"{model_spec!r} was exported for layer {explainer.layer_name!r}, got --layer {layer!r}: "
                              "export the model again for that layer")
@@ -599,15 +605,16 @@ def make_explainer(
                         log(f"exporting {loaded.name} at layer {layer} to {path} (cached for next time)")
                     example = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
                     export_onnx(loaded.model, layer, path, example, require_head=get_method(method).needs_gradients)
-                explainer = OnnxExplainer(path, method, providers=providers)
+                explainer = OnnxExplainer(path, method, providers=providers, threads=threads)
                 return RuntimeChoice(explainer, "onnxruntime", loaded.name, explainer.layer_name, f"graph {path}",
-                                     loaded.class_names)
+                                     loaded.class_names, loaded.model)
             except (ValueError, RuntimeError) as err:
                 if runtime == "onnxruntime":
-                    raise ValueError(str(err)) from None
+                    raise ValueError(f"runtime onnxruntime cannot serve {method} at layer {layer!r} (the torch "
+                                     f"runtime can, with autograd): {err}") from None
                 note = f"auto chose torch: {err}"
     explainer = Explainer(loaded.model, layer, method)
-    return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names)
+    return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names, loaded.model)
 
 
 # --------------------------------------------------------------------------- command line

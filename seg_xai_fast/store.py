@@ -16,10 +16,10 @@ atomic), and an image's manifest line is appended (and fsync'ed) only after all 
 place. A line torn by a kill is ignored on read and cut off before the next append, and a line whose
 maps file is missing is not counted as done, so any crash loses at most the images in flight.
 
-Compact maps: the Explainer's maps are N(R(c)), with c the CAM at the target layer's resolution
-(h, w), R the bilinear upsample to the image size and N the per-map min-max. R is linear and N undoes
-any positive affine change, so storing c' = (pinv(R) · map, min-max scaled) and reading N(R(c')) gives
-the full map back up to float16 rounding (max abs error ≈ 5e-4, documented and tested).
+Compact maps: the Explainer's maps are N(R(c)), with c the normalised CAM at the target layer's
+resolution (h, w), R the bilinear upsample to the model output's size and N the ReLU + per-map
+min-max. The job asks the explainer for c itself (resolution="layer"), stores it as float16, and
+reading computes N(R(c)): the full map up to float16 rounding (max abs error ≈ 5e-4, tested).
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import reference
 
@@ -106,37 +105,16 @@ def model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def file_digest(path: os.PathLike | str) -> str:
+    """sha1 of a file's bytes (an ONNX model's identity)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- compact maps
-
-
-@functools.lru_cache(maxsize=64)
-def _pinv_upsample(n_out: int, n_in: int) -> torch.Tensor:
-    """float32 [n_in, n_out]: pseudo-inverse of the 1-D bilinear upsample n_in → n_out (align_corners=False)."""
-    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]  # [n_in, 1, n_in]: one impulse per row
-    up = F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T  # [n_out, n_in]
-    return torch.linalg.pinv(up).float()
-
-
-def compress_maps(maps: torch.Tensor, layer_size: Optional[Sequence[int]]) -> torch.Tensor:
-    """maps float [B,K,H,W] in [0,1] (Explainer output) → float16 [B,K,h,w] on the CPU.
-
-    layer_size (h, w): the target layer's resolution, where the CAM was computed before its
-    bilinear upsample; None (or not smaller than H×W) stores the maps at full size.
-    The stored maps are min-max scaled least-squares pre-images under the upsample; `expand_maps`
-    upsamples and min-max normalises them back (exact up to float16 rounding).
-    """
-    H, W = maps.shape[-2:]
-    if layer_size is None or layer_size[0] * layer_size[1] >= H * W:
-        return maps.detach().to("cpu", torch.float16)
-    h, w = int(layer_size[0]), int(layer_size[1])
-    ph = _pinv_upsample(H, h).to(maps.device)  # [h, H]
-    pw = _pinv_upsample(W, w).to(maps.device)  # [w, W]
-    c = ph @ maps.detach().float() @ pw.T  # [B,K,h,w]
-    lo = c.amin(dim=(-2, -1), keepdim=True)
-    span = c.amax(dim=(-2, -1), keepdim=True) - lo
-    # No ReLU here: c may dip below zero; any positive scaling is undone by the min-max on read.
-    c = torch.where(span > 1e-12, (c - lo) / span.clamp_min(1e-12), torch.zeros_like(c))
-    return c.to("cpu", torch.float16)
 
 
 def expand_maps(stored: torch.Tensor, map_size: Sequence[int], image_size: Sequence[int]) -> torch.Tensor:
@@ -257,7 +235,7 @@ class StoreFiles:
     def write_image(
         self,
         input_path: str,
-        maps: np.ndarray,  # float16 [K,h,w] from compress_maps
+        maps: np.ndarray,  # float16 [K,h,w]: layer-resolution (or full) maps
         classes: Sequence[int],
         map_size: Sequence[int],
         image_size: Sequence[int],

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 import seg_xai_fast as sx
 from seg_xai_fast.batch import decode_image, main
 from seg_xai_fast.demo_model import DemoSegNet
-from seg_xai_fast.store import compress_maps, expand_maps, load_explanation, read_manifest
+from seg_xai_fast.store import expand_maps, load_explanation, read_manifest
 from seg_xai_fast.viz import to_frames
 
 LAST_LINE = re.compile(r"^explained=(\d+) failed=(\d+) images_per_s=(\d+\.\d+)$")
@@ -68,6 +69,12 @@ def inputs(tmp_path_factory):
 
 GOOD = 11  # 3 rgb + wide + gray + rgba + palette + gray16 + full + 1 listed... see test_mixed_inputs
 BAD = {"truncated.png", "notes.png", "missing.png"}
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path_factory, monkeypatch):
+    """--runtime auto exports models for ONNX Runtime: into a test folder, not the user's cache."""
+    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path_factory.getbasetemp() / "onnx-cache"))
 
 
 def _run(capsys, *argv):
@@ -184,17 +191,20 @@ def test_load_explanation_matches_explainer(inputs, model_file, tmp_path, capsys
         load_explanation(out, inputs / "imgs" / "rgb2.png")
 
 
-def test_compact_maps_roundtrip_sizes():
+def test_layer_resolution_maps_roundtrip_sizes():
+    """The store keeps the explainer's layer-resolution maps as float16; reading them back gives
+    its full maps (tolerance STORE_TOL: float16 rounding of values in [0, 1], amplified at most
+    by the bilinear resize and min-max on read)."""
     torch.manual_seed(1)
     explainer = sx.Explainer(DemoSegNet().eval(), "decoder", "gradcam++")
     for size in [(61, 47), (96, 128)]:
-        res = explainer(torch.rand(2, 3, *size))
-        layer = (-(-size[0] // 2), -(-size[1] // 2))
-        compact = compress_maps(res.maps, layer)
-        assert compact.dtype == torch.float16 and compact.shape[-2:] == layer
-        back = torch.stack([expand_maps(c, size, size) for c in compact])
-        assert (back - res.maps).abs().max().item() <= STORE_TOL
-        assert torch.equal(expand_maps(compress_maps(torch.zeros(1, 1, *size), layer)[0], size, size),
+        images = torch.rand(2, 3, *size)
+        full = explainer(images).maps
+        compact = explainer(images, resolution="layer").maps
+        assert compact.shape[-2:] == (-(-size[0] // 2), -(-size[1] // 2))
+        back = torch.stack([expand_maps(c.half(), size, size) for c in compact])
+        assert (back - full).abs().max().item() <= STORE_TOL
+        assert torch.equal(expand_maps(torch.zeros(1, *compact.shape[-2:], dtype=torch.float16), size, size),
                            torch.zeros(1, *size))  # an empty class stays all zeros
 
 
@@ -212,7 +222,7 @@ def test_usage_errors_exit_2(inputs, model_file, tmp_path, capsys):
     rc, _, err = _run(capsys, inputs / "jpgs", *base, "--classes", "7")
     assert rc == 2 and "classes" in err and "7" in err
     rc, _, err = _run(capsys, inputs / "jpgs", "--out", tmp_path / "o2", "--model", model_file, "--workers", "0")
-    assert rc == 2 and "--layer is required" in err
+    assert rc == 2 and "no default target layer: pass --layer" in err
     rc, _, err = _run(capsys, inputs / "jpgs", *base[:-5], "--layer", "decoderr")
     assert rc == 2 and "--layer" in err and "decoder" in err
     if not torch.cuda.is_available():
@@ -334,3 +344,41 @@ def test_a_second_concurrent_run_is_refused(inputs, model_file, tmp_path, capsys
         rc, _, err = _run(capsys, inputs / "jpgs", "--out", out, "--model", model_file, "--layer", "decoder",
                           "--workers", "0", "--no-progress")
     assert rc == 2 and "another" in err
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "eigencam"])
+def test_runtimes_and_onnx_files_give_the_same_store(inputs, model_file, tmp_path, capsys, method):
+    """--runtime onnxruntime (exported on the fly), a .onnx file and --runtime torch: the same
+    outputs. Maps within STORE_TOL: the runtimes agree to 1e-4 (test_onnx.py), then each store
+    rounds to float16 on its own (half an ulp is 2.4e-4 near 1), which a value may cross."""
+    pytest.importorskip("onnxruntime")
+    common = ("--layer", "decoder", "--method", method, "--workers", "0", "--no-progress", "--save", "maps,overlays")
+    stores = {}
+    onnx_file = tmp_path / "demo.onnx"
+    sx.export_onnx(torch.load(model_file, weights_only=False), "decoder", onnx_file)
+    for runtime, model in (("torch", model_file), ("onnxruntime", model_file), ("auto", onnx_file)):
+        out = tmp_path / f"{runtime}-{Path(model).suffix[1:]}"
+        rc, stdout, err = _run(capsys, inputs / "imgs", "--out", out, "--model", model, "--runtime", runtime, *common)
+        assert rc == 3 and LAST_LINE.match(stdout.strip().splitlines()[-1]).group(2) == "2", err
+        header, _ = read_manifest(out)
+        assert header["runtime"] == ("torch" if runtime == "torch" else "onnxruntime")
+        stores[out] = _check_store(out)
+    (a, sa), *others = stores.items()
+    for b, sb in others:
+        assert sa.keys() == sb.keys()
+        for path in sa:
+            diff = (load_explanation(a, path).maps - load_explanation(b, path).maps).abs().max()
+            assert diff.item() <= STORE_TOL, (b, path)
+
+
+def test_runtime_errors_exit_2(inputs, model_file, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    base = ("--workers", "0", "--no-progress")
+    rc, _, err = _run(capsys, inputs / "imgs", "--out", tmp_path / "a", "--model", model_file,
+                      "--layer", "encoder.stage3", "--method", "gradcam", "--runtime", "onnxruntime", *base)
+    assert rc == 2 and "--runtime: runtime onnxruntime cannot serve gradcam at layer 'encoder.stage3'" in err
+    assert "linear head" in err  # why
+    onnx_file = tmp_path / "demo.onnx"
+    sx.export_onnx(torch.load(model_file, weights_only=False), "decoder", onnx_file)
+    rc, _, err = _run(capsys, inputs / "imgs", "--out", tmp_path / "b", "--model", onnx_file, "--runtime", "torch", *base)
+    assert rc == 2 and "--runtime onnxruntime" in err

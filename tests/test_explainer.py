@@ -249,3 +249,48 @@ def test_methods_listing():
     listed = sx.methods()
     assert set(listed) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"}
     assert all(isinstance(d, str) and d for d in listed.values())
+
+
+@pytest.mark.parametrize("method, layer, path", [
+    ("gradcam", "decoder", "analytic"), ("gradcam++", "decoder", "autograd"), ("layercam", "encoder.stage3", "autograd"),
+    ("hirescam", "decoder", "analytic"), ("eigencam", "decoder", "auto"),
+])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_layer_resolution_upsamples_to_the_full_maps(model, images, method, layer, path, with_masks):
+    """resolution="layer" gives the maps before the final upsample; sx.upsample_maps restores the
+    full maps. Tolerance 1e-5: the only difference is the min-max eps applied once more."""
+    explainer = sx.Explainer(model, layer, method, gradient_path=path)
+    masks = (torch.rand(2, 4, 48, 40, generator=torch.Generator().manual_seed(5)) > 0.5).float() if with_masks else None
+    full = explainer(images, masks=masks).maps
+    low = explainer(images, masks=masks, resolution="layer").maps
+    seen = {}
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.__setitem__("hw", o.shape[-2:]))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    assert low.shape == (2, 4, *seen["hw"]) and low.dtype == torch.float32
+    assert 0 <= low.min() and low.max() <= 1
+    torch.testing.assert_close(sx.upsample_maps(low, full.shape[-2:]), full, rtol=0, atol=1e-5)
+
+
+def test_bad_resolution_is_named(model, images):
+    with pytest.raises(ValueError, match=r"resolution must be one of \['full', 'layer'\], got 'low'"):
+        sx.Explainer(model, "decoder", "gradcam")(images, resolution="low")
+    with pytest.raises(ValueError, match=r"maps must be a Tensor \[B,K,h,w\]"):
+        sx.upsample_maps(torch.rand(3, 4), (8, 8))
+
+
+def test_finite_check_is_exact():
+    """The sum fast path must neither miss a NaN/Inf nor reject finite images whose sum overflows."""
+    from seg_xai_fast.explainer import check_finite_images
+
+    check_finite_images(torch.full((1, 3, 4, 4), 3e38))  # the sum overflows; every value is finite
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.rand(2, 3, 5, 7)
+        x[1, 2, 4, 6] = bad
+        with pytest.raises(ValueError, match="images contains NaN or Inf"):
+            check_finite_images(x)
+    x = torch.rand(1, 3, 4, 4)
+    x[0, 0, 0, :2] = torch.tensor([float("inf"), -float("inf")])  # inf - inf: the sum is NaN, caught too
+    with pytest.raises(ValueError):
+        check_finite_images(x)

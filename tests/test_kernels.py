@@ -258,11 +258,15 @@ def test_target_seeds(device, case, align_corners):
     logits = torch.randn(B, L, H, W, generator=_gen(13)).to(device)
     logits[:, :, :2, :2] = 0.5  # ties: the lowest class must win
     classes = sorted({0, L - 1, L // 2}) + [L - 1]  # with a duplicate
+    if H * W > 4:
+        logits[0, L // 2, -1, -1] = float("nan")  # a NaN logit wins its pixel, as in torch.argmax
+    labels = torch.full((B, H, W), -7, dtype=torch.int64, device=device)  # poisoned: every element is written
     out = kernels.target_seeds(logits, classes, (h, w), align_corners, backend="fused",
-                               out=nan_like((B, len(classes), h, w), device=device))
+                               out=nan_like((B, len(classes), h, w), device=device), labels_out=labels)
     masks = reference.predicted_masks(logits, classes)
     expected = reference.upsample_adjoint(masks, (h, w), align_corners)
     close(out, expected, ATOL_SUM * max(1.0, float(expected.abs().max())))
+    assert torch.equal(labels, logits.argmax(dim=1))
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -71,6 +71,9 @@ def test_maps_equal_pytorch_path(exported, method):
         torch.testing.assert_close(ours.maps, want.maps, rtol=0, atol=TOL)
         assert torch.equal(ours.labels, want.labels) and torch.equal(ours.active, want.active)
         assert ours.info["runtime"] == "onnxruntime" and ours.method == method
+        low = onnx_explainer(images, classes=classes, masks=region, resolution="layer").maps
+        torch.testing.assert_close(low, torch_explainer(images, classes=classes, masks=region, resolution="layer").maps,
+                                   rtol=0, atol=TOL)
     if method != "eigencam":
         assert torch_explainer.gradient_path == "analytic"
 

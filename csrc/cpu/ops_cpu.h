@@ -22,7 +22,7 @@ void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradie
 void overlay_cpu(const TensorView& images, const TensorView& maps, const TensorView& lut,
                  double alpha, const TensorView& out, const Exec& exec);
 void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
-                           const TensorView& out, const Exec& exec);
+                           const TensorView& out, const TensorView& labels, const Exec& exec);
 void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,
                           const Exec& exec);
 

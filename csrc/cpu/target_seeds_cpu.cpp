@@ -38,30 +38,30 @@ void pull_back(int64_t B, int64_t K, int64_t H, int64_t W, bool align_corners,
 
 }  // namespace
 
-// logits: float32 [B,L,H,W], classes: int64 [K] → out: [B,K,h,w]. The argmax label map
-// ([B,H,W] int32, 1/K of the masks' size) is computed once; the K masks are never stored.
+// logits: float32 [B,L,H,W], classes: int64 [K] → out: [B,K,h,w], labels: int64 [B,H,W]. The
+// argmax label map is computed once; the K masks are never stored.
 void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
-                           const TensorView& out, const Exec& exec) {
+                           const TensorView& out, const TensorView& labels, const Exec& exec) {
   const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
   const int64_t K = classes.shape[0], HW = H * W;
   const float* Y = logits.ptr<float>();
   const int64_t* cls = classes.ptr<int64_t>();
-  std::vector<int32_t> label(B * HW);
+  int64_t* label = labels.ptr<int64_t>();
 #pragma omp parallel for num_threads(exec.num_threads) schedule(static)
   for (int64_t by = 0; by < B * H; ++by) {
     const int64_t b = by / H, p0 = (by % H) * W;
-    int32_t* lab = label.data() + b * HW + p0;
+    int64_t* lab = label + b * HW + p0;
     std::vector<float> best(Y + b * L * HW + p0, Y + b * L * HW + p0 + W);
     std::fill_n(lab, W, 0);
     for (int64_t l = 1; l < L; ++l) {
       const float* row = Y + (b * L + l) * HW + p0;
       for (int64_t x = 0; x < W; ++x)  // strictly greater: ties keep the lowest class; NaN wins
         if (row[x] > best[x] || (row[x] != row[x] && best[x] == best[x]))
-          best[x] = row[x], lab[x] = int32_t(l);
+          best[x] = row[x], lab[x] = l;
     }
   }
   pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
-    const int32_t* lab = label.data() + b * HW + y * W;
+    const int64_t* lab = label + b * HW + y * W;
     bool any = false;
     for (int64_t x = 0; x < W; ++x) {
       row[x] = lab[x] == cls[k] ? 1.f : 0.f;

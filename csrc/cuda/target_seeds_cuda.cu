@@ -17,9 +17,9 @@ __device__ __forceinline__ void scatter_adjoint(float* seed, float v, int64_t y,
 
 // One thread per full-resolution pixel: argmax over L (ties → lowest index, NaN wins), then
 // scatter into every class k with classes[k] == label. The K masks are never stored.
-// logits: [B,L,H,W], classes: int64 [K] → out: [B,K,h,w] (zeroed).
+// logits: [B,L,H,W], classes: int64 [K] → out: [B,K,h,w] (zeroed), labels: int64 [B,H,W].
 template <typename T>
-__global__ void logits_kernel(const T* logits, const int64_t* classes, float* out, int64_t L,
+__global__ void logits_kernel(const T* logits, const int64_t* classes, float* out, int64_t* labels, int64_t L,
                               int64_t H, int64_t W, int64_t K, int64_t h, int64_t w, float sy,
                               float sx, bool align_corners, int64_t total) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
@@ -32,6 +32,7 @@ __global__ void logits_kernel(const T* logits, const int64_t* classes, float* ou
     const float v = to_float(y[l * HW]);
     if (v > best || (v != v && best == best)) best = v, label = l;
   }
+  labels[i] = label;
   for (int64_t k = 0; k < K; ++k)
     if (classes[k] == label)
       scatter_adjoint(out + (b * K + k) * h * w, 1.f, p / W, p % W, h, w, sy, sx, align_corners);
@@ -50,7 +51,8 @@ __global__ void masks_kernel(const T* masks, float* out, int64_t H, int64_t W, i
 }
 
 void seeds_from_logits_cuda(const TensorView& logits, const TensorView& classes,
-                            bool align_corners, const TensorView& out, const Exec& exec) {
+                            bool align_corners, const TensorView& out, const TensorView& labels,
+                            const Exec& exec) {
   DeviceGuard guard(logits);
   const cudaStream_t st = stream_of(exec);
   const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
@@ -59,7 +61,8 @@ void seeds_from_logits_cuda(const TensorView& logits, const TensorView& classes,
   dispatch_float(logits.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     logits_kernel<<<blocks_for(B * H * W), kThreads, 0, st>>>(
-        logits.ptr<T>(), classes.ptr<int64_t>(), out.ptr<float>(), L, H, W, classes.shape[0], h, w,
+        logits.ptr<T>(), classes.ptr<int64_t>(), out.ptr<float>(), labels.ptr<int64_t>(), L, H, W,
+        classes.shape[0], h, w,
         axis_scale(h, H, align_corners), axis_scale(w, W, align_corners), align_corners, B * H * W);
     SEG_XAI_LAUNCH_CHECK();
   });

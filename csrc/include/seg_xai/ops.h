@@ -80,12 +80,14 @@ void elementwise_cam(const TensorView& activations, const TensorView& gradients,
 void overlay(const TensorView& images, const TensorView& maps, const TensorView& lut, double alpha,
              const TensorView& out, const Exec& exec);
 
-// Target seeds Up*([argmax_l logits == classes[k]]) for all K classes at once.
+// Target seeds Up*([argmax_l logits == classes[k]]) for all K classes at once, and the argmax
+// itself (ties → lowest class, NaN wins, as torch.argmax), which the caller reports anyway.
 //   logits:  float [B,L,H,W]
 //   classes: int64 [K] (values in [0, L))
 //   out:     float32 [B,K,h,w]
+//   labels:  int64 [B,H,W]
 void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
-                       const TensorView& out, const Exec& exec);
+                       const TensorView& out, const TensorView& labels, const Exec& exec);
 
 // Target seeds Up*(masks).
 //   masks: float [B,K,H,W]
