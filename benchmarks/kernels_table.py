@@ -67,9 +67,12 @@ def cases(device: str):
         H, W = out_size
         out_floor = torch.rand(B, K, H, W, generator=g).to(device)
         G_read, A_read = (lambda: G.sum()), (lambda: A.sum())
-        yield ("gradcam++ stage (1+2+4)", label,
-               lambda: reference.cam_from_gradients(A, G, "gradcam++", out_size),
-               lambda: kernels.cam_from_gradients(A, G, "gradcam++", out_size, backend="fused"), G_read, 2e-5)
+        for method in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"):  # each method's whole stage
+            ops = "1+2+4" if method in reference.WEIGHTED_METHODS else "3+4"
+            yield (f"{method} stage ({ops})", label,
+                   lambda method=method: reference.cam_from_gradients(A, G, method, out_size),
+                   lambda method=method: kernels.cam_from_gradients(A, G, method, out_size, backend="fused"),
+                   G_read, 2e-5)
         yield ("1 weights gradcam++", label,
                lambda: reference.channel_weights(A, G, "gradcam++"),
                lambda: kernels.channel_weights(A, G, "gradcam++", backend="fused"), G_read, 2e-5 * float(Wt.abs().max()))

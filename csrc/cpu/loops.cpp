@@ -112,6 +112,15 @@ SEG_XAI_CLONES void lerp(const float* x0, const float* x1, float w0, float w1, f
   for (int64_t i = 0; i < n; ++i) y[i] = x0[i] * w0 + x1[i] * w1;
 }
 
+SEG_XAI_CLONES void lerp_minmax_apply(const float* x0, const float* x1, float w0, float w1,
+                                      float lo, float inv_denom, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x0[i] * w0 + x1[i] * w1;
+    const float t = ((v > 0.f ? v : 0.f) - lo) * inv_denom;
+    y[i] = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
+  }
+}
+
 SEG_XAI_CLONES void gather_lerp(const float* x, const int32_t* i0, const int32_t* i1,
                                 const float* l0, const float* l1, float* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] = x[i0[j]] * l0[j] + x[i1[j]] * l1[j];
