@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -94,6 +95,11 @@ def _connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     kwargs = dict(log_to_driver=False, include_dashboard=False, configure_logging=True, logging_level="warning")
+    # Ray puts the driver's working directory first on its workers' sys.path. Run from a source
+    # checkout, that would make the actors import the sources (without the compiled core) instead
+    # of the installed package, so ray.init runs from the installed package's parent folder.
+    here = os.getcwd()
+    os.chdir(Path(__file__).resolve().parent.parent)
     try:
         if address == "local":
             ray.init(**kwargs)
@@ -101,6 +107,8 @@ def _connect(address: str) -> bool:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise UsageError(f"--ray {address!r}: cannot connect to a Ray cluster: {err}") from None
+    finally:
+        os.chdir(here)
     return True
 
 
@@ -128,7 +136,8 @@ def run_on_ray(cfg: JobConfig, prep) -> Summary:
         ds = ray.data.from_items([{"path": p} for p in prep.todo])
         results = ds.map_batches(
             _ExplainActor, batch_size=cfg.batch_size, batch_format="numpy",
-            fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=cfg.model,
+            # The header's model: a file's absolute path (the actors' working directory is Ray's).
+            fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=prep.header["model"],
                                        overlays="overlays" in prep.save, map_resolution=cfg.map_resolution),
             compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,
         )

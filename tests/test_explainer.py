@@ -294,3 +294,17 @@ def test_finite_check_is_exact():
     x[0, 0, 0, :2] = torch.tensor([float("inf"), -float("inf")])  # inf - inf: the sum is NaN, caught too
     with pytest.raises(ValueError):
         check_finite_images(x)
+
+
+def test_deeplabv3_resnet50_at_520_stays_under_4gb():
+    """Issue 3's memory bound, measured: 21 dense targets through the autograd path at layer4,
+    in a fresh process (benchmarks/engine_memory.py; peak RSS includes torch and the model)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "engine_memory.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak = float(re.search(r"explanation:\s+peak RSS\s+(\d+) MB", out.stdout).group(1))
+    assert "21 backward passes" in out.stdout and peak < 4096, out.stdout
