@@ -64,7 +64,8 @@ def main() -> None:
                "--threads", str(args.threads), "--no-progress"]
         if spec != "demo":
             cmd += ["--layer", "decoder"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        # cwd: not the repository root, whose sources (without the core) `-m` would import first.
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=tmp)
         milestones = [args.n * i // 8 for i in range(1, 9)]  # 250, 500, ..., 2000 by default
         samples, done, offset, last_hwm = [], 0, 0, 0
         manifest = out / "manifest.jsonl"
@@ -95,7 +96,7 @@ def main() -> None:
               f"(getrusage, exit included): {final_peak / 1024:.0f} MB")
         probe = subprocess.run([sys.executable, "-c", "import resource, torch, seg_xai_fast; "
                                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, cwd=tmp)
         print(f"for scale: `import torch, seg_xai_fast` alone peaks at {int(probe.stdout.split()[-1]) / 1024:.0f} MB")
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 
 CHILD = r"""
 import json, resource, sys, time
@@ -44,7 +45,10 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 
 def run(cfg: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True)
+    # cwd: a neutral folder, so that run from the repository root `-c` (which puts the working
+    # directory first on sys.path) imports the installed package, not the sources without the core.
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir())
     if out.returncode != 0:
         raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
