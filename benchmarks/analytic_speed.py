@@ -25,7 +25,8 @@ import torch
 from seg_xai_fast import kernels
 from seg_xai_fast.analytic import _gradcampp_weights
 from seg_xai_fast.bench import box_masks, peer_seconds
-from seg_xai_fast.explainer import Explainer, _ForwardCapture, _ModelState, _select_output, class_argmax
+from seg_xai_fast.explainer import Explainer, _ForwardCapture, _ModelState, _select_output
+from seg_xai_fast.kernels import class_argmax
 from seg_xai_fast.models import load_model
 
 

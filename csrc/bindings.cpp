@@ -87,6 +87,9 @@ PYBIND11_MODULE(_core, m) {
                                 int threads, Ptr stream) {
     seeds_from_logits(logits, classes, align_corners, out, labels, make_exec(threads, stream));
   }, nogil);
+  m.def("class_argmax", [](Tv logits, Tv labels, int threads, Ptr stream) {
+    class_argmax(logits, labels, make_exec(threads, stream));
+  }, nogil);
   m.def("seeds_from_masks", [](Tv masks, bool align_corners, Tv out, int threads, Ptr stream) {
     seeds_from_masks(masks, align_corners, out, make_exec(threads, stream));
   }, nogil);

@@ -2,6 +2,14 @@
 
 namespace seg_xai {
 
+// labels: int64 [B,H,W] with B, H, W from logits [B,L,H,W].
+static void check_labels(const char* op, const TensorView& logits, const TensorView& labels) {
+  check_dtype(op, "labels", labels, {DType::Int64});
+  check_dim(op, "labels", labels, 0, logits.shape[0], "B");
+  check_dim(op, "labels", labels, 1, logits.shape[2], "H");
+  check_dim(op, "labels", labels, 2, logits.shape[3], "W");
+}
+
 // out: float32 [B,K,h,w] with B from src.
 static void check_seed_out(const char* op, const TensorView& src, int64_t K, const TensorView& out) {
   check_dtype(op, "out", out, {DType::Float32});
@@ -18,10 +26,7 @@ void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool
   check_float(op, "logits", logits);
   check_dtype(op, "classes", classes, {DType::Int64});
   check_seed_out(op, logits, classes.shape[0], out);
-  check_dtype(op, "labels", labels, {DType::Int64});
-  check_dim(op, "labels", labels, 0, logits.shape[0], "B");
-  check_dim(op, "labels", labels, 1, logits.shape[2], "H");
-  check_dim(op, "labels", labels, 2, logits.shape[3], "W");
+  check_labels(op, logits, labels);
   if (logits.device == DeviceType::CUDA)
     SEG_XAI_CUDA_CALL(op, cuda::seeds_from_logits_cuda(logits, classes, align_corners, out, labels, exec));
   else {
@@ -31,6 +36,18 @@ void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool
         fail(op, "argument 'classes' must hold values in [0, ", logits.shape[1], "), got ", cls[k]);
     cpu::seeds_from_logits_cpu(logits, classes, align_corners, out, labels, exec);
   }
+}
+
+void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec) {
+  constexpr const char* op = "class_argmax";
+  check_same_device(op, {{"logits", &logits}, {"labels", &labels}});
+  check_layout(op, {{{"logits", &logits}, 4}, {{"labels", &labels}, 3}});
+  check_float(op, "logits", logits);
+  check_labels(op, logits, labels);
+  if (logits.device == DeviceType::CUDA)
+    SEG_XAI_CUDA_CALL(op, cuda::class_argmax_cuda(logits, labels, exec));
+  else
+    cpu::class_argmax_cpu(logits, labels, exec);
 }
 
 void seeds_from_masks(const TensorView& masks, bool align_corners, const TensorView& out,

@@ -340,23 +340,8 @@ def explain_eigen(
     B, K = logits.shape[0], len(class_ids)
     active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
     return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
-                       labels=class_argmax(logits) if labels is None else labels, active=active,
+                       labels=kernels.class_argmax(logits, backend) if labels is None else labels, active=active,
                        method="eigencam", layer=layer, info={"gradient_path": "none", "backward_passes": 0})
-
-
-def class_argmax(logits: torch.Tensor) -> torch.Tensor:
-    """logits float [B,L,H,W] → int64 [B,H,W], the first class reaching the maximum (as argmax).
-
-    Exact, and several times faster on CPU than torch.argmax over the class axis, which is the
-    slowest step of a closed-form explanation otherwise. NaN logits fall back to torch.argmax.
-    """
-    L = logits.shape[1]
-    index = torch.arange(L, device=logits.device, dtype=torch.int16 if L < 2**15 else torch.int64).view(1, L, 1, 1)
-    best = logits.amax(dim=1, keepdim=True)
-    labels = torch.where(logits == best, index, L).amin(dim=1)
-    if bool((labels == L).any()):  # a NaN maximum matches nothing
-        return logits.argmax(dim=1)
-    return labels.long()
 
 
 def _labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tuple:
@@ -370,7 +355,7 @@ def _labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tu
             return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend)
         labels = torch.empty(logits.shape[0], *logits.shape[2:], dtype=torch.int64, device=logits.device)
         return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend, labels_out=labels)
-    labels = class_argmax(logits) if labels is None else labels
+    labels = kernels.class_argmax(logits, backend) if labels is None else labels
     if upsample is None:
         return labels, target_masks(labels, class_ids, masks)
     low_size, align = upsample

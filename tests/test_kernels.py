@@ -271,11 +271,28 @@ def test_target_seeds(device, case, align_corners):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", SEED_CASES)
+def test_class_argmax(device, case):
+    B, L, H, W, _, _ = case
+    logits = torch.randn(B, L, H, W, generator=_gen(15)).to(device)
+    logits[:, :, :2, :2] = 0.5  # ties: the lowest class must win
+    if L > 2 and H * W > 4:
+        logits[0, 1, -1, -1] = logits[0, L - 1, -1, -1] = float("nan")  # the first NaN wins
+    labels = torch.full((B, H, W), -7, dtype=torch.int64, device=device)  # poisoned
+    got = kernels.class_argmax(logits, backend="fused", out=labels)
+    assert got is labels and torch.equal(labels, logits.argmax(dim=1))
+    strided = logits.transpose(2, 3)  # non-contiguous: copied
+    assert torch.equal(kernels.class_argmax(strided, backend="fused"), strided.argmax(dim=1))
+    assert torch.equal(kernels.class_argmax(logits, backend="torch"), logits.argmax(dim=1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", SEED_CASES)
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_mask_seeds(device, case, align_corners):
     B, L, H, W, h, w = case
     masks = torch.rand(B, 3, H, W, generator=_gen(14)).to(device)
     masks[masks < 0.5] = 0  # sparse soft masks
+    masks[:, :, ::3] = 0  # and all-zero rows (skipped by the kernel), as boxes have
     out = kernels.mask_seeds(masks, (h, w), align_corners, backend="fused",
                              out=nan_like((B, 3, h, w), device=device))
     expected = reference.upsample_adjoint(masks, (h, w), align_corners)

@@ -96,6 +96,18 @@ SEG_XAI_CLONES void colour_index(const float* m, int32_t* idx, int64_t n) {
   }
 }
 
+SEG_XAI_CLONES void argmax_step(const float* x, float* best, int32_t* label, int32_t l, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {  // branch-free selects, so it vectorises
+    const bool take = x[i] > best[i] || (x[i] != x[i] && best[i] == best[i]);
+    best[i] = take ? x[i] : best[i];
+    label[i] = take ? l : label[i];
+  }
+}
+
+SEG_XAI_CLONES void widen_i32(const int32_t* x, int64_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i];
+}
+
 SEG_XAI_CLONES void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }

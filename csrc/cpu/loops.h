@@ -28,6 +28,11 @@ float gradcampp_weight_scaled(const float* r, int64_t n, float wk, float s, floa
 void blend_u8(const uint8_t* x, const float* heat, float alpha_a, uint8_t* y, int64_t n);
 // idx[i] = trunc(255·clamp(m[i], 0, 1)) (NaN → 0). m, idx: [n]
 void colour_index(const float* m, int32_t* idx, int64_t n);
+// One class of a running argmax: where x beats best (strictly greater, or the first NaN), best
+// takes x and label takes l. x, best, label: [n]
+void argmax_step(const float* x, float* best, int32_t* label, int32_t l, int64_t n);
+// y[i] = int64(x[i]). x, y: [n]
+void widen_i32(const int32_t* x, int64_t* y, int64_t n);
 // y += a·x. x, y: [n]
 void axpy(float a, const float* x, float* y, int64_t n);
 // y += g⊙x (relu_g: y += relu(g)⊙x). g, x, y: [n]

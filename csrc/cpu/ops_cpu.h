@@ -23,6 +23,7 @@ void overlay_cpu(const TensorView& images, const TensorView& maps, const TensorV
                  double alpha, const TensorView& out, const Exec& exec);
 void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
                            const TensorView& out, const TensorView& labels, const Exec& exec);
+void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const Exec& exec);
 void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,
                           const Exec& exec);
 

@@ -38,28 +38,38 @@ void pull_back(int64_t B, int64_t K, int64_t H, int64_t W, bool align_corners,
 
 }  // namespace
 
+// logits: float32 [B,L,H,W] → labels: int64 [B,H,W], the argmax over L. Strictly greater:
+// ties keep the lowest class; the first NaN wins (as torch.argmax).
+void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const Exec& exec) {
+  const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
+  const int64_t HW = H * W;
+  const float* Y = logits.ptr<float>();
+  int64_t* label = labels.ptr<int64_t>();
+#pragma omp parallel num_threads(exec.num_threads)
+  {
+    std::vector<float> best(W);
+    std::vector<int32_t> lab(W);  // 32-bit lanes vectorise twice as wide; widened on the way out
+#pragma omp for schedule(static)
+    for (int64_t by = 0; by < B * H; ++by) {
+      const int64_t b = by / H, p0 = (by % H) * W;
+      std::copy_n(Y + b * L * HW + p0, W, best.data());
+      std::fill(lab.begin(), lab.end(), 0);
+      for (int64_t l = 1; l < L; ++l)
+        argmax_step(Y + (b * L + l) * HW + p0, best.data(), lab.data(), int32_t(l), W);
+      widen_i32(lab.data(), label + b * HW + p0, W);
+    }
+  }
+}
+
 // logits: float32 [B,L,H,W], classes: int64 [K] → out: [B,K,h,w], labels: int64 [B,H,W]. The
 // argmax label map is computed once; the K masks are never stored.
 void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
                            const TensorView& out, const TensorView& labels, const Exec& exec) {
-  const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
+  const int64_t B = logits.shape[0], H = logits.shape[2], W = logits.shape[3];
   const int64_t K = classes.shape[0], HW = H * W;
-  const float* Y = logits.ptr<float>();
   const int64_t* cls = classes.ptr<int64_t>();
-  int64_t* label = labels.ptr<int64_t>();
-#pragma omp parallel for num_threads(exec.num_threads) schedule(static)
-  for (int64_t by = 0; by < B * H; ++by) {
-    const int64_t b = by / H, p0 = (by % H) * W;
-    int64_t* lab = label + b * HW + p0;
-    std::vector<float> best(Y + b * L * HW + p0, Y + b * L * HW + p0 + W);
-    std::fill_n(lab, W, 0);
-    for (int64_t l = 1; l < L; ++l) {
-      const float* row = Y + (b * L + l) * HW + p0;
-      for (int64_t x = 0; x < W; ++x)  // strictly greater: ties keep the lowest class; NaN wins
-        if (row[x] > best[x] || (row[x] != row[x] && best[x] == best[x]))
-          best[x] = row[x], lab[x] = l;
-    }
-  }
+  const int64_t* label = labels.ptr<int64_t>();
+  class_argmax_cpu(logits, labels, exec);
   pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
     const int64_t* lab = label + b * HW + y * W;
     bool any = false;
@@ -78,6 +88,7 @@ void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const Ten
   const float* Mk = masks.ptr<float>();
   pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
     const float* src = Mk + ((b * K + k) * H + y) * W;
+    if (std::all_of(src, src + W, [](float v) { return v == 0.f; })) return false;  // boxes: most rows
     std::copy_n(src, W, row);
     return true;
   });

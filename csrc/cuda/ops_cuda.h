@@ -28,6 +28,7 @@ void overlay_cuda(const TensorView& images, const TensorView& maps, const Tensor
 void seeds_from_logits_cuda(const TensorView& logits, const TensorView& classes,
                             bool align_corners, const TensorView& out, const TensorView& labels,
                             const Exec& exec);
+void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec);
 void seeds_from_masks_cuda(const TensorView& masks, bool align_corners, const TensorView& out,
                            const Exec& exec);
 

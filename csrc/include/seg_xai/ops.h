@@ -89,6 +89,11 @@ void overlay(const TensorView& images, const TensorView& maps, const TensorView&
 void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
                        const TensorView& out, const TensorView& labels, const Exec& exec);
 
+// The argmax over classes alone (as above: ties → lowest class, NaN wins), one pass.
+//   logits: float [B,L,H,W]
+//   labels: int64 [B,H,W]
+void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec);
+
 // Target seeds Up*(masks).
 //   masks: float [B,K,H,W]
 //   out:   float32 [B,K,h,w]
