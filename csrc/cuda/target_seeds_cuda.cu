@@ -15,8 +15,21 @@ __device__ __forceinline__ void scatter_adjoint(float* seed, float v, int64_t y,
   atomicAdd(seed + ty.i1 * w + tx.i1, v * ty.l1 * tx.l1);
 }
 
-// One thread per full-resolution pixel: argmax over L (ties → lowest index, NaN wins), then
-// scatter into every class k with classes[k] == label. The K masks are never stored.
+// The class of one pixel: argmax over L (ties → lowest index, the first NaN wins, as
+// torch.argmax). y: the pixel's logit of class 0, its classes HW apart.
+template <typename T>
+__device__ __forceinline__ int64_t pixel_argmax(const T* y, int64_t L, int64_t HW) {
+  float best = to_float(y[0]);
+  int64_t label = 0;
+  for (int64_t l = 1; l < L; ++l) {
+    const float v = to_float(y[l * HW]);
+    if (v > best || (v != v && best == best)) best = v, label = l;
+  }
+  return label;
+}
+
+// One thread per full-resolution pixel: its class, then a scatter into every class k with
+// classes[k] == label. The K masks are never stored.
 // logits: [B,L,H,W], classes: int64 [K] → out: [B,K,h,w] (zeroed), labels: int64 [B,H,W].
 template <typename T>
 __global__ void logits_kernel(const T* logits, const int64_t* classes, float* out, int64_t* labels, int64_t L,
@@ -25,32 +38,19 @@ __global__ void logits_kernel(const T* logits, const int64_t* classes, float* ou
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
   if (i >= total) return;
   const int64_t HW = H * W, b = i / HW, p = i % HW;
-  const T* y = logits + b * L * HW + p;
-  float best = to_float(y[0]);
-  int64_t label = 0;
-  for (int64_t l = 1; l < L; ++l) {
-    const float v = to_float(y[l * HW]);
-    if (v > best || (v != v && best == best)) best = v, label = l;
-  }
+  const int64_t label = pixel_argmax(logits + b * L * HW + p, L, HW);
   labels[i] = label;
   for (int64_t k = 0; k < K; ++k)
     if (classes[k] == label)
       scatter_adjoint(out + (b * K + k) * h * w, 1.f, p / W, p % W, h, w, sy, sx, align_corners);
 }
 
-// One thread per pixel: the argmax alone. logits: [B,L,H,W] → labels: int64 [B,H,W].
+// One thread per pixel: its class alone. logits: [B,L,H,W] → labels: int64 [B,H,W].
 template <typename T>
 __global__ void argmax_kernel(const T* logits, int64_t* labels, int64_t L, int64_t HW, int64_t total) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
   if (i >= total) return;
-  const T* y = logits + (i / HW) * L * HW + i % HW;
-  float best = to_float(y[0]);
-  int64_t label = 0;
-  for (int64_t l = 1; l < L; ++l) {
-    const float v = to_float(y[l * HW]);
-    if (v > best || (v != v && best == best)) best = v, label = l;
-  }
-  labels[i] = label;
+  labels[i] = pixel_argmax(logits + (i / HW) * L * HW + i % HW, L, HW);
 }
 
 // One thread per mask element. masks: [B,K,H,W] → out: [B,K,h,w] (zeroed).
