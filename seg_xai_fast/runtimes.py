@@ -4,11 +4,12 @@
     explainer = sx.OnnxExplainer("model.onnx", method="gradcam++")
     res = explainer(images)                                   # Explanation, as sx.Explainer's
 
-The exported graph has one input, ``images`` float [B,3,H,W], and three outputs: ``logits``
-[B,L,H,W], ``activations`` [B,C,h,w] (the target layer's output, or its input for InputOf) and
-``labels`` int64 [B,H,W] (the argmax over classes: ORT's ArgMax is 4× faster than torch's here,
-and the video pipeline chooses each frame's class from it). Batch and spatial axes are dynamic
-(checked at export on a second input size and batch).
+The exported graph has one input, ``images`` float [B,3,H,W], and two outputs: ``logits``
+[B,L,H,W] and ``activations`` [B,C,h,w] (the target layer's output, or its input for InputOf).
+Batch and spatial axes are dynamic (checked at export on a second input size and batch). The
+labels (argmax over classes) are not in the graph: ORT's ArgMax made the whole run ~18 % slower
+on LRASPP at 320×240, while the core's one-pass argmax takes a tenth of that, often inside the
+seeds kernel that needs it anyway. Files of format 2 still carry a ``labels`` output; it is read.
 
 Gradients are not computed by ONNX Runtime: when the target layer feeds a linear head (a 1×1
 convolution whose output is the logits, or is bilinearly upsampled to them; ALGORITHMS.md §3.2),
@@ -63,7 +64,8 @@ from .explainer import (
 from .methods import get_method
 
 METADATA_KEY = "seg_xai_fast"
-FORMAT_VERSION = 2  # 2: adds the labels output
+FORMAT_VERSION = 3  # 2: adds the labels output; 3: drops it again (computed by the core)
+READABLE_FORMATS = (2, 3)
 INPUT_NAME, LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME = "images", "logits", "activations", "labels"
 EXPORTERS = ("auto", "torchscript", "dynamo")
 RUNTIMES = ("auto", "onnxruntime", "torch")
@@ -81,7 +83,7 @@ _NO_HEAD_HINT = (
 
 
 class _WithActivations(nn.Module):
-    """model → (logits [B,L,H,W], activations [B,C,h,w], labels int64 [B,H,W]); a forward hook
+    """model → (logits [B,L,H,W], activations [B,C,h,w]); a forward hook
     (pre-hook for InputOf) captures the activations during each call and is removed right after it."""
 
     def __init__(self, model: nn.Module, layer: nn.Module, use_input: bool, output_key: str) -> None:
@@ -100,7 +102,7 @@ class _WithActivations(nn.Module):
             handle.remove()
         if len(seen) != 1:
             raise ValueError(f"the target layer must run exactly once per forward pass, it ran {len(seen)} times")
-        return logits, seen[0], logits.argmax(dim=1)
+        return logits, seen[0]
 
 
 def export_onnx(
@@ -156,14 +158,14 @@ def export_onnx(
     graph, final = os.path.join(work, "graph.onnx"), os.path.join(work, "final.onnx")
     try:
         with _ModelState(model), torch.no_grad():
-            logits, activations, _ = wrapper(example_input)
+            logits, activations = wrapper(example_input)
             used = _export_graph(wrapper, example_input, graph, exporter, opset)
         meta = {
             "format": FORMAT_VERSION,
             "layer": explainer.layer_name,
             "output_key": output_key,
             "input": INPUT_NAME,
-            "outputs": [LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME],
+            "outputs": [LOGITS_NAME, ACTIVATIONS_NAME],
             "num_classes": int(logits.shape[1]),
             "channels": int(activations.shape[1]),
             "example_input": list(example_input.shape),
@@ -193,7 +195,7 @@ _OUTPUT_AXES = {
 
 
 def _export_graph(wrapper: nn.Module, example: torch.Tensor, path: str, exporter: str, opset: int,
-                  outputs: Sequence[str] = (LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME)) -> str:
+                  outputs: Sequence[str] = (LOGITS_NAME, ACTIVATIONS_NAME)) -> str:
     """Export `wrapper` (its outputs named `outputs`) with the chosen exporter; return the one
     that worked ("torchscript" | "dynamo")."""
     names = dict(input_names=[INPUT_NAME], output_names=list(outputs))
@@ -278,7 +280,7 @@ def _verify(path: str, wrapper, model, example, logits, activations) -> bool:
     other = torch.rand(B + 1, C, H + 32, W + 32, generator=torch.Generator().manual_seed(1)).to(example)
     try:
         with _ModelState(model), torch.no_grad():
-            want_logits, want_acts, _ = wrapper(other)
+            want_logits, want_acts = wrapper(other)
     except Exception:  # noqa: BLE001 - the model itself refuses other sizes: nothing to compare
         return True
     try:
@@ -376,6 +378,7 @@ class OnnxExplainer:
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ValueError(f"cannot load {str(self.path)!r} as an ONNX model: {err}") from None
         self.meta = self._read_metadata()
+        self.graph_labels = LABELS_NAME in self.meta.get("outputs", ())  # format 2 files
         self.layer_name = self.meta["layer"]
         self.num_classes = int(self.meta["num_classes"])
         head = self.meta.get("head")
@@ -410,9 +413,9 @@ class OnnxExplainer:
                 "`seg-xai export-onnx`, or explain the PyTorch model with sx.Explainer"
             )
         meta = json.loads(raw)
-        if meta.get("format") != FORMAT_VERSION:
+        if meta.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{str(self.path)!r} has seg_xai_fast metadata format {meta.get('format')!r}; this "
-                             f"version reads format {FORMAT_VERSION}: export the model again with sx.export_onnx")
+                             f"version reads formats {list(READABLE_FORMATS)}: export the model again with sx.export_onnx")
         return meta
 
     def _check_method(self, method: str) -> str:
@@ -449,12 +452,17 @@ class OnnxExplainer:
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One ORT run: images float [B,3,H,W] → (activations float32 [B,C,h,w], logits float32
-        [B,L,H,W], labels int64 [B,H,W]), on the CPU."""
+        [B,L,H,W], labels int64 [B,H,W]), on the CPU. The labels are the argmax over classes."""
+        activations, logits, labels = self._run(images)
+        return activations, logits, kernels.class_argmax(logits, self.backend) if labels is None else labels
+
+    def _run(self, images: torch.Tensor) -> tuple:
+        """(activations, logits, the graph's labels or None: format-3 files leave them to the core)."""
         images = self._check_images(images)
-        logits, activations, labels = self.session.run(
-            [LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME],
-            {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
-        return torch.from_numpy(activations), torch.from_numpy(logits), torch.from_numpy(labels)
+        names = [LOGITS_NAME, ACTIVATIONS_NAME] + ([LABELS_NAME] if self.graph_labels else [])
+        out = self.session.run(names, {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
+        labels = torch.from_numpy(out[2]) if self.graph_labels else None
+        return torch.from_numpy(out[1]), torch.from_numpy(out[0]), labels
 
     def explain_outputs(
         self,
@@ -481,7 +489,8 @@ class OnnxExplainer:
                  *, resolution: str = "full") -> Explanation:
         """Explain `images` float [B,3,H,W] for `classes` (None: every output class); `masks` and
         `resolution` as sx.Explainer's."""
-        activations, logits, labels = self.forward(images)
+        # Without graph labels, the seeds kernel computes them on its way (one pass, not two).
+        activations, logits, labels = self._run(images)
         return self.explain_outputs(activations, logits, classes=classes, masks=masks, labels=labels,
                                     resolution=resolution)
 

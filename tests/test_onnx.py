@@ -88,6 +88,43 @@ def test_forward_outputs(exported):
     assert torch.equal(labels, logits.argmax(dim=1))
 
 
+def test_format_2_files_with_a_labels_output_still_work(demo_file, tmp_path):
+    """Files exported before the labels left the graph (format 2: an ArgMax output "labels") are
+    read, and their labels used; a format the code does not know is refused with a clear error."""
+    import json
+
+    import onnx
+    from onnx import helper
+
+    from seg_xai_fast.runtimes import METADATA_KEY
+
+    def rewrite(fmt, with_labels):
+        proto = onnx.load(str(demo_file))
+        meta = json.loads(proto.metadata_props[0].value)
+        meta["format"] = fmt
+        if with_labels:
+            proto.graph.node.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0))
+            proto.graph.output.append(helper.make_tensor_value_info("labels", onnx.TensorProto.INT64,
+                                                                    ["batch", "height", "width"]))
+            meta["outputs"] = ["logits", "activations", "labels"]
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+        path = tmp_path / f"format{fmt}.onnx"
+        onnx.save(proto, str(path))
+        return path
+
+    old = OnnxExplainer(rewrite(2, True), "gradcam")
+    new = OnnxExplainer(demo_file, "gradcam")
+    assert old.graph_labels and not new.graph_labels
+    images = torch.rand(2, 3, 72, 64, generator=torch.Generator().manual_seed(5))
+    a, b = old.forward(images), new.forward(images)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.equal(old(images).maps, new(images).maps)
+    with pytest.raises(ValueError, match=r"metadata format 1; this version reads formats \[2, 3\]"):
+        OnnxExplainer(rewrite(1, False))
+
+
 def test_layer_without_linear_head_is_refused_at_export(tmp_path):
     model = _demo()
     with pytest.raises(ValueError, match=r"does not feed a linear head.*sx\.Explainer"):
