@@ -95,7 +95,7 @@ def main() -> int:
     engine = FrameExplainer(explainer)
     state = engine.forward(images)
     maps, _ = engine.explain(state)
-    logits = state[2]
+    labels = state[3]  # ("outputs", activations, logits, labels, head): the forward's labels
 
     def decode():
         with av.open(str(clip)) as container:
@@ -113,8 +113,8 @@ def main() -> int:
         "ORT forward, logits only": per_frame_ms(lambda: plain.run(None, {"images": images.numpy()}), bs),
         "ORT forward, + activations + labels": per_frame_ms(lambda: engine.forward(images), bs),
         "CAM stage (class choice + explain_outputs)": per_frame_ms(lambda: engine.explain(state), bs),
-        "  of which Up* seeds (target_seeds)": per_frame_ms(
-            lambda: kernels.target_seeds(logits, [0], tuple(state[1].shape[-2:]), False), bs),
+        "  of which Up* seeds (label_seeds)": per_frame_ms(
+            lambda: kernels.label_seeds(labels, [0], tuple(state[1].shape[-2:]), False), bs),
         "overlay kernel": per_frame_ms(lambda: overlay_maps(first, maps), bs),
         f"encode ({pick_encoder()}, from RGB)": per_frame_ms(encode, len(frames)),
     }

@@ -83,9 +83,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("overlay", [](Tv images, Tv maps, Tv lut, double alpha, Tv out, int threads, Ptr stream) {
     overlay(images, maps, lut, alpha, out, make_exec(threads, stream));
   }, nogil);
-  m.def("seeds_from_logits", [](Tv logits, Tv classes, bool align_corners, Tv out, Tv labels,
-                                int threads, Ptr stream) {
-    seeds_from_logits(logits, classes, align_corners, out, labels, make_exec(threads, stream));
+  m.def("seeds_from_labels", [](Tv labels, Tv classes, bool align_corners, Tv out, int threads,
+                                Ptr stream) {
+    seeds_from_labels(labels, classes, align_corners, out, make_exec(threads, stream));
   }, nogil);
   m.def("class_argmax", [](Tv logits, Tv labels, int threads, Ptr stream) {
     class_argmax(logits, labels, make_exec(threads, stream));

@@ -17,25 +17,18 @@ static void check_seed_out(const char* op, const TensorView& src, int64_t K, con
   check_dim(op, "out", out, 1, K, "K");
 }
 
-void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
-                       const TensorView& out, const TensorView& labels, const Exec& exec) {
-  constexpr const char* op = "seeds_from_logits";
-  check_same_device(op, {{"logits", &logits}, {"classes", &classes}, {"out", &out}, {"labels", &labels}});
-  check_layout(op, {{{"logits", &logits}, 4}, {{"classes", &classes}, 1}, {{"out", &out}, 4},
-                    {{"labels", &labels}, 3}});
-  check_float(op, "logits", logits);
+void seeds_from_labels(const TensorView& labels, const TensorView& classes, bool align_corners,
+                       const TensorView& out, const Exec& exec) {
+  constexpr const char* op = "seeds_from_labels";
+  check_same_device(op, {{"labels", &labels}, {"classes", &classes}, {"out", &out}});
+  check_layout(op, {{{"labels", &labels}, 3}, {{"classes", &classes}, 1}, {{"out", &out}, 4}});
+  check_dtype(op, "labels", labels, {DType::Int64});
   check_dtype(op, "classes", classes, {DType::Int64});
-  check_seed_out(op, logits, classes.shape[0], out);
-  check_labels(op, logits, labels);
-  if (logits.device == DeviceType::CUDA)
-    SEG_XAI_CUDA_CALL(op, cuda::seeds_from_logits_cuda(logits, classes, align_corners, out, labels, exec));
-  else {
-    const int64_t* cls = classes.ptr<int64_t>();  // host memory: the values can be checked
-    for (int64_t k = 0; k < classes.shape[0]; ++k)
-      if (cls[k] < 0 || cls[k] >= logits.shape[1])
-        fail(op, "argument 'classes' must hold values in [0, ", logits.shape[1], "), got ", cls[k]);
-    cpu::seeds_from_logits_cpu(logits, classes, align_corners, out, labels, exec);
-  }
+  check_seed_out(op, labels, classes.shape[0], out);
+  if (labels.device == DeviceType::CUDA)
+    SEG_XAI_CUDA_CALL(op, cuda::seeds_from_labels_cuda(labels, classes, align_corners, out, exec));
+  else
+    cpu::seeds_from_labels_cpu(labels, classes, align_corners, out, exec);
 }
 
 void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec) {

@@ -266,6 +266,7 @@ class Explained:
         return [(path, self._compact[i], self.classes, self.map_size, self.image_size,
                  self._pictures[i] if overlays else ()) for i, path in enumerate(paths)]
 
+
 def overlays_of(images: torch.Tensor, maps: torch.Tensor, colormap: str, alpha: float) -> np.ndarray:
     """images float [n,3,H,W], maps float [n,K,H',W'] → uint8 [n,K,H,W,3] with the fused overlay kernel."""
     from .kernels import overlay

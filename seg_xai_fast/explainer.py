@@ -349,16 +349,12 @@ def _labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tu
     the runtime already has it) and the cotangent of each class where the gradients start: M, or
     Up*(M) below the upsample. logits: [B,L,H,W]; upsample: None or ((h, w), align_corners).
     """
-    if upsample is not None and masks is None:  # the fused kernel never forms the K full-resolution masks
-        low_size, align = upsample
-        if labels is not None:
-            return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend)
-        labels = torch.empty(logits.shape[0], *logits.shape[2:], dtype=torch.int64, device=logits.device)
-        return labels, kernels.target_seeds(logits, class_ids, low_size, align, backend=backend, labels_out=labels)
     labels = kernels.class_argmax(logits, backend) if labels is None else labels
     if upsample is None:
         return labels, target_masks(labels, class_ids, masks)
     low_size, align = upsample
+    if masks is None:  # the fused kernel never forms the K full-resolution masks
+        return labels, kernels.label_seeds(labels, class_ids, low_size, align, backend=backend)
     return labels, kernels.mask_seeds(target_masks(labels, class_ids, masks), low_size, align, backend=backend)
 
 

@@ -508,28 +508,51 @@ def target_seeds(
     """Up*(argmax masks) for all K classes → float32 [B,K,h,w].
 
     Equals reference.upsample_adjoint(reference.predicted_masks(logits, classes), low_size,
-    align_corners); the fused path never stores the K full-resolution masks. It computes the
-    argmax label map on the way (as torch.argmax: ties → lowest class, NaN wins), written to
-    labels_out when given. Non-contiguous logits are copied.
+    align_corners): class_argmax (written to labels_out when given), then label_seeds, which
+    never stores the K full-resolution masks. Non-contiguous logits are copied.
     """
     _tensor("logits", logits, 4)
-    (h, w), align_corners = _seed_args(low_size, align_corners)
-    cls = [int(c) for c in (classes.tolist() if isinstance(classes, torch.Tensor) else classes)]
     L = logits.shape[1]
+    cls = _class_list(classes)
     if not cls or any(not 0 <= c < L for c in cls):
         raise ValueError(f"argument 'classes' must be a non-empty list of ints in [0, {L}), got {cls}")
-    B, _, H, W = logits.shape
-    if not _use_fused(backend, logits.device, logits.dtype):
-        if labels_out is not None:
-            _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out").copy_(logits.argmax(dim=1))
-        masks = reference.predicted_masks(logits, cls)
+    if labels_out is not None:  # checked here, so an error names this argument
+        B, _, H, W = logits.shape
+        _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out")
+    labels = class_argmax(logits, backend, out=labels_out)
+    return label_seeds(labels, cls, low_size, align_corners, backend, out=out)
+
+
+def label_seeds(
+    labels: torch.Tensor,  # int64 [B,H,W], the predicted class of each pixel
+    classes: Sequence[int],  # K class indices
+    low_size: Tuple[int, int],  # (h, w) of the logits before the model's bilinear upsample
+    align_corners: bool = False,
+    backend: str = "auto",
+    *,
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """Up*([labels == classes[k]]) for all K classes → float32 [B,K,h,w], for labels already at
+    hand (no argmax here); the fused path never stores the K full-resolution masks. A class no
+    pixel has gets zeros. Non-contiguous labels are copied.
+    """
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.dtype != torch.int64:
+        got = f"{labels.dtype} of shape {list(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"argument 'labels' must be an int64 Tensor [B,H,W], got {got}")
+    (h, w), align_corners = _seed_args(low_size, align_corners)
+    cls = _class_list(classes)
+    if not _use_fused(backend, labels.device):
+        masks = reference.label_masks(labels, cls)
         return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
-    result = _out(out, (B, len(cls), h, w), torch.float32, logits.device)
-    labels = _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out")
-    cls_t = torch.tensor(cls, dtype=torch.int64, device=logits.device)
-    _backend.core.seeds_from_logits(_view(logits.contiguous()), _view(cls_t), align_corners,
-                                    _view(result), _view(labels), *_exec(logits.device))
+    result = _out(out, (labels.shape[0], len(cls), h, w), torch.float32, labels.device)
+    cls_t = torch.tensor(cls, dtype=torch.int64, device=labels.device)
+    _backend.core.seeds_from_labels(_view(labels.contiguous()), _view(cls_t), align_corners, _view(result),
+                                    *_exec(labels.device))
     return result
+
+
+def _class_list(classes) -> list:
+    return [int(c) for c in (classes.tolist() if isinstance(classes, torch.Tensor) else classes)]
 
 
 def mask_seeds(

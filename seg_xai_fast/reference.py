@@ -159,9 +159,13 @@ def predicted_masks(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
     logits: float [B,L,H,W] over all L classes → float32 [B,K,H,W], 1 where argmax == classes[k].
     Ties go to the lowest class index (torch.argmax and numpy.argmax agree on this).
     """
-    label = logits.argmax(dim=1, keepdim=True)  # [B,1,H,W]
-    wanted = torch.as_tensor(classes, device=logits.device).view(1, -1, 1, 1)
-    return (label == wanted).float()
+    return label_masks(logits.argmax(dim=1), classes)
+
+
+def label_masks(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """labels int64 [B,H,W] → float32 [B,K,H,W], 1 where the label is classes[k]."""
+    wanted = torch.as_tensor(list(classes), device=labels.device).view(1, -1, 1, 1)
+    return (labels.unsqueeze(1) == wanted).float()
 
 
 def upsample_adjoint(

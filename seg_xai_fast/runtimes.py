@@ -8,8 +8,8 @@ The exported graph has one input, ``images`` float [B,3,H,W], and two outputs: `
 [B,L,H,W] and ``activations`` [B,C,h,w] (the target layer's output, or its input for InputOf).
 Batch and spatial axes are dynamic (checked at export on a second input size and batch). The
 labels (argmax over classes) are not in the graph: ORT's ArgMax made the whole run ~18 % slower
-on LRASPP at 320×240, while the core's one-pass argmax takes a tenth of that, often inside the
-seeds kernel that needs it anyway. Files of format 2 still carry a ``labels`` output; it is read.
+on LRASPP at 320×240, while the core's one-pass argmax (kernels.class_argmax) takes a tenth of
+that. Files of format 2 still carry a ``labels`` output; it is read.
 
 Gradients are not computed by ONNX Runtime: when the target layer feeds a linear head (a 1×1
 convolution whose output is the logits, or is bilinearly upsampled to them; ALGORITHMS.md §3.2),
@@ -453,16 +453,13 @@ class OnnxExplainer:
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One ORT run: images float [B,3,H,W] → (activations float32 [B,C,h,w], logits float32
         [B,L,H,W], labels int64 [B,H,W]), on the CPU. The labels are the argmax over classes."""
-        activations, logits, labels = self._run(images)
-        return activations, logits, kernels.class_argmax(logits, self.backend) if labels is None else labels
-
-    def _run(self, images: torch.Tensor) -> tuple:
-        """(activations, logits, the graph's labels or None: format-3 files leave them to the core)."""
         images = self._check_images(images)
         names = [LOGITS_NAME, ACTIVATIONS_NAME] + ([LABELS_NAME] if self.graph_labels else [])
         out = self.session.run(names, {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
-        labels = torch.from_numpy(out[2]) if self.graph_labels else None
-        return torch.from_numpy(out[1]), torch.from_numpy(out[0]), labels
+        logits = torch.from_numpy(out[0])
+        # Format-3 graphs leave the labels to the core's one-pass argmax (format 2 carried them).
+        labels = torch.from_numpy(out[2]) if self.graph_labels else kernels.class_argmax(logits, self.backend)
+        return torch.from_numpy(out[1]), logits, labels
 
     def explain_outputs(
         self,
@@ -489,8 +486,7 @@ class OnnxExplainer:
                  *, resolution: str = "full") -> Explanation:
         """Explain `images` float [B,3,H,W] for `classes` (None: every output class); `masks` and
         `resolution` as sx.Explainer's."""
-        # Without graph labels, the seeds kernel computes them on its way (one pass, not two).
-        activations, logits, labels = self._run(images)
+        activations, logits, labels = self.forward(images)
         return self.explain_outputs(activations, logits, classes=classes, masks=masks, labels=labels,
                                     resolution=resolution)
 

@@ -17,6 +17,8 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from . import reference
+
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def target_masks(
     B, H, W = labels.shape
     K = len(classes)
     if masks is None:
-        return _label_masks(labels, classes)
+        return reference.label_masks(labels, classes)
     if isinstance(masks, torch.Tensor):
         expected = (B, K, H, W)
         if tuple(masks.shape) != expected:
@@ -90,12 +92,6 @@ def target_masks(
     for b, region in enumerate(regions):
         out[b] = _region_mask(region, labels[b], classes)
     return out
-
-
-def _label_masks(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """labels int64 [B,H,W] → float32 [B,K,H,W], 1 where the label is classes[k]."""
-    wanted = torch.as_tensor(list(classes), device=labels.device).view(1, -1, 1, 1)
-    return (labels.unsqueeze(1) == wanted).float()
 
 
 def _region_mask(region: Region, labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:

@@ -286,6 +286,18 @@ def test_class_argmax(device, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_label_seeds_for_given_labels(device):
+    labels = torch.randint(0, 4, (2, 13, 11), generator=_gen(16)).to(device)
+    classes = [3, 0, 7]  # 7: no pixel has it
+    out = kernels.label_seeds(labels, classes, (5, 4), backend="fused", out=nan_like((2, 3, 5, 4), device=device))
+    expected = reference.upsample_adjoint(reference.label_masks(labels, classes), (5, 4), False)
+    close(out, expected, ATOL_SUM * max(1.0, float(expected.abs().max())))
+    assert not out[:, 2].any()
+    with pytest.raises(ValueError, match=r"argument 'labels' must be an int64 Tensor \[B,H,W\], got torch.float32"):
+        kernels.label_seeds(labels.float(), classes, (5, 4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", SEED_CASES)
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_mask_seeds(device, case, align_corners):

@@ -61,15 +61,13 @@ void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const 
   }
 }
 
-// logits: float32 [B,L,H,W], classes: int64 [K] → out: [B,K,h,w], labels: int64 [B,H,W]. The
-// argmax label map is computed once; the K masks are never stored.
-void seeds_from_logits_cpu(const TensorView& logits, const TensorView& classes, bool align_corners,
-                           const TensorView& out, const TensorView& labels, const Exec& exec) {
-  const int64_t B = logits.shape[0], H = logits.shape[2], W = logits.shape[3];
+// labels: int64 [B,H,W], classes: int64 [K] → out: [B,K,h,w]; the K masks are never stored.
+void seeds_from_labels_cpu(const TensorView& labels, const TensorView& classes, bool align_corners,
+                           const TensorView& out, const Exec& exec) {
+  const int64_t B = labels.shape[0], H = labels.shape[1], W = labels.shape[2];
   const int64_t K = classes.shape[0], HW = H * W;
   const int64_t* cls = classes.ptr<int64_t>();
   const int64_t* label = labels.ptr<int64_t>();
-  class_argmax_cpu(logits, labels, exec);
   pull_back(B, K, H, W, align_corners, out, exec, [&](int64_t b, int64_t k, int64_t y, float* row) {
     const int64_t* lab = label + b * HW + y * W;
     bool any = false;

@@ -15,42 +15,33 @@ __device__ __forceinline__ void scatter_adjoint(float* seed, float v, int64_t y,
   atomicAdd(seed + ty.i1 * w + tx.i1, v * ty.l1 * tx.l1);
 }
 
-// The class of one pixel: argmax over L (ties → lowest index, the first NaN wins, as
-// torch.argmax). y: the pixel's logit of class 0, its classes HW apart.
+// One thread per pixel: argmax over L (ties → lowest index, the first NaN wins, as
+// torch.argmax). logits: [B,L,H,W] → labels: int64 [B,H,W].
 template <typename T>
-__device__ __forceinline__ int64_t pixel_argmax(const T* y, int64_t L, int64_t HW) {
+__global__ void argmax_kernel(const T* logits, int64_t* labels, int64_t L, int64_t HW, int64_t total) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
+  if (i >= total) return;
+  const T* y = logits + (i / HW) * L * HW + i % HW;
   float best = to_float(y[0]);
   int64_t label = 0;
   for (int64_t l = 1; l < L; ++l) {
     const float v = to_float(y[l * HW]);
     if (v > best || (v != v && best == best)) best = v, label = l;
   }
-  return label;
+  labels[i] = label;
 }
 
-// One thread per full-resolution pixel: its class, then a scatter into every class k with
-// classes[k] == label. The K masks are never stored.
-// logits: [B,L,H,W], classes: int64 [K] → out: [B,K,h,w] (zeroed), labels: int64 [B,H,W].
-template <typename T>
-__global__ void logits_kernel(const T* logits, const int64_t* classes, float* out, int64_t* labels, int64_t L,
-                              int64_t H, int64_t W, int64_t K, int64_t h, int64_t w, float sy,
-                              float sx, bool align_corners, int64_t total) {
+// One thread per full-resolution pixel: scatter into every class k with classes[k] == its label.
+// labels: int64 [B,H,W], classes: int64 [K] → out: [B,K,h,w] (zeroed).
+__global__ void labels_kernel(const int64_t* labels, const int64_t* classes, float* out, int64_t H,
+                              int64_t W, int64_t K, int64_t h, int64_t w, float sy, float sx,
+                              bool align_corners, int64_t total) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
   if (i >= total) return;
-  const int64_t HW = H * W, b = i / HW, p = i % HW;
-  const int64_t label = pixel_argmax(logits + b * L * HW + p, L, HW);
-  labels[i] = label;
+  const int64_t HW = H * W, b = i / HW, p = i % HW, label = labels[i];
   for (int64_t k = 0; k < K; ++k)
     if (classes[k] == label)
       scatter_adjoint(out + (b * K + k) * h * w, 1.f, p / W, p % W, h, w, sy, sx, align_corners);
-}
-
-// One thread per pixel: its class alone. logits: [B,L,H,W] → labels: int64 [B,H,W].
-template <typename T>
-__global__ void argmax_kernel(const T* logits, int64_t* labels, int64_t L, int64_t HW, int64_t total) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = b*H*W + p
-  if (i >= total) return;
-  labels[i] = pixel_argmax(logits + (i / HW) * L * HW + i % HW, L, HW);
 }
 
 // One thread per mask element. masks: [B,K,H,W] → out: [B,K,h,w] (zeroed).
@@ -65,22 +56,17 @@ __global__ void masks_kernel(const T* masks, float* out, int64_t H, int64_t W, i
   scatter_adjoint(out + m * h * w, v, p / W, p % W, h, w, sy, sx, align_corners);
 }
 
-void seeds_from_logits_cuda(const TensorView& logits, const TensorView& classes,
-                            bool align_corners, const TensorView& out, const TensorView& labels,
-                            const Exec& exec) {
-  DeviceGuard guard(logits);
+void seeds_from_labels_cuda(const TensorView& labels, const TensorView& classes,
+                            bool align_corners, const TensorView& out, const Exec& exec) {
+  DeviceGuard guard(labels);
   const cudaStream_t st = stream_of(exec);
-  const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
+  const int64_t B = labels.shape[0], H = labels.shape[1], W = labels.shape[2];
   const int64_t h = out.shape[2], w = out.shape[3];
   SEG_XAI_CUDA_CHECK(cudaMemsetAsync(out.data, 0, out.numel() * sizeof(float), st));
-  dispatch_float(logits.dtype, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    logits_kernel<<<blocks_for(B * H * W), kThreads, 0, st>>>(
-        logits.ptr<T>(), classes.ptr<int64_t>(), out.ptr<float>(), labels.ptr<int64_t>(), L, H, W,
-        classes.shape[0], h, w,
-        axis_scale(h, H, align_corners), axis_scale(w, W, align_corners), align_corners, B * H * W);
-    SEG_XAI_LAUNCH_CHECK();
-  });
+  labels_kernel<<<blocks_for(B * H * W), kThreads, 0, st>>>(
+      labels.ptr<int64_t>(), classes.ptr<int64_t>(), out.ptr<float>(), H, W, classes.shape[0], h, w,
+      axis_scale(h, H, align_corners), axis_scale(w, W, align_corners), align_corners, B * H * W);
+  SEG_XAI_LAUNCH_CHECK();
 }
 
 void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec) {

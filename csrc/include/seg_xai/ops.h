@@ -80,19 +80,18 @@ void elementwise_cam(const TensorView& activations, const TensorView& gradients,
 void overlay(const TensorView& images, const TensorView& maps, const TensorView& lut, double alpha,
              const TensorView& out, const Exec& exec);
 
-// Target seeds Up*([argmax_l logits == classes[k]]) for all K classes at once, and the argmax
-// itself (ties → lowest class, NaN wins, as torch.argmax), which the caller reports anyway.
-//   logits:  float [B,L,H,W]
-//   classes: int64 [K] (values in [0, L))
-//   out:     float32 [B,K,h,w]
-//   labels:  int64 [B,H,W]
-void seeds_from_logits(const TensorView& logits, const TensorView& classes, bool align_corners,
-                       const TensorView& out, const TensorView& labels, const Exec& exec);
-
-// The argmax over classes alone (as above: ties → lowest class, NaN wins), one pass.
+// The argmax over classes (ties → lowest class, the first NaN wins, as torch.argmax), one pass.
 //   logits: float [B,L,H,W]
 //   labels: int64 [B,H,W]
 void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec);
+
+// Target seeds Up*([labels == classes[k]]) for all K classes at once; the K masks are never
+// stored. With labels = class_argmax(logits): the Seg-Grad-CAM predicted-class targets.
+//   labels:  int64 [B,H,W]
+//   classes: int64 [K] (a class no pixel has gets an all-zero seed)
+//   out:     float32 [B,K,h,w]
+void seeds_from_labels(const TensorView& labels, const TensorView& classes, bool align_corners,
+                       const TensorView& out, const Exec& exec);
 
 // Target seeds Up*(masks).
 //   masks: float [B,K,H,W]
