@@ -43,8 +43,8 @@ def _cmake() -> str:
 
 
 def _version() -> str:
-    text = (ROOT / "pyproject.toml").read_text()
-    return re.search(r'^version\s*=\s*"([^"]+)"', text, re.M).group(1)
+    text = (ROOT / "seg_xai_fast" / "_version.py").read_text()  # the one version source
+    return re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M).group(1)
 
 
 class CMakeBuild(build_ext):

@@ -7,7 +7,7 @@ classifier.3 (the ReLU before the final 1×1 classifier), every class given a no
 region through ``masks=``. Correctness first (ONNX Runtime maps vs PyTorch maps), then the rows
 are timed in interleaved rounds (one call of each per round; medians), so the ratios compare
 calls made under the same machine load. pytorch-grad-cam runs after them (one call per class,
-seg_xai_fast.bench.peer_seconds).
+seg_xai_fast.apps.bench.peer_seconds).
 
 Goals: analytic path ≤ 1.25× one plain forward pass; ≥ 50× faster than pytorch-grad-cam.
 Also printed: the ONNX Runtime explainer and the plain ORT forward pass (logits only), and where
@@ -23,9 +23,9 @@ import time
 import torch
 
 from seg_xai_fast import kernels
-from seg_xai_fast.analytic import _gradcampp_weights
-from seg_xai_fast.bench import box_masks, peer_seconds
-from seg_xai_fast.explainer import Explainer, _ForwardCapture, _ModelState, _select_output
+from seg_xai_fast.apps.bench import box_masks, peer_seconds
+from seg_xai_fast.engine.capture import ModelState, select_output
+from seg_xai_fast.engine.explainer import Explainer
 from seg_xai_fast.kernels import class_argmax
 from seg_xai_fast.models import load_model
 
@@ -60,7 +60,7 @@ def main() -> int:
     model, layer, S = loaded.model, args.layer, args.size
     images = torch.rand(1, 3, S, S, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        L = _select_output(model(images), "out", 1).shape[1]
+        L = select_output(model(images), "out", 1).shape[1]
     classes = list(range(min(args.classes, L)))
     masks = box_masks(1, len(classes), S, S)
     print(f"model {loaded.name} (random init), layer {layer}, image 1×3×{S}×{S}, {len(classes)} classes with box "
@@ -143,18 +143,17 @@ def _stage_rows(explainer: Explainer, images, classes, masks) -> dict:
     """The analytic path's stages as separate callables, on tensors from one forward pass."""
     model = explainer.model
     head = explainer.linear_head(images)
-    with _ModelState(model), _ForwardCapture(explainer) as cap, torch.no_grad():
-        logits = _select_output(model(images), "out", images.shape[0])
+    with ModelState(model), explainer.capture() as cap, torch.no_grad():
+        logits = select_output(model(images), "out", images.shape[0])
         A = cap.activations()
     low_size, align = head.upsample
     seeds = kernels.mask_seeds(masks, low_size, align)
     W = head.weight[classes]
-    Af, R = A.float().flatten(2), seeds.flatten(2)
-    weights = _gradcampp_weights(Af, W, R, explainer.max_memory_mb)
+    weights = kernels.analytic_gradcampp_weights(A, W, seeds, max_memory_mb=explainer.max_memory_mb)
     small = kernels.weighted_cam(A, weights)
 
     def captured_forward():
-        with _ModelState(model), _ForwardCapture(explainer) as capture, torch.no_grad():
+        with ModelState(model), explainer.capture() as capture, torch.no_grad():
             model(images)
             capture.activations()
 
@@ -162,7 +161,7 @@ def _stage_rows(explainer: Explainer, images, classes, masks) -> dict:
         "forward with capture hook": captured_forward,
         "labels = class_argmax(logits)": lambda: class_argmax(logits),
         "seeds Up*(M) (mask_seeds)": lambda: kernels.mask_seeds(masks, low_size, align),
-        "gradcam++ weights (_gradcampp_weights)": lambda: _gradcampp_weights(Af, W, R, explainer.max_memory_mb),
+        "gradcam++ weights (analytic_gradcampp_weights)": lambda: kernels.analytic_gradcampp_weights(A, W, seeds, max_memory_mb=explainer.max_memory_mb),
         "weighted_cam (Σ w·A, ReLU, min-max)": lambda: kernels.weighted_cam(A, weights),
         "resize_normalize to H×W": lambda: kernels.resize_normalize(small, tuple(logits.shape[-2:])),
     }

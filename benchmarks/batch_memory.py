@@ -2,7 +2,7 @@
 
     python benchmarks/batch_memory.py [--n 2000] [--size 128] [--batch-size 8] [--workers 2]
 
-Writes N synthetic scenes as PNGs to a temp folder, runs `python -m seg_xai_fast.batch explain` on
+Writes N synthetic scenes as PNGs to a temp folder, runs `python -m seg_xai_fast.cli explain` on
 them in a subprocess and samples, every 0.1 s, the job's /proc/PID/status (VmRSS, VmHWM = peak RSS)
 and its DataLoader workers' RSS, with progress read from the manifest (one line per finished
 image). Prints the samples taken every N/8 images (250, 500, ..., 2000 by default). Linux only (/proc); psutil is not needed.
@@ -59,7 +59,7 @@ def main() -> None:
         print(f"wrote {args.n} PNGs {args.size}x{args.size} in {time.perf_counter() - t0:.0f} s; model {spec}; "
               f"batch {args.batch_size}, {args.workers} decode workers, torch {torch.__version__}")
         out = tmp / "out"
-        cmd = [sys.executable, "-m", "seg_xai_fast.batch", "explain", str(tmp / "in"), "--out", str(out),
+        cmd = [sys.executable, "-m", "seg_xai_fast.cli", "explain", str(tmp / "in"), "--out", str(out),
                "--model", spec, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
                "--threads", str(args.threads), "--no-progress"]
         if spec != "demo":

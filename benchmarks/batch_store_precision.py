@@ -10,9 +10,9 @@ The demo model's weights are used when present, else a random-initialised DemoSe
 import torch
 
 import seg_xai_fast as sx
-from seg_xai_fast.demo_model import DemoSegNet
-from seg_xai_fast.methods import METHODS
-from seg_xai_fast.store import expand_maps
+from seg_xai_fast.demo.model import DemoSegNet
+from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.apps.batch.store import expand_maps
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 import seg_xai_fast as sx
-from seg_xai_fast.batch import ImageBatches, JobConfig, _worker_init, run_explain
+from seg_xai_fast.apps.batch import JobConfig, run_explain
+from seg_xai_fast.apps.batch.inputs import ImageBatches, worker_init
 
 
 def write_scenes(folder: Path, n: int, size: int, seed: int = 0, chunk: int = 100) -> list:
@@ -46,7 +47,7 @@ def model_spec(tmp: Path) -> str:
         sx.demo_model()
         return "demo"
     except FileNotFoundError:
-        from seg_xai_fast.demo_model import DemoSegNet
+        from seg_xai_fast.demo.model import DemoSegNet
 
         print("demo weights missing: using a random-initialised DemoSegNet", file=sys.stderr)
         torch.manual_seed(0)
@@ -58,7 +59,7 @@ def plain_inference(forward, paths, batch_size: int, workers: int) -> tuple:
     """(images/s, main-thread CPU seconds per image) of decode (same loader as the job) + forward(images) only."""
     loader = torch.utils.data.DataLoader(
         ImageBatches(paths, batch_size), batch_size=None, num_workers=workers,
-        worker_init_fn=_worker_init if workers else None, prefetch_factor=2 if workers else None, in_order=False)
+        worker_init_fn=worker_init if workers else None, prefetch_factor=2 if workers else None, in_order=False)
     n = 0
     start, cpu = time.perf_counter(), time.thread_time()
     with torch.inference_mode():

@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from seg_xai_fast.bench import run_bench
+from seg_xai_fast.apps.bench import run_bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

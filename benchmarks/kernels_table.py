@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from seg_xai_fast import _backend, kernels, reference
+from seg_xai_fast import kernels, reference
+from seg_xai_fast.kernels import backend as _backend
 
 # (name, B, K, C, h, w, output size): G of 21 VOC classes at the target layer.
 SIZES = [
@@ -88,10 +89,10 @@ def cases(device: str):
         Wh = torch.randn(K, C, generator=g).to(device)  # linear head rows; seeds of both signs
         R = torch.randn(B, K, h, w, generator=g).to(device)
         S = A.sum(dim=(2, 3))
-        Wpp = kernels.analytic_gradcampp_weights(S, Wh, R, backend="torch")
+        Wpp = kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="torch")
         yield ("1a analytic gradcam++ w", label,
-               lambda: kernels.analytic_gradcampp_weights(S, Wh, R, backend="torch"),  # chunked torch
-               lambda: kernels.analytic_gradcampp_weights(S, Wh, R, backend="fused"),
+               lambda: kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="torch"),  # chunked torch
+               lambda: kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="fused"),
                lambda: (R.sum(), S.sum()), 2e-5 * float(Wpp.abs().max()))  # floor: one read of R and S
         yield ("4 resize+normalize", label,
                lambda: reference.normalize_maps(reference.resize_bilinear(raw, out_size)),

@@ -50,8 +50,10 @@ def main() -> int:
     from seg_xai_fast import kernels
     from seg_xai_fast.models import load_model
     from seg_xai_fast.runtimes import OnnxExplainer, export_logits_onnx, export_onnx
-    from seg_xai_fast.video import (FrameExplainer, explain_video, overlay_maps, pick_encoder, scene_frames,
-                                    to_images, write_clip)
+    from seg_xai_fast.apps.video.clip import scene_frames
+    from seg_xai_fast.apps.video.frames import FrameExplainer, overlay_maps, to_images
+    from seg_xai_fast.apps.video.io import pick_encoder, write_clip
+    from seg_xai_fast.apps.video.pipeline import explain_video
 
     H, W, bs = args.height, args.width, args.batch_size
     work = tempfile.TemporaryDirectory()

@@ -4,20 +4,21 @@
     explainer = sx.Explainer(model, target_layer="backbone.layer4", method="gradcam")
     res = explainer(images)          # every class of the batch from one forward pass
     res.maps                         # float32 [B, K, H, W] in [0, 1]; res.classes: the K class ids
-"""
-from ._backend import build_info  # raises an ImportError explaining how to build the core
-from . import reference
-from .demo_model import demo_model
-from .explainer import Explainer, Explanation, InputOf, upsample_maps
-from .kernels import cam_from_gradients, overlay
-from .methods import methods
-from .runtimes import OnnxExplainer, export_onnx
-from .store import load_explanation
-from .video import overlay_stream, write_demo_video
-from .scenes import CLASS_NAMES, synthetic_scenes
-from .targets import Box, Component, Pixel
 
-__version__ = "0.1.0"
+Layers (docs/architecture.md): kernels (fused ops and their reference twins) → engine (model
+capture, targets, gradients, the explainer) → runtimes (ONNX) → apps (batch, video, evaluate,
+bench) → cli. Each layer imports only the layers before it.
+"""
+from ._version import __version__
+from .kernels import build_info, reference  # kernels raises an ImportError explaining how to build the core
+from . import metrics
+from .apps.batch import load_explanation
+from .apps.video import overlay_stream, write_demo_video
+from .demo import CLASS_NAMES, demo_model, synthetic_scenes
+from .engine import Box, Component, Explainer, Explanation, ForwardPass, InputOf, Pixel, upsample_maps
+from .engine.methods import methods
+from .kernels import cam_from_gradients, overlay
+from .runtimes import OnnxExplainer, export_onnx
 
 __all__ = [
     "Box",
@@ -25,15 +26,18 @@ __all__ = [
     "Component",
     "Explainer",
     "Explanation",
+    "ForwardPass",
     "InputOf",
     "OnnxExplainer",
     "Pixel",
+    "__version__",
     "build_info",
     "cam_from_gradients",
     "demo_model",
     "export_onnx",
     "load_explanation",
     "methods",
+    "metrics",
     "overlay",
     "overlay_stream",
     "reference",

@@ -23,7 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .explainer import Explainer, _ModelState, _select_output
+from .engine.capture import model_logits
+from .engine.checks import check_images, describe
+from .engine.explainer import Explainer
 
 METRIC_KEYS = (
     "pointing_game",
@@ -93,9 +95,8 @@ def predicted_regions(
 
     images: float [B,3,H,W]; classes: K class ids. Returns bool [B,K,H,W]: argmax f(images) == c.
     """
-    images = _check_images(images)
-    with _ModelState(model), torch.no_grad():
-        labels = torch.cat([_logits(model, chunk, output_key).argmax(dim=1) for chunk in images.split(forward_batch)])
+    images = check_images(images)
+    labels = torch.cat([model_logits(model, chunk, output_key).argmax(dim=1) for chunk in images.split(forward_batch)])
     if labels.shape[-2:] != images.shape[-2:]:
         raise ValueError(
             f"the model output must have the images' size {list(images.shape[-2:])}, got {list(labels.shape[-2:])}"
@@ -116,10 +117,9 @@ def class_scores(
     weight = region.to(images.device, torch.float32)
     weight = weight / weight.sum()
     scores = []
-    with _ModelState(model), torch.no_grad():
-        for chunk in images.split(forward_batch):
-            probs = torch.softmax(_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,H,W]
-            scores.append((probs * weight).flatten(1).sum(dim=1))
+    for chunk in images.split(forward_batch):
+        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,H,W]
+        scores.append((probs * weight).flatten(1).sum(dim=1))
     return torch.cat(scores)
 
 
@@ -324,10 +324,10 @@ def noisy_linear_impute(
     With tol = 1e-4 the imputed values agree with a float64 solve to ~1e-3, below the noise.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor [N,C,H,W], got {_describe(images)}")
+        raise ValueError(f"images must be a float tensor [N,C,H,W], got {describe(images)}")
     N, C, H, W = images.shape
     if not isinstance(removed, torch.Tensor) or removed.dtype != torch.bool or tuple(removed.shape) != (N, H, W):
-        raise ValueError(f"removed must be a bool tensor [N={N},H={H},W={W}], got {_describe(removed)}")
+        raise ValueError(f"removed must be a bool tensor [N={N},H={H},W={W}], got {describe(removed)}")
     if bool(removed.flatten(1).all(dim=1).any()):
         raise ValueError("removed must keep at least one pixel of every image (got an image with every pixel removed)")
     noise_std = _check_number(noise_std, "noise_std", minimum=0.0)
@@ -451,7 +451,7 @@ def randomization_check(
     Returns {stage: float32 [B,K]} (cascade order; each entry has that stage and all above it
     randomised), NaN where M_c is empty. The check passes when the correlation collapses.
     """
-    images = _check_images(images)
+    images = check_images(images)
     ids = _check_class_ids(classes)
     if models is None:
         models = randomized_models(model, stages or default_stages(model), seed)
@@ -495,7 +495,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     constant (no rank information to share).
     """
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
-        raise ValueError(f"a and b must be tensors of the same shape [...,N], got {_describe(a)} and {_describe(b)}")
+        raise ValueError(f"a and b must be tensors of the same shape [...,N], got {describe(a)} and {describe(b)}")
     if a.ndim < 1 or a.shape[-1] < 2:
         raise ValueError(f"a and b need at least 2 values along the last dimension, got shape {list(a.shape)}")
     ra = average_ranks(a).double()
@@ -518,7 +518,7 @@ def summarize(values: torch.Tensor) -> torch.Tensor:
     any counted image are left out of the mean over classes.
     """
     if not isinstance(values, torch.Tensor) or values.ndim < 2:
-        raise ValueError(f"values must be a tensor [B,K,...], got {_describe(values)}")
+        raise ValueError(f"values must be a tensor [B,K,...], got {describe(values)}")
     per_class = torch.nanmean(values.float(), dim=0)  # [K,...]
     return torch.nanmean(per_class, dim=0)
 
@@ -569,17 +569,16 @@ def evaluate(
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods:
         raise ValueError("methods must name at least one method")
-    images = _check_images(images)
+    images = check_images(images)
     if not isinstance(truth, torch.Tensor) or truth.dtype.is_floating_point or truth.dtype == torch.bool \
             or tuple(truth.shape) != (images.shape[0],) + tuple(images.shape[-2:]):
-        raise ValueError(f"truth must be an int tensor [N={images.shape[0]},H,W] matching images, got {_describe(truth)}")
+        raise ValueError(f"truth must be an int tensor [N={images.shape[0]},H,W] matching images, got {describe(truth)}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     device = next((p.device for p in model.parameters()), images.device)
     images, truth = images.to(device), truth.to(device)
     if classes is None:
-        with _ModelState(model), torch.no_grad():
-            classes = list(range(_logits(model, images[:1], output_key).shape[1]))
+        classes = list(range(model_logits(model, images[:1], output_key).shape[1]))
     ids = _check_class_ids(classes)
     stages = default_stages(model) if stages is None else list(stages)
     models = randomized_models(model, stages, seed) if stages else []
@@ -654,10 +653,6 @@ def _summary(acc: dict, ids: list, steps: int, pcts: list, stages: list, context
 
 
 
-def _logits(model: nn.Module, images: torch.Tensor, output_key: str) -> torch.Tensor:
-    return _select_output(model(images), output_key, images.shape[0])
-
-
 def _counted(values: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
     """values [B,K] where counted [B,K], NaN elsewhere (float32, on the CPU)."""
     return torch.where(counted, values, torch.full_like(values, math.nan)).float().cpu()
@@ -682,12 +677,6 @@ def _saliency_rank(saliency: torch.Tensor, candidates: torch.Tensor, perm: torch
     return rank.view(saliency.shape)
 
 
-def _describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"{x.dtype} tensor of shape {list(x.shape)}"
-    return type(x).__name__
-
-
 def _check_number(value, name: str, minimum: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -696,19 +685,9 @@ def _check_number(value, name: str, minimum: Optional[float] = None) -> float:
     return float(value)
 
 
-def _check_images(images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor [B,3,H,W], got {_describe(images)}")
-    if images.shape[0] == 0:
-        raise ValueError("images must hold at least one image, got an empty batch")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contains NaN or Inf values")
-    return images
-
-
 def _check_maps(maps) -> torch.Tensor:
     if not isinstance(maps, torch.Tensor) or maps.ndim != 4 or not maps.is_floating_point():
-        raise ValueError(f"maps must be a float tensor [B,K,H,W], got {_describe(maps)}")
+        raise ValueError(f"maps must be a float tensor [B,K,H,W], got {describe(maps)}")
     if not torch.isfinite(maps).all():
         raise ValueError("maps contains NaN or Inf values")
     if maps.numel() and float(maps.min()) < 0:
@@ -733,7 +712,7 @@ def _class_masks(truth, classes, maps: torch.Tensor, name: str) -> torch.Tensor:
     B, K, H, W = maps.shape
     if not isinstance(truth, torch.Tensor) or truth.dtype.is_floating_point or truth.dtype == torch.bool \
             or tuple(truth.shape) != (B, H, W):
-        raise ValueError(f"{name} must be an int tensor [B={B},H={H},W={W}] of class ids, got {_describe(truth)}")
+        raise ValueError(f"{name} must be an int tensor [B={B},H={H},W={W}] of class ids, got {describe(truth)}")
     ids = _check_class_ids(classes)
     if len(ids) != K:
         raise ValueError(f"classes must hold one id per map (K={K}), got {len(ids)}: {ids}")
@@ -757,7 +736,7 @@ def _check_pairs(model, images, maps, classes, regions, output_key, forward_batc
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(forward_batch, int) or forward_batch < 1:
         raise ValueError(f"forward_batch must be a positive int, got {forward_batch!r}")
-    images = _check_images(images)
+    images = check_images(images)
     maps = _check_maps(maps)
     B, K, H, W = maps.shape
     if images.shape[0] != B or images.shape[-2:] != maps.shape[-2:]:
@@ -770,5 +749,5 @@ def _check_pairs(model, images, maps, classes, regions, output_key, forward_batc
     if regions is None:
         regions = predicted_regions(model, images, ids, output_key=output_key, forward_batch=forward_batch)
     elif not isinstance(regions, torch.Tensor) or regions.dtype != torch.bool or regions.shape != maps.shape:
-        raise ValueError(f"regions must be a bool tensor [B={B},K={K},H={H},W={W}], got {_describe(regions)}")
+        raise ValueError(f"regions must be a bool tensor [B={B},K={K},H={H},W={W}], got {describe(regions)}")
     return images, maps, ids, regions.to(device)

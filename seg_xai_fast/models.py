@@ -8,6 +8,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .demo.model import demo_model
+from .demo.scenes import CLASS_NAMES
+
 
 @dataclass
 class LoadedModel:
@@ -38,9 +41,6 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: i
     downloaded), or a path to a whole model saved with torch.save (``.pt``/``.pth``).
     """
     if spec == "demo":
-        from .demo_model import demo_model
-        from .scenes import CLASS_NAMES
-
         return LoadedModel(demo_model(), "decoder", "demo", CLASS_NAMES, 160)
     if spec.startswith("torchvision:"):
         import torchvision.models.segmentation as tvseg

@@ -10,7 +10,7 @@ import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
 from seg_xai_fast import reference
-from seg_xai_fast.analytic import analytic_cam
+from seg_xai_fast.engine.analytic import analytic_cam
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 TOL = 1e-5

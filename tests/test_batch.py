@@ -1,4 +1,4 @@
-"""`seg-xai explain` (issue 6): inputs, bad files, resume, crash safety, the store's precision, errors."""
+"""`seg-xai explain`: inputs, bad files, resume, crash safety, the store's precision, errors."""
 import json
 import os
 import re
@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 import seg_xai_fast as sx
-from seg_xai_fast.batch import decode_image, main
-from seg_xai_fast.demo_model import DemoSegNet
-from seg_xai_fast.store import expand_maps, load_explanation, read_manifest
+from seg_xai_fast.apps.batch.inputs import decode_image
+from seg_xai_fast.cli import main
+from seg_xai_fast.demo.model import DemoSegNet
+from seg_xai_fast.apps.batch.store import expand_maps, load_explanation, read_manifest
 from seg_xai_fast.viz import to_frames
 
 LAST_LINE = re.compile(r"^explained=(\d+) failed=(\d+) images_per_s=(\d+\.\d+)$")
@@ -240,7 +241,7 @@ def test_sigkill_midway_then_rerun_completes(tmp_path, model_file):
     for i, image in enumerate((images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
         Image.fromarray(image).save(src / f"s{i:03d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "seg_xai_fast.batch", "explain", str(src), "--out", str(out), "--model", model_file,
+    cmd = [sys.executable, "-m", "seg_xai_fast.cli", "explain", str(src), "--out", str(out), "--model", model_file,
            "--layer", "decoder", "--batch-size", "2", "--workers", "1", "--save", "maps,overlays"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     manifest = out / "manifest.jsonl"

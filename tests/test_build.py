@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seg_xai_fast import _backend
+from seg_xai_fast.kernels import backend as _backend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("module", ["seg_xai_fast._backend", "seg_xai_fast.kernels"])
+@pytest.mark.parametrize("module", ["seg_xai_fast.kernels.backend", "seg_xai_fast.kernels"])
 def test_missing_core_raises_helpful_import_error(module):
     result = _run(f"import {module}")
     assert result.returncode != 0

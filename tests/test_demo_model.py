@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seg_xai_fast.demo_model import DemoSegNet, demo_model, per_class_iou
-from seg_xai_fast.scenes import CLASS_NAMES, NUM_CLASSES, synthetic_scenes
+from seg_xai_fast.demo.model import DemoSegNet, demo_model, per_class_iou
+from seg_xai_fast.demo.scenes import CLASS_NAMES, NUM_CLASSES, synthetic_scenes
 
 # The package re-exports the function ``demo_model``, which shadows the submodule
 # attribute of the same name; fetch the module itself for WEIGHTS_PATH.
-dm = importlib.import_module("seg_xai_fast.demo_model")
+dm = importlib.import_module("seg_xai_fast.demo.model")
 
 EVAL_SEED = 20240  # never used for training (tools/train_demo_model.py trains on seeds >= 1_000_000)
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from seg_xai_fast import cli
-from seg_xai_fast.demo_model import DemoSegNet
+from seg_xai_fast.demo.model import DemoSegNet
 from seg_xai_fast.metrics import METRIC_KEYS
 
 

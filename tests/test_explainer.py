@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 import seg_xai_fast as sx
 from seg_xai_fast import reference
-from seg_xai_fast.demo_model import DemoSegNet
+from seg_xai_fast.demo.model import DemoSegNet
+from seg_xai_fast.engine.targets import target_masks
 
 GRADIENT_METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 
@@ -118,7 +119,7 @@ def test_connected_component_region():
     labels = torch.zeros(1, 10, 10, dtype=torch.long)
     labels[0, 1:4, 1:4] = 2  # component A
     labels[0, 6:9, 6:9] = 2  # component B, not connected to A
-    masks = sx.targets.target_masks(labels, [0, 2], sx.Component(2, 2))
+    masks = target_masks(labels, [0, 2], sx.Component(2, 2))
     assert masks[0, 1].sum() == 9 and masks[0, 1, 1:4, 1:4].all()
     assert masks[0, 0].sum() == 0  # the pixel is class 2, so class 0 has an empty target
 
@@ -282,7 +283,7 @@ def test_bad_resolution_is_named(model, images):
 
 def test_finite_check_is_exact():
     """The sum fast path must neither miss a NaN/Inf nor reject finite images whose sum overflows."""
-    from seg_xai_fast.explainer import check_finite_images
+    from seg_xai_fast.engine.checks import check_finite_images
 
     check_finite_images(torch.full((1, 3, 4, 4), 3e38))  # the sum overflows; every value is finite
     for bad in (float("nan"), float("inf"), -float("inf")):

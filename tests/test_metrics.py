@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from seg_xai_fast import metrics as M
-from seg_xai_fast.demo_model import DemoSegNet
+from seg_xai_fast.demo.model import DemoSegNet
 
 S = 32  # image side
 OBJ = (slice(12, 20), slice(12, 20))  # an 8×8 object of class 1: A = 64 of 1024 pixels

@@ -16,14 +16,10 @@ pytest.importorskip("onnx", reason="export_onnx writes its metadata with the onn
 
 import seg_xai_fast as sx  # noqa: E402
 from seg_xai_fast.cli import main as cli_main  # noqa: E402
-from seg_xai_fast.demo_model import DemoSegNet  # noqa: E402
-from seg_xai_fast.runtimes import (  # noqa: E402
-    OnnxExplainer,
-    default_providers,
-    export_logits_onnx,
-    export_onnx,
-    make_explainer,
-)
+from seg_xai_fast.demo.model import DemoSegNet  # noqa: E402
+from seg_xai_fast.runtimes.choice import make_explainer  # noqa: E402
+from seg_xai_fast.runtimes.export import export_logits_onnx, export_onnx  # noqa: E402
+from seg_xai_fast.runtimes.onnx_explainer import OnnxExplainer, default_providers  # noqa: E402
 
 TOL = 1e-4
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"]
@@ -80,7 +76,9 @@ def test_maps_equal_pytorch_path(exported, method):
 
 def test_forward_outputs(exported):
     name, model, layer, path, images = exported
-    activations, logits, labels = OnnxExplainer(path).forward(images)
+    outputs = OnnxExplainer(path).forward(images)
+    activations, logits, labels = outputs.activations, outputs.logits, outputs.labels
+    assert outputs.has_outputs and outputs.images is images
     with torch.no_grad():
         out = model(images)
     want = out["out"] if isinstance(out, dict) else out
@@ -96,7 +94,7 @@ def test_format_2_files_with_a_labels_output_still_work(demo_file, tmp_path):
     import onnx
     from onnx import helper
 
-    from seg_xai_fast.runtimes import METADATA_KEY
+    from seg_xai_fast.runtimes.export import METADATA_KEY
 
     def rewrite(fmt, with_labels):
         proto = onnx.load(str(demo_file))
@@ -119,7 +117,7 @@ def test_format_2_files_with_a_labels_output_still_work(demo_file, tmp_path):
     assert old.graph_labels and not new.graph_labels
     images = torch.rand(2, 3, 72, 64, generator=torch.Generator().manual_seed(5))
     a, b = old.forward(images), new.forward(images)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(getattr(a, x), getattr(b, x)) for x in ("activations", "logits", "labels"))
     assert torch.equal(old(images).maps, new(images).maps)
     with pytest.raises(ValueError, match=r"metadata format 1; this version reads formats \[2, 3\]"):
         OnnxExplainer(rewrite(1, False))
@@ -212,7 +210,7 @@ def test_export_command(tmp_path, capsys):
 
 def test_export_leaves_the_model_as_found(tmp_path):
     """Regression: the exporter toggles its wrapper's mode recursively; the model must stay in eval."""
-    from seg_xai_fast.demo_model import DemoSegNet
+    from seg_xai_fast.demo.model import DemoSegNet
 
     model = DemoSegNet().eval()
     model.encoder.requires_grad_(False)

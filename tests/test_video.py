@@ -9,19 +9,14 @@ import torch
 
 av = pytest.importorskip("av", reason="the video pipeline needs PyAV (pip install '.[test]')")
 
-from seg_xai_fast import video  # noqa: E402
+from seg_xai_fast.apps.video import io as video_io  # noqa: E402
 from seg_xai_fast.cli import main as cli_main  # noqa: E402
-from seg_xai_fast.demo_model import DemoSegNet  # noqa: E402
-from seg_xai_fast.explainer import Explainer  # noqa: E402
-from seg_xai_fast.video import (  # noqa: E402
-    FrameExplainer,
-    dominant_classes,
-    explain_video,
-    overlay_stream,
-    scene_frames,
-    write_clip,
-    write_demo_video,
-)
+from seg_xai_fast.demo.model import DemoSegNet  # noqa: E402
+from seg_xai_fast.engine.explainer import Explainer  # noqa: E402
+from seg_xai_fast.apps.video.clip import scene_frames, write_demo_video  # noqa: E402
+from seg_xai_fast.apps.video.frames import FrameExplainer, dominant_classes, overlay_stream  # noqa: E402
+from seg_xai_fast.apps.video.io import write_clip  # noqa: E402
+from seg_xai_fast.apps.video.pipeline import explain_video  # noqa: E402
 
 N, H, W = 10, 64, 80
 LAST_LINE = re.compile(r"^frames=(\d+) fps=\d+(\.\d+)?$")
@@ -160,4 +155,4 @@ def test_demo_video(tmp_path):
     assert len(_decode(result["clip"])) == 8
     frames = _decode(result["overlay"])
     assert len(frames) == 8 and frames[0].shape == (64, 96, 3)
-    assert result["summary"].encoder == video.pick_encoder()
+    assert result["summary"].encoder == video_io.pick_encoder()

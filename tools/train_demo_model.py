@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from seg_xai_fast.demo_model import WEIGHTS_PATH, DemoSegNet, per_class_iou  # noqa: E402
-from seg_xai_fast.scenes import CLASS_NAMES, synthetic_scenes  # noqa: E402
+from seg_xai_fast.demo.model import WEIGHTS_PATH, DemoSegNet, per_class_iou  # noqa: E402
+from seg_xai_fast.demo.scenes import CLASS_NAMES, synthetic_scenes  # noqa: E402
 
 TRAIN_SEED_BASE = 1_000_000  # training batches use seeds TRAIN_SEED_BASE + step
 VAL_SEED = 7                 # progress reports during training

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import kernels
-from .explainer import Explainer, _ForwardCapture, _ModelState, _select_output
-from .models import load_model
+from .. import kernels
+from ..engine.capture import ModelState, model_logits, select_output
+from ..engine.explainer import Explainer
+from ..models import load_model
+from ..viz import bar_chart, save_png
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -53,9 +54,9 @@ def box_masks(batch: int, classes: int, height: int, width: int, seed: int = 0) 
 def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, output_key: str, repeats: int) -> dict:
     """Times of the K VJPs from the (pre-upsample) logits to the layer: loop and batched."""
     explainer = Explainer(model, layer, "gradcam", output_key=output_key, gradient_path="autograd")
-    with _ModelState(model), _ForwardCapture(explainer, leaf=True) as cap:
+    with ModelState(model), explainer.capture(leaf=True) as cap:
         with torch.enable_grad():
-            logits = _select_output(model(images), output_key, images.shape[0])
+            logits = select_output(model(images), output_key, images.shape[0])
         leaf = cap.activations()
         start, upsample = cap.backward_start(logits)
         seeds = masks if upsample is None else kernels.mask_seeds(masks, *upsample)
@@ -89,7 +90,7 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
             self.model = model
 
         def forward(self, x):
-            return _select_output(self.model(x), output_key, x.shape[0])
+            return select_output(self.model(x), output_key, x.shape[0])
 
     wrapped = Logits()
     targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
@@ -121,8 +122,7 @@ def run_bench(
     size = size or loaded.image_size
     torch.manual_seed(0)
     images = torch.rand(1, 3, size, size)
-    with torch.no_grad():
-        out = _select_output(model(images), "out", 1)
+    out = model_logits(model, images)
     classes = list(range(out.shape[1] if num_classes is None else min(num_classes, out.shape[1])))
     masks = box_masks(1, len(classes), size, size)
     log(f"model {loaded.name}, layer {layer}, image 1×3×{size}×{size}, {len(classes)} classes, "
@@ -168,8 +168,6 @@ def run_bench(
     rows.append(row)
     log(format_table(rows))
     if chart:
-        from .viz import bar_chart, save_png
-
         save_png(bar_chart([(r["row"], r["ms"]) for r in rows], f"{loaded.name} · {layer} · {size}² · "
                            f"{len(classes)} classes (ms, lower is better)"), chart)
         log(f"chart: {chart}")

@@ -1,7 +1,7 @@
 """Pure-PyTorch twin of every compiled kernel: the oracle in tests and the baseline in benchmarks.
 
 Written the way a competent PyTorch user would write it: readable tensor code, no fusion.
-Numerics follow pytorch-grad-cam (see shared/docs/PEERS.md §2) so that the fused kernels, the
+Numerics follow pytorch-grad-cam (docs/algorithms.md) so that the fused kernels, the
 explainer and the peer all agree:
 
     map = N(relu(R(N(relu(cam)))))      N = per-map min-max with eps 1e-7, R = bilinear resize
@@ -153,6 +153,18 @@ def cam_from_gradients(
 # --------------------------------------------------------------------------- target seeds
 
 
+def class_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """torch.argmax(logits, 1) for [B,L,H,W], several times faster on the CPU: the maximum, then
+    the first class equal to it. A NaN maximum matches nothing: then torch.argmax itself."""
+    L = logits.shape[1]
+    index = torch.arange(L, device=logits.device, dtype=torch.int16 if L < 2**15 else torch.int64).view(1, L, 1, 1)
+    best = logits.amax(dim=1, keepdim=True)
+    labels = torch.where(logits == best, index, L).amin(dim=1)
+    if bool((labels == L).any()):
+        return logits.argmax(dim=1)
+    return labels.long()
+
+
 def predicted_masks(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """Seg-Grad-CAM default regions: pixels whose argmax is the class.
 
@@ -171,7 +183,7 @@ def label_masks(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
 def upsample_adjoint(
     masks: torch.Tensor, low_size: tuple[int, int], align_corners: bool = False
 ) -> torch.Tensor:
-    """Up*(M): pull full-resolution target masks back to logit resolution (ALGORITHMS.md §3.1).
+    """Up*(M): pull full-resolution target masks back to logit resolution (docs/algorithms.md).
 
     masks: float [B,K,H,W]; low_size = (h, w) of the logits before F.interpolate(..., mode="bilinear",
     align_corners=align_corners, size=(H, W)). Returns float32 [B,K,h,w] with
@@ -212,7 +224,7 @@ def overlay(
 #
 # When the target layer A feeds a 1×1 convolution z = W·A + b whose output is (upsampled to) the
 # logits, class k's gradient is g_kc(u) = W_kc·R_k(u) with R_k the seed of class k at z's
-# resolution (ALGORITHMS.md §3.2). These are the CAM formulas with that G substituted; they are
+# resolution (docs/algorithms.md). These are the CAM formulas with that G substituted; they are
 # written here on the explicit G, chunk by chunk, as the oracle for the fused kernels.
 
 
@@ -234,3 +246,21 @@ def analytic_cam(
     eval-mode BatchNorm folded in); seeds: float [B,K,h,w]. Returns float32 [B,K,H,W].
     """
     return cam_from_gradients(activations, analytic_gradients(weight, seeds), method, output_size)
+
+
+def analytic_gradcampp_weights(S: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
+    """Grad-CAM++ weights of a linear head, float32 [B,K,C], with g = W_kc·R_k(u) built in class chunks.
+
+    S: [B,C]; W: [K,C]; R: [B,K,N]. The element-wise operations of reference.channel_weights.
+    """
+    B, K, N = R.shape
+    C = W.shape[1]
+    channel_sum = S[:, None, :, None]  # [B,1,C,1]
+    out = torch.empty(B, K, C, device=R.device)
+    chunk = max(1, int(max_memory_mb * 2**20 // (4 * 4 * B * C * N)))  # ~4 temporaries of [B,k,C,N]
+    for lo in range(0, K, chunk):
+        g = W[None, lo:lo + chunk, :, None] * R[:, lo:lo + chunk, None, :]  # [B,k,C,N]
+        g2 = g * g
+        alpha = g2 / (2 * g2 + channel_sum * (g2 * g) + GRADCAMPP_EPS)
+        out[:, lo:lo + chunk] = (torch.relu(g) * torch.where(g != 0, alpha, 0)).sum(dim=3)
+    return out

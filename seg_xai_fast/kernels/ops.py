@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from . import _backend, reference  # _backend raises an ImportError saying how to build the core
-from ._backend import build_info  # noqa: F401  (re-exported)
+from . import reference
+from .backend import core  # raises an ImportError saying how to build the core
 from .colormaps import colormap_lut
 
 BACKENDS = ("auto", "fused", "torch")
@@ -124,7 +124,7 @@ def _into(out: Optional[torch.Tensor], result: torch.Tensor) -> torch.Tensor:
     return _out(out, result.shape, result.dtype, result.device).copy_(result)
 
 
-class _KeptView(_backend.core.TensorView):
+class _KeptView(core.TensorView):
     """A TensorView that owns a reference to its tensor: the core gets only a pointer, so a
     temporary (a .contiguous() copy, a workspace) must live until the kernel call returns."""
 
@@ -170,7 +170,7 @@ def normalize_maps(
         return _into(out, reference.normalize_maps(maps))
     result = _out(out, maps.shape, torch.float32, maps.device)
     src = maps.contiguous().view(-1, *maps.shape[-2:])
-    _backend.core.normalize_maps(
+    core.normalize_maps(
         _view(src), _view(result.view(src.shape)), _view(_minmax_ws(src.shape[0], maps.device)),
         reference.MINMAX_EPS, *_exec(maps.device))
     return result
@@ -205,7 +205,7 @@ def _resize_normalize_into(maps: torch.Tensor, result: torch.Tensor) -> None:
     """maps: float [B,K,h,w] contiguous → result: [B,K,H,W] (fused path only)."""
     src = maps.view(-1, *maps.shape[-2:])
     dst = result.view(-1, *result.shape[-2:])
-    _backend.core.resize_normalize(_view(src), _view(dst), _view(_minmax_ws(src.shape[0], maps.device)),
+    core.resize_normalize(_view(src), _view(dst), _view(_minmax_ws(src.shape[0], maps.device)),
                                    reference.MINMAX_EPS, *_exec(maps.device))
 
 
@@ -247,7 +247,7 @@ def channel_weights(
 
 def _channel_weights_into(A: torch.Tensor, G: torch.Tensor, method: str, result: torch.Tensor) -> None:
     sums = torch.empty(A.shape[:2], dtype=torch.float32, device=A.device)  # [B,C] workspace
-    _backend.core.channel_weights(_view(A), _view(G), method, _view(result), _view(sums), *_exec(A.device))
+    core.channel_weights(_view(A), _view(G), method, _view(result), _view(sums), *_exec(A.device))
 
 
 def analytic_gradcampp_weights(
@@ -286,31 +286,13 @@ def analytic_gradcampp_weights(
         _match(name, x, 3, w, "w, as seeds")
     if not _use_fused(backend, device, torch.float32):  # inputs become float32 either way
         sums = x.float().sum(dim=(2, 3)) if x.dim() == 4 else x.float()
-        return _into(out, _gradcampp_weights_torch(sums, weight.float(), seeds.float().flatten(2), max_memory_mb))
+        return _into(out, reference.analytic_gradcampp_weights(sums, weight.float(), seeds.float().flatten(2), max_memory_mb))
     result = _out(out, (B, K, C), torch.float32, device)
     sums = torch.empty(B, C, dtype=torch.float32, device=device)  # [B,C] workspace
-    _backend.core.analytic_gradcampp_weights(
+    core.analytic_gradcampp_weights(
         _view(x.float().contiguous()), _view(weight.float().contiguous()),
         _view(seeds.float().contiguous()), _view(result), _view(sums), *_exec(device))
     return result
-
-
-def _gradcampp_weights_torch(S: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
-    """The torch route: float32 [B,K,C] with g = W_kc·R_k(u) built in class chunks.
-
-    S: [B,C]; W: [K,C]; R: [B,K,N]. The element-wise operations of reference.channel_weights.
-    """
-    B, K, N = R.shape
-    C = W.shape[1]
-    channel_sum = S[:, None, :, None]  # [B,1,C,1]
-    out = torch.empty(B, K, C, device=R.device)
-    chunk = max(1, int(max_memory_mb * 2**20 // (4 * 4 * B * C * N)))  # ~4 temporaries of [B,k,C,N]
-    for lo in range(0, K, chunk):
-        g = W[None, lo:lo + chunk, :, None] * R[:, lo:lo + chunk, None, :]  # [B,k,C,N]
-        g2 = g * g
-        alpha = g2 / (2 * g2 + channel_sum * (g2 * g) + reference.GRADCAMPP_EPS)
-        out[:, lo:lo + chunk] = (torch.relu(g) * torch.where(g != 0, alpha, 0)).sum(dim=3)
-    return out
 
 
 def weighted_cam(
@@ -339,7 +321,7 @@ def weighted_cam(
 
 
 def _weighted_cam_into(A: torch.Tensor, Wt: torch.Tensor, result: torch.Tensor) -> None:
-    _backend.core.weighted_cam(_view(A), _view(Wt), _view(result),
+    core.weighted_cam(_view(A), _view(Wt), _view(result),
                                _view(_minmax_ws(Wt.shape[0] * Wt.shape[1], A.device)),
                                reference.MINMAX_EPS, *_exec(A.device))
 
@@ -368,7 +350,7 @@ def elementwise_cam(
 
 
 def _elementwise_cam_into(A: torch.Tensor, G: torch.Tensor, method: str, result: torch.Tensor) -> None:
-    _backend.core.elementwise_cam(_view(A), _view(G), method, _view(result),
+    core.elementwise_cam(_view(A), _view(G), method, _view(result),
                                   _view(_minmax_ws(G.shape[0] * G.shape[1], A.device)),
                                   reference.MINMAX_EPS, *_exec(A.device))
 
@@ -449,7 +431,7 @@ def overlay(
     if not _use_fused(backend, images.device, maps.dtype):
         return _into(out, reference.overlay(images, maps, colormap, alpha))
     result = _out(out, images.shape, torch.uint8, images.device)
-    _backend.core.overlay(_view(images.contiguous()), _view(maps.contiguous()), _view(lut), alpha,
+    core.overlay(_view(images.contiguous()), _view(maps.contiguous()), _view(lut), alpha,
                           _view(result), *_exec(images.device))
     return result
 
@@ -461,18 +443,6 @@ def _seed_args(low_size, align_corners) -> Tuple[Tuple[int, int], bool]:
     if not isinstance(align_corners, bool):
         raise TypeError(f"argument 'align_corners' must be a bool, got {type(align_corners).__name__}")
     return _size2("low_size", low_size), align_corners
-
-
-def _argmax_by_amax(logits: torch.Tensor) -> torch.Tensor:
-    """torch.argmax(logits, 1) for [B,L,H,W], several times faster on the CPU: the maximum, then
-    the first class equal to it. A NaN maximum matches nothing: then torch.argmax itself."""
-    L = logits.shape[1]
-    index = torch.arange(L, device=logits.device, dtype=torch.int16 if L < 2**15 else torch.int64).view(1, L, 1, 1)
-    best = logits.amax(dim=1, keepdim=True)
-    labels = torch.where(logits == best, index, L).amin(dim=1)
-    if bool((labels == L).any()):
-        return logits.argmax(dim=1)
-    return labels.long()
 
 
 def class_argmax(
@@ -488,10 +458,10 @@ def class_argmax(
     """
     _tensor("logits", logits, 4)
     if not _use_fused(backend, logits.device, logits.dtype):
-        return _into(out, _argmax_by_amax(logits))
+        return _into(out, reference.class_argmax(logits))
     B, _, H, W = logits.shape
     labels = _out(out, (B, H, W), torch.int64, logits.device)
-    _backend.core.class_argmax(_view(logits.contiguous()), _view(labels), *_exec(logits.device))
+    core.class_argmax(_view(logits.contiguous()), _view(labels), *_exec(logits.device))
     return labels
 
 
@@ -546,7 +516,7 @@ def label_seeds(
         return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
     result = _out(out, (labels.shape[0], len(cls), h, w), torch.float32, labels.device)
     cls_t = torch.tensor(cls, dtype=torch.int64, device=labels.device)
-    _backend.core.seeds_from_labels(_view(labels.contiguous()), _view(cls_t), align_corners, _view(result),
+    core.seeds_from_labels(_view(labels.contiguous()), _view(cls_t), align_corners, _view(result),
                                     *_exec(labels.device))
     return result
 
@@ -572,6 +542,6 @@ def mask_seeds(
     if not _use_fused(backend, masks.device, masks.dtype):
         return _into(out, reference.upsample_adjoint(masks, (h, w), align_corners))
     result = _out(out, (masks.shape[0], masks.shape[1], h, w), torch.float32, masks.device)
-    _backend.core.seeds_from_masks(_view(masks.contiguous()), align_corners, _view(result),
+    core.seeds_from_masks(_view(masks.contiguous()), align_corners, _view(result),
                                    *_exec(masks.device))
     return result

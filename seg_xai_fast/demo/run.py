@@ -4,13 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 
-from .demo_model import demo_model
-from .explainer import Explainer
-from .kernels import overlay
+from .model import demo_model
+from ..engine.explainer import Explainer
+from ..kernels import overlay
 from .scenes import CLASS_NAMES, synthetic_scenes
-from .viz import color_labels, contact_sheet, save_png, to_frames
+from ..viz import color_labels, contact_sheet, save_png, to_frames
 
 DEMO_LAYER = "decoder"  # the late decoder features that feed the 1×1 classifier
 

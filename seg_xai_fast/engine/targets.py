@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from . import reference
+from ..kernels import reference
 
 
 

@@ -3,7 +3,7 @@
 If the target layer's output A feeds a 1×1 convolution z = W·A + b (eval-mode BatchNorm and
 Dropout in between folded in) and the logits are z, or z bilinearly upsampled, then the target
 S_k = ⟨M_k, Up(z_k)⟩ has the gradient g_kc(u) = W_kc·R_k(u) with R_k = Up*(M_k)
-(ALGORITHMS.md §3.2). Each CAM method then reduces to matrix products over W, A and R, so all K
+(docs/algorithms.md). Each CAM method then reduces to matrix products over W, A and R, so all K
 classes cost about as much as the head's own 1×1 convolution and G is never materialised.
 Only Grad-CAM++ needs an element-wise pass, done here in class chunks.
 """
@@ -15,10 +15,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from . import kernels, reference
+from .. import kernels
+from ..kernels import reference
 
 # Modules that are affine or the identity in eval mode, hence foldable into the 1×1 conv.
-_FOLDABLE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+FOLDABLE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from . import reference
+from ...kernels import reference
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"

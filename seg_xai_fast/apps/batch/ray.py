@@ -24,8 +24,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .batch import (BatchEngine, JobConfig, Summary, UsageError, _progress, _reason, decode_image,
-                    explain_images, stack_images)
+from ...errors import UsageError
+from .engine import BatchEngine, explain_images
+from .inputs import decode_image, failure_reason, stack_images
+from .job import JobConfig, Prepared, Summary, choice_digest, make_choice, progress_bar
+from .store import StoreFiles
 
 
 class _ExplainActor:
@@ -33,11 +36,8 @@ class _ExplainActor:
 
     def __init__(self, root: str, header: dict, model_spec: str, overlays: bool, map_resolution: str,
                  decode_threads: int = 4) -> None:
-        from .batch import _make_choice, choice_digest
-        from .store import StoreFiles
-
         # One thread per actor: each actor holds one CPU of the cluster.
-        choice = _make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1)
+        choice = make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1)
         digest = choice_digest(choice, model_spec)
         if digest != header["model_digest"]:  # e.g. another model.pt at the same path on this node
             raise RuntimeError(f"model {model_spec!r} on this node has digest {digest}, "
@@ -65,7 +65,7 @@ class _ExplainActor:
         groups: dict[tuple, list] = {}
         for path, image in zip(paths, self.pool.map(decode, paths)):
             if isinstance(image, Exception):
-                records[path] = (False, _reason(image), "")
+                records[path] = (False, failure_reason(image), "")
             else:
                 groups.setdefault(tuple(image.shape[-2:]), []).append((path, image))
         for group in groups.values():
@@ -112,7 +112,7 @@ def _connect(address: str) -> bool:
     return True
 
 
-def run_on_ray(cfg: JobConfig, prep) -> Summary:
+def run_on_ray(cfg: JobConfig, prep: Prepared) -> Summary:
     """Explain prep.todo on Ray (see the module docstring) → Summary; manifest and failures via prep.store."""
     started = _connect(cfg.ray)
     import ray
@@ -142,7 +142,7 @@ def run_on_ray(cfg: JobConfig, prep) -> Summary:
             compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,
         )
         start = time.perf_counter()
-        with _progress(len(prep.todo), cfg.progress) as bar:
+        with progress_bar(len(prep.todo), cfg.progress) as bar:
             try:
                 for block in results.iter_batches(batch_size=None, batch_format="numpy"):
                     entries = [json.loads(e) for ok, e in zip(block["ok"], block["entry"]) if ok]

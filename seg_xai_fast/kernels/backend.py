@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from . import _core
+    from .. import _core
 except ImportError as exc:  # not built, or built for another Python
     raise ImportError(
         "seg_xai_fast: the compiled core (seg_xai_fast._core) is not built or failed to load "
@@ -16,6 +16,15 @@ except ImportError as exc:  # not built, or built for another Python
         "`pip install --no-build-isolation -e .` for development. CUDA kernels are built when "
         "nvcc is found; choose with SEG_XAI_CUDA=auto|on|off."
     ) from exc
+
+from .._version import __version__
+
+if _core.build_info()["version"] != __version__:
+    # A stale build (an old .so beside newer sources): its kernels may not match the Python side.
+    raise ImportError(
+        f"seg_xai_fast: the compiled core was built for version {_core.build_info()['version']} but the "
+        f"package is {__version__}; rebuild it with `pip install .` (or `pip install --no-build-isolation -e .`)"
+    )
 
 core = _core
 

@@ -14,13 +14,18 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
+import torch
+
+from ..demo.scenes import CLASS_NAMES, synthetic_scenes
+from ..engine.capture import model_logits
+from ..metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
+from ..models import load_model
+from ..viz import save_png
 
 EVAL_SEED = 4242  # scenes never seen in training (train seeds >= 1_000_000, validation 7, test 20240)
 DEFAULT_CLASSES = "disc,square,triangle"  # object classes; background makes the pointing games trivial
@@ -60,12 +65,6 @@ def run_evaluate(
     plus "_meta" (settings, seconds, files written). `model`: "demo" or a whole-model .pt file
     (see models.load_model) whose classes are the scenes' CLASS_NAMES. `classes`: names or ids
     (None: the object classes)."""
-    import torch
-
-    from .explainer import _select_output
-    from .models import load_model
-    from .scenes import CLASS_NAMES, synthetic_scenes
-
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     loaded = load_model(model)
@@ -74,8 +73,7 @@ def run_evaluate(
         raise ValueError(f"layer must be given for model {model!r} (it has no default target layer)")
     ids = _class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
     images, truth = synthetic_scenes(n, seed=seed, size=size)
-    with torch.no_grad():
-        out_classes = _select_output(loaded.model(images[:1]), "out", 1).shape[1]
+    out_classes = model_logits(loaded.model, images[:1]).shape[1]
     if out_classes != len(CLASS_NAMES):
         raise ValueError(f"model must predict the scenes' {len(CLASS_NAMES)} classes {CLASS_NAMES}, "
                          f"got {out_classes} output channels")
@@ -133,8 +131,6 @@ def write_outputs(results: dict, out_dir, context: bool, meta: dict) -> list[str
     everything = {m: results[m] for m in methods}
     everything["_meta"] = {k: v for k, v in meta.items() if k != "files"}
     files.append(_write_text(out_dir / "metrics.json", json.dumps(_jsonable(everything), indent=1) + "\n"))
-    from .viz import save_png
-
     files.append(str(save_png(curves_chart(results, meta), out_dir / "curves.png")))
     return files
 
@@ -180,52 +176,6 @@ def curves_chart(results: dict, meta: Optional[dict] = None):
         draw.text((left + 38, y), f"{m}: deletion AUC {_fmt(r['deletion_auc'])}, insertion AUC {_fmt(r['insertion_auc'])}",
                   fill=(0, 0, 0))
     return picture
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _cmd_evaluate(args) -> int:
-    from .methods import METHODS
-
-    names = sorted(METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
-    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
-    results = run_evaluate(args.model, args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
-                           steps=args.steps, tolerance=args.tolerance, context=args.context,
-                           batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
-    meta = results["_meta"]
-    if args.json:
-        print(json.dumps(summary_table(results, args.context)))
-    else:
-        print(f"model {meta['model']}, layer {meta['layer']}, {meta['n']} scenes {meta['size']}² (seed {meta['seed']}), "
-              f"classes {','.join(meta['classes'])}, {meta['steps']} steps, {meta['seconds']:.0f} s "
-              f"on {meta['torch_threads']} torch threads")
-        print(format_table(results, args.context))
-    for f in meta["files"]:
-        print(f"wrote {f}", file=sys.stderr)
-    return 0
-
-
-def register(subparsers) -> None:
-    """Add the `evaluate` subcommand to the `seg-xai` parser's subparsers."""
-    p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
-    p.add_argument("--model", default="demo", help="demo | a whole-model .pt file predicting the scenes' classes (default: %(default)s)")
-    p.add_argument("--layer", default=None, help="target layer (default: the model's, 'decoder' for demo)")
-    p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
-    p.add_argument("--n", type=int, default=200, help="number of scenes (default: %(default)s)")
-    p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help="scene seed, not used in training (default: %(default)s)")
-    p.add_argument("--classes", default=None, help=f"comma-separated names or ids (default: {DEFAULT_CLASSES})")
-    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T (default: %(default)s)")
-    p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels (default: %(default)s)")
-    p.add_argument("--context", action="store_true", help="also the context-only deletion/insertion AUCs")
-    p.add_argument("--batch-size", type=int, default=8, help="scenes per chunk (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
-    p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=_cmd_evaluate)
 
 
 # --------------------------------------------------------------------------- helpers

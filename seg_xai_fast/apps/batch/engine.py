@@ -1,0 +1,157 @@
+"""The explaining side of `seg-xai explain`: one batch of equal-size images → maps (and
+overlays) → files, the writer thread overlapping the next batch's compute."""
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ...engine.outputs import upsample_maps
+from ...errors import UsageError
+from ...kernels import overlay
+from ...viz import to_frames
+from .inputs import failure_reason
+
+# --------------------------------------------------------------------------- explaining
+
+
+class BatchEngine:
+    """An Explainer (or OnnxExplainer) plus what the store needs: explains a batch of equal-size images.
+
+    map_resolution "layer" asks the explainer for its maps at the target layer's resolution (the
+    compact form the store keeps; sx.upsample_maps restores the full maps), "full" for full size.
+    """
+
+    def __init__(self, explainer, classes: Optional[list], device: torch.device, map_resolution: str = "layer") -> None:
+        self.device = device
+        self.explainer = explainer
+        model = getattr(explainer, "model", None)  # an sx.Explainer's; ONNX Runtime holds its own
+        if isinstance(model, torch.nn.Module):
+            model.to(device)
+        self.classes = classes
+        self.resolution = "layer" if map_resolution == "layer" else "full"
+
+    def explain(self, images: torch.Tensor) -> "Explained":
+        """Explain images float [n,3,H,W] of one size (see Explained)."""
+        images = images.to(self.device, non_blocking=True)
+        res = self.explainer(images, classes=self.classes, resolution=self.resolution)
+        return Explained(images, res.maps, res.classes, map_size=tuple(res.labels.shape[-2:]))
+
+    def close(self) -> None:
+        """Nothing held between batches (the explainers remove their hooks after every call)."""
+
+
+class Explained:
+    """One explained batch, turned into StoreFiles.write_image arguments by write_args().
+
+    images: float [n,3,H,W]; maps: float32 [n,K,h,w], at the target layer's resolution or at
+    map_size; map_size: the model output's (H', W'), where the explainer's full maps live.
+    On a GPU the conversion and overlays run at once (frees the device memory); on the CPU the
+    writer thread runs them, off the critical path.
+    """
+
+    def __init__(self, images: torch.Tensor, maps: torch.Tensor, classes: list, map_size: tuple) -> None:
+        self.images, self.maps, self.classes, self.map_size = images, maps, classes, map_size
+        self.image_size = tuple(images.shape[-2:])
+        self._compact: Optional[np.ndarray] = None
+        self._pictures: Optional[np.ndarray] = None
+
+    def finish(self, overlays: bool, colormap: str, alpha: float) -> None:
+        """Convert the maps to float16 (and colour the overlays), then drop the tensors."""
+        if self._compact is None:
+            self._compact = self.maps.detach().to("cpu", torch.float16).numpy()  # [n,K,h,w]
+        if overlays and self._pictures is None:
+            full = self.maps if tuple(self.maps.shape[-2:]) == self.map_size else upsample_maps(self.maps, self.map_size)
+            self._pictures = overlays_of(self.images, full, colormap, alpha)  # uint8 [n,K,H,W,3]
+        self.images = self.maps = None  # no longer needed
+
+    def write_args(self, paths: list, overlays: bool, colormap: str, alpha: float) -> list:
+        self.finish(overlays, colormap, alpha)
+        return [(path, self._compact[i], self.classes, self.map_size, self.image_size,
+                 self._pictures[i] if overlays else ()) for i, path in enumerate(paths)]
+
+
+def overlays_of(images: torch.Tensor, maps: torch.Tensor, colormap: str, alpha: float) -> np.ndarray:
+    """images float [n,3,H,W], maps float [n,K,H',W'] → uint8 [n,K,H,W,3] with the fused overlay kernel."""
+    frames = to_frames(images.to(maps.device))  # uint8 [n,H,W,3]
+    per_class = []
+    for k in range(maps.shape[1]):
+        per_class.append(overlay(frames, maps[:, k], colormap=colormap, alpha=alpha))  # maps[:, k]: [n,H',W']
+    return torch.stack(per_class, dim=1).cpu().numpy()
+
+
+class Writer:
+    """Writes finished batches on a background thread, a few images at a time (parallel fsyncs).
+
+    At most `depth` batches wait in its queue; a write error is raised on the next put()/close().
+    """
+
+    def __init__(self, store, overlays: bool, colormap: str, alpha: float, threads: int = 4, depth: int = 1) -> None:
+        self.store = store
+        self.look = (overlays, colormap, alpha)
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="seg-xai-write")
+        self.error: Optional[BaseException] = None
+        self.written = 0
+        self.thread = threading.Thread(target=self._run, name="seg-xai-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, batches: list) -> None:
+        """batches: [(paths, Explained)] from explain_images."""
+        self._raise()
+        self.queue.put(batches)
+
+    def _run(self) -> None:
+        while True:
+            batches = self.queue.get()
+            if batches is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so put() never blocks forever
+            try:
+                images = [args for paths, ex in batches for args in ex.write_args(paths, *self.look)]
+                entries = list(self.pool.map(lambda args: self.store.files.write_image(*args), images))
+                self.store.append(entries)
+                self.written += len(entries)
+            except BaseException as err:
+                self.error = err
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise OSError(f"writing outputs failed: {self.error}") from self.error
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self.pool.shutdown()
+        self._raise()
+
+
+def explain_images(engine: BatchEngine, paths: list, images: torch.Tensor, overlays: bool, colormap: str,
+                   alpha: float, strict: bool) -> tuple[list, list]:
+    """Explain `images` float [n,3,H,W] (one size) → ([(paths, Explained)] of the explained
+    images, [(path, reason)] of the failed ones). A failing batch is retried image by image.
+
+    strict: a ValueError/TypeError is raised as a UsageError instead of failing the images (before
+    any image has succeeded, it is the settings' fault: e.g. --classes beyond the model's classes).
+    """
+    try:
+        explained = engine.explain(images)
+        if explained.maps.is_cuda:  # finish on the device now and free its memory
+            explained.finish(overlays, colormap, alpha)
+    except (RuntimeError, ValueError, TypeError, FloatingPointError) as err:
+        if strict and isinstance(err, (ValueError, TypeError)):
+            raise UsageError(f"explaining the first images failed: {err}") from err
+        if len(paths) == 1:
+            return [], [(paths[0], f"explain: {failure_reason(err)}")]
+        done, failed = [], []
+        for i, path in enumerate(paths):
+            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha, strict and not done)
+            done += d
+            failed += f
+        return done, failed
+    return [(paths, explained)], []

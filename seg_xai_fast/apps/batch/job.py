@@ -1,0 +1,240 @@
+"""`seg-xai explain`: explain many images into an output folder — resumable, bounded memory,
+robust to bad files; `--ray` distributes the same job (ray.py).
+
+    seg-xai explain photos/ 'more/**/*.jpg' list.txt --out results/ [--model demo] [--save maps,overlays]
+
+Pipeline: input discovery → DataLoader worker processes decode images (PIL) and group them into
+batches of equal size → the main process explains each batch (one forward pass, Explainer or
+OnnxExplainer, maps kept at the target layer's resolution) → a writer thread converts the maps to
+float16, colours the overlays and writes the files
+and the manifest lines, overlapping the next batch's compute. Every stage holds a bounded number of
+batches, so memory does not grow with the number of inputs. Images are explained at their own size;
+a batch only groups images of equal size (no resizing).
+
+Exit status: 0 every input explained, 3 finished with failures (DIR/failures.csv), 2 usage error,
+1 the outputs could not be written (e.g. disk full), 130 interrupted.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from ..._version import __version__
+from ...engine.checks import parse_class_spec
+from ...engine.methods import get_method
+from ...errors import UsageError
+from ...kernels.colormaps import COLORMAP_NAMES
+from ...runtimes.choice import make_explainer
+from .engine import BatchEngine, Writer, explain_images
+from .inputs import ImageBatches, discover_inputs, worker_init
+from .store import Store, file_digest, image_key, model_digest
+
+SAVE_CHOICES = ("maps", "overlays")
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class JobConfig:
+    inputs: list
+    out: str
+    model: str = "demo"
+    layer: Optional[str] = None
+    method: str = "gradcam"
+    classes: Optional[str] = None  # "1,3" or class names; None: every class
+    batch_size: int = 8
+    workers: Optional[int] = None  # None: min(2, cpu count)
+    threads: Optional[int] = None  # torch threads of the main process; None: CPUs minus decode workers
+    save: str = "maps"
+    map_resolution: str = "layer"
+    colormap: str = "jet"
+    alpha: float = 0.5
+    device: str = "auto"
+    force: bool = False
+    runtime: str = "auto"  # auto | onnxruntime | torch (runtimes.make_explainer)
+    ray: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
+class Summary:
+    explained: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    failures_csv: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.explained / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return f"explained={self.explained} failed={self.failed} images_per_s={self.images_per_s:.2f}"
+
+
+@dataclass
+class Prepared:
+    """What both the local and the Ray run need: the validated settings, the store, the to-do list."""
+
+    choice: object  # runtimes.RuntimeChoice: the explainer, its runtime, the model
+    method: str
+    classes: Optional[list]
+    save: tuple
+    header: dict
+    store: object  # store.Store
+    todo: list
+    skipped: int
+    device: torch.device
+    workers: int  # decode worker processes
+    threads: int  # threads of the explaining process
+
+
+def prepare(cfg: JobConfig) -> Prepared:
+    if cfg.batch_size < 1:
+        raise UsageError(f"--batch-size must be a positive integer, got {cfg.batch_size}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {cfg.threads}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UsageError(f"--workers must be 0 (decode in-process) or more, got {cfg.workers}")
+    if cfg.map_resolution not in ("layer", "full"):
+        raise UsageError(f"--map-resolution must be 'layer' or 'full', got {cfg.map_resolution!r}")
+    save = tuple(s.strip() for s in cfg.save.split(",") if s.strip())
+    bad = [s for s in save if s not in SAVE_CHOICES]
+    if bad or not save:
+        raise UsageError(f"--save must be a comma-separated subset of {list(SAVE_CHOICES)}, got {cfg.save!r}")
+    save = tuple(s for s in SAVE_CHOICES if s == "maps" or s in save)  # maps always: they mark completion
+    if not 0.0 <= cfg.alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1], got {cfg.alpha}")
+    if cfg.colormap not in COLORMAP_NAMES:
+        raise UsageError(f"--colormap must be one of {list(COLORMAP_NAMES)}, got {cfg.colormap!r}")
+    try:
+        method = get_method(cfg.method).name
+    except ValueError as err:
+        raise UsageError(f"--method: {err}") from None
+    inputs = discover_inputs(cfg.inputs)
+    # Never explain our own outputs (overlays) when DIR lies inside an input folder.
+    out_prefix = os.path.join(os.path.realpath(cfg.out), "")
+    inputs = [p for p in inputs if not p.startswith(out_prefix)]
+    if not inputs:
+        raise UsageError(f"every input lies inside --out {cfg.out!r}; nothing to explain")
+    device = _device(cfg.device)
+    runtime = cfg.runtime
+    if runtime == "auto" and device.type == "cuda":
+        runtime = "torch"  # the model on the GPU; ONNX Runtime here would run on the CPU
+    if runtime == "onnxruntime" and device.type == "cuda":
+        raise UsageError("--runtime onnxruntime runs on the CPU: use --device cpu, or --runtime torch on the GPU")
+    workers = _workers(cfg)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) - workers)
+    choice = make_choice(cfg.model, cfg.layer, method, runtime, threads)
+    if choice.runtime == "onnxruntime":
+        device = torch.device("cpu")
+    classes = parse_class_spec(cfg.classes, choice.class_names)
+    model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
+    header = {
+        "format": 1, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
+        "method": method, "classes": classes, "map_resolution": cfg.map_resolution, "save": list(save),
+        "colormap": cfg.colormap, "alpha": float(cfg.alpha), "version": __version__,
+        "runtime": choice.runtime,  # informative: both runtimes give the same maps (to 1e-5)
+        "class_names": list(choice.class_names) if choice.class_names else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    store = Store(cfg.out, header, force=cfg.force)
+    todo = [p for p in inputs if image_key(p) not in store.done]
+    return Prepared(choice, method, classes, save, header, store, todo, len(inputs) - len(todo), device,
+                     workers, threads)
+
+
+def _workers(cfg: JobConfig) -> int:
+    return min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers
+
+
+def make_choice(model: str, layer: Optional[str], method: str, runtime: str, threads: Optional[int] = None):
+    """runtimes.make_explainer with its errors turned into UsageErrors naming the option."""
+    try:
+        return make_explainer(model, layer, method, runtime, threads=threads)
+    except FileNotFoundError as err:
+        raise UsageError(f"--model: {err}") from None
+    except ImportError as err:
+        raise UsageError(f"--runtime {runtime}: {err}") from None
+    except (ValueError, TypeError) as err:
+        # The messages name what is wrong; say which option it came from.
+        option = "--runtime" if "runtime" in str(err) else "--layer" if "target_layer" in str(err) else "--model"
+        raise UsageError(f"{option}: {err}") from None
+    except Exception as err:  # e.g. a corrupt or foreign .pt file
+        raise UsageError(f"--model {model!r} could not be loaded: {type(err).__name__}: {err}") from None
+
+
+def choice_digest(choice, model_spec: str) -> str:
+    """The model's digest: of its parameters when PyTorch holds it, else of the .onnx file's bytes."""
+    return model_digest(choice.model) if choice.model is not None else file_digest(model_spec)
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {spec!r}: no CUDA device is available")
+    return device
+
+
+def progress_bar(total: int, enabled: bool):
+    return tqdm(total=total, unit="img", desc="explain", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True, mininterval=0.5, smoothing=0.05)
+
+
+def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
+    device = prep.device
+    if not prep.todo:
+        return Summary()
+    workers = prep.workers
+    # Decode workers need cores too: OpenMP threads that oversubscribe the cores stall each other
+    # (measured up to 10x slower forwards on the shared 2-core machine), so leave them room.
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or min(threads_before, prep.threads))
+    engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
+    dataset = ImageBatches(prep.todo, cfg.batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init if workers else None,
+        pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None, in_order=False,
+    )
+    overlays = "overlays" in prep.save
+    state = {"explained": 0}
+    writer = Writer(prep.store, overlays, cfg.colormap, cfg.alpha)
+    start = time.perf_counter()
+    try:
+        with progress_bar(len(dataset), cfg.progress) as bar:
+            for item in loader:
+                for path, reason in item.get("failed", ()):
+                    prep.store.add_failure(path, reason)
+                    bar.update(1)
+                if "images" in item:
+                    _explain_batch(engine, writer, prep.store, item["paths"], item["images"], overlays, cfg, state)
+                    bar.update(len(item["paths"]))
+    finally:
+        engine.close()
+        writer.close()  # waits for the queued batches: they are explained, so they get written
+        torch.set_num_threads(threads_before)  # in-process callers keep their setting
+    return Summary(explained=writer.written, seconds=time.perf_counter() - start)
+
+
+def _explain_batch(engine: BatchEngine, writer: Writer, store, paths: list, images: torch.Tensor,
+                   overlays: bool, cfg: JobConfig, state: dict) -> None:
+    """Explain one batch and queue its outputs for the writer; failures go to the store."""
+    done, failed = explain_images(engine, paths, images, overlays, cfg.colormap, cfg.alpha,
+                                  strict=state["explained"] == 0)
+    for path, reason in failed:
+        store.add_failure(path, reason)
+    if done:
+        writer.put(done)
+        state["explained"] += sum(len(p) for p, _ in done)

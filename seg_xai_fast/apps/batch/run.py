@@ -1,0 +1,27 @@
+"""run_explain: the whole `seg-xai explain` job, here or on Ray."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .job import JobConfig, Summary, prepare, run_local
+from .ray import run_on_ray
+from .store import FAILURES
+
+
+def run_explain(cfg: JobConfig) -> Summary:
+    """Run the job described by `cfg` (see job.py); raises UsageError on bad settings."""
+    prep = prepare(cfg)
+    store = prep.store
+    try:
+        print(f"seg-xai explain: {len(prep.todo) + prep.skipped} inputs, {prep.skipped} already explained, "
+              f"{len(prep.todo)} to do → {cfg.out}", file=sys.stderr)
+        summary = run_on_ray(cfg, prep) if cfg.ray is not None else run_local(cfg, prep)
+    except BaseException:
+        store.close()  # the manifest keeps what was completed; failures.csv keeps the last full run's
+        raise
+    summary.skipped = prep.skipped
+    summary.failed = store.failed
+    store.finish()
+    summary.failures_csv = str(Path(cfg.out) / FAILURES)
+    return summary

@@ -1,0 +1,126 @@
+"""Video files with PyAV: opening an input, choosing an encoder, writing an output atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ...errors import VideoError
+
+CONTAINERS = (".mp4", ".mkv", ".mov", ".avi")
+ENCODERS = ("libx264", "libopenh264", "mpeg4")  # preferred first; the first PyAV's FFmpeg has wins
+_X264_OPTIONS = {"preset": "veryfast", "crf": "23"}  # ~1000 fps at 320×240 on one core: never the bottleneck
+# FFmpeg's demuxers that render any text file as "video" (ANSI art, subtitles-as-video): not videos here.
+_TEXT_FORMATS = ("tty",)
+
+# --------------------------------------------------------------------------- files
+
+
+def pick_encoder() -> str:
+    """The best video encoder PyAV's FFmpeg has: libx264, else libopenh264, else mpeg4."""
+    import av
+
+    for name in ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - PyAV raises UnknownCodecError (or ValueError in old versions)
+            continue
+    raise VideoError(f"PyAV's FFmpeg has none of the encoders {ENCODERS}")
+
+
+def import_av():
+    try:
+        import av
+    except ImportError:
+        raise ImportError("PyAV is not installed: pip install av (or pip install 'seg-xai-fast[video]')") from None
+    return av
+
+
+def open_input(path: Union[str, os.PathLike]):
+    """(container, video stream) of `path`, or a VideoError naming the file and the reason."""
+    av = import_av()
+    path = str(path)
+    if not os.path.exists(path):
+        raise VideoError(f"cannot read video {path!r}: no such file")
+    if os.path.isdir(path):
+        raise VideoError(f"cannot read video {path!r}: it is a folder")
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as err:
+        raise VideoError(f"cannot read video {path!r}: not a video file FFmpeg can read ({error_reason(err)})") from None
+    if container.format.name in _TEXT_FORMATS:
+        container.close()
+        raise VideoError(f"cannot read video {path!r}: not a video file (FFmpeg reads it as text, format "
+                         f"{container.format.name!r})")
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"cannot read video {path!r}: it has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def error_reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+def frame_rate(stream) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return Fraction(25)
+
+
+def open_output(tmp: str, encoder: str, width: int, height: int, rate: Fraction):
+    import av
+
+    container = av.open(tmp, "w", format=_FORMATS[Path(tmp).suffix.lower()])
+    options = _X264_OPTIONS if encoder == "libx264" else {}
+    stream = container.add_stream(encoder, rate=rate, options=options)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"  # MJPEG wants full-range YUV
+    if encoder == "mpeg4":
+        stream.bit_rate = max(1_000_000, int(width * height * float(rate) * 0.15))  # its default 200 kb/s is blocky
+    return container, stream
+
+
+_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
+
+
+def temp_beside(path: Path) -> str:
+    """A new empty file in `path`'s folder (created if needed) to write to and rename over `path`;
+    same suffix, so FFmpeg picks the container from it; the usual permissions (mkstemp's are 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return tmp
+
+
+def write_clip(path: Union[str, os.PathLike], frames: Sequence[np.ndarray], rate: Fraction = Fraction(25),
+               encoder: Optional[str] = None) -> Path:
+    """Encode uint8 [H,W,3] frames to `path` atomically (encoder: default pick_encoder())."""
+    av = import_av()
+    path = Path(path)
+    height, width = frames[0].shape[:2]
+    tmp = temp_beside(path)
+    try:
+        container, stream = open_output(tmp, encoder or pick_encoder(), width - width % 2, height - height % 2, rate)
+        with container:
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:stream.height, :stream.width]), format="rgb24")
+                frame.pts = i
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path

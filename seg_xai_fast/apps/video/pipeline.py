@@ -1,0 +1,397 @@
+"""Explained video: decode → explain → overlay → encode, the stages overlapped in threads.
+
+    seg-xai video street.mp4 street_cam.mp4 --model torchvision:lraspp_mobilenet_v3_large --runtime onnxruntime
+
+Pipeline of `seg-xai video` (explain_video), four stages joined by bounded queues
+(queue.Queue(maxsize=...)), so memory stays flat and the slowest stage sets the pace:
+1. a decoder thread (PyAV) puts RGB frames in the first queue;
+2. the main thread takes batches of them and runs one forward pass per batch (ONNX Runtime or
+   PyTorch; both release the GIL);
+3. an explain thread picks each frame's class, computes its map from the forward's outputs and
+   colours it over the frame with the fused overlay kernel, overlapping the next forward pass;
+4. an encoder thread encodes the overlaid frames: H.264 with libx264 when PyAV's FFmpeg has it,
+   else libopenh264, else MPEG-4 part 2 (pick_encoder; the summary names the one used).
+The main thread runs the model so that Ctrl-C (KeyboardInterrupt) reaches the pipeline there.
+
+Which class a frame shows: with no `classes`, the class covering the most pixels of that frame's
+prediction, background (class 0) only when no other class is predicted anywhere in the frame;
+with `classes`, the listed class covering the most pixels (class 0, if listed, only when no other
+listed class is present; the first listed class when none is predicted). Its target region is its
+predicted pixels (the Seg-Grad-CAM default), so each frame's map explains what the frame shows.
+
+Bad input: an unreadable or non-video INPUT is a VideoError (exit status 2) and nothing is left
+behind (the output is written to a temporary file beside OUTPUT and renamed at the end); a frame
+the decoder rejects or flags as corrupt is skipped and counted; Ctrl-C stops decoding, flushes
+the encoder and keeps the partial output, which plays.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ...engine.checks import parse_class_spec
+from ...errors import VideoError
+from ...kernels.colormaps import colormap_lut
+from ...runtimes.choice import make_explainer
+from .frames import FrameExplainer, to_images, overlay_maps
+from .io import CONTAINERS, error_reason, frame_rate, open_input, open_output, pick_encoder, temp_beside
+
+_END = object()  # end of a queue's stream
+
+@dataclass
+class VideoSummary:
+    """What explain_video did; lines() are printed by `seg-xai video`."""
+
+    input: str
+    output: str
+    frames: int = 0  # frames written
+    skipped: int = 0  # corrupt frames skipped
+    seconds: float = 0.0
+    encoder: str = ""
+    size: tuple = (0, 0)  # (width, height) written
+    rate: Fraction = Fraction(25)
+    interrupted: bool = False
+    runtime: str = ""
+    notes: list = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        w, h = self.size
+        state = "interrupted (Ctrl-C): wrote a playable partial output" if self.interrupted else "wrote"
+        out = [f"{state} {self.output}: {self.frames} frames {w}x{h} at {float(self.rate):.3g} fps, encoder {self.encoder}"]
+        if self.runtime:
+            out.append(self.runtime)
+        out.append(f"skipped {self.skipped} corrupt frame{'s' if self.skipped != 1 else ''}")
+        out += self.notes
+        return out
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` unless `stop` is set first; never blocks forever on a full queue."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _Decoder(threading.Thread):
+    """Demuxes and decodes the input into RGB uint8 [H,W,3] frames on `frames`, then _END.
+
+    Frames the decoder rejects (FFmpeg error) or flags as corrupt are skipped; so is a frame of
+    another size than the first. `skipped` counts them together with packets that produced no
+    frame at all (a decoder may drop a broken frame silently).
+    """
+
+    def __init__(self, container, stream, frames: queue.Queue, stop: threading.Event) -> None:
+        super().__init__(name="seg-xai-decode", daemon=True)
+        self.container, self.stream, self.frames, self.stop = container, stream, frames, stop
+        self.rejected = 0  # frames refused or flagged corrupt by the decoder
+        self.packets = 0  # packets with data
+        self.decoded = 0  # frames passed on
+        self.size: Optional[tuple] = None  # (H, W) of the first frame
+        self.note = ""
+        self.complete = False  # the whole input was read
+        self.error: Optional[BaseException] = None
+
+    @property
+    def skipped(self) -> int:
+        if self.complete:  # every packet was decoded: those that gave no frame were dropped
+            return max(self.rejected, self.packets - self.decoded)
+        return self.rejected
+
+    def run(self) -> None:
+        import av
+
+        try:
+            for packet in self.container.demux(self.stream):
+                if self.stop.is_set():
+                    return
+                if packet.size:
+                    self.packets += 1
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError:
+                    self.rejected += 1
+                    continue
+                for frame in decoded:
+                    if getattr(frame, "is_corrupt", False):
+                        self.rejected += 1
+                        continue
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if self.size is None:
+                        self.size = rgb.shape[:2]
+                    if rgb.shape[:2] != self.size:
+                        self.rejected += 1
+                        continue
+                    if not _put(self.frames, rgb, self.stop):
+                        return
+                    self.decoded += 1
+            self.complete = True
+        except av.error.FFmpegError as err:  # a broken container: keep what was decoded
+            self.note = f"input ended early: {error_reason(err)}"
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            self.error = err
+        finally:
+            _put(self.frames, _END, self.stop)
+
+
+class _Stage(threading.Thread):
+    """A pipeline stage: takes items from `inbox` until _END, passes step(item) on to `outbox`
+    (when there is one), then runs close() and passes _END on.
+
+    After an error it keeps draining its inbox (so no producer blocks) and stores the error for
+    the main thread.
+    """
+
+    def __init__(self, name: str, inbox: queue.Queue, outbox: Optional[queue.Queue] = None) -> None:
+        super().__init__(name=name, daemon=True)
+        self.inbox, self.outbox = inbox, outbox
+        self.error: Optional[BaseException] = None
+
+    def step(self, item):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def run(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _END:
+                break
+            if self.error is not None:
+                continue
+            try:
+                result = self.step(item)
+                if self.outbox is not None:
+                    self.outbox.put(result)  # the next stage drains, so this returns
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                self.error = err
+        try:
+            self.close()
+        except Exception as err:  # noqa: BLE001
+            self.error = self.error or err
+        if self.outbox is not None:
+            self.outbox.put(_END)
+
+    def finish(self) -> None:
+        """Send _END (the thread drains its inbox, so this returns) and wait for the thread to end."""
+        while self.is_alive():
+            try:
+                self.inbox.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.join()
+
+
+class _Overlayer(_Stage):
+    """(frames uint8 [B,H,W,3], forward state) → overlaid uint8 [B,H,W,3] numpy: the class choice,
+    the CAM maths and the overlay kernel, overlapping the next batch's forward pass."""
+
+    def __init__(self, engine: FrameExplainer, colormap: str, alpha: float, inbox, outbox) -> None:
+        super().__init__("seg-xai-explain", inbox, outbox)
+        self.engine, self.colormap, self.alpha = engine, colormap, alpha
+
+    def step(self, item):
+        frames, state = item
+        maps, _ = self.engine.explain(state)
+        return overlay_maps(frames, maps, self.colormap, self.alpha).numpy()
+
+
+class _Encoder(_Stage):
+    """Encodes overlaid batches uint8 [B,H,W,3]; at the end flushes the encoder and closes the file."""
+
+    def __init__(self, container, stream, inbox: queue.Queue) -> None:
+        super().__init__("seg-xai-encode", inbox)
+        self.container, self.stream = container, stream
+        self.written = 0
+
+    def step(self, batch) -> None:
+        import av
+
+        height, width = self.stream.height, self.stream.width
+        for rgb in batch:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
+            frame.pts = self.written
+            self.container.mux(self.stream.encode(frame))
+            self.written += 1
+
+    def close(self) -> None:
+        try:
+            self.container.mux(self.stream.encode())  # flush the frames the encoder holds
+        finally:
+            self.container.close()
+
+
+def _check_output(input_path: str, output: Union[str, os.PathLike]) -> Path:
+    output = Path(output)
+    if output.suffix.lower() not in CONTAINERS:
+        raise VideoError(f"OUTPUT must end in one of {CONTAINERS}, got {str(output)!r}")
+    if os.path.exists(input_path) and output.exists() and os.path.samefile(input_path, output):
+        raise VideoError(f"OUTPUT must differ from INPUT, got {str(output)!r} for both")
+    if output.is_dir():
+        raise VideoError(f"OUTPUT {str(output)!r} is a folder; name a video file")
+    return output
+
+
+def explain_video(
+    input: Union[str, os.PathLike],
+    output: Union[str, os.PathLike],
+    explainer,
+    *,
+    batch_size: int = 4,
+    classes: Optional[Sequence[int]] = None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    progress: bool = True,
+    queue_batches: int = 2,
+    opened=None,
+) -> VideoSummary:
+    """Write `output`: every frame of `input` with its explanation overlaid (see the module docstring).
+
+    explainer: sx.Explainer or sx.OnnxExplainer. queue_batches: batches each queue holds.
+    opened: (container, stream) from open_input(input), to reuse one already open.
+    Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
+    interrupted=True after finishing the partial output.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    colormap_lut(colormap)  # an unknown colormap fails here, before any work
+    input = str(input)
+    output = _check_output(input, output)
+    engine = FrameExplainer(explainer, classes)
+    container, stream = opened or open_input(input)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    out_w, out_h = width - width % 2, height - height % 2  # 4:2:0 chroma needs even sizes
+    summary = VideoSummary(input, str(output), encoder=pick_encoder(), size=(out_w, out_h), rate=frame_rate(stream))
+    if (out_w, out_h) != (width, height):
+        summary.notes.append(f"cropped {width}x{height} to {out_w}x{out_h} (the encoder needs even sizes)")
+    if out_w < 2 or out_h < 2:
+        container.close()
+        raise VideoError(f"cannot read video {input!r}: its frame size {width}x{height} is too small")
+    tmp = temp_beside(output)
+    stop = threading.Event()
+    frames_q: queue.Queue = queue.Queue(maxsize=queue_batches * batch_size)  # decoded frames
+    forward_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # (frames, forward outputs)
+    encode_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # overlaid batches
+    decoder = overlayer = encoder = None
+    keep = False
+    threads = torch.get_num_threads()
+    if engine.onnx:
+        # ONNX Runtime has its own thread pool for the forward pass; torch's only runs the CAM
+        # stage, which overlaps it on another thread: more torch threads just fight over the cores.
+        torch.set_num_threads(1)
+    bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False)
+    start = time.perf_counter()
+    try:
+        out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
+        encoder = _Encoder(out_container, out_stream, encode_q)
+        encoder.start()
+        overlayer = _Overlayer(engine, colormap, alpha, forward_q, encode_q)
+        overlayer.start()
+        decoder = _Decoder(container, stream, frames_q, stop)
+        decoder.start()
+        try:
+            done = False
+            while not done:
+                batch = []
+                while len(batch) < batch_size:
+                    item = frames_q.get()
+                    if item is _END:
+                        done = True
+                        break
+                    batch.append(torch.from_numpy(item))
+                for stage in (decoder, overlayer, encoder):
+                    if stage.error is not None:
+                        raise stage.error
+                if batch:
+                    frames = torch.stack(batch)  # uint8 [B,H,W,3]
+                    forward_q.put((frames, engine.forward(to_images(frames))))
+                    bar.update(len(batch))
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        stop.set()
+        overlayer.finish()  # explains what it holds, then passes _END to the encoder
+        encoder.join()  # flushed and closed: the file plays, also after Ctrl-C
+        finished = (overlayer, encoder)
+        overlayer = encoder = None
+        for stage in finished:
+            if stage.error is not None:
+                raise stage.error
+        summary.seconds = time.perf_counter() - start
+        decoder.join()
+        summary.frames = finished[1].written
+        summary.skipped = decoder.skipped
+        if decoder.note:
+            summary.notes.append(decoder.note)
+        if summary.frames == 0:
+            why = "interrupted before the first frame was written" if summary.interrupted else \
+                "no frame could be decoded" + (f" ({decoder.note})" if decoder.note else "")
+            raise VideoError(f"cannot read video {input!r}: {why}; nothing was written")
+        keep = True
+    finally:
+        bar.close()
+        stop.set()
+        if overlayer is not None:  # an error in the main thread: let the stages finish the file
+            overlayer.finish()
+        if encoder is not None:
+            encoder.finish()
+        if decoder is not None:
+            decoder.join(timeout=10)
+        container.close()
+        torch.set_num_threads(threads)
+        if keep:
+            os.replace(tmp, output)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
+    return summary
+
+
+def run_video(
+    input: str,
+    output: str,
+    model: str = "demo",
+    runtime: str = "auto",
+    layer: Optional[str] = None,
+    method: str = "gradcam",
+    classes: Optional[str] = None,
+    weights: Optional[str] = None,
+    batch_size: int = 8,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    progress: bool = True,
+    log=None,
+) -> VideoSummary:
+    """`seg-xai video`: open the input (its frame size is the ONNX export size), build the
+    explainer for `model` on `runtime` (runtimes.make_explainer) and run explain_video."""
+    _check_output(input, output)
+    container, stream = open_input(input)
+    try:
+        size = (stream.codec_context.height, stream.codec_context.width)
+        choice = make_explainer(model, layer, method, runtime, weights=weights, image_size=size, log=log)
+        class_ids = parse_class_spec(classes, choice.class_names)
+        summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
+                                colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream))
+    except BaseException:
+        container.close()
+        raise
+    summary.runtime = f"{method} explanations, {choice.describe()}"
+    return summary

@@ -1,0 +1,49 @@
+"""`seg-xai evaluate`: explanation-quality metrics on generated scenes with ground truth."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..apps.evaluate import DEFAULT_CLASSES, EVAL_SEED, format_table, run_evaluate, summary_table
+from ..engine.methods import METHODS
+from .exits import EXIT_OK
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
+    p.add_argument("--model", default="demo", help="demo | a whole-model .pt file predicting the scenes' classes (default: %(default)s)")
+    p.add_argument("--layer", default=None, help="target layer (default: the model's, 'decoder' for demo)")
+    p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
+    p.add_argument("--n", type=int, default=200, help="number of scenes (default: %(default)s)")
+    p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="scene seed, not used in training (default: %(default)s)")
+    p.add_argument("--classes", default=None, help=f"comma-separated names or ids (default: {DEFAULT_CLASSES})")
+    p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels (default: %(default)s)")
+    p.add_argument("--context", action="store_true", help="also the context-only deletion/insertion AUCs")
+    p.add_argument("--batch-size", type=int, default=8, help="scenes per chunk (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
+    p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    names = sorted(METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+    results = run_evaluate(args.model, args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
+                           steps=args.steps, tolerance=args.tolerance, context=args.context,
+                           batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
+    meta = results["_meta"]
+    if args.json:
+        print(json.dumps(summary_table(results, args.context)))
+    else:
+        print(f"model {meta['model']}, layer {meta['layer']}, {meta['n']} scenes {meta['size']}² (seed {meta['seed']}), "
+              f"classes {','.join(meta['classes'])}, {meta['steps']} steps, {meta['seconds']:.0f} s "
+              f"on {meta['torch_threads']} torch threads")
+        print(format_table(results, args.context))
+    for f in meta["files"]:
+        print(f"wrote {f}", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,62 @@
+"""`seg-xai explain`: many images into an output folder (resumable; see apps/batch)."""
+from __future__ import annotations
+
+import sys
+
+from ..apps.batch import JobConfig, run_explain
+from ..engine.methods import METHODS
+from ..runtimes.choice import RUNTIMES
+from .exits import EXIT_FAILURES, EXIT_OK
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "explain", help="explain many images into an output folder (resumable)",
+        description="Explain image files, folders (recursive), glob patterns or list files (.txt, one path per "
+                    "line) into --out. Rerunning the same command skips finished images. Exit status: 0 all "
+                    "explained, 3 finished with failures (see DIR/failures.csv), 2 usage error.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders, glob patterns or list files")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume into it)")
+    p.add_argument("--model", default="demo",
+                   help="demo | torchvision:NAME | model.pt | model.onnx (from seg-xai export) (default: %(default)s)")
+    p.add_argument("--layer", default=None, help="target layer, a dotted module name (default: the model's)")
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                   help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
+                        "else torch (default: %(default)s)")
+    p.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="CAM method (default: %(default)s)")
+    p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: all classes)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes; 0 decodes in-process (default: min(2, CPU count))")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the explaining process (default: CPU count minus --workers, at least 1)")
+    p.add_argument("--save", default="maps", help="maps and optionally overlays: 'maps' or 'maps,overlays' "
+                                                  "(default: %(default)s; maps are always saved)")
+    p.add_argument("--map-resolution", default="layer", choices=("layer", "full"),
+                   help="store maps at the target layer's resolution (compact, exact up to float16) or at "
+                        "image size (default: %(default)s)")
+    p.add_argument("--colormap", default="jet", help="overlay colormap (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="delete the previous results in DIR (needed when the settings changed) and start over")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on Ray: 'auto' (the running cluster), 'local' (start one here) or ray://host:port")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, on_interrupt="interrupted; rerun the same command to resume",
+                   on_io_error="; rerun the same command to resume")
+
+
+def run(args) -> int:
+    cfg = JobConfig(
+        inputs=args.inputs, out=args.out, model=args.model, layer=args.layer, method=args.method,
+        classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
+        map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
+        force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,
+    )
+    summary = run_explain(cfg)
+    if summary.failed:
+        print(f"seg-xai explain: {summary.failed} inputs failed, see {summary.failures_csv}", file=sys.stderr)
+    print(summary.line(), flush=True)
+    return EXIT_FAILURES if summary.failed else EXIT_OK

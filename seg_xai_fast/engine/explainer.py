@@ -1,0 +1,281 @@
+"""The explainer: CAMs for every requested class of a batch from one forward pass.
+
+One call does:
+1. one forward pass with a forward hook that swaps the target layer's output A for a detached
+   leaf, so the graph starts at A (nothing below it is differentiated, no parameter gradients);
+2. the target masks M_k (predicted regions by default) and their seeds: when the model ends with a
+   bilinear upsample of low-resolution logits z, the seeds are pulled back through it,
+   R_k = Up*(M_k) (docs/algorithms.md), so each backward starts at z instead of the full output;
+3. one vector-Jacobian product per class that has a non-empty region in any image of the batch,
+   from z down to A only (each VJP covers the whole batch, because images do not interact);
+4. the CAM stage (fused kernels by default) in class chunks under a memory budget.
+
+When A feeds a 1×1 convolution that makes z (a linear head), the first call finds it, checks the
+closed-form gradient g_kc = W_kc·R_k against one autograd VJP, and from then on every call is a
+plain no-grad forward plus matrix products (the "analytic" gradient path, see analytic.py).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .. import kernels
+from .analytic import LinearHead
+from .capture import ForwardCapture, InputOf, ModelState, resolve_layer, select_output
+from .checks import check_classes, check_images, check_resolution
+from .methods import get_method
+from .outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head, labels_and_seeds
+
+
+class Explainer:
+    """CAM explanations of a segmentation model for all requested classes of a batch.
+
+    model: an nn.Module mapping float [B,3,H,W] images to logits [B,L,H,W] (a Tensor, a dict —
+    torchvision's ``"out"`` by default, see ``output_key`` — or a tuple/list whose first element
+    is the logits).
+    target_layer: an nn.Module inside ``model`` or its dotted name (``"backbone.layer4"``,
+    ``"classifier.3"``); its output is the activation map A [B,C,h,w]. ``InputOf(layer)`` (or a
+    name ending in ``":input"``) takes the module's first input instead.
+    method: one of ``sx.methods()``.
+    backend: "auto" (fused kernels when the compiled core serves the device and dtype), "fused"
+    or "torch" (the pure-PyTorch reference).
+    max_memory_mb: budget for the per-chunk gradients and maps; ``class_chunk`` overrides it with
+    a fixed number of classes per chunk. Results do not depend on the chunking.
+    vjp: "loop" (one backward per class through the graph above A, ``retain_graph``) or
+    "batched" (``autograd.grad(is_grads_batched=True)``); see benchmarks for the measurements.
+    gradient_path: "auto" (closed form when the target layer feeds a linear head, verified on the
+    first call; autograd otherwise), "analytic" (require the closed form) or "autograd".
+    After a call, ``explainer.gradient_path`` reports the path used: "analytic" or "autograd".
+
+    The model is left as found: hooks are removed after every call (also on errors), and
+    ``requires_grad`` flags and train/eval mode are restored.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: Union[nn.Module, str],
+        method: str = "gradcam",
+        *,
+        backend: str = "auto",
+        output_key: str = "out",
+        max_memory_mb: float = 1024.0,
+        class_chunk: Optional[int] = None,
+        vjp: str = "loop",
+        gradient_path: str = "auto",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.method = get_method(method).name
+        if isinstance(target_layer, str) and target_layer.endswith(":input"):
+            target_layer = InputOf(target_layer[: -len(":input")])
+        self.use_input = isinstance(target_layer, InputOf)
+        self.layer_name, self.target_layer = resolve_layer(model, target_layer.layer if self.use_input else target_layer)
+        if self.use_input:
+            self.layer_name = f"{self.layer_name}:input"
+        if backend not in ("auto", "fused", "torch"):
+            raise ValueError(f"backend must be 'auto', 'fused' or 'torch', got {backend!r}")
+        if vjp not in ("loop", "batched"):
+            raise ValueError(f"vjp must be 'loop' or 'batched', got {vjp!r}")
+        if class_chunk is not None and (not isinstance(class_chunk, int) or class_chunk < 1):
+            raise ValueError(f"class_chunk must be a positive int or None, got {class_chunk!r}")
+        if not max_memory_mb > 0:
+            raise ValueError(f"max_memory_mb must be positive, got {max_memory_mb!r}")
+        self.backend = backend
+        self.output_key = output_key
+        self.max_memory_mb = float(max_memory_mb)
+        self.class_chunk = class_chunk
+        self.vjp = vjp
+        if gradient_path not in ("auto", "analytic", "autograd"):
+            raise ValueError(f"gradient_path must be 'auto', 'analytic' or 'autograd', got {gradient_path!r}")
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        self._in_channels = first_conv.in_channels if first_conv is not None else None
+        self.requested_path = gradient_path
+        self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
+        self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
+
+    # The explainer holds no hooks between calls; the context manager is for symmetry with
+    # pytorch-grad-cam's API and to make the lifetime explicit in user code.
+    def __enter__(self) -> "Explainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: hooks live only inside a call."""
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        classes: Optional[Sequence[int]] = None,
+        masks: MaskSpec = None,
+        *,
+        resolution: str = "full",
+    ) -> Explanation:
+        """Explain `images` float [B,3,H,W] for `classes` (None: every output class).
+
+        masks: None (each class's predicted pixels), a float Tensor [B,K,H,W] of target regions,
+        a Box/Pixel/Component shared by all images, or a list of B of them.
+        resolution: "full" (maps at the model output's size) or "layer" (maps [B,K,h,w] at the
+        target layer's resolution, before the final upsample: sx.upsample_maps(maps, (H, W))
+        gives the "full" maps back to float rounding; a compact form to store or to send).
+        """
+        images = self._check_images(images)
+        check_resolution(resolution)
+        key = tuple(images.shape[1:])
+        head = self._heads.get(key)
+        if head is not None or not get_method(self.method).needs_gradients:
+            # No graph needed: the closed form, or Eigen-CAM (activations only).
+            return self.explain_outputs(self._plain_forward(images, head), classes, masks, resolution=resolution)
+        with ModelState(self.model):
+            with self.capture(leaf=True) as cap:
+                with torch.enable_grad():
+                    logits = select_output(self.model(images), self.output_key, images.shape[0])
+                activations = cap.activations()
+                start, upsample = cap.backward_start(logits)
+                if not start.requires_grad:
+                    raise ValueError(
+                        f"target_layer {self.layer_name!r} is not on the path to the model output: "
+                        "no gradient reaches it. Choose a layer whose output feeds the logits."
+                    )
+                if self.requested_path != "autograd" and key not in self._heads:
+                    self._heads[key] = head = cap.linear_head(start, upsample)
+                    if head is None and self.requested_path == "analytic":
+                        raise ValueError(
+                            f"gradient_path='analytic' needs target_layer {self.layer_name!r} to feed a 1×1 "
+                            "convolution (eval-mode BatchNorm/Dropout allowed in between) whose output is the "
+                            "logits or is bilinearly upsampled to them; none was found. Use "
+                            "gradient_path='auto' or 'autograd', or target the input of the final classifier."
+                        )
+                if head is not None:
+                    labels = kernels.class_argmax(logits.detach(), self.backend)
+                    outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
+                    return self.explain_outputs(outputs, classes, masks, resolution=resolution)
+                self.gradient_path = "autograd"
+                class_ids = check_classes(classes, logits.shape[1])
+                labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
+                active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
+                output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size)
+        return self._result(maps, class_ids, labels, active, {
+            "backward_start": "logits before upsample" if upsample else "model output",
+            "backward_passes": int(active.any(dim=0).sum())})
+
+    def forward(self, images: torch.Tensor) -> ForwardPass:
+        """The first half of a call: one forward pass of `images` float [B,3,H,W].
+
+        With the closed form (found on the first batch of each input size, then cached) or a
+        gradient-free method, the pass runs without a graph and keeps its outputs (activations,
+        logits, labels), so a caller can look at the labels before choosing classes (the video
+        pipeline does); on the autograd path it keeps only the images. explain_outputs finishes.
+        """
+        images = self._check_images(images)
+        head = None
+        if get_method(self.method).needs_gradients:
+            head = self.linear_head(images)
+            if head is None:
+                return ForwardPass(images)
+        return self._plain_forward(images, head)
+
+    def explain_outputs(
+        self,
+        outputs: ForwardPass,
+        classes: Optional[Sequence[int]] = None,
+        masks: MaskSpec = None,
+        *,
+        resolution: str = "full",
+    ) -> Explanation:
+        """The second half of a call: the explanation of forward()'s result, as __call__'s."""
+        if not outputs.has_outputs:  # autograd path: the whole call, graph and all
+            return self(outputs.images, classes, masks, resolution=resolution)
+        if not get_method(self.method).needs_gradients:
+            return explain_eigen(outputs.activations, outputs.logits, classes, layer=self.layer_name,
+                                 backend=self.backend, labels=outputs.labels, resolution=resolution)
+        self.gradient_path = "analytic"
+        head = outputs.head
+        return explain_linear_head(outputs.activations, outputs.logits, head.weight, head.upsample, classes, masks,
+                                   self.method, layer=self.layer_name, backend=self.backend,
+                                   max_memory_mb=self.max_memory_mb, labels=outputs.labels, resolution=resolution)
+
+    def _plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
+        """A no-grad forward of checked `images`, keeping the activations, logits and labels."""
+        with ModelState(self.model), self.capture() as cap, torch.no_grad():
+            logits = select_output(self.model(images), self.output_key, images.shape[0])
+            activations = cap.activations()
+        return ForwardPass(images, activations, logits, kernels.class_argmax(logits, self.backend), head)
+
+    def capture(self, leaf: bool = False) -> ForwardCapture:
+        """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
+        return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf)
+
+    def _check_images(self, images) -> torch.Tensor:
+        """Checked images, moved to the model's device."""
+        images = check_images(images, self._in_channels)
+        param = next(self.model.parameters(), None)
+        return images if param is None or images.device == param.device else images.to(param.device)
+
+    def linear_head(self, images: torch.Tensor) -> Optional[LinearHead]:
+        """The verified linear head after the target layer for inputs shaped like `images`
+        float [B,3,H,W] (runs one explanation if not yet known), or None when there is none."""
+        key = tuple(images.shape[1:])
+        if key not in self._heads:
+            if self.requested_path == "autograd":
+                return None
+            self(images[:1], classes=[0], masks=torch.ones(1, 1, *images.shape[-2:], device=images.device))
+        return self._heads.get(key)
+
+    def _result(self, maps, class_ids, labels, active, info) -> Explanation:
+        info = {"gradient_path": self.gradient_path, **info}
+        return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
+                           method=self.method, layer=self.layer_name, info=info)
+
+    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size) -> torch.Tensor:
+        """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
+
+        activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
+        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution.
+        """
+        B, K = active.shape
+        H, W = output_size or tuple(activations.shape[-2:])
+        A = activations.detach()
+        maps = torch.zeros(B, K, H, W, device=A.device, dtype=torch.float32)
+        todo = [k for k in range(K) if bool(active[:, k].any())]  # empty classes cost nothing
+        chunk = self._chunk_size(A, H * W)
+        for lo in range(0, len(todo), chunk):
+            ks = todo[lo:lo + chunk]
+            cot = torch.zeros((len(ks),) + tuple(start.shape), device=start.device, dtype=start.dtype)
+            for i, k in enumerate(ks):
+                cot[i, :, class_ids[k]] = seeds[:, k]
+            G = self._vjp(start, activations, cot)  # [n,B,C,h,w]
+            if not torch.isfinite(G).all():
+                raise FloatingPointError(
+                    f"gradients at target_layer {self.layer_name!r} contain NaN or Inf "
+                    f"(classes {[class_ids[k] for k in ks]})"
+                )
+            G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
+            maps[:, ks] = kernels.cam_from_gradients(A, G, self.method, output_size, backend=self.backend)
+        # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
+        return maps * active[:, :, None, None]
+
+    def _vjp(self, start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
+        """cotangents [n,*start.shape] → gradients [n,*leaf.shape], keeping the graph for the next chunk."""
+        if self.vjp == "batched" and cotangents.shape[0] > 1:
+            (g,) = torch.autograd.grad(start, leaf, cotangents, retain_graph=True, is_grads_batched=True)
+            return g
+        return torch.stack([torch.autograd.grad(start, leaf, c, retain_graph=True)[0] for c in cotangents])
+
+    def _chunk_size(self, A: torch.Tensor, output_pixels: int) -> int:
+        """Classes per chunk: the fixed class_chunk, else as many as fit max_memory_mb.
+
+        Per class the chunk holds its cotangent-produced gradient B·C·h·w, roughly twice that again
+        in backward temporaries (a stated estimate, not a measurement), and its maps B·H·W.
+        """
+        if self.class_chunk is not None:
+            return self.class_chunk
+        per_class = 4 * (3 * A.numel() + A.shape[0] * output_pixels)
+        return max(1, int(self.max_memory_mb * 2**20 // per_class))
+

@@ -1,0 +1,158 @@
+"""Explanations from one forward pass's outputs, whatever runtime produced them.
+
+A runtime (PyTorch, ONNX Runtime) runs the model once and hands over a ForwardPass: the target
+layer's activations A [B,C,h,w], the logits [B,L,H,W] and their argmax. When gradients are not
+needed (Eigen-CAM) or come in closed form (a linear head, see analytic.py), the CAMs of every
+requested class follow from these tensors alone: explain_linear_head and explain_eigen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .. import kernels
+from ..kernels import reference
+from .analytic import LinearHead, analytic_cam
+from .checks import check_classes, check_resolution
+from .targets import Region, target_masks
+
+MaskSpec = Union[None, torch.Tensor, Region, Sequence[Region]]
+
+
+@dataclass
+class ForwardPass:
+    """One forward pass, as Explainer.forward / OnnxExplainer.forward return it.
+
+    images: float [B,3,H,W] on the model's device. When the explainer can finish from outputs
+    alone (closed form, Eigen-CAM, ONNX Runtime): activations float [B,C,h,w], logits float
+    [B,L,H,W], labels int64 [B,H,W] (argmax of the logits) and, for the closed form, the head.
+    Otherwise (the autograd path) only images: explain_outputs then runs the whole explanation.
+    """
+
+    images: torch.Tensor
+    activations: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+    labels: Optional[torch.Tensor] = None
+    head: Optional[LinearHead] = None
+
+    @property
+    def has_outputs(self) -> bool:
+        """True when the CAMs follow from these tensors alone (no graph needed)."""
+        return self.activations is not None
+
+
+@dataclass
+class Explanation:
+    """What an Explainer call returns.
+
+    maps: float32 [B,K,H,W] in [0,1] on the model's device; maps[:, i] explains classes[i].
+    classes: the K class ids. labels: int64 [B,H,W] predicted class per pixel.
+    active: bool [B,K], False where the target region was empty (the map is all zeros).
+    """
+
+    maps: torch.Tensor
+    classes: list[int]
+    labels: torch.Tensor
+    active: torch.Tensor
+    method: str
+    layer: str
+    info: dict = field(default_factory=dict)
+
+    def overlay(self, images: torch.Tensor, class_index: int = 0, colormap: str = "jet", alpha: float = 0.5):
+        """Colour the maps of classes[class_index] over `images` (float [B,3,H,W] in [0,1]) → uint8 [B,H,W,3]."""
+        frames = (images.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return kernels.overlay(frames.to(self.maps.device), self.maps[:, class_index], colormap=colormap, alpha=alpha)
+
+
+
+def explain_linear_head(
+    activations: torch.Tensor,
+    logits: torch.Tensor,
+    head_weight: torch.Tensor,
+    upsample: Optional[tuple],
+    classes: Optional[Sequence[int]],
+    masks: MaskSpec,
+    method: str,
+    *,
+    layer: str = "",
+    backend: str = "auto",
+    max_memory_mb: float = 1024.0,
+    labels: Optional[torch.Tensor] = None,
+    resolution: str = "full",
+) -> Explanation:
+    """Closed-form explanation from one forward pass's tensors, whatever runtime produced them.
+
+    activations: float [B,C,h,w] (the input of the head's 1×1 conv); logits: float [B,L,H,W];
+    head_weight: float [L,C] (BatchNorm folded); upsample: ((h, w), align_corners) of the bilinear
+    upsample from the head output to the logits, or None when the logits are the head output.
+    labels: int64 [B,H,W] argmax of the logits when the runtime already has it.
+    resolution: "full" (maps [B,K,H,W]) or "layer" (maps [B,K,h,w], see Explainer.__call__).
+    """
+    check_resolution(resolution)
+    class_ids = check_classes(classes, logits.shape[1])
+    labels, seeds = labels_and_seeds(logits, labels, class_ids, masks, upsample, backend)  # [B,H,W], [B,K,h,w]
+    active = seeds.flatten(2).ne(0).any(dim=2)
+    weight = head_weight.to(activations.device)[class_ids]
+    output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+    maps = analytic_cam(activations, weight, seeds, method, output_size, backend=backend, max_memory_mb=max_memory_mb)
+    if not bool(active.all()):  # classes with an empty region: exact zeros
+        maps.mul_(active[:, :, None, None])
+    return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
+                       method=method, layer=layer, info={"gradient_path": "analytic", "backward_passes": 0})
+
+
+def explain_eigen(
+    activations: torch.Tensor,
+    logits: torch.Tensor,
+    classes: Optional[Sequence[int]],
+    *,
+    layer: str = "",
+    backend: str = "auto",
+    labels: Optional[torch.Tensor] = None,
+    resolution: str = "full",
+) -> Explanation:
+    """Eigen-CAM from one forward pass's tensors, whatever runtime produced them: one
+    class-agnostic map shared by every requested class. activations: float [B,C,h,w];
+    logits: float [B,L,H,W]; labels: optional int64 [B,H,W] argmax of the logits;
+    resolution: "full" or "layer" (see Explainer.__call__)."""
+    check_resolution(resolution)
+    class_ids = check_classes(classes, logits.shape[1])
+    raw = reference.eigen_cam(activations).unsqueeze(1)  # [B,1,h,w]
+    maps = kernels.normalize_maps(raw, backend=backend)
+    if resolution == "full":
+        maps = kernels.resize_normalize(maps, tuple(logits.shape[-2:]), backend=backend)
+    B, K = logits.shape[0], len(class_ids)
+    active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
+    return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
+                       labels=kernels.class_argmax(logits, backend) if labels is None else labels, active=active,
+                       method="eigencam", layer=layer, info={"gradient_path": "none", "backward_passes": 0})
+
+
+def labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tuple:
+    """(labels int64 [B,H,W], seeds float32 [B,K,h',w']): the argmax of the logits (`labels` when
+    the runtime already has it) and the cotangent of each class where the gradients start: M, or
+    Up*(M) below the upsample. logits: [B,L,H,W]; upsample: None or ((h, w), align_corners).
+    """
+    labels = kernels.class_argmax(logits, backend) if labels is None else labels
+    if upsample is None:
+        return labels, target_masks(labels, class_ids, masks)
+    low_size, align = upsample
+    if masks is None:  # the fused kernel never forms the K full-resolution masks
+        return labels, kernels.label_seeds(labels, class_ids, low_size, align, backend=backend)
+    return labels, kernels.mask_seeds(target_masks(labels, class_ids, masks), low_size, align, backend=backend)
+
+
+
+def upsample_maps(
+    maps: torch.Tensor,  # float [B,K,h,w] from explain(..., resolution="layer")
+    size: Sequence[int],  # (H, W): the model output's size, where resolution="full" puts the maps
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Layer-resolution maps → the "full" maps float32 [B,K,H,W]: the Explainer's own last step
+    (bilinear resize, align_corners=False, then ReLU and per-map min-max)."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 4:
+        got = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"maps must be a Tensor [B,K,h,w], got {got}")
+    return kernels.resize_normalize(maps.float(), tuple(int(s) for s in size), backend=backend)

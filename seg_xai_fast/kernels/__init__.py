@@ -1,0 +1,44 @@
+"""The CAM stage's kernels: every op with its fused C++/CUDA implementation (the compiled core)
+and its pure-PyTorch twin (``kernels.reference``, the oracle the tests compare against).
+
+ops.py validates arguments and dispatches on ``backend`` ("auto" | "fused" | "torch");
+backend.py loads the compiled core; colormaps.py holds the overlay look-up tables.
+"""
+from . import reference
+from .backend import build_info
+from .colormaps import COLORMAP_NAMES, colormap_lut
+from .ops import (
+    BACKENDS,
+    analytic_gradcampp_weights,
+    cam_from_gradients,
+    channel_weights,
+    class_argmax,
+    elementwise_cam,
+    label_seeds,
+    mask_seeds,
+    normalize_maps,
+    overlay,
+    resize_normalize,
+    target_seeds,
+    weighted_cam,
+)
+
+__all__ = [
+    "BACKENDS",
+    "COLORMAP_NAMES",
+    "analytic_gradcampp_weights",
+    "build_info",
+    "cam_from_gradients",
+    "channel_weights",
+    "class_argmax",
+    "colormap_lut",
+    "elementwise_cam",
+    "label_seeds",
+    "mask_seeds",
+    "normalize_maps",
+    "overlay",
+    "reference",
+    "resize_normalize",
+    "target_seeds",
+    "weighted_cam",
+]

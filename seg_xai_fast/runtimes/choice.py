@@ -1,0 +1,130 @@
+"""The runtime the command line runs a model on: `--runtime auto|onnxruntime|torch`.
+
+make_explainer builds an sx.Explainer (PyTorch) or an sx.OnnxExplainer for a model spec,
+exporting the PyTorch model once to a cache of ONNX files (cache_dir(), keyed by cache_key()).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .._version import __version__
+from ..demo.model import WEIGHTS_PATH
+from ..engine.explainer import Explainer
+from ..engine.methods import get_method
+from ..models import load_model
+from .export import FORMAT_VERSION, export_onnx
+from .onnx_explainer import OnnxExplainer, import_onnxruntime
+
+RUNTIMES = ("auto", "onnxruntime", "torch")
+
+@dataclass
+class RuntimeChoice:
+    """What make_explainer built: the explainer, its runtime and why (for the command's summary)."""
+
+    explainer: Union[Explainer, OnnxExplainer]
+    runtime: str  # "onnxruntime" | "torch"
+    model_name: str
+    layer: str
+    note: str = ""  # e.g. why auto fell back to torch, or the cached file used
+    class_names: Optional[tuple] = None
+    model: Optional[nn.Module] = None  # the PyTorch model behind the explainer (None for a .onnx file)
+
+    def describe(self) -> str:
+        where = f" ({self.explainer.provider})" if isinstance(self.explainer, OnnxExplainer) else ""
+        note = f"; {self.note}" if self.note else ""
+        return f"runtime {self.runtime}{where}, model {self.model_name}, layer {self.layer}{note}"
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX files are cached: $SEG_XAI_CACHE/onnx, else ~/.cache/seg_xai_fast/onnx."""
+    root = os.environ.get("SEG_XAI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "seg_xai_fast")
+    return Path(root) / "onnx"
+
+
+def cache_key(model_spec: str, layer: str, size: Sequence[int], weights: Optional[str] = None) -> str:
+    """Hash of what determines an exported file: the model spec (and the identity of any file it
+    reads: path, size, mtime), the layer, the example input size and the package version."""
+    parts = [model_spec, layer, "x".join(str(int(s)) for s in size), __version__, str(FORMAT_VERSION)]
+    for file in (model_spec if model_spec.endswith((".pt", ".pth")) else None, weights, _demo_weights(model_spec)):
+        if file and os.path.isfile(file):
+            st = os.stat(file)
+            parts.append(f"{os.path.abspath(file)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def _demo_weights(model_spec: str) -> Optional[str]:
+    if model_spec != "demo":
+        return None
+    return str(WEIGHTS_PATH)
+
+
+def make_explainer(
+    model_spec: str,
+    layer: Optional[str] = None,
+    method: str = "gradcam",
+    runtime: str = "auto",
+    *,
+    weights: Optional[str] = None,
+    image_size: Optional[Sequence[int]] = None,  # (H, W) of the images to explain: the export size
+    providers: Optional[Sequence[str]] = None,
+    threads: Optional[int] = None,  # ONNX Runtime intra-op threads (None: its default)
+    log=None,
+) -> RuntimeChoice:
+    """The explainer the command line uses for `model_spec` ("demo" | "torchvision:NAME" | a .pt
+    file | a .onnx file written by export_onnx) on `runtime`.
+
+    "onnxruntime" exports the PyTorch model once to the cache (cache_dir(), key cache_key()) and
+    explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when it is
+    installed and can serve the method at this layer (a linear head, or eigencam), else torch.
+    `log(message)` hears about exports.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    method = get_method(method).name
+    if model_spec.endswith(".onnx"):
+        if runtime == "torch":
+            raise ValueError(f"model {model_spec!r} is an ONNX file: it runs with --runtime onnxruntime (or auto)")
+        explainer = OnnxExplainer(model_spec, method, providers=providers, threads=threads)
+        if layer and layer != explainer.layer_name:
+            raise ValueError(f"{model_spec!r} was exported for layer {explainer.layer_name!r}, got --layer {layer!r}: "
+                             "export the model again for that layer")
+        return RuntimeChoice(explainer, "onnxruntime", Path(model_spec).stem, explainer.layer_name)
+    loaded = load_model(model_spec, weights=weights)
+    layer = layer or loaded.layer
+    if not layer:
+        raise ValueError(f"model {model_spec!r} has no default target layer: pass --layer (a dotted module name)")
+    note = ""
+    if runtime != "torch":
+        try:
+            import_onnxruntime()
+            import onnx  # noqa: F401  (export_onnx writes the metadata with it)
+        except ImportError as err:
+            if runtime == "onnxruntime":
+                raise
+            note = f"auto chose torch: {err}"
+        else:
+            size = tuple(image_size) if image_size else (loaded.image_size, loaded.image_size)
+            path = cache_dir() / f"{cache_key(model_spec, layer, size, weights)}.onnx"
+            try:
+                if not path.is_file():
+                    if log:
+                        log(f"exporting {loaded.name} at layer {layer} to {path} (cached for next time)")
+                    example = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+                    export_onnx(loaded.model, layer, path, example, require_head=get_method(method).needs_gradients)
+                explainer = OnnxExplainer(path, method, providers=providers, threads=threads)
+                return RuntimeChoice(explainer, "onnxruntime", loaded.name, explainer.layer_name, f"graph {path}",
+                                     loaded.class_names, loaded.model)
+            except (ValueError, RuntimeError) as err:
+                if runtime == "onnxruntime":
+                    raise ValueError(f"runtime onnxruntime cannot serve {method} at layer {layer!r} (the torch "
+                                     f"runtime can, with autograd): {err}") from None
+                note = f"auto chose torch: {err}"
+    explainer = Explainer(loaded.model, layer, method)
+    return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names, loaded.model)
