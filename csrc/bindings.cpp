@@ -53,46 +53,64 @@ PYBIND11_MODULE(_core, m) {
   auto nogil = py::call_guard<py::gil_scoped_release>();
 
   py::class_<TensorView>(m, "TensorView")
-      .def(py::init(&make_view), py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
+      .def(py::init(&make_view), "A view of caller-owned memory; shape and strides in elements.",
+           py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
            py::arg("strides"), py::arg("device"), py::arg("device_index"))
       .def_property_readonly("shape", [](Tv v) { return std::vector<int64_t>(v.shape, v.shape + v.ndim); })
       .def_property_readonly("dtype", [](Tv v) { return std::string(dtype_name(v.dtype)); });
 
+  // Ops: TensorViews, then the op's scalars, then threads (CPU) and stream (cudaStream_t as an int,
+  // 0: the default stream). Shapes and dtypes: seg_xai/ops.h. Bad arguments raise ValueError.
+  const auto threads_arg = py::arg("threads"), stream_arg = py::arg("stream");
+  const auto eps_arg = py::arg("eps"), out_arg = py::arg("out"), minmax_arg = py::arg("minmax");
   m.def("normalize_maps", [](Tv maps, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
     normalize_maps(maps, out, minmax, eps, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "ReLU + per-map min-max.", py::arg("maps"), out_arg, minmax_arg, eps_arg, threads_arg,
+     stream_arg);
   m.def("resize_normalize", [](Tv maps, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
     resize_normalize(maps, out, minmax, eps, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Bilinear resize (align_corners=False) + ReLU + per-map min-max.", py::arg("maps"),
+     out_arg, minmax_arg, eps_arg, threads_arg, stream_arg);
   m.def("channel_weights", [](Tv a, Tv g, const std::string& method, Tv out, Tv sums, int threads,
                               Ptr stream) {
     channel_weights(a, g, parse_method("channel_weights", method), out, sums, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Per-class channel weights of gradcam, gradcam++ or xgradcam.", py::arg("activations"),
+     py::arg("gradients"), py::arg("method"), out_arg, py::arg("channel_sums"), threads_arg,
+     stream_arg);
   m.def("analytic_gradcampp_weights", [](Tv a_or_s, Tv weight, Tv seeds, Tv out, Tv sums,
                                          int threads, Ptr stream) {
     analytic_gradcampp_weights(a_or_s, weight, seeds, out, sums, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Grad-CAM++ channel weights of a linear head (the gradients never formed).",
+     py::arg("activations_or_sums"), py::arg("weight"), py::arg("seeds"), out_arg,
+     py::arg("channel_sums"), threads_arg, stream_arg);
   m.def("weighted_cam", [](Tv a, Tv weights, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
     weighted_cam(a, weights, out, minmax, eps, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Sum over channels of weights * activations, then ReLU + per-map min-max.",
+     py::arg("activations"), py::arg("weights"), out_arg, minmax_arg, eps_arg, threads_arg,
+     stream_arg);
   m.def("elementwise_cam", [](Tv a, Tv g, const std::string& method, Tv out, Tv minmax, float eps,
                               int threads, Ptr stream) {
     elementwise_cam(a, g, parse_method("elementwise_cam", method), out, minmax, eps,
                     make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "HiResCAM or LayerCAM, then ReLU + per-map min-max.", py::arg("activations"),
+     py::arg("gradients"), py::arg("method"), out_arg, minmax_arg, eps_arg, threads_arg, stream_arg);
   m.def("overlay", [](Tv images, Tv maps, Tv lut, double alpha, Tv out, int threads, Ptr stream) {
     overlay(images, maps, lut, alpha, out, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Colour maps through a LUT and blend them onto images.", py::arg("images"),
+     py::arg("maps"), py::arg("lut"), py::arg("alpha"), out_arg, threads_arg, stream_arg);
+  m.def("class_argmax", [](Tv logits, Tv labels, int threads, Ptr stream) {
+    class_argmax(logits, labels, make_exec(threads, stream));
+  }, nogil, "Argmax over the class axis (as torch.argmax).", py::arg("logits"), py::arg("labels"),
+     threads_arg, stream_arg);
   m.def("seeds_from_labels", [](Tv labels, Tv classes, bool align_corners, Tv out, int threads,
                                 Ptr stream) {
     seeds_from_labels(labels, classes, align_corners, out, make_exec(threads, stream));
-  }, nogil);
-  m.def("class_argmax", [](Tv logits, Tv labels, int threads, Ptr stream) {
-    class_argmax(logits, labels, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Target seeds Up*([labels == classes[k]]) for every class k.", py::arg("labels"),
+     py::arg("classes"), py::arg("align_corners"), out_arg, threads_arg, stream_arg);
   m.def("seeds_from_masks", [](Tv masks, bool align_corners, Tv out, int threads, Ptr stream) {
     seeds_from_masks(masks, align_corners, out, make_exec(threads, stream));
-  }, nogil);
+  }, nogil, "Target seeds Up*(masks).", py::arg("masks"), py::arg("align_corners"), out_arg,
+     threads_arg, stream_arg);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();
@@ -108,5 +126,5 @@ PYBIND11_MODULE(_core, m) {
     d["cuda_device_count"] = b.cuda_device_count;
     d["cuda_available"] = b.cuda_device_count > 0;
     return d;
-  });
+  }, "How the core was built and what it finds now (see _backend.build_info).");
 }

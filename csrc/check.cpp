@@ -18,8 +18,6 @@ const char* dtype_name(DType t) {
   return "unknown";
 }
 
-const char* device_name(DeviceType d) { return d == DeviceType::CUDA ? "cuda" : "cpu"; }
-
 static std::string device_str(const TensorView& t) {
   return t.device == DeviceType::CUDA ? "cuda:" + std::to_string(t.device_index) : "cpu";
 }

@@ -70,21 +70,6 @@ struct AxisTable {
   }
 };
 
-// Bilinear resize (align_corners=False) of one map. src: [h,w] → dst: [H,W];
-// rows: scratch [h,W] for the horizontally interpolated source rows.
-inline void resize_map(const float* src, int64_t h, int64_t w, const AxisTable& ty,
-                       const AxisTable& tx, float* rows, float* dst) {
-  const int64_t H = int64_t(ty.i0.size()), W = int64_t(tx.i0.size());
-  for (int64_t r = 0; r < h; ++r)
-    gather_lerp(src + r * w, tx.i0.data(), tx.i1.data(), tx.l0.data(), tx.l1.data(), rows + r * W, W);
-  for (int64_t y = 0; y < H; ++y)
-    lerp(rows + ty.i0[y] * W, rows + ty.i1[y] * W, ty.l0[y], ty.l1[y], dst + y * W, W);
-}
-
-}  // namespace seg_xai::cpu
-
-namespace seg_xai::cpu {
-
 // ReLU + min-max of M maps of n values each, in place, one map per thread. x: [M,n]
 inline void normalize_all(float* x, int64_t M, int64_t n, float eps, int num_threads) {
 #pragma omp parallel for num_threads(num_threads) schedule(static)

@@ -25,12 +25,13 @@ void elementwise_cam_cuda(const TensorView& activations, const TensorView& gradi
                           float eps, const Exec& exec);
 void overlay_cuda(const TensorView& images, const TensorView& maps, const TensorView& lut,
                   double alpha, const TensorView& out, const Exec& exec);
+void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec);
 void seeds_from_labels_cuda(const TensorView& labels, const TensorView& classes,
                             bool align_corners, const TensorView& out, const Exec& exec);
-void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec);
 void seeds_from_masks_cuda(const TensorView& masks, bool align_corners, const TensorView& out,
                            const Exec& exec);
 
+// build_info_cuda.cu
 int runtime_version_cuda();  // CUDART_VERSION
 int device_count_cuda();     // 0 without driver or device; never throws
 

@@ -1,5 +1,7 @@
-// Every op of the core, device-independent. Each op validates its arguments, then dispatches to
-// its CPU (csrc/cpu/<op>_cpu.cpp) or CUDA (csrc/cuda/<op>_cuda.cu) implementation.
+// Every op of the core, device-independent. Op <op> lives in csrc/<op>.cpp (argument checks, then
+// dispatch), csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cu; its pure-PyTorch twin is in
+// seg_xai_fast/reference.py. Two files hold a family of two ops: channel_weights (channel_weights,
+// analytic_gradcampp_weights) and seeds (seeds_from_labels, seeds_from_masks).
 //
 // Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
 // (H, W) the output/image size, M = number of maps (any flattening of leading dims), L logit classes.

@@ -45,6 +45,5 @@ struct Exec {
 };
 
 const char* dtype_name(DType t);
-const char* device_name(DeviceType d);
 
 }  // namespace seg_xai

@@ -1,19 +1,7 @@
-// Runtime queries, and the min-max helpers shared by the normalising kernels.
+// The per-map min-max helpers declared in cuda_common.cuh, shared by the normalising kernels.
 #include "cuda_common.cuh"
-#include "ops_cuda.h"
 
 namespace seg_xai::cuda {
-
-int runtime_version_cuda() { return CUDART_VERSION; }
-
-int device_count_cuda() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
-    return 0;
-  }
-  return count;
-}
 
 __global__ void minmax_init_kernel(int* ws, int64_t maps) {
   const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;

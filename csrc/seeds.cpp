@@ -2,14 +2,6 @@
 
 namespace seg_xai {
 
-// labels: int64 [B,H,W] with B, H, W from logits [B,L,H,W].
-static void check_labels(const char* op, const TensorView& logits, const TensorView& labels) {
-  check_dtype(op, "labels", labels, {DType::Int64});
-  check_dim(op, "labels", labels, 0, logits.shape[0], "B");
-  check_dim(op, "labels", labels, 1, logits.shape[2], "H");
-  check_dim(op, "labels", labels, 2, logits.shape[3], "W");
-}
-
 // out: float32 [B,K,h,w] with B from src.
 static void check_seed_out(const char* op, const TensorView& src, int64_t K, const TensorView& out) {
   check_dtype(op, "out", out, {DType::Float32});
@@ -29,18 +21,6 @@ void seeds_from_labels(const TensorView& labels, const TensorView& classes, bool
     SEG_XAI_CUDA_CALL(op, cuda::seeds_from_labels_cuda(labels, classes, align_corners, out, exec));
   else
     cpu::seeds_from_labels_cpu(labels, classes, align_corners, out, exec);
-}
-
-void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec) {
-  constexpr const char* op = "class_argmax";
-  check_same_device(op, {{"logits", &logits}, {"labels", &labels}});
-  check_layout(op, {{{"logits", &logits}, 4}, {{"labels", &labels}, 3}});
-  check_float(op, "logits", logits);
-  check_labels(op, logits, labels);
-  if (logits.device == DeviceType::CUDA)
-    SEG_XAI_CUDA_CALL(op, cuda::class_argmax_cuda(logits, labels, exec));
-  else
-    cpu::class_argmax_cpu(logits, labels, exec);
 }
 
 void seeds_from_masks(const TensorView& masks, bool align_corners, const TensorView& out,

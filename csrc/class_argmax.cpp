@@ -1,0 +1,20 @@
+#include "dispatch.h"
+
+namespace seg_xai {
+
+void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec) {
+  constexpr const char* op = "class_argmax";
+  check_same_device(op, {{"logits", &logits}, {"labels", &labels}});
+  check_layout(op, {{{"logits", &logits}, 4}, {{"labels", &labels}, 3}});
+  check_float(op, "logits", logits);
+  check_dtype(op, "labels", labels, {DType::Int64});
+  check_dim(op, "labels", labels, 0, logits.shape[0], "B, as logits");
+  check_dim(op, "labels", labels, 1, logits.shape[2], "H, as logits");
+  check_dim(op, "labels", labels, 2, logits.shape[3], "W, as logits");
+  if (logits.device == DeviceType::CUDA)
+    SEG_XAI_CUDA_CALL(op, cuda::class_argmax_cuda(logits, labels, exec));
+  else
+    cpu::class_argmax_cpu(logits, labels, exec);
+}
+
+}  // namespace seg_xai
