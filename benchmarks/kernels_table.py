@@ -89,10 +89,10 @@ def cases(device: str):
         Wh = torch.randn(K, C, generator=g).to(device)  # linear head rows; seeds of both signs
         R = torch.randn(B, K, h, w, generator=g).to(device)
         S = A.sum(dim=(2, 3))
-        Wpp = kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="torch")
+        Wpp = kernels.analytic_gradcampp_weights(S, Wh, R, backend="torch")
         yield ("1a analytic gradcam++ w", label,
-               lambda: kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="torch"),  # chunked torch
-               lambda: kernels.analyticgradcampp_weights_torch(S, Wh, R, backend="fused"),
+               lambda: kernels.analytic_gradcampp_weights(S, Wh, R, backend="torch"),  # chunked torch
+               lambda: kernels.analytic_gradcampp_weights(S, Wh, R, backend="fused"),
                lambda: (R.sum(), S.sum()), 2e-5 * float(Wpp.abs().max()))  # floor: one read of R and S
         yield ("4 resize+normalize", label,
                lambda: reference.normalize_maps(reference.resize_bilinear(raw, out_size)),

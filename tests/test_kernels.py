@@ -406,11 +406,11 @@ ANALYTIC_SHAPES = CAM_SHAPES + [
 @pytest.mark.parametrize("shape", ANALYTIC_SHAPES)
 @pytest.mark.parametrize("given", ["activations", "channel_sums"])
 @pytest.mark.parametrize("backend", ["fused", "torch"])
-def test_analyticgradcampp_weights_torch(device, shape, given, backend):
+def test_analytic_gradcampp_weights(device, shape, given, backend):
     B, K, C, h, w = shape
     A, W, R = _analytic_inputs(shape, device, seed=17)
     x = A if given == "activations" else A.sum(dim=(2, 3))
-    out = kernels.analyticgradcampp_weights_torch(x, W, R, backend=backend,
+    out = kernels.analytic_gradcampp_weights(x, W, R, backend=backend,
                                              out=nan_like((B, K, C), device=device))
     expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
     # Sums over h·w (and S over h·w) in another order than torch's; the terms are the reference's
@@ -423,12 +423,12 @@ def test_analytic_gradcampp_weights_nan_and_non_negative_seeds(device):
     A, W, R = _analytic_inputs((2, 3, 8, 5, 6), device, seed=18)
     R = R.abs()  # real seeds: rows with W_kc < 0 have no term g > 0
     expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
-    out = kernels.analyticgradcampp_weights_torch(A, W, R, backend="fused")
+    out = kernels.analytic_gradcampp_weights(A, W, R, backend="fused")
     close(out, expected, ATOL_SUM * float(expected.abs().max()))
     assert out[:, W < 0].eq(0).all()
     R[1, 2, 3, 4] = float("nan")
     W[0, 5] = float("nan")
-    out = kernels.analyticgradcampp_weights_torch(A, W, R, backend="fused")
+    out = kernels.analytic_gradcampp_weights(A, W, R, backend="fused")
     expected = reference.channel_weights(A, reference.analytic_gradients(W, R), "gradcam++")
     assert torch.equal(out.isnan(), expected.isnan())
     torch.testing.assert_close(out[~out.isnan()].cpu(), expected[~expected.isnan()].cpu(), rtol=RTOL,
@@ -438,13 +438,13 @@ def test_analytic_gradcampp_weights_nan_and_non_negative_seeds(device):
 def test_analytic_gradcampp_weights_errors():
     A, W, R = _analytic_inputs((1, 2, 4, 3, 3), "cpu", seed=19)
     with pytest.raises(ValueError, match=r"argument 'channel_sums_or_activations' must be float \[B,C\]"):
-        kernels.analyticgradcampp_weights_torch(A[0], W, R)
+        kernels.analytic_gradcampp_weights(A[0], W, R)
     with pytest.raises(ValueError, match=r"argument 'weight' must have size 2 \(K, as seeds\)"):
-        kernels.analyticgradcampp_weights_torch(A, W[:1], R)
+        kernels.analytic_gradcampp_weights(A, W[:1], R)
     with pytest.raises(ValueError, match=r"argument 'channel_sums_or_activations' must have size 4 \(C, as weight\)"):
-        kernels.analyticgradcampp_weights_torch(A.sum(dim=(2, 3))[:, :3], W, R)
+        kernels.analytic_gradcampp_weights(A.sum(dim=(2, 3))[:, :3], W, R)
     with pytest.raises(ValueError, match=r"must have size 3 \(w, as seeds\)"):
-        kernels.analyticgradcampp_weights_torch(A[..., :2], W, R)
+        kernels.analytic_gradcampp_weights(A[..., :2], W, R)
     core = pytest.importorskip("seg_xai_fast.kernels.backend").core
 
     def view(t):
@@ -452,9 +452,9 @@ def test_analytic_gradcampp_weights_errors():
 
     out, sums = torch.empty(1, 2, 4), torch.empty(1, 4)
     with pytest.raises(ValueError, match=r"^analytic_gradcampp_weights: argument 'seeds' must be float32, got float16$"):
-        core.analyticgradcampp_weights_torch(view(A), view(W), view(R.half()), view(out), view(sums), 1, 0)
+        core.analytic_gradcampp_weights(view(A), view(W), view(R.half()), view(out), view(sums), 1, 0)
     with pytest.raises(ValueError, match=r"argument 'activations_or_sums' must have 4 dimensions .* or 2"):
-        core.analyticgradcampp_weights_torch(view(A[0]), view(W), view(R), view(out), view(sums), 1, 0)
+        core.analytic_gradcampp_weights(view(A[0]), view(W), view(R), view(out), view(sums), 1, 0)
 
 
 @pytest.mark.parametrize("frames", [(8, (240, 320), (30, 40)), (8, (240, 320), (240, 320)), (3, (45, 77), (9, 13))])
