@@ -116,7 +116,7 @@ def cases(device: str):
     classes = list(range(21))
     yield ("6 seeds from logits", "21×512²→64²",
            lambda: reference.upsample_adjoint(reference.predicted_masks(logits, classes), (64, 64)),
-           lambda: kernels.target_seeds(logits, classes, (64, 64), backend="fused"),
+           lambda: kernels.label_seeds(kernels.class_argmax(logits, "fused"), classes, (64, 64), backend="fused"),
            lambda: logits.sum(), 1e-4)
 
 

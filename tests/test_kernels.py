@@ -253,7 +253,8 @@ SEED_CASES = [  # (B, L, H, W, h, w)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", SEED_CASES)
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_target_seeds(device, case, align_corners):
+def test_seeds_of_the_predicted_classes(device, case, align_corners):
+    """class_argmax then label_seeds: the Seg-Grad-CAM default targets, the K masks never formed."""
     B, L, H, W, h, w = case
     logits = torch.randn(B, L, H, W, generator=_gen(13)).to(device)
     logits[:, :, :2, :2] = 0.5  # ties: the lowest class must win
@@ -261,8 +262,9 @@ def test_target_seeds(device, case, align_corners):
     if H * W > 4:
         logits[0, L // 2, -1, -1] = float("nan")  # a NaN logit wins its pixel, as in torch.argmax
     labels = torch.full((B, H, W), -7, dtype=torch.int64, device=device)  # poisoned: every element is written
-    out = kernels.target_seeds(logits, classes, (h, w), align_corners, backend="fused",
-                               out=nan_like((B, len(classes), h, w), device=device), labels_out=labels)
+    kernels.class_argmax(logits, backend="fused", out=labels)
+    out = kernels.label_seeds(labels, classes, (h, w), align_corners, backend="fused",
+                              out=nan_like((B, len(classes), h, w), device=device))
     masks = reference.predicted_masks(logits, classes)
     expected = reference.upsample_adjoint(masks, (h, w), align_corners)
     close(out, expected, ATOL_SUM * max(1.0, float(expected.abs().max())))
@@ -332,8 +334,6 @@ def test_error_messages_name_argument_expectation_and_value():
         kernels.cam_from_gradients(A, G, "gradcam", out=torch.empty(1, 2, 4, 5))
     with pytest.raises(ValueError, match=r"argument 'output_size' must be a pair"):
         kernels.cam_from_gradients(A, G, "gradcam", output_size=7)
-    with pytest.raises(ValueError, match=r"argument 'classes' must be .* in \[0, 3\), got \[0, 3\]"):
-        kernels.target_seeds(torch.randn(1, 3, 8, 8), [0, 3], (2, 2))
     with pytest.raises(ValueError, match=r"colormap must be one of"):
         kernels.overlay(torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.rand(1, 4, 4), "rainbow")
     with pytest.raises(ValueError, match=r"argument 'maps' must not be empty"):
@@ -484,7 +484,7 @@ def test_non_contiguous_inputs_stay_alive_during_the_kernel():
     maps = torch.rand(4, 3, 12, 16, generator=g)
     frames = torch.randint(0, 256, (4, 96, 128, 3), dtype=torch.uint8, generator=g)
     for _ in range(10):
-        seeds = K.target_seeds(logits, [3, 5], (12, 16), False)
+        seeds = K.label_seeds(K.class_argmax(logits), [3, 5], (12, 16), False)
         torch.testing.assert_close(
             seeds, reference.upsample_adjoint(reference.predicted_masks(logits, [3, 5]), (12, 16)), rtol=1e-5, atol=1e-5)
         masked = K.mask_seeds(reference.predicted_masks(logits, [1]).transpose(2, 3).contiguous().transpose(2, 3), (12, 16))

@@ -19,7 +19,6 @@ from .ops import (
     normalize_maps,
     overlay,
     resize_normalize,
-    target_seeds,
     weighted_cam,
 )
 
@@ -39,6 +38,5 @@ __all__ = [
     "overlay",
     "reference",
     "resize_normalize",
-    "target_seeds",
     "weighted_cam",
 ]

@@ -465,34 +465,6 @@ def class_argmax(
     return labels
 
 
-def target_seeds(
-    logits: torch.Tensor,  # float [B,L,H,W], full resolution
-    classes: Sequence[int],  # K class indices in [0, L)
-    low_size: Tuple[int, int],  # (h, w) of the logits before the model's bilinear upsample
-    align_corners: bool = False,
-    backend: str = "auto",
-    *,
-    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
-    labels_out: Optional[torch.Tensor] = None,  # int64 [B,H,W]: receives the argmax over classes
-) -> torch.Tensor:
-    """Up*(argmax masks) for all K classes → float32 [B,K,h,w].
-
-    Equals reference.upsample_adjoint(reference.predicted_masks(logits, classes), low_size,
-    align_corners): class_argmax (written to labels_out when given), then label_seeds, which
-    never stores the K full-resolution masks. Non-contiguous logits are copied.
-    """
-    _tensor("logits", logits, 4)
-    L = logits.shape[1]
-    cls = _class_list(classes)
-    if not cls or any(not 0 <= c < L for c in cls):
-        raise ValueError(f"argument 'classes' must be a non-empty list of ints in [0, {L}), got {cls}")
-    if labels_out is not None:  # checked here, so an error names this argument
-        B, _, H, W = logits.shape
-        _out(labels_out, (B, H, W), torch.int64, logits.device, "labels_out")
-    labels = class_argmax(logits, backend, out=labels_out)
-    return label_seeds(labels, cls, low_size, align_corners, backend, out=out)
-
-
 def label_seeds(
     labels: torch.Tensor,  # int64 [B,H,W], the predicted class of each pixel
     classes: Sequence[int],  # K class indices
