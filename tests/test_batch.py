@@ -234,6 +234,7 @@ def test_usage_errors_exit_2(inputs, model_file, tmp_path, capsys):
     assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_completes(tmp_path, model_file):
     src = tmp_path / "in"
     src.mkdir()
@@ -294,6 +295,7 @@ def test_torn_manifest_line_is_ignored_and_cut(inputs, model_file, tmp_path, cap
     assert len(_check_store(out)) == 2
 
 
+@pytest.mark.slow
 def test_ray_local_writes_the_same_layout(inputs, model_file, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'seg-xai-fast[ray]'")
     local, remote = tmp_path / "local", tmp_path / "ray"

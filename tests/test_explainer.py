@@ -297,8 +297,9 @@ def test_finite_check_is_exact():
         check_finite_images(x)
 
 
+@pytest.mark.slow
 def test_deeplabv3_resnet50_at_520_stays_under_4gb():
-    """Issue 3's memory bound, measured: 21 dense targets through the autograd path at layer4,
+    """The engine's memory bound, measured: 21 dense targets through the autograd path at layer4,
     in a fresh process (benchmarks/engine_memory.py; peak RSS includes torch and the model)."""
     import subprocess
     import sys

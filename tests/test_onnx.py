@@ -43,7 +43,9 @@ HEADS = {  # name: (model factory, target layer, export size)
 }
 
 
-@pytest.fixture(scope="module", params=sorted(HEADS))
+# The torchvision architectures take most of the suite's time: `pytest -m "not slow"` keeps the demo model.
+@pytest.fixture(scope="module", params=[n if n == "demo" else pytest.param(n, marks=pytest.mark.slow)
+                                        for n in sorted(HEADS)])
 def exported(request, tmp_path_factory):
     make, layer, size = HEADS[request.param]
     model = make()

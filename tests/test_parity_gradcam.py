@@ -56,7 +56,9 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+# The torchvision architectures take most of the suite's time: `pytest -m "not slow"` keeps the demo model.
+@pytest.fixture(scope="module", params=[n if n == "demo" else pytest.param(n, marks=pytest.mark.slow)
+                                        for n in sorted(CASES)])
 def case(request):
     return request.param, *CASES[request.param]()
 
