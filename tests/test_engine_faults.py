@@ -201,6 +201,7 @@ def test_integral_floats_and_numpy_ids_are_class_ids(model, images):
     explainer = sx.Explainer(model, "decoder")
     assert explainer(images, classes=[2.0, np.int64(3)]).classes == [2, 3]
     assert explainer(images, classes=torch.tensor([1, 0])).classes == [1, 0]
+    assert explainer(images, classes=np.int64(2)).classes == [2]
 
 
 @pytest.mark.parametrize("path", ["analytic", "autograd"])

@@ -2,6 +2,7 @@
 resolution), in one place so that each argument gets the same message everywhere."""
 from __future__ import annotations
 
+import numbers
 import operator
 from typing import Optional, Sequence
 
@@ -75,7 +76,7 @@ def check_classes(classes, num_classes: int, names: Optional[Sequence[str]] = No
     if names is not None and len(names) != num_classes:
         raise ValueError(f"class_names must name every class the model outputs ({num_classes}), "
                          f"got {len(names)} names: {brief(names)}")
-    if isinstance(classes, (str, int, float)) or (isinstance(classes, torch.Tensor) and classes.ndim == 0):
+    if isinstance(classes, (str, numbers.Number)) or (isinstance(classes, torch.Tensor) and classes.ndim == 0):
         classes = [classes]
     try:
         entries = list(classes)
