@@ -1,7 +1,7 @@
 """The engine: explanations of a PyTorch segmentation model for every requested class of a batch.
 
 capture.py   the model: target layer, output selection, hooks, state restored after each call
-checks.py    the arguments every explainer shares (images, classes, resolution)
+checks.py    the arguments every explainer shares (images, classes, masks, resolution)
 targets.py   target regions: predicted pixels, masks, Box, Pixel, Component
 methods.py   the method registry (name, family, needs gradients, description)
 analytic.py  the closed form for linear heads (no backward pass)

@@ -9,7 +9,7 @@ Only Grad-CAM++ needs an element-wise pass, done here in class chunks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -27,12 +27,55 @@ class LinearHead:
     """The head found after the target layer: z = weight·A + const, logits = Up(z) or z.
 
     weight: float32 [L,C] (BatchNorm folded); conv: the 1×1 conv module;
-    upsample: ((h, w), align_corners) of the final bilinear upsample, or None.
+    upsample: ((h, w), align_corners) of the final bilinear upsample, or None;
+    chain: the eval-mode modules between A and conv (folded into weight); paths: the dotted names
+    of chain + conv in the model.
     """
 
     weight: torch.Tensor
     conv: nn.Conv2d
     upsample: Optional[tuple]
+    chain: tuple = ()
+    paths: tuple = ()
+    stamps: tuple = field(default=None, repr=False, compare=False)  # _stamps() when weight was folded
+
+    def __post_init__(self):
+        if self.stamps is None:
+            self.stamps = self._stamps()
+
+    def _stamps(self) -> tuple:
+        """(tensor, data pointer, version counter) of every tensor the folded weight depends on:
+        in-place changes (optimiser steps, load_state_dict) bump the version, replacing a
+        parameter or its .data changes the tensor or the pointer."""
+        tensors = [self.conv.weight]
+        for m in self.chain:
+            if isinstance(m, nn.BatchNorm2d):
+                tensors += [t for t in (m.weight, m.running_var) if t is not None]
+        stamps = []
+        for t in tensors:
+            try:
+                version = t._version
+            except RuntimeError:  # inference tensors keep no version counter: always refold
+                version = object()
+            stamps.append((t, t.data_ptr(), version))
+        return tuple(stamps)
+
+    def current(self, model: nn.Module) -> Optional["LinearHead"]:
+        """This head for the model's current parameters: itself when they are unchanged, a
+        refolded copy when they changed, None when its modules are no longer the model's (replaced:
+        the head must be found and verified again)."""
+        for path, module in zip(self.paths, self.chain + (self.conv,)):
+            try:
+                if model.get_submodule(path) is not module:
+                    return None
+            except AttributeError:
+                return None
+        stamps = self._stamps()
+        if len(stamps) == len(self.stamps) and all(
+                a[0] is b[0] and a[1:] == b[1:] for a, b in zip(stamps, self.stamps)):
+            return self
+        weight = fold_chain(list(self.chain), self.conv)
+        return LinearHead(weight, self.conv, self.upsample, self.chain, self.paths, stamps)
 
 
 def fold_chain(chain: list[nn.Module], conv: nn.Conv2d) -> torch.Tensor:
@@ -96,6 +139,9 @@ def analytic_cam(
     else:
         raise ValueError(f"method {method!r} has no closed form here")
     if method in reference.WEIGHTED_METHODS:
+        if not torch.isfinite(weights).all():  # [B,K,C]: cheap, and overflow would give zero maps silently
+            raise FloatingPointError("the closed-form channel weights contain NaN or Inf (overflow: are the "
+                                     "masks, activations or head weights very large?)")
         maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
     else:
         maps = kernels.normalize_maps(raw.view(B, K, h, w), backend=backend)

@@ -2,7 +2,8 @@
 
 - resolve_layer: a target layer given as a module or a dotted name;
 - select_output: the logits [B,L,H,W] inside whatever the model returns;
-- ModelState: eval mode and frozen parameters for one call, the model restored afterwards;
+- ModelState: eval mode and frozen parameters for one call, the model restored afterwards, under
+  the model's lock (model_lock), so that threads sharing a model take turns;
 - ForwardCapture: the hooks of one forward pass (the target activations, and for the gradient
   path the leaf that starts the graph, the pre-upsample logits and the candidate linear head);
 - model_logits: a plain no-grad forward to the logits, with the model's state restored.
@@ -10,7 +11,10 @@
 from __future__ import annotations
 
 import difflib
+import sys
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -66,30 +70,69 @@ def select_output(output, key: str, batch: int) -> torch.Tensor:
     return output
 
 
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one lock of `model`, shared by every explainer of it (re-entrant: a call may nest)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+def unwrap_compiled(model: nn.Module) -> nn.Module:
+    """The original module of a torch.compile'd model (explained eagerly: hooks and the
+    per-call requires_grad changes would otherwise meet the compiled graph), else `model`."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # loaded whenever a model was compiled
+    compiled = getattr(eval_frame, "OptimizedModule", None)
+    if compiled is not None and isinstance(model, compiled) and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        return model._orig_mod
+    return model
+
+
 class ModelState:
-    """Eval mode and frozen parameters for the call; the model's own state restored afterwards."""
+    """Eval mode and frozen parameters for the call; the model's own state restored afterwards.
+
+    Hooks, requires_grad flags and train/eval mode belong to the model, not to one call, so the
+    call holds the model's lock from entry to exit: threads sharing a model are serialised here
+    (each call sees the model as its owner left it), while work outside (the CAM stage) overlaps.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.lock = model_lock(model)
 
     def __enter__(self):
-        # Every module's mode is recorded and restored, so code run inside (an exporter toggling
-        # a wrapper's train/eval recursively, say) cannot leave the model changed.
-        self.training = [(m, m.training) for m in self.model.modules()]
-        if self.model.training:
-            warnings.warn("the model was in train mode; it is explained in eval mode and restored afterwards", stacklevel=3)
-            self.model.eval()
-        # Nothing below the target layer then builds a graph, and no parameter gradient is made.
-        self.frozen = [p for p in self.model.parameters() if p.requires_grad]
-        for p in self.frozen:
-            p.requires_grad_(False)
+        self.lock.acquire()
+        try:
+            # Every module's mode is recorded and restored, so code run inside (an exporter
+            # toggling a wrapper's train/eval recursively, say) cannot leave the model changed.
+            self.training = [(m, m.training) for m in self.model.modules()]
+            self.frozen = []
+            if self.model.training:
+                warnings.warn("the model was in train mode; it is explained in eval mode and restored afterwards",
+                              stacklevel=3)
+                self.model.eval()
+            # Nothing below the target layer then builds a graph, and no parameter gradient is made.
+            self.frozen = [p for p in self.model.parameters() if p.requires_grad]
+            for p in self.frozen:
+                p.requires_grad_(False)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for p in self.frozen:
-            p.requires_grad_(True)
-        for m, flag in self.training:
-            m.training = flag
+        try:
+            for p in self.frozen:
+                p.requires_grad_(True)
+            for m, flag in self.training:
+                m.training = flag
+        finally:
+            self.lock.release()
 
 
 class ForwardCapture:
@@ -203,7 +246,9 @@ class ForwardCapture:
         scale = exact.abs().max().clamp_min(1e-30)
         if not torch.allclose(exact, closed, rtol=1e-4, atol=1e-5 * float(scale)):
             return None
-        return LinearHead(weight=weight, conv=conv, upsample=upsample)
+        names = {m: n for n, m in self.model.named_modules()}
+        return LinearHead(weight=weight, conv=conv, upsample=upsample, chain=tuple(chain),
+                          paths=tuple(names[m] for m in chain + [conv]))
 
 
 

@@ -2,11 +2,26 @@
 resolution), in one place so that each argument gets the same message everywhere."""
 from __future__ import annotations
 
+import numbers
+import operator
 from typing import Optional, Sequence
 
 import torch
 
 RESOLUTIONS = ("full", "layer")
+# The largest |value| a target mask may hold: masks weight the target's pixels (0/1, or soft in
+# [0, 1]); far larger weights overflow float32 in the gradient terms (Grad-CAM++'s g³ first) and
+# would give wrong maps without a word.
+MASK_LIMIT = 1e6
+
+
+def brief(values: Sequence, n: int = 8) -> str:
+    """`values` for an error message: the first n and a count of the rest, so a message about
+    10,000 bad ids stays one line."""
+    values = list(values)
+    if len(values) <= n:
+        return repr(values)
+    return "[" + ", ".join(repr(v) for v in values[:n]) + f", … ({len(values) - n} more)]"
 
 
 def describe(x) -> str:
@@ -27,6 +42,8 @@ def check_images(images, channels: Optional[int] = None, what: str = "the model'
         raise ValueError(f"images must be a float tensor, got dtype {images.dtype}")
     if images.shape[0] == 0:
         raise ValueError("images must hold at least one image, got an empty batch")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images must be at least 1×1 pixels, got shape {list(images.shape)}")
     if channels is not None and images.shape[1] != channels:
         raise ValueError(f"images must have {channels} channels ({what}), got shape {list(images.shape)}")
     check_finite_images(images)
@@ -48,24 +65,115 @@ def check_resolution(resolution) -> None:
         raise ValueError(f"resolution must be one of {list(RESOLUTIONS)}, got {resolution!r}")
 
 
-def check_classes(classes, num_classes: int) -> list[int]:
-    """The explained class ids: `classes` (ids in [0, num_classes)) checked, or every class for None."""
+def check_classes(classes, num_classes: int, names: Optional[Sequence[str]] = None) -> list[int]:
+    """The explained class ids: `classes` checked, or every class for None.
+
+    Each entry is an int id in [0, num_classes) (an integral float such as 2.0 counts as 2) or,
+    when `names` (one per class) is given, a class name. A single id or name may stand alone.
+    """
     if classes is None:
         return list(range(num_classes))
-    if isinstance(classes, int):
+    if names is not None and len(names) != num_classes:
+        raise ValueError(f"class_names must name every class the model outputs ({num_classes}), "
+                         f"got {len(names)} names: {brief(names)}")
+    if isinstance(classes, (str, numbers.Number)) or (isinstance(classes, torch.Tensor) and classes.ndim == 0):
         classes = [classes]
     try:
-        ids = [int(c) for c in classes]
-    except (TypeError, ValueError):
-        raise TypeError(f"classes must be None or a sequence of int class ids, got {classes!r}") from None
-    if not ids:
+        entries = list(classes)
+    except TypeError:
+        raise TypeError(f"classes must be None or a sequence of class ids, got {type(classes).__name__}") from None
+    if not entries:
         raise ValueError("classes must not be empty (use None for every class)")
+    ids = [_class_id(c, names) for c in entries]
     bad = [c for c in ids if not 0 <= c < num_classes]
     if bad:
-        raise ValueError(f"classes must be ids in [0, {num_classes - 1}] (the model outputs {num_classes} classes), got {bad}")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"classes must not repeat ids, got {ids}")
+        raise ValueError(f"classes must be ids in [0, {num_classes - 1}] (the model outputs {num_classes} classes), "
+                         f"got {brief(bad)}")
+    repeated = sorted({c for c in ids if ids.count(c) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise ValueError(f"classes must not repeat ids, got {brief(repeated)} more than once")
     return ids
+
+
+def _class_id(entry, names: Optional[Sequence[str]]) -> int:
+    """One entry of `classes` → its id (range not checked here)."""
+    if isinstance(entry, str):
+        if names is not None and entry in names:
+            return list(names).index(entry)
+        known = f"one of the class names {brief(names)}" if names is not None else \
+            "a class name, which needs class_names=... (this explainer has none)"
+        raise ValueError(f"classes must hold int class ids or class names; the string {entry!r} is not {known}")
+    if isinstance(entry, bool):  # an int subclass, but never meant as a class id
+        raise TypeError(f"classes must hold int class ids, got the bool {entry!r}")
+    try:
+        return operator.index(entry)  # int, numpy and 0-d integer tensor ids
+    except TypeError:
+        pass
+    try:
+        value = float(entry)
+    except (TypeError, ValueError):
+        raise TypeError(f"classes must hold int class ids, got {type(entry).__name__} {entry!r}") from None
+    if not value.is_integer():
+        raise ValueError(f"classes must hold whole-number class ids, got {entry!r}")
+    return int(value)
+
+
+def check_int(value, name: str) -> int:
+    """`value` as an int, or a TypeError naming `name` (bools and non-integral numbers refused)."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+
+
+def check_masks(masks: torch.Tensor, expected: Sequence[int]) -> torch.Tensor:
+    """Target masks float [B,K,H,W] (bool allowed) of shape `expected`, finite and within
+    ±MASK_LIMIT; returned as float32 (device unchanged)."""
+    if tuple(masks.shape) != tuple(expected):
+        raise ValueError(
+            f"masks must have shape [B,K,H,W] = {list(expected)} (images, classes, output size), "
+            f"got {list(masks.shape)}"
+        )
+    if masks.dtype == torch.bool:
+        masks = masks.float()
+    if not masks.is_floating_point():
+        raise ValueError(f"masks must be a float or bool tensor, got dtype {masks.dtype}")
+    if masks.numel():
+        if not torch.isfinite(masks).all():
+            raise ValueError("masks contains NaN or Inf values")
+        peak = float(masks.abs().max())
+        if peak > MASK_LIMIT:
+            raise ValueError(f"masks must hold target weights within ±{MASK_LIMIT:g} (0/1 or soft in [0, 1] is usual), "
+                             f"got a value of magnitude {peak:.3g}: larger weights overflow float32 in the gradients")
+    return masks.float()
+
+
+def check_class_names(class_names) -> Optional[tuple]:
+    """class_names: None or a sequence of distinct str, one per output class → tuple."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+        raise TypeError(f"class_names must be a sequence of str (one per output class), got {class_names!r:.200}")
+    names = tuple(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be distinct, got {brief(names)}")
+    return names
+
+
+def class_position(class_id, classes: Sequence[int], names: Optional[Sequence[str]] = None) -> int:
+    """Where class `class_id` (an id, or a name from `names`) sits in the explained `classes`;
+    a ValueError naming the explained classes when it was not explained."""
+    explained = brief(classes) + (f" ({brief([names[c] for c in classes])})" if names is not None else "")
+    if class_id is None:
+        if len(classes) == 1:
+            return 0
+        raise ValueError(f"class_id is needed when several classes were explained: one of {explained}")
+    cid = _class_id(class_id, names)
+    if cid not in classes:
+        raise ValueError(f"class_id {class_id!r} was not explained; the explained classes are {explained}")
+    return list(classes).index(cid)
 
 
 def parse_class_spec(spec: Optional[str], names: Optional[Sequence[str]], option: str = "--classes") -> Optional[list]:
@@ -80,8 +188,8 @@ def parse_class_spec(spec: Optional[str], names: Optional[Sequence[str]], option
         elif names and token in names:
             ids.append(list(names).index(token))
         else:
-            known = f" or one of {list(names)}" if names else ""
-            raise ValueError(f"{option} must be comma-separated class ids{known}, got {token!r} in {spec!r}")
+            known = f" or one of {brief(names)}" if names else ""
+            raise ValueError(f"{option} must be comma-separated class ids{known}, got {token[:40]!r} in {spec[:80]!r}")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{option} must not repeat a class, got {spec!r}")
+        raise ValueError(f"{option} must not repeat a class, got {spec[:80]!r}")
     return ids

@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from .. import kernels
 from .analytic import LinearHead
-from .capture import ForwardCapture, InputOf, ModelState, resolve_layer, select_output
-from .checks import check_classes, check_images, check_resolution
+from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
+from .checks import check_class_names, check_classes, check_images, check_resolution
 from .methods import get_method
 from .outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head, labels_and_seeds
 
@@ -48,9 +48,14 @@ class Explainer:
     gradient_path: "auto" (closed form when the target layer feeds a linear head, verified on the
     first call; autograd otherwise), "analytic" (require the closed form) or "autograd".
     After a call, ``explainer.gradient_path`` reports the path used: "analytic" or "autograd".
+    class_names: one name per output class (e.g. ``sx.CLASS_NAMES``), so that ``classes`` and
+    ``Explanation.overlay`` accept names as well as ids.
 
     The model is left as found: hooks are removed after every call (also on errors), and
-    ``requires_grad`` flags and train/eval mode are restored.
+    ``requires_grad`` flags and train/eval mode are restored. Calls may come from several threads:
+    the part that changes the model's state holds a per-model lock, so calls sharing a model take
+    turns there. A ``torch.compile``'d model is explained through its original (eager) module.
+    The closed-form head follows the model's current weights (checked on every call).
     """
 
     def __init__(
@@ -65,10 +70,16 @@ class Explainer:
         class_chunk: Optional[int] = None,
         vjp: str = "loop",
         gradient_path: str = "auto",
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        compiled = model
+        model = unwrap_compiled(model)
+        if model is not compiled and isinstance(target_layer, str) and target_layer.startswith("_orig_mod."):
+            target_layer = target_layer[len("_orig_mod."):]  # the compiled wrapper's name for the same module
         self.model = model
+        self.class_names = check_class_names(class_names)
         self.method = get_method(method).name
         if isinstance(target_layer, str) and target_layer.endswith(":input"):
             target_layer = InputOf(target_layer[: -len(":input")])
@@ -127,10 +138,16 @@ class Explainer:
         images = self._check_images(images)
         check_resolution(resolution)
         key = tuple(images.shape[1:])
-        head = self._heads.get(key)
+        head = self._cached_head(key)
         if head is not None or not get_method(self.method).needs_gradients:
             # No graph needed: the closed form, or Eigen-CAM (activations only).
             return self.explain_outputs(self._plain_forward(images, head), classes, masks, resolution=resolution)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                f"method {self.method!r} needs gradients, which torch.inference_mode() forbids: call the "
+                "explainer outside torch.inference_mode() (it makes no parameter gradients and leaves the "
+                "model unchanged)"
+            )
         with ModelState(self.model):
             with self.capture(leaf=True) as cap:
                 with torch.enable_grad():
@@ -156,7 +173,7 @@ class Explainer:
                     outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
                     return self.explain_outputs(outputs, classes, masks, resolution=resolution)
                 self.gradient_path = "autograd"
-                class_ids = check_classes(classes, logits.shape[1])
+                class_ids = check_classes(classes, logits.shape[1], self.class_names)
                 labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
                 active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
                 output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
@@ -192,14 +209,18 @@ class Explainer:
         """The second half of a call: the explanation of forward()'s result, as __call__'s."""
         if not outputs.has_outputs:  # autograd path: the whole call, graph and all
             return self(outputs.images, classes, masks, resolution=resolution)
+        class_ids = check_classes(classes, outputs.logits.shape[1], self.class_names)
         if not get_method(self.method).needs_gradients:
-            return explain_eigen(outputs.activations, outputs.logits, classes, layer=self.layer_name,
-                                 backend=self.backend, labels=outputs.labels, resolution=resolution)
-        self.gradient_path = "analytic"
-        head = outputs.head
-        return explain_linear_head(outputs.activations, outputs.logits, head.weight, head.upsample, classes, masks,
-                                   self.method, layer=self.layer_name, backend=self.backend,
-                                   max_memory_mb=self.max_memory_mb, labels=outputs.labels, resolution=resolution)
+            res = explain_eigen(outputs.activations, outputs.logits, class_ids, layer=self.layer_name,
+                                backend=self.backend, labels=outputs.labels, resolution=resolution, masks=masks)
+        else:
+            self.gradient_path = "analytic"
+            head = outputs.head
+            res = explain_linear_head(outputs.activations, outputs.logits, head.weight, head.upsample, class_ids,
+                                      masks, self.method, layer=self.layer_name, backend=self.backend,
+                                      max_memory_mb=self.max_memory_mb, labels=outputs.labels, resolution=resolution)
+        res.class_names = self.class_names
+        return res
 
     def _plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
         """A no-grad forward of checked `images`, keeping the activations, logits and labels."""
@@ -213,10 +234,27 @@ class Explainer:
         return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf)
 
     def _check_images(self, images) -> torch.Tensor:
-        """Checked images, moved to the model's device."""
+        """Checked images, moved to the model's device and converted to its float dtype (float64
+        images for a float32 model, say: the conversion the model's first layer would demand)."""
         images = check_images(images, self._in_channels)
         param = next(self.model.parameters(), None)
-        return images if param is None or images.device == param.device else images.to(param.device)
+        if param is None:
+            return images
+        dtype = param.dtype if param.is_floating_point() else images.dtype
+        return images.to(device=param.device, dtype=dtype)
+
+    def _cached_head(self, key: tuple) -> Optional[LinearHead]:
+        """The cached linear head for input shape `key`, following the model's current weights
+        (refolded when they changed, forgotten when its modules were replaced), or None."""
+        with model_lock(self.model):
+            head = self._heads.get(key)
+            if head is not None:
+                head = head.current(self.model)
+                if head is None:
+                    del self._heads[key]  # the next call finds and verifies the head again
+                else:
+                    self._heads[key] = head
+            return head
 
     def linear_head(self, images: torch.Tensor) -> Optional[LinearHead]:
         """The verified linear head after the target layer for inputs shaped like `images`
@@ -226,12 +264,12 @@ class Explainer:
             if self.requested_path == "autograd":
                 return None
             self(images[:1], classes=[0], masks=torch.ones(1, 1, *images.shape[-2:], device=images.device))
-        return self._heads.get(key)
+        return self._cached_head(key)
 
     def _result(self, maps, class_ids, labels, active, info) -> Explanation:
         info = {"gradient_path": self.gradient_path, **info}
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
-                           method=self.method, layer=self.layer_name, info=info)
+                           method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
     def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).

@@ -15,7 +15,7 @@ import torch
 from .. import kernels
 from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
-from .checks import check_classes, check_resolution
+from .checks import check_classes, check_resolution, class_position
 from .targets import Region, target_masks
 
 MaskSpec = Union[None, torch.Tensor, Region, Sequence[Region]]
@@ -50,6 +50,7 @@ class Explanation:
     maps: float32 [B,K,H,W] in [0,1] on the model's device; maps[:, i] explains classes[i].
     classes: the K class ids. labels: int64 [B,H,W] predicted class per pixel.
     active: bool [B,K], False where the target region was empty (the map is all zeros).
+    class_names: one name per model class when the explainer knows them, else None.
     """
 
     maps: torch.Tensor
@@ -59,11 +60,19 @@ class Explanation:
     method: str
     layer: str
     info: dict = field(default_factory=dict)
+    class_names: Optional[tuple] = None
 
-    def overlay(self, images: torch.Tensor, class_index: int = 0, colormap: str = "jet", alpha: float = 0.5):
-        """Colour the maps of classes[class_index] over `images` (float [B,3,H,W] in [0,1]) → uint8 [B,H,W,3]."""
+    def map_of(self, class_id=None) -> torch.Tensor:
+        """The maps float32 [B,H,W] of class `class_id` (an id, or a name when class_names are
+        known; None: the only explained class). ValueError naming the explained classes otherwise."""
+        return self.maps[:, class_position(class_id, self.classes, self.class_names)]
+
+    def overlay(self, images: torch.Tensor, class_id=None, colormap: str = "jet", alpha: float = 0.5):
+        """Colour the maps of class `class_id` (see map_of) over `images` (float [B,3,H,W] in
+        [0,1]) → uint8 [B,H,W,3]."""
+        maps = self.map_of(class_id)
         frames = (images.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        return kernels.overlay(frames.to(self.maps.device), self.maps[:, class_index], colormap=colormap, alpha=alpha)
+        return kernels.overlay(frames.to(self.maps.device), maps, colormap=colormap, alpha=alpha)
 
 
 
@@ -112,13 +121,19 @@ def explain_eigen(
     backend: str = "auto",
     labels: Optional[torch.Tensor] = None,
     resolution: str = "full",
+    masks: MaskSpec = None,
 ) -> Explanation:
     """Eigen-CAM from one forward pass's tensors, whatever runtime produced them: one
     class-agnostic map shared by every requested class. activations: float [B,C,h,w];
     logits: float [B,L,H,W]; labels: optional int64 [B,H,W] argmax of the logits;
-    resolution: "full" or "layer" (see Explainer.__call__)."""
+    resolution: "full" or "layer" (see Explainer.__call__). masks: checked as for every other
+    method (a wrong shape or region is an error), though they do not change the class-agnostic map."""
     check_resolution(resolution)
     class_ids = check_classes(classes, logits.shape[1])
+    if labels is None:
+        labels = kernels.class_argmax(logits, backend)
+    if masks is not None:
+        target_masks(labels, class_ids, masks)
     raw = reference.eigen_cam(activations).unsqueeze(1)  # [B,1,h,w]
     maps = kernels.normalize_maps(raw, backend=backend)
     if resolution == "full":
@@ -126,7 +141,7 @@ def explain_eigen(
     B, K = logits.shape[0], len(class_ids)
     active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
     return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
-                       labels=kernels.class_argmax(logits, backend) if labels is None else labels, active=active,
+                       labels=labels, active=active,
                        method="eigencam", layer=layer, info={"gradient_path": "none", "backward_passes": 0})
 
 

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import reference
+from .checks import check_int, check_masks
 
+
+def _int_fields(region) -> None:
+    """Every coordinate of a region as an int (numpy ints too), or a TypeError naming it."""
+    for name in region.__dataclass_fields__:
+        object.__setattr__(region, name, check_int(getattr(region, name), f"{type(region).__name__}.{name}"))
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,9 @@ class Box:
     y1: int
     x1: int
 
+    def __post_init__(self):
+        _int_fields(self)
+
 
 @dataclass(frozen=True)
 class Pixel:
@@ -38,6 +47,9 @@ class Pixel:
     y: int
     x: int
 
+    def __post_init__(self):
+        _int_fields(self)
+
 
 @dataclass(frozen=True)
 class Component:
@@ -45,6 +57,9 @@ class Component:
 
     y: int
     x: int
+
+    def __post_init__(self):
+        _int_fields(self)
 
 
 Region = Union[Box, Pixel, Component]
@@ -68,19 +83,7 @@ def target_masks(
     if masks is None:
         return reference.label_masks(labels, classes)
     if isinstance(masks, torch.Tensor):
-        expected = (B, K, H, W)
-        if tuple(masks.shape) != expected:
-            raise ValueError(
-                f"masks must have shape [B,K,H,W] = {list(expected)} (images, classes, output size), "
-                f"got {list(masks.shape)}"
-            )
-        if masks.dtype == torch.bool:
-            masks = masks.float()
-        if not masks.is_floating_point():
-            raise ValueError(f"masks must be a float or bool tensor, got dtype {masks.dtype}")
-        if not torch.isfinite(masks).all():
-            raise ValueError("masks contains NaN or Inf values")
-        return masks.to(device=labels.device, dtype=torch.float32)
+        return check_masks(masks, (B, K, H, W)).to(labels.device)
     regions = [masks] * B if isinstance(masks, REGION_TYPES) else list(masks)
     if len(regions) != B or not all(isinstance(r, REGION_TYPES) for r in regions):
         raise ValueError(
