@@ -43,6 +43,7 @@ import torch.nn as nn
 
 from ..engine.capture import InputOf, ModelState, select_output
 from ..engine.explainer import Explainer
+from ..fileio import check_target, publish
 
 METADATA_KEY = "seg_xai_fast"
 FORMAT_VERSION = 3  # 2: adds the labels output; 3: drops it again (computed by the core)
@@ -129,6 +130,7 @@ def export_onnx(
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)
+    check_target(path)  # a symlink or device at `path` is refused before the export's work
     path.parent.mkdir(parents=True, exist_ok=True)
     # A private folder next to the target: the dynamo exporter writes a .data file beside its graph.
     work = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -158,7 +160,7 @@ def export_onnx(
         if verify:
             meta["dynamic_spatial"] = _verify(graph, wrapper, model, example_input, logits, activations)
         _write_metadata(graph, meta, final)
-        os.replace(final, path)
+        publish(final, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
@@ -220,6 +222,7 @@ def export_logits_onnx(model: nn.Module, path: Union[str, os.PathLike], example_
     """The model alone (input ``images`` → output ``logits``), same exporter and dynamic axes as
     export_onnx: the plain ONNX Runtime forward pass the benchmarks compare against."""
     path = Path(path)
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -229,7 +232,7 @@ def export_logits_onnx(model: nn.Module, path: Union[str, os.PathLike], example_
         import onnx
 
         onnx.save(onnx.load(graph), os.path.join(work, "final.onnx"))  # one self-contained file
-        os.replace(os.path.join(work, "final.onnx"), path)
+        publish(os.path.join(work, "final.onnx"), path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path

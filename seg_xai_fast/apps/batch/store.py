@@ -32,14 +32,15 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional, Sequence
+from typing import BinaryIO, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ...fileio import atomic_write, check_target, file_mode, publish
 from ...kernels import reference
 
 FORMAT_VERSION = 1
@@ -75,24 +76,6 @@ def maps_relpath(key: str) -> str:
 
 def overlay_relpath(key: str, class_id: int) -> str:
     return f"overlays/{key[:2]}/{key}_c{class_id}.png"
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], tmp_dir: Path) -> None:
-    """Write `path` through a temp file in `tmp_dir` (same filesystem): write, fsync, os.replace.
-
-    Readers see either the old file or the complete new one, never a partial one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -228,7 +211,7 @@ class StoreFiles:
     def _dir(self, rel: str) -> Path:
         path = self.root / rel
         if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            real_dirs(self.root, path.parent.relative_to(self.root))
             self._made.add(path.parent)
         return path
 
@@ -257,6 +240,22 @@ class StoreFiles:
                 "size": [int(s) for s in image_size], "classes": [int(c) for c in classes]}
 
 
+def real_dirs(root: Path, rel: os.PathLike | str) -> Path:
+    """Make the folders `rel` inside `root`; OSError if one of them is a symlink (or not a folder):
+    the store never writes where a link inside DIR points."""
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise OSError(f"refusing to write into {str(path)!r}: it is a symlink or not a folder "
+                          "(the output folder's own sub-folders must be real folders)")
+    return path
+
+
 def _write_png(picture: np.ndarray, f: BinaryIO) -> None:
     from PIL import Image
 
@@ -276,7 +275,11 @@ class Store:
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--out must be a folder, got the file {str(self.root)!r}")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / LOCK, "a")
+        try:  # O_NOFOLLOW: a symlink planted at DIR/.lock is not followed
+            fd = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        except OSError as err:
+            raise OSError(f"cannot create the lock file {str(self.root / LOCK)!r}: {err.strerror}") from None
+        self._lock = os.fdopen(fd, "a")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -290,8 +293,11 @@ class Store:
 
     def _open(self, header: dict, force: bool) -> None:
         tmp = self.root / TMP_DIR
+        if tmp.is_symlink():
+            tmp.unlink()  # never delete or write what a link points to
         shutil.rmtree(tmp, ignore_errors=True)  # temp files of a killed run
-        tmp.mkdir()
+        real_dirs(self.root, TMP_DIR)
+        check_target(self.root / MANIFEST)  # read and appended to: never through a link
         old, entries = read_manifest(self.root)
         if old is not None and force:
             self._wipe()
@@ -349,7 +355,7 @@ class Store:
         self._failures_file.flush()
         os.fsync(self._failures_file.fileno())
         self._failures_file.close()
-        os.replace(self._failures_path, self.root / FAILURES)
+        publish(self._failures_path, self.root / FAILURES)
         self.close()
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from ...engine.checks import parse_class_spec
 from ...errors import VideoError
+from ...fileio import discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
 from .frames import FrameExplainer, to_images, overlay_maps
@@ -359,9 +360,9 @@ def explain_video(
         container.close()
         torch.set_num_threads(threads)
         if keep:
-            os.replace(tmp, output)
-        elif os.path.exists(tmp):
-            os.unlink(tmp)
+            publish(tmp, output)
+        else:
+            discard(tmp)
     return summary
 
 

@@ -1,0 +1,139 @@
+"""Nothing lost, nothing silently wrong: output files (targets, permissions), `seg-xai explain`
+under bad inputs, kills and tampered outputs (each test names the defect it reproduces)."""
+import contextlib
+import os
+import stat
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seg_xai_fast as sx
+from seg_xai_fast.cli import main
+from seg_xai_fast.demo.model import DemoSegNet
+from seg_xai_fast.fileio import atomic_write, atomic_write_text, check_target
+from seg_xai_fast.viz import save_png
+
+
+@contextlib.contextmanager
+def _umask(mask):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _rgb(seed, h=64, w=64):
+    images, _ = sx.synthetic_scenes(1, seed=seed, size=(max(h, 32), max(w, 32)))
+    return (images[0, :, :h, :w].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path_factory, monkeypatch):
+    """--runtime auto exports models for ONNX Runtime: into a test folder, not the user's cache."""
+    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path_factory.getbasetemp() / "onnx-cache"))
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save(DemoSegNet().eval(), path)
+    return str(path)
+
+
+def _explain(capsys, *argv):
+    rc = main(["explain", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --------------------------------------------------------------------------- 13.1, 13.2: output files
+
+
+def test_13_1_writes_refuse_symlinks_and_fifos(tmp_path):
+    """Issue 13.1: an atomic write renamed over whatever was at the path (a device became a file,
+    a symlink was replaced). Now anything but a regular file is refused and left as it was."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "chart.png"
+    link.symlink_to(victim)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    picture = np.zeros((4, 4, 3), np.uint8)
+    for target in (link, fifo):
+        with pytest.raises(OSError, match="refusing to replace .*not a regular file"):
+            save_png(picture, target)
+        with pytest.raises(OSError, match="refusing to replace"):
+            atomic_write_text(target, "x")
+    assert link.is_symlink() and victim.read_text() == "keep me"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "pipe.png", "victim.txt"]  # no temp left
+    with pytest.raises(OSError, match="a folder"):
+        check_target(tmp_path)
+    regular = tmp_path / "plain.png"
+    regular.write_text("old")
+    save_png(picture, regular)  # a regular file is replaced
+    assert Image.open(regular).size == (4, 4)
+
+
+def test_13_1_explain_never_writes_through_links_in_its_folder(tmp_path, model_file, capsys):
+    """The store's own files and folders: a symlink planted at DIR/maps or DIR/.lock is not followed."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(1)).save(src / "a.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    base = ("--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0", "--no-progress")
+    out = tmp_path / "out"
+    assert _explain(capsys, src, "--out", out, *base)[0] == 0
+    os.rename(out / "maps", elsewhere / "maps")
+    (out / "maps").symlink_to(elsewhere / "maps")
+    Image.fromarray(_rgb(2)).save(src / "b.png")
+    before = sorted(elsewhere.rglob("*"))
+    rc, _, err = _explain(capsys, src, "--out", out, *base)
+    assert rc == 1 and "symlink" in err
+    assert sorted(elsewhere.rglob("*")) == before
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    (out2 / ".lock").symlink_to(elsewhere / "lockfile")
+    rc, _, err = _explain(capsys, src, "--out", out2, *base)
+    assert rc == 1 and ".lock" in err
+    assert not (elsewhere / "lockfile").exists()
+
+
+def test_13_2_files_respect_the_umask(tmp_path, model_file, capsys):
+    """Issue 13.2: PNGs, npz maps and manifest.jsonl were 0600 (mkstemp's mode) whatever the umask."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(1)).save(src / "a.png")
+    (src / "bad.png").write_text("not a png")
+    for mask, want in ((0o022, 0o644), (0o027, 0o640)):
+        out = tmp_path / f"out{mask:o}"
+        with _umask(mask):
+            save_png(np.zeros((4, 4, 3), np.uint8), tmp_path / f"p{mask:o}.png")
+            atomic_write(tmp_path / f"b{mask:o}.bin", lambda f: f.write(b"x"))
+            rc, _, _ = _explain(capsys, src, "--out", out, "--model", model_file, "--layer", "decoder",
+                                "--runtime", "torch", "--workers", "0", "--no-progress", "--save", "maps,overlays")
+        assert rc == 3
+        written = [tmp_path / f"p{mask:o}.png", tmp_path / f"b{mask:o}.bin", out / "manifest.jsonl",
+                   out / "failures.csv", *out.glob("maps/*/*.npz"), *out.glob("overlays/*/*.png")]
+        assert len(written) > 5 and written[-1].suffix == ".png" and written[-2].suffix in (".npz", ".png")
+        assert {str(p): oct(_mode(p)) for p in written} == {str(p): oct(want) for p in written}
+
+
+def test_13_2_video_output_respects_the_umask(tmp_path):
+    pytest.importorskip("av")
+    from seg_xai_fast.apps.video.clip import scene_frames
+    from seg_xai_fast.apps.video.io import write_clip
+
+    with _umask(0o027):
+        path = write_clip(tmp_path / "c.mp4", scene_frames(2, (32, 32), seed=0), Fraction(5))
+    assert _mode(path) == 0o640
