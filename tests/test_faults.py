@@ -137,3 +137,122 @@ def test_13_2_video_output_respects_the_umask(tmp_path):
     with _umask(0o027):
         path = write_clip(tmp_path / "c.mp4", scene_frames(2, (32, 32), seed=0), Fraction(5))
     assert _mode(path) == 0o640
+
+
+# --------------------------------------------------------------------------- 12.2, 12.3, 13.5: bad images, bad settings
+
+
+class EvenNet(torch.nn.Module):
+    """A model that needs even image sizes (a 2×2 pooling by reshape): ONNX Runtime raises its own
+    exception type on a 65×65 image. Linear head 'head' (1×1), bilinearly upsampled to the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        f = torch.relu(self.body(x)).reshape(b, 8, h // 2, 2, w // 2, 2).mean(dim=(3, 5))
+        return torch.nn.functional.interpolate(self.head(f), size=(h, w), mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def even_onnx(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("even") / "even.onnx"
+    sx.export_onnx(EvenNet().eval(), "head:input", path, torch.rand(1, 3, 64, 64))
+    return str(path)
+
+
+def _last(stdout):
+    explained, failed = (int(x.split("=")[1]) for x in stdout.strip().splitlines()[-1].split()[:2])
+    return explained, failed
+
+
+def _failures(out):
+    import csv
+
+    with open(out / "failures.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return {row["path"]: row["reason"] for row in csv.DictReader(f)}
+
+
+def test_12_2_an_onnx_runtime_error_fails_one_image_not_the_run(tmp_path, even_onnx, capsys):
+    """Issue 12.2: ORT raises its own exception types, which killed the run (exit 1, traceback) on
+    every rerun. 16 images 64×64 + one 65×65, --batch-size 4."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(16):
+        Image.fromarray(_rgb(i)).save(src / f"g{i:02d}.png")
+    Image.fromarray(_rgb(99, 65, 65)).save(src / "odd.png")
+    args = (src, "--out", tmp_path / "out", "--model", even_onnx, "--batch-size", "4", "--workers", "0", "--no-progress")
+    rc, stdout, err = _explain(capsys, *args)
+    assert rc == 3 and _last(stdout) == (16, 1), err
+    reason = _failures(tmp_path / "out")[str(src / "odd.png")]
+    assert reason.startswith("explain: ") and "65" in reason
+    rc, stdout, _ = _explain(capsys, *args)  # the rerun: nothing new, the same failure
+    assert rc == 3 and _last(stdout) == (0, 1)
+
+
+def test_12_2_batchmates_of_a_failing_image_are_explained(tmp_path, model_file, capsys, monkeypatch):
+    """A batch that fails with any exception type is retried image by image."""
+    from seg_xai_fast.apps.batch import engine as batch_engine
+
+    class ForeignError(Exception):  # like onnxruntime's, not a RuntimeError
+        pass
+
+    real = batch_engine.BatchEngine.explain
+
+    def explain(self, images):
+        if (images[:, 0, 0, 0] == 0).any():  # the black image, alone or with its batchmates
+            raise ForeignError("Non-zero status code returned while running Reshape node")
+        return real(self, images)
+
+    monkeypatch.setattr(batch_engine.BatchEngine, "explain", explain)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(np.maximum(_rgb(i), 1)).save(src / f"g{i}.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "black.png")
+    rc, stdout, _ = _explain(capsys, src, "--out", tmp_path / "out", "--model", model_file, "--layer", "decoder",
+                             "--runtime", "torch", "--batch-size", "4", "--workers", "0", "--no-progress")
+    assert rc == 3 and _last(stdout) == (3, 1)
+    assert "ForeignError: Non-zero status" in _failures(tmp_path / "out")[str(src / "black.png")]
+
+
+def test_12_3_a_nan_float_tiff_is_a_failure_not_a_usage_error(tmp_path, model_file, capsys):
+    """Issue 12.3: a float TIFF with a NaN pixel aborted the run as a usage error (exit 2) with its
+    same-size batchmates, on every rerun. It comes first here, in a batch of four."""
+    src = tmp_path / "in"
+    src.mkdir()
+    nan = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    nan[3, 5] = np.nan
+    Image.fromarray(nan, mode="F").save(src / "a_nan.tif")
+    for i in range(3):
+        Image.fromarray(_rgb(i)).save(src / f"g{i}.png")
+    args = (src, "--out", tmp_path / "out", "--model", model_file, "--layer", "decoder", "--runtime", "torch",
+            "--batch-size", "4", "--workers", "0", "--no-progress")
+    rc, stdout, err = _explain(capsys, *args)
+    assert rc == 3 and _last(stdout) == (3, 1), err
+    assert "NaN" in _failures(tmp_path / "out")[str(src / "a_nan.tif")]
+    rc, stdout, _ = _explain(capsys, *args)
+    assert rc == 3 and _last(stdout) == (0, 1)
+
+
+@pytest.mark.parametrize("model", ["demo", "file", "onnx"])
+def test_13_5_out_of_range_classes_fail_before_writing(tmp_path, model_file, even_onnx, capsys, model):
+    """Issue 13.5: --classes 7 was caught only after DIR was written, so the corrected command
+    was then refused ("holds results of other settings")."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(0)).save(src / "a.png")
+    spec = {"demo": ("--model", "demo", "--runtime", "torch"),
+            "file": ("--model", model_file, "--layer", "decoder", "--runtime", "torch"),
+            "onnx": ("--model", even_onnx)}[model]
+    out = tmp_path / "m2"
+    base = (src, "--out", out, *spec, "--workers", "0", "--no-progress")
+    rc, _, err = _explain(capsys, *base, "--classes", "7")
+    assert rc == 2 and "--classes" in err and "[7]" in err and "4 classes" in err
+    assert not out.exists()
+    assert _explain(capsys, *base, "--classes", "1")[0] == 0

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ...engine.outputs import upsample_maps
-from ...errors import UsageError
 from ...kernels import overlay
 from ...viz import to_frames
 from .inputs import failure_reason
@@ -132,25 +131,25 @@ class Writer:
 
 
 def explain_images(engine: BatchEngine, paths: list, images: torch.Tensor, overlays: bool, colormap: str,
-                   alpha: float, strict: bool) -> tuple[list, list]:
+                   alpha: float) -> tuple[list, list]:
     """Explain `images` float [n,3,H,W] (one size) → ([(paths, Explained)] of the explained
-    images, [(path, reason)] of the failed ones). A failing batch is retried image by image.
+    images, [(path, reason)] of the failed ones). A failing batch is retried image by image, so
+    one bad image costs its batchmates nothing.
 
-    strict: a ValueError/TypeError is raised as a UsageError instead of failing the images (before
-    any image has succeeded, it is the settings' fault: e.g. --classes beyond the model's classes).
+    Any Exception is the image's failure, never the run's: ONNX Runtime raises its own types
+    (not RuntimeError), and the settings were checked before the run (job.prepare), so what
+    fails here fails for this image. KeyboardInterrupt and SystemExit still stop the run.
     """
     try:
         explained = engine.explain(images)
         if explained.maps.is_cuda:  # finish on the device now and free its memory
             explained.finish(overlays, colormap, alpha)
-    except (RuntimeError, ValueError, TypeError, FloatingPointError) as err:
-        if strict and isinstance(err, (ValueError, TypeError)):
-            raise UsageError(f"explaining the first images failed: {err}") from err
+    except Exception as err:  # noqa: BLE001 - see the docstring
         if len(paths) == 1:
             return [], [(paths[0], f"explain: {failure_reason(err)}")]
         done, failed = [], []
         for i, path in enumerate(paths):
-            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha, strict and not done)
+            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha)
             done += d
             failed += f
         return done, failed

@@ -90,6 +90,8 @@ def decode_image(path: str) -> torch.Tensor:
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # what PIL asks for before dropping palette transparency
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    if not np.isfinite(arr).all():  # a float TIFF can hold them; the image's failure, not the run's
+        raise ValueError("the image holds NaN or Inf pixel values")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..._version import __version__
+from ...engine.capture import model_logits
 from ...engine.checks import parse_class_spec
 from ...engine.methods import get_method
 from ...errors import UsageError
@@ -136,6 +137,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     if choice.runtime == "onnxruntime":
         device = torch.device("cpu")
     classes = parse_class_spec(cfg.classes, choice.class_names)
+    check_class_range(choice, classes)  # before anything is written to DIR
     model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
     header = {
         "format": 1, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
@@ -169,6 +171,35 @@ def make_choice(model: str, layer: Optional[str], method: str, runtime: str, thr
         raise UsageError(f"{option}: {err}") from None
     except Exception as err:  # e.g. a corrupt or foreign .pt file
         raise UsageError(f"--model {model!r} could not be loaded: {type(err).__name__}: {err}") from None
+
+
+def class_count(choice) -> Optional[int]:
+    """How many classes the model outputs: from its class names, the ONNX file, or one forward
+    pass of a small random image (None when the model refuses that image)."""
+    if choice.class_names:
+        return len(choice.class_names)
+    count = getattr(choice.explainer, "num_classes", None)  # OnnxExplainer
+    if count is not None or choice.model is None:
+        return count
+    param = next(choice.model.parameters(), None)
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    try:
+        logits = model_logits(choice.model, probe.to(param.device) if param is not None else probe,
+                              getattr(choice.explainer, "output_key", "out"))
+    except Exception:  # noqa: BLE001 - e.g. a model for other sizes: the images' own runs will tell
+        return None
+    return int(logits.shape[1])
+
+
+def check_class_range(choice, classes: Optional[list]) -> None:
+    """UsageError for --classes beyond the model's classes (issue: caught only after DIR was written)."""
+    if not classes:
+        return
+    count = class_count(choice)
+    bad = [c for c in classes if count is not None and not 0 <= c < count]
+    if bad:
+        raise UsageError(f"--classes must be class ids in [0, {count - 1}] (the model outputs {count} classes), "
+                         f"got {bad}")
 
 
 def choice_digest(choice, model_spec: str) -> str:
@@ -231,8 +262,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
 def _explain_batch(engine: BatchEngine, writer: Writer, store, paths: list, images: torch.Tensor,
                    overlays: bool, cfg: JobConfig, state: dict) -> None:
     """Explain one batch and queue its outputs for the writer; failures go to the store."""
-    done, failed = explain_images(engine, paths, images, overlays, cfg.colormap, cfg.alpha,
-                                  strict=state["explained"] == 0)
+    done, failed = explain_images(engine, paths, images, overlays, cfg.colormap, cfg.alpha)
     for path, reason in failed:
         store.add_failure(path, reason)
     if done:

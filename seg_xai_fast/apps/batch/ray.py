@@ -72,7 +72,7 @@ class _ExplainActor:
             group_paths = [p for p, _ in group]
             images = stack_images([im for _, im in group])
             done, failed = explain_images(self.engine, group_paths, images, self.overlays, self.colormap,
-                                          self.alpha, strict=self.explained == 0)
+                                          self.alpha)
             for path, reason in failed:
                 records[path] = (False, reason, "")
             writes = [args for paths_, ex in done for args in ex.write_args(paths_, self.overlays, self.colormap,
