@@ -4,6 +4,7 @@ import contextlib
 import os
 import stat
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,3 +257,87 @@ def test_13_5_out_of_range_classes_fail_before_writing(tmp_path, model_file, eve
     assert rc == 2 and "--classes" in err and "[7]" in err and "4 classes" in err
     assert not out.exists()
     assert _explain(capsys, *base, "--classes", "1")[0] == 0
+
+
+# --------------------------------------------------------------------------- 12.4, 12.7, 12.12: names, discovery, sizes
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """A hang fails the test (TimeoutError from SIGALRM) instead of stalling the suite."""
+    import signal
+
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_12_4_non_utf8_file_names(tmp_path, model_file, capsys):
+    """Issue 12.4: a file name that is not UTF-8 (caf\\xe9_bad.png) crashed writing failures.csv
+    (UnicodeEncodeError, exit 2) on every rerun."""
+    src = tmp_path / "in"
+    src.mkdir()
+    good, bad = src / os.fsdecode(b"caf\xe9.png"), src / os.fsdecode(b"caf\xe9_bad.png")
+    Image.fromarray(_rgb(0)).save(good, format="PNG")
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0")
+    rc, stdout, err = _explain(capsys, *args, "--no-progress")
+    assert rc == 3 and _last(stdout) == (1, 1), err
+    assert b"caf\xe9_bad.png" in (out / "failures.csv").read_bytes()  # the name's own bytes
+    assert list(_failures(out)) == [str(bad)]
+    assert sx.load_explanation(out, good).maps.shape[-2:] == (64, 64)
+    rc, stdout, _ = _explain(capsys, *args, "--no-progress")
+    assert rc == 3 and _last(stdout) == (0, 1)
+
+
+def test_12_7_symlink_loops_fifos_and_recursive_globs(tmp_path, model_file, capsys, monkeypatch):
+    """Issue 12.7: a symlink loop gave a traceback, a '**' glob over a folder symlink loop never
+    ended, a FIFO named pipe.png hung a decode worker forever (with its batchmates)."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(_rgb(i)).save(src / "sub" / f"g{i}.png")
+    (src / "loop.png").symlink_to("loop.png")
+    (src / "sub" / "up").symlink_to("..")  # a folder loop
+    os.mkfifo(src / "pipe.png")
+    base = ("--model", model_file, "--layer", "decoder", "--runtime", "torch", "--batch-size", "4", "--no-progress")
+    with _deadline(120):
+        rc, stdout, err = _explain(capsys, src, "--out", tmp_path / "a", *base, "--workers", "1")
+    assert rc == 3 and _last(stdout) == (3, 2), err
+    reasons = _failures(tmp_path / "a")
+    assert "not a regular file: it is a FIFO" in reasons[str(src / "pipe.png")]
+    assert "symbolic links" in reasons[str(src / "loop.png")]
+    with _deadline(60):
+        rc, stdout, err = _explain(capsys, f"{src}/**/*.png", "--out", tmp_path / "b", *base, "--workers", "0")
+    assert rc == 3 and _last(stdout) == (3, 2), err
+    monkeypatch.chdir(tmp_path)  # a relative pattern matching folders too (monkeypatch restores the cwd)
+    with _deadline(60):
+        rc, stdout, err = _explain(capsys, "in/**", "--out", tmp_path / "c", *base, "--workers", "0")
+    assert rc == 3 and _last(stdout) == (3, 2), err
+
+
+def test_12_12_oversized_images_fail_with_the_limit(tmp_path, model_file, capsys):
+    """Issue 12.12: a 6000×6000 PNG took the job to 9.4 GB. Now the header is checked against
+    --max-pixels (default 4096²) before decoding, and the image is recorded as a failure."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("L", (6000, 6000)).save(src / "huge.png")
+    Image.fromarray(_rgb(0, 100, 100)).save(src / "small.png")
+    args = (src, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0", "--no-progress")
+    rc, stdout, _ = _explain(capsys, *args, "--out", tmp_path / "a")
+    assert rc == 3 and _last(stdout) == (1, 1)
+    assert "6000×6000 = 36,000,000 pixels, over the limit of 16,777,216 (--max-pixels)" in \
+        _failures(tmp_path / "a")[str(src / "huge.png")]
+    rc, stdout, _ = _explain(capsys, *args, "--out", tmp_path / "b", "--max-pixels", "9999")
+    assert rc == 3 and _last(stdout) == (0, 2)
+    assert "over the limit of 9,999" in _failures(tmp_path / "b")[str(src / "small.png")]
+    rc, _, err = _explain(capsys, *args, "--out", tmp_path / "c", "--max-pixels", "0")
+    assert rc == 2 and "--max-pixels" in err and not (tmp_path / "c").exists()

@@ -3,9 +3,13 @@ DataLoader batches of equal-size images."""
 from __future__ import annotations
 
 import glob
+import hashlib
+import io
 import os
+import re
+import stat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +19,8 @@ from .store import resolve_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a file with one image path per line
+# The largest image decoded by default (`--max-pixels`): a 6000×6000 PNG took the job to 9.4 GB.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # --------------------------------------------------------------------------- inputs
 
@@ -49,10 +55,58 @@ def _expand(spec: str) -> list[str]:
         return _read_list(path) if path.suffix.lower() in LIST_SUFFIXES else [str(path)]
     if glob.has_magic(spec):
         out: list[str] = []
-        for match in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
+        for match in _glob(os.path.expanduser(spec)):
             out.extend(_walk(Path(match)) if os.path.isdir(match) else [match])
         return out
     return []
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob(pattern, recursive=True), sorted, except that '**' never follows a symlink to a
+    folder: glob's own '**' does, and a link to a parent folder made it run forever."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    regex = re.compile(_glob_regex(parts[fixed:]))
+    out = []
+    for root, dirs, files in os.walk(base or os.curdir):  # followlinks=False: no loops
+        dirs.sort()
+        for name in sorted(dirs + files):
+            full = os.path.join(root, name)
+            if regex.fullmatch(os.path.relpath(full, base or os.curdir).replace(os.sep, "/")):
+                out.append(full if base else os.path.relpath(full))
+    return sorted(out)
+
+
+def _glob_regex(parts: Sequence[str]) -> str:
+    """A regex for '/'-joined relative paths matching the glob segments `parts` ('**': any depth)."""
+    regex = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            visible = r"[^/.][^/]*"  # like glob, '**' skips hidden folders and files
+            regex += f"(?:{visible}(?:/{visible})*)?" if last else f"(?:{visible}/)*"
+            continue
+        seg = "" if part.startswith(".") else r"(?!\.)"  # like glob: '*' skips hidden names
+        j = 0
+        while j < len(part):
+            c = part[j]
+            if c == "*":
+                seg += "[^/]*"
+            elif c == "?":
+                seg += "[^/]"
+            elif c == "[" and "]" in part[j + 2:]:  # a character class, '!' negates
+                end = part.index("]", j + 2)
+                body = part[j + 1:end]
+                seg += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+                j = end
+            else:
+                seg += re.escape(c)
+            j += 1
+        regex += seg + ("" if last else "/")
+    return regex
 
 
 def _walk(folder: Path) -> list[str]:
@@ -70,8 +124,34 @@ def _read_list(list_file: Path) -> list[str]:
         return [str(base / os.path.expanduser(line)) for line in lines if line and not line.startswith("#")]
 
 
-def decode_image(path: str) -> torch.Tensor:
-    """The image at `path` as float32 [3,H,W] in [0,1] (raises on unreadable or truncated files).
+def read_image(path: str, max_pixels: Optional[int] = None) -> tuple[torch.Tensor, str]:
+    """(the image at `path` as float32 [3,H,W] in [0,1], content_digest of its bytes).
+
+    Raises for anything that is not a decodable regular file: a FIFO or device (opened
+    non-blocking, so a FIFO cannot hang a worker), a symlink loop, a truncated file, an image of
+    more than `max_pixels` pixels (checked from the header, before decoding).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+            raise ValueError(f"not a regular file: it is {kind}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    return decode_image(io.BytesIO(data), max_pixels), content_digest(data)
+
+
+def content_digest(data: bytes) -> str:
+    """sha1 of `data`, 16 hex digits: an input's (or output's) identity in the manifest."""
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+def decode_image(path, max_pixels: Optional[int] = None) -> torch.Tensor:
+    """The image at `path` (a path or a binary file object) as float32 [3,H,W] in [0,1] (raises
+    on unreadable or truncated files, and on images of more than `max_pixels` pixels).
 
     Grayscale, palette (with transparency too), RGBA/LA (alpha dropped), CMYK and 16-bit images
     become RGB; EXIF orientation is applied; a multi-frame file gives its first frame.
@@ -79,6 +159,10 @@ def decode_image(path: str) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
+        width, height = im.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ValueError(f"the image is {width}×{height} = {width * height:,} pixels, over the limit of "
+                             f"{max_pixels:,} (--max-pixels)")
         im.load()  # decodes everything now: a truncated file raises OSError here
         ImageOps.exif_transpose(im, in_place=True)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16/32-bit integer grayscale
@@ -104,17 +188,19 @@ def failure_reason(err: BaseException) -> str:
 class ImageBatches(torch.utils.data.IterableDataset):
     """Decoded images grouped into batches of equal size, split across DataLoader workers.
 
-    Yields dicts: {"paths": [n], "images": float32 [n,3,H,W]} or {"failed": [(path, reason)]}.
-    A worker holds at most 2·batch_size decoded images; past that it sends its largest group early.
+    Yields dicts: {"paths": [n], "images": float32 [n,3,H,W], "digests": [n]} or
+    {"failed": [(path, reason)]}. A worker holds at most 2·batch_size decoded images; past that it
+    sends its largest group early. max_pixels: larger images fail (read_image).
     """
 
-    def __init__(self, paths: Sequence[str], batch_size: int) -> None:
+    def __init__(self, paths: Sequence[str], batch_size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
         # One byte buffer + offsets instead of a list of str: worker processes read it without
         # touching Python refcounts, so fork's copy-on-write pages stay shared.
         encoded = [os.fsencode(p) for p in paths]
         self._offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
         self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -130,12 +216,12 @@ class ImageBatches(torch.utils.data.IterableDataset):
         for i in range(first, len(self), step):
             path = self.path(i)
             try:
-                image = decode_image(path)
+                image, digest = read_image(path, self.max_pixels)
             except Exception as err:  # any decoder error is the file's fault, not the run's
                 yield {"failed": [(path, failure_reason(err))]}
                 continue
             group = groups.setdefault(tuple(image.shape[-2:]), [])
-            group.append((path, image))
+            group.append((path, image, digest))
             held += 1
             if len(group) == self.batch_size or held > 2 * self.batch_size:
                 size = max(groups, key=lambda s: len(groups[s]))
@@ -157,7 +243,8 @@ def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _stack(group: list) -> dict:
-    return {"paths": [p for p, _ in group], "images": stack_images([im for _, im in group])}
+    return {"paths": [p for p, _, _ in group], "images": stack_images([im for _, im, _ in group]),
+            "digests": [d for _, _, d in group]}
 
 
 def worker_init(_worker_id: int) -> None:

@@ -33,7 +33,7 @@ from ...errors import UsageError
 from ...kernels.colormaps import COLORMAP_NAMES
 from ...runtimes.choice import make_explainer
 from .engine import BatchEngine, Writer, explain_images
-from .inputs import ImageBatches, discover_inputs, worker_init
+from .inputs import DEFAULT_MAX_PIXELS, ImageBatches, discover_inputs, worker_init
 from .store import Store, file_digest, image_key, model_digest
 
 SAVE_CHOICES = ("maps", "overlays")
@@ -61,6 +61,7 @@ class JobConfig:
     runtime: str = "auto"  # auto | onnxruntime | torch (runtimes.make_explainer)
     ray: Optional[str] = None
     progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are failures (their memory would be the job's)
 
 
 @dataclass
@@ -104,6 +105,8 @@ def prepare(cfg: JobConfig) -> Prepared:
         raise UsageError(f"--threads must be a positive integer, got {cfg.threads}")
     if cfg.workers is not None and cfg.workers < 0:
         raise UsageError(f"--workers must be 0 (decode in-process) or more, got {cfg.workers}")
+    if not isinstance(cfg.max_pixels, int) or cfg.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be a positive integer, got {cfg.max_pixels!r}")
     if cfg.map_resolution not in ("layer", "full"):
         raise UsageError(f"--map-resolution must be 'layer' or 'full', got {cfg.map_resolution!r}")
     save = tuple(s.strip() for s in cfg.save.split(",") if s.strip())
@@ -234,7 +237,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or min(threads_before, prep.threads))
     engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
-    dataset = ImageBatches(prep.todo, cfg.batch_size)
+    dataset = ImageBatches(prep.todo, cfg.batch_size, cfg.max_pixels)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init if workers else None,
         pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None, in_order=False,

@@ -61,8 +61,9 @@ class StoreMismatchError(ValueError):
 
 
 def resolve_input(path: os.PathLike | str) -> str:
-    """The absolute, symlink-resolved path that identifies an input in the store."""
-    return str(Path(path).expanduser().resolve())
+    """The absolute, symlink-resolved path that identifies an input in the store (a symlink loop
+    stays as it is, to fail when read, instead of raising here)."""
+    return os.path.realpath(os.path.expanduser(os.fspath(path)))
 
 
 def image_key(path: os.PathLike | str) -> str:
@@ -324,7 +325,8 @@ class Store:
         self._manifest = open(path, "r+b")
         _cut_torn_tail(self._manifest)
         self._failures_path = tmp / FAILURES
-        self._failures_file = open(self._failures_path, "w", newline="")
+        # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
+        self._failures_file = open(self._failures_path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self._failures = csv.writer(self._failures_file)
         self._failures.writerow(["path", "reason"])
         self.failed = 0
