@@ -2,6 +2,7 @@
 under bad inputs, kills and tampered outputs (each test names the defect it reproduces)."""
 import contextlib
 import os
+import signal
 import stat
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 import seg_xai_fast as sx
+from seg_xai_fast.apps.batch.store import read_manifest
 from seg_xai_fast.cli import main
 from seg_xai_fast.demo.model import DemoSegNet
 from seg_xai_fast.fileio import atomic_write, atomic_write_text, check_target
@@ -265,8 +267,6 @@ def test_13_5_out_of_range_classes_fail_before_writing(tmp_path, model_file, eve
 @contextlib.contextmanager
 def _deadline(seconds):
     """A hang fails the test (TimeoutError from SIGALRM) instead of stalling the suite."""
-    import signal
-
     def expired(*_):
         raise TimeoutError(f"still running after {seconds} s")
 
@@ -341,3 +341,50 @@ def test_12_12_oversized_images_fail_with_the_limit(tmp_path, model_file, capsys
     assert "over the limit of 9,999" in _failures(tmp_path / "b")[str(src / "small.png")]
     rc, _, err = _explain(capsys, *args, "--out", tmp_path / "c", "--max-pixels", "0")
     assert rc == 2 and "--max-pixels" in err and not (tmp_path / "c").exists()
+
+
+# --------------------------------------------------------------------------- 12.1: kills
+
+
+@pytest.mark.slow  # three runs in subprocesses (each imports torch)
+def test_12_1_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, model_file):
+    """Issue 12.1: after SIGKILL, the decode workers inherited the lock and outlived the parent, so
+    an immediate rerun was refused ("another run is writing"); SIGTERM gave rc -15, worker
+    tracebacks and a refused rerun. Now: SIGTERM → exit 130 without a traceback; SIGKILL → the
+    rerun (started at once, without waiting for any worker) resumes and completes."""
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    images, _ = sx.synthetic_scenes(48, seed=3, size=48)
+    for i, image in enumerate((images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
+        Image.fromarray(image).save(src / f"s{i:03d}.png")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(sx.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "seg_xai_fast.cli", "explain", str(src), "--out", str(out), "--model", model_file,
+           "--layer", "decoder", "--runtime", "torch", "--batch-size", "2", "--workers", "2", "--no-progress"]
+
+    def start_and_wait_for(lines):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+                                start_new_session=True)  # its own process group, as a shell job
+        manifest, deadline = out / "manifest.jsonl", time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.is_file() and manifest.read_bytes().count(b"\n") >= lines:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        return proc
+
+    proc = start_and_wait_for(5)  # header + 4 images
+    os.killpg(proc.pid, signal.SIGTERM)  # what `kill -TERM -PGID`, systemd or a scheduler sends
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err.decode(), err.decode()
+    proc = start_and_wait_for(15)
+    proc.kill()  # the parent only: its workers must not keep the lock
+    proc.wait()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    header, entries = read_manifest(out)
+    assert len({e["input"] for e in entries}) == 48

@@ -247,9 +247,38 @@ def _stack(group: list) -> dict:
             "digests": [d for _, _, d in group]}
 
 
-def worker_init(_worker_id: int) -> None:
+def worker_init(_worker_id: int, close_fds: Sequence[int] = ()) -> None:
+    """A decode worker's setup: one torch thread, no inherited lock, and no life after its parent.
+
+    close_fds: the parent's descriptors the worker must not keep, the store's lock above all: a
+    forked worker shares the lock's open file, and one that outlived a killed parent kept every
+    rerun out ("another run is writing"). PR_SET_PDEATHSIG kills the worker with its parent;
+    SIGTERM to the process group is left to the parent, which stops the workers itself.
+    """
+    import signal
+
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)  # decoding is PIL's work; leave the cores to the main process
     _fixed_mmap_threshold()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        parent = os.getppid()
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _fixed_mmap_threshold(nbytes: int = 256 * 1024) -> None:

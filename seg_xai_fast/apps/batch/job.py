@@ -16,6 +16,7 @@ Exit status: 0 every input explained, 3 finished with failures (DIR/failures.csv
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -239,7 +240,8 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
     dataset = ImageBatches(prep.todo, cfg.batch_size, cfg.max_pixels)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init if workers else None,
+        dataset, batch_size=None, num_workers=workers,
+        worker_init_fn=functools.partial(worker_init, close_fds=prep.store.inherited_fds()) if workers else None,
         pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None, in_order=False,
     )
     overlays = "overlays" in prep.save

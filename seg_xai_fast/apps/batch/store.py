@@ -339,6 +339,11 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / name).unlink()
 
+    def inherited_fds(self) -> tuple:
+        """The descriptors a forked decode worker must close: the lock's above all (see inputs.worker_init)."""
+        files = (self._lock, getattr(self, "_manifest", None), getattr(self, "_failures_file", None))
+        return tuple(f.fileno() for f in files if f is not None and not f.closed)
+
     def append(self, entries: Sequence[dict]) -> None:
         """Record completed images: one manifest line each, fsync'ed (their files are in place)."""
         if not entries:
