@@ -388,3 +388,36 @@ def test_12_1_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, m
     assert rerun.returncode == 0, rerun.stderr
     header, entries = read_manifest(out)
     assert len({e["input"] for e in entries}) == 48
+
+
+# --------------------------------------------------------------------------- 12.6: --force
+
+
+def test_12_6_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys):
+    """Issue 12.6: --force deleted the whole maps/ and overlays/ folders, a user's
+    maps/city.geojson with them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(_rgb(i)).save(src / f"g{i}.png")
+    out = tmp_path / "out"
+    base = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
+            "--no-progress", "--save", "maps,overlays")
+    assert _explain(capsys, *base)[0] == 0
+    shard = next((out / "maps").iterdir())
+    mine = [out / "maps" / "city.geojson", shard / "notes.txt", out / "overlays" / "mine.png", out / "readme.txt",
+            shard / ("0" * 24 + ".npz.bak")]
+    for path in mine:
+        path.write_text("the user's")
+    rc, _, err = _explain(capsys, *base, "--method", "gradcam++")
+    assert rc == 2 and "--force" in err
+    rc, _, err = _explain(capsys, *base, "--method", "gradcam++", "--classes", "1", "--force")  # fewer overlays
+    assert rc == 0, err
+    assert all(p.read_text() == "the user's" for p in mine)
+    header, entries = read_manifest(out)
+    entries = list(entries)
+    assert header["method"] == "gradcam++" and len(entries) == 2
+    written = {e["maps"] for e in entries} | {o for e in entries for o in e["overlays"]}
+    ours = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p not in mine} - {
+        "manifest.jsonl", "failures.csv", ".lock"}
+    assert ours == written  # no old file left, none of the user's taken

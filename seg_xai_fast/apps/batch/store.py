@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass
@@ -241,6 +242,18 @@ class StoreFiles:
                 "size": [int(s) for s in image_size], "classes": [int(c) for c in classes]}
 
 
+_SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+_MAPS_NAME = re.compile(r"([0-9a-f]{24})\.npz")
+_OVERLAY_NAME = re.compile(r"([0-9a-f]{24})_c\d+\.png")
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def real_dirs(root: Path, rel: os.PathLike | str) -> Path:
     """Make the folders `rel` inside `root`; OSError if one of them is a symlink (or not a folder):
     the store never writes where a link inside DIR points."""
@@ -332,12 +345,28 @@ class Store:
         self.failed = 0
 
     def _wipe(self) -> None:
-        """Delete what `seg-xai explain` wrote in DIR (and nothing else)."""
-        for name in ("maps", "overlays"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        """Delete what `seg-xai explain` wrote in DIR, and nothing else: the files named by the
+        store's own layout (maps/<ab>/<key>.npz, overlays/<ab>/<key>_c<class>.png), the folders
+        they leave empty, the manifest and failures.csv. A user's maps/city.geojson stays."""
+        for sub, name_re in (("maps", _MAPS_NAME), ("overlays", _OVERLAY_NAME)):
+            top = self.root / sub
+            if not _is_real_dir(top):
+                continue
+            for shard in top.iterdir():
+                if not (_SHARD_NAME.fullmatch(shard.name) and _is_real_dir(shard)):
+                    continue
+                for f in shard.iterdir():
+                    m = name_re.fullmatch(f.name)
+                    if m and m.group(1).startswith(shard.name) and stat.S_ISREG(os.lstat(f).st_mode):
+                        f.unlink()
+                with contextlib.suppress(OSError):
+                    shard.rmdir()  # only when empty
+            with contextlib.suppress(OSError):
+                top.rmdir()
         for name in (MANIFEST, FAILURES):
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / name).unlink()
+            path = self.root / name
+            if path.exists() and stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
 
     def inherited_fds(self) -> tuple:
         """The descriptors a forked decode worker must close: the lock's above all (see inputs.worker_init)."""
