@@ -46,8 +46,9 @@ from ..engine.explainer import Explainer
 from ..fileio import check_target, publish
 
 METADATA_KEY = "seg_xai_fast"
-FORMAT_VERSION = 3  # 2: adds the labels output; 3: drops it again (computed by the core)
-READABLE_FORMATS = (2, 3)
+# 2: adds the labels output; 3: drops it again (computed by the core); 4: adds graph_digest
+FORMAT_VERSION = 4
+READABLE_FORMATS = (2, 3, 4)
 INPUT_NAME, LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME = "images", "logits", "activations", "labels"
 EXPORTERS = ("auto", "torchscript", "dynamo")
 NO_HEAD_HINT = (
@@ -277,11 +278,24 @@ def _close(got: np.ndarray, want: torch.Tensor) -> bool:
     return bool(np.abs(got - want).max() <= 1e-3 * scale) if scale > 0 else bool(np.all(got == want))
 
 
+def graph_digest(proto, meta: dict) -> str:
+    """sha1 of an ONNX model's graph (nodes, weights, inputs and outputs) and of `meta` (less this
+    digest), 16 hex digits: OnnxExplainer checks that the metadata was written for this very
+    graph and not edited since."""
+    import hashlib
+
+    h = hashlib.sha1(proto.graph.SerializeToString(deterministic=True))
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "graph_digest"}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def _write_metadata(graph: str, meta: dict, out: str) -> None:
-    """Copy `graph` (and any external .data file) to one self-contained file `out`, with `meta`."""
+    """Copy `graph` (and any external .data file) to one self-contained file `out`, with `meta`
+    and the graph's digest."""
     import onnx
 
     proto = onnx.load(graph)
+    meta = {**meta, "graph_digest": graph_digest(proto, meta)}
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
