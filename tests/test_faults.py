@@ -421,3 +421,72 @@ def test_12_6_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys
     ours = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p not in mine} - {
         "manifest.jsonl", "failures.csv", ".lock"}
     assert ours == written  # no old file left, none of the user's taken
+
+
+# --------------------------------------------------------------------------- 12.8: damaged and stale outputs
+
+
+def test_12_8_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model_file, capsys):
+    """Issue 12.8: a rerun counted an image done when its .npz merely existed (a truncated file
+    stayed broken, load_explanation raised a bare BadZipFile), swapped .npz files returned another
+    image's maps, and an image replaced in place was "already explained" with the old maps."""
+    from seg_xai_fast.apps.batch.store import DamagedOutputError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = [src / f"g{i}.png" for i in range(4)]
+    for i, path in enumerate(paths):
+        Image.fromarray(_rgb(i)).save(path)
+    out = tmp_path / "out"
+    args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
+            "--no-progress")
+    assert _explain(capsys, *args)[0] == 0
+    maps = {p: out / sx.apps.batch.store.maps_relpath(sx.apps.batch.store.image_key(p)) for p in paths}
+    data = maps[paths[0]].read_bytes()
+    maps[paths[0]].write_bytes(data[: len(data) // 2])  # truncated
+    b, c = maps[paths[1]].read_bytes(), maps[paths[2]].read_bytes()
+    maps[paths[1]].write_bytes(c)  # swapped
+    maps[paths[2]].write_bytes(b)
+    Image.fromarray(_rgb(42)).save(paths[3])  # the image replaced in place
+    for path, why in zip(paths, ("damaged or was replaced", "damaged or was replaced", "damaged or was replaced",
+                                 "stale: the image changed")):
+        with pytest.raises(DamagedOutputError, match=why):
+            sx.load_explanation(out, path)
+    rc, stdout, err = _explain(capsys, *args)
+    assert rc == 0 and _last(stdout) == (4, 0) and "redoing 4 damaged or stale" in err
+    model = torch.load(model_file, weights_only=False)
+    for path in paths:
+        image = torch.from_numpy(np.asarray(Image.open(path), np.float32) / 255).permute(2, 0, 1)[None]
+        direct = sx.Explainer(model, "decoder", "gradcam")(image).maps[0]
+        assert (sx.load_explanation(out, path).maps - direct).abs().max() <= 1e-3
+    rc, stdout, err = _explain(capsys, *args)  # and now nothing to redo
+    assert rc == 0 and _last(stdout) == (0, 0) and "redoing" not in err
+
+
+def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, model_file, capsys):
+    """A maps file whose classes or input do not match its manifest entry is refused, even when
+    the manifest's digest was made to match."""
+    import io
+    import json
+
+    from seg_xai_fast.apps.batch.store import DamagedOutputError, content_digest, manifest_entries
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(0)).save(src / "a.png")
+    out = tmp_path / "out"
+    assert _explain(capsys, src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch",
+                    "--workers", "0", "--no-progress")[0] == 0
+    entry = manifest_entries(out)[sx.apps.batch.store.image_key(src / "a.png")]
+    with np.load(out / entry["maps"]) as npz:
+        arrays = dict(npz)
+    arrays["classes"] = arrays["classes"][:-1]  # one class fewer than the maps
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    (out / entry["maps"]).write_bytes(buf.getvalue())
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    last["digests"][entry["maps"]] = content_digest(buf.getvalue())
+    (out / "manifest.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
+    with pytest.raises(DamagedOutputError, match="does not match its manifest entry"):
+        sx.load_explanation(out, src / "a.png")

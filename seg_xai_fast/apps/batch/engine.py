@@ -99,21 +99,23 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name="seg-xai-writer", daemon=True)
         self.thread.start()
 
-    def put(self, batches: list) -> None:
-        """batches: [(paths, Explained)] from explain_images."""
+    def put(self, batches: list, digests: dict) -> None:
+        """batches: [(paths, Explained)] from explain_images; digests: {path: its input's content digest}."""
         self._raise()
-        self.queue.put(batches)
+        self.queue.put((batches, digests))
 
     def _run(self) -> None:
         while True:
-            batches = self.queue.get()
-            if batches is None:
+            item = self.queue.get()
+            if item is None:
                 return
             if self.error is not None:
                 continue  # keep draining so put() never blocks forever
+            batches, digests = item
             try:
                 images = [args for paths, ex in batches for args in ex.write_args(paths, *self.look)]
-                entries = list(self.pool.map(lambda args: self.store.files.write_image(*args), images))
+                entries = list(self.pool.map(
+                    lambda args: self.store.files.write_image(*args, input_digest=digests[args[0]]), images))
                 self.store.append(entries)
                 self.written += len(entries)
             except BaseException as err:

@@ -3,7 +3,6 @@ DataLoader batches of equal-size images."""
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import os
 import re
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from .store import resolve_input
+from .store import content_digest, resolve_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a file with one image path per line
@@ -142,11 +141,6 @@ def read_image(path: str, max_pixels: Optional[int] = None) -> tuple[torch.Tenso
     finally:
         os.close(fd)
     return decode_image(io.BytesIO(data), max_pixels), content_digest(data)
-
-
-def content_digest(data: bytes) -> str:
-    """sha1 of `data`, 16 hex digits: an input's (or output's) identity in the manifest."""
-    return hashlib.sha1(data).hexdigest()[:16]
 
 
 def decode_image(path, max_pixels: Optional[int] = None) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ...kernels.colormaps import COLORMAP_NAMES
 from ...runtimes.choice import make_explainer
 from .engine import BatchEngine, Writer, explain_images
 from .inputs import DEFAULT_MAX_PIXELS, ImageBatches, discover_inputs, worker_init
-from .store import Store, file_digest, image_key, model_digest
+from .store import Store, file_digest, model_digest
 
 SAVE_CHOICES = ("maps", "overlays")
 
@@ -152,7 +152,11 @@ def prepare(cfg: JobConfig) -> Prepared:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     store = Store(cfg.out, header, force=cfg.force)
-    todo = [p for p in inputs if image_key(p) not in store.done]
+    try:
+        todo = [p for p in inputs if not store.is_done(p)]  # digests of the inputs and outputs checked
+    except BaseException:
+        store.close()
+        raise
     return Prepared(choice, method, classes, save, header, store, todo, len(inputs) - len(todo), device,
                      workers, threads)
 
@@ -255,7 +259,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
                     prep.store.add_failure(path, reason)
                     bar.update(1)
                 if "images" in item:
-                    _explain_batch(engine, writer, prep.store, item["paths"], item["images"], overlays, cfg, state)
+                    _explain_batch(engine, writer, prep.store, item, overlays, cfg, state)
                     bar.update(len(item["paths"]))
     finally:
         engine.close()
@@ -264,12 +268,13 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     return Summary(explained=writer.written, seconds=time.perf_counter() - start)
 
 
-def _explain_batch(engine: BatchEngine, writer: Writer, store, paths: list, images: torch.Tensor,
-                   overlays: bool, cfg: JobConfig, state: dict) -> None:
-    """Explain one batch and queue its outputs for the writer; failures go to the store."""
-    done, failed = explain_images(engine, paths, images, overlays, cfg.colormap, cfg.alpha)
+def _explain_batch(engine: BatchEngine, writer: Writer, store, item: dict, overlays: bool, cfg: JobConfig,
+                   state: dict) -> None:
+    """Explain one batch (ImageBatches' item) and queue its outputs for the writer; failures go to the store."""
+    paths = item["paths"]
+    done, failed = explain_images(engine, paths, item["images"], overlays, cfg.colormap, cfg.alpha)
     for path, reason in failed:
         store.add_failure(path, reason)
     if done:
-        writer.put(done)
+        writer.put(done, dict(zip(paths, item["digests"])))
         state["explained"] += sum(len(p) for p, _ in done)

@@ -58,15 +58,17 @@ class _ExplainActor:
 
         def decode(path):
             try:
-                return read_image(path, self.max_pixels)[0]
+                return read_image(path, self.max_pixels)
             except Exception as err:
                 return err
 
         groups: dict[tuple, list] = {}
-        for path, image in zip(paths, self.pool.map(decode, paths)):
-            if isinstance(image, Exception):
-                records[path] = (False, failure_reason(image), "")
+        digests = {}
+        for path, decoded in zip(paths, self.pool.map(decode, paths)):
+            if isinstance(decoded, Exception):
+                records[path] = (False, failure_reason(decoded), "")
             else:
+                image, digests[path] = decoded
                 groups.setdefault(tuple(image.shape[-2:]), []).append((path, image))
         for group in groups.values():
             group_paths = [p for p, _ in group]
@@ -77,7 +79,8 @@ class _ExplainActor:
                 records[path] = (False, reason, "")
             writes = [args for paths_, ex in done for args in ex.write_args(paths_, self.overlays, self.colormap,
                                                                              self.alpha)]
-            for args, entry in zip(writes, self.pool.map(lambda a: self.files.write_image(*a), writes)):
+            written = self.pool.map(lambda a: self.files.write_image(*a, input_digest=digests[a[0]]), writes)
+            for args, entry in zip(writes, written):
                 records[args[0]] = (True, "", json.dumps(entry))
         rows = [records[p] for p in paths]
         return {"path": np.array(paths, dtype=object), "ok": np.array([r[0] for r in rows]),

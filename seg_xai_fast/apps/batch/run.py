@@ -22,8 +22,9 @@ def _run(cfg: JobConfig) -> Summary:
     prep = prepare(cfg)
     store = prep.store
     try:
+        redo = f" (redoing {store.redo} damaged or stale)" if store.redo else ""
         print(f"seg-xai explain: {len(prep.todo) + prep.skipped} inputs, {prep.skipped} already explained, "
-              f"{len(prep.todo)} to do → {cfg.out}", file=sys.stderr)
+              f"{len(prep.todo)} to do{redo} → {cfg.out}", file=sys.stderr)
         summary = run_on_ray(cfg, prep) if cfg.ray is not None else run_local(cfg, prep)
     except BaseException:
         store.close()  # the manifest keeps what was completed; failures.csv keeps the last full run's

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import functools
 import hashlib
 import io
 import json
@@ -36,7 +35,7 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ import torch
 from ...fileio import atomic_write, check_target, file_mode, publish
 from ...kernels import reference
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content digests of each input and output in the image entries
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.csv"
 TMP_DIR = ".tmp"
@@ -90,12 +89,24 @@ def model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def content_digest(data: bytes) -> str:
+    """sha1 of `data`, 16 hex digits: an input's or output's identity in the manifest."""
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
 def file_digest(path: os.PathLike | str) -> str:
-    """sha1 of a file's bytes (an ONNX model's identity)."""
+    """content_digest of a file's bytes, read in blocks; OSError for anything but a regular file
+    (opened non-blocking: a FIFO put in an input's place cannot hang a rerun)."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{str(path)!r} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    finally:
+        os.close(fd)
     return h.hexdigest()[:16]
 
 
@@ -173,26 +184,109 @@ class StoredExplanation:
     model: str
 
 
+class DamagedOutputError(ValueError):
+    """A stored explanation that does not match the manifest (damaged, swapped or stale)."""
+
+
 def load_explanation(out_dir: os.PathLike | str, image_path: os.PathLike | str) -> StoredExplanation:
-    """The stored explanation of `image_path` from the `seg-xai explain` output folder `out_dir`."""
+    """The stored explanation of `image_path` from the `seg-xai explain` output folder `out_dir`.
+
+    Verified against the manifest: the maps file's digest (a truncated or swapped file raises
+    DamagedOutputError), the input it names and its classes, and, when the image is still
+    there, the image's digest (an image replaced since it was explained raises too). A rerun of
+    `seg-xai explain` redoes what does not match.
+    """
     out_dir = Path(out_dir)
-    path = out_dir / maps_relpath(image_key(image_path))
-    if not path.is_file():
+    key = image_key(image_path)
+    entry = manifest_entries(out_dir).get(key)
+    if entry is None:
         if not out_dir.is_dir():
             raise FileNotFoundError(f"out_dir {str(out_dir)!r} is not a folder")
-        raise FileNotFoundError(
-            f"no explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} (expected {path})"
-        )
-    with np.load(path, allow_pickle=False) as data:
-        stored = torch.from_numpy(data["maps"])
-        classes = [int(c) for c in data["classes"]]
-        map_size = tuple(int(s) for s in data["map_size"])
-        image_size = tuple(int(s) for s in data["image_size"])
-        meta = json.loads(str(data["meta"]))
+        raise FileNotFoundError(f"no explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} "
+                                f"(no manifest entry for key {key})")
+    path = out_dir / entry["maps"]
+
+    def damaged(why: str) -> DamagedOutputError:
+        return DamagedOutputError(f"the explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} ({path}) "
+                                  f"{why}; rerun `seg-xai explain` into that folder to redo it")
+
+    try:
+        data = _read_regular(path)
+    except OSError as err:
+        raise damaged(f"cannot be read ({err.strerror or err})") from None
+    if content_digest(data) != entry.get("digests", {}).get(entry["maps"]):
+        raise damaged("is damaged or was replaced: its digest does not match the manifest")
+    try:
+        stored, classes, map_size, image_size, meta = _parse_maps(data)
+    except Exception as err:  # noqa: BLE001 - numpy/zipfile raise many types for a bad file
+        raise damaged(f"cannot be parsed ({type(err).__name__}: {err})") from None
+    if meta.get("input") != entry["input"] or classes != entry["classes"] or len(classes) != stored.shape[0]:
+        raise damaged("does not match its manifest entry (input or classes)")
+    current = _input_digest(entry["input"])
+    if current is not None and current != entry.get("input_digest"):
+        raise damaged("is stale: the image changed after it was explained")
     return StoredExplanation(
         maps=expand_maps(stored, map_size, image_size), classes=classes, image_path=meta["input"],
         image_size=image_size, method=meta["method"], layer=meta["layer"], model=meta["model"],
     )
+
+
+def _read_regular(path: Path) -> bytes:
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OSError(f"{str(path)!r} is not a regular file")
+    return path.read_bytes()
+
+
+def _parse_maps(data: bytes) -> tuple:
+    """A maps file's bytes → (float16 maps [K,h,w], classes, map_size, image_size, meta)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return (torch.from_numpy(npz["maps"]), [int(c) for c in npz["classes"]],
+                tuple(int(s) for s in npz["map_size"]), tuple(int(s) for s in npz["image_size"]),
+                json.loads(str(npz["meta"])))
+
+
+def _input_digest(path: str) -> Optional[str]:
+    """The input's current digest; None when it is gone or unreadable (its results stay usable)."""
+    try:
+        return file_digest(path)
+    except OSError:
+        return None
+
+
+_INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: last entry})
+
+
+def manifest_entries(out_dir: os.PathLike | str) -> dict:
+    """{key: the current (last) manifest entry} of DIR, cached while the manifest is unchanged."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _INDEX_CACHE.get(str(path))
+    if cached is None or cached[0] != stamp:
+        _, entries = read_manifest(out_dir)
+        cached = (stamp, {e["key"]: e for e in entries if isinstance(e.get("key"), str)})
+        _INDEX_CACHE.clear()  # one folder at a time: entries of millions of images are not small
+        _INDEX_CACHE[str(path)] = cached
+    return cached[1]
+
+
+def entry_is_current(root: Path, entry: dict, input_path: str) -> bool:
+    """Whether `entry`'s outputs are all intact (digests as recorded) and its input unchanged."""
+    digests = entry.get("digests")
+    if not isinstance(digests, dict) or entry.get("maps") not in digests:
+        return False
+    for rel, digest in digests.items():
+        if not (_MAPS_PATH.fullmatch(rel) or _OVERLAY_PATH.fullmatch(rel)):
+            return False  # a path the store never writes: a tampered line
+        try:
+            if file_digest(root / rel) != digest:
+                return False
+        except OSError:
+            return False
+    return entry.get("input") == input_path and _input_digest(input_path) == entry.get("input_digest")
 
 
 # --------------------------------------------------------------------------- writing
@@ -225,23 +319,34 @@ class StoreFiles:
         map_size: Sequence[int],
         image_size: Sequence[int],
         overlays: Sequence[np.ndarray] = (),  # uint8 [H,W,3] per class, or none
+        input_digest: Optional[str] = None,  # content_digest of the input's bytes, as decoded
     ) -> dict:
-        """Write the maps file (and overlays) of `input_path` atomically → its manifest entry."""
+        """Write the maps file (and overlays) of `input_path` atomically → its manifest entry,
+        with the digest of the input and of every file written (checked on load and on resume)."""
         key = image_key(input_path)
         meta = json.dumps({"input": input_path, **self.meta})
         arrays = dict(maps=maps, classes=np.asarray(classes, np.int64), map_size=np.asarray(map_size, np.int64),
                       image_size=np.asarray(image_size, np.int64), meta=np.array(meta))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
         rel = maps_relpath(key)
-        atomic_write(self._dir(rel), lambda f: np.savez(f, **arrays), self.tmp)
+        digests = {rel: self._write(rel, buf.getvalue())}
         pictures = []
         for class_id, picture in zip(classes, overlays):
             prel = overlay_relpath(key, int(class_id))
-            atomic_write(self._dir(prel), functools.partial(_write_png, picture), self.tmp)
+            digests[prel] = self._write(prel, _png_bytes(picture))
             pictures.append(prel)
         return {"type": "image", "input": input_path, "key": key, "maps": rel, "overlays": pictures,
-                "size": [int(s) for s in image_size], "classes": [int(c) for c in classes]}
+                "size": [int(s) for s in image_size], "classes": [int(c) for c in classes],
+                "input_digest": input_digest, "digests": digests}
+
+    def _write(self, rel: str, data: bytes) -> str:
+        atomic_write(self._dir(rel), lambda f: f.write(data), self.tmp)
+        return content_digest(data)
 
 
+_MAPS_PATH = re.compile(r"maps/([0-9a-f]{2})/\1[0-9a-f]{22}\.npz")
+_OVERLAY_PATH = re.compile(r"overlays/([0-9a-f]{2})/\1[0-9a-f]{22}_c\d+\.png")
 _SHARD_NAME = re.compile(r"[0-9a-f]{2}")
 _MAPS_NAME = re.compile(r"([0-9a-f]{24})\.npz")
 _OVERLAY_NAME = re.compile(r"([0-9a-f]{24})_c\d+\.png")
@@ -270,11 +375,13 @@ def real_dirs(root: Path, rel: os.PathLike | str) -> Path:
     return path
 
 
-def _write_png(picture: np.ndarray, f: BinaryIO) -> None:
+def _png_bytes(picture: np.ndarray) -> bytes:
     from PIL import Image
 
+    buf = io.BytesIO()
     # compress_level 1: several times faster than the default 6, files ~20 % larger.
-    Image.fromarray(np.ascontiguousarray(picture)).save(f, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(picture)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 class Store:
@@ -330,7 +437,8 @@ class Store:
                                          "use another --out, or --force to delete them")
             self._wipe()
         self.files = StoreFiles(self.root, header)
-        self.done = {e["key"] for e in entries if (self.root / e["maps"]).is_file()}
+        self._entries = {e["key"]: e for e in entries if isinstance(e.get("key"), str)}  # the last one counts
+        self.redo = 0  # images whose results were damaged, swapped or stale
         path = self.root / MANIFEST
         if old is None:
             line = (json.dumps({"type": "run", **header}) + "\n").encode()
@@ -367,6 +475,17 @@ class Store:
             path = self.root / name
             if path.exists() and stat.S_ISREG(os.lstat(path).st_mode):
                 path.unlink()
+
+    def is_done(self, input_path: str) -> bool:
+        """Whether `input_path` (resolved) has intact results of its current content; a damaged,
+        swapped or stale result is counted in `redo` (and redone by the run)."""
+        entry = self._entries.get(image_key(input_path))
+        if entry is None:
+            return False
+        if entry_is_current(self.root, entry, input_path):
+            return True
+        self.redo += 1
+        return False
 
     def inherited_fds(self) -> tuple:
         """The descriptors a forked decode worker must close: the lock's above all (see inputs.worker_init)."""
