@@ -490,3 +490,60 @@ def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, m
     (out / "manifest.jsonl").write_text("\n".join(lines[:-1] + [json.dumps(last)]) + "\n")
     with pytest.raises(DamagedOutputError, match="does not match its manifest entry"):
         sx.load_explanation(out, src / "a.png")
+
+
+# --------------------------------------------------------------------------- issue 12: done when
+
+
+def test_12_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
+    """Issue 12's done-when: a folder mixing every bad input (bad files, a NaN float TIFF, a
+    non-UTF-8 name, a FIFO named pipe.png, a symlink loop, an oversized image, an image that makes
+    ONNX Runtime raise) with good images → exit 3, every good image loadable, every bad one in
+    failures.csv; a rerun finishes at once with the same result."""
+    import time
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    good = [src / f"g{i}.png" for i in range(5)] + [src / "sub" / "g5.jpg", src / os.fsdecode(b"caf\xe9.png")]
+    for i, path in enumerate(good):
+        Image.fromarray(_rgb(i)).save(path, format="JPEG" if path.suffix == ".jpg" else "PNG")
+    bad = {
+        src / "text.png": "cannot identify image file",
+        src / "truncated.png": "OSError",
+        src / "nan.tif": "NaN",
+        src / os.fsdecode(b"caf\xe9_bad.png"): "cannot identify image file",
+        src / "pipe.png": "not a regular file: it is a FIFO",
+        src / "loop.png": "symbolic links",
+        src / "huge.png": "over the limit of 16,777,216 (--max-pixels)",
+        src / "sub" / "odd.png": "explain: ",  # 65×65: the model's reshape fails in ONNX Runtime
+    }
+    (src / "text.png").write_text("not an image")
+    data = good[0].read_bytes()
+    (src / "truncated.png").write_bytes(data[: len(data) // 2])
+    nan = np.full((64, 64), 0.5, np.float32)
+    nan[10, 10] = np.nan
+    Image.fromarray(nan, mode="F").save(src / "nan.tif")
+    (src / os.fsdecode(b"caf\xe9_bad.png")).write_bytes(b"\x89PNG broken")
+    os.mkfifo(src / "pipe.png")
+    (src / "loop.png").symlink_to("loop.png")
+    Image.new("L", (6000, 6000)).save(src / "huge.png")
+    Image.fromarray(_rgb(9, 65, 65)).save(src / "sub" / "odd.png")
+    out = tmp_path / "out"
+    args = (src, "--out", out, "--model", even_onnx, "--batch-size", "4", "--workers", "1", "--no-progress")
+
+    with _deadline(180):
+        rc, stdout, err = _explain(capsys, *args)
+    assert rc == 3 and _last(stdout) == (len(good), len(bad)), err
+    failures = _failures(out)
+    assert set(failures) == {str(p) for p in bad}
+    for path, why in bad.items():
+        assert why in failures[str(path)], (path, failures[str(path)])
+    for path in good:
+        assert sx.load_explanation(out, path).maps.shape[-2:] == (64, 64)
+    start = time.perf_counter()
+    with _deadline(120):
+        rc, stdout, err = _explain(capsys, *args)
+    assert rc == 3 and _last(stdout) == (0, len(bad)), err
+    assert f"{len(good) + len(bad)} inputs, {len(good)} already explained, {len(bad)} to do" in err
+    assert _failures(out) == failures
+    assert time.perf_counter() - start < 30  # nothing explained: the model load and 8 failed decodes

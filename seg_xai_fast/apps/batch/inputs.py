@@ -140,7 +140,13 @@ def read_image(path: str, max_pixels: Optional[int] = None) -> tuple[torch.Tenso
             data = f.read()
     finally:
         os.close(fd)
-    return decode_image(io.BytesIO(data), max_pixels), content_digest(data)
+    from PIL import UnidentifiedImageError
+
+    try:
+        image = decode_image(io.BytesIO(data), max_pixels)
+    except UnidentifiedImageError:  # PIL names the BytesIO object; name the file (as it does for paths)
+        raise UnidentifiedImageError(f"cannot identify image file {path!r}") from None
+    return image, content_digest(data)
 
 
 def decode_image(path, max_pixels: Optional[int] = None) -> torch.Tensor:
