@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from .fileio import atomic_write
 
 # Distinct colours for class labels in pictures (background first).
 _PALETTE = np.array(
@@ -46,20 +47,10 @@ def contact_sheet(
 
 
 def save_png(picture, path: os.PathLike) -> Path:
-    """Write a PIL image or uint8 [H,W,3] array to `path` atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a PIL image or uint8 [H,W,3] array to `path` atomically (fileio.atomic_write)."""
     if isinstance(picture, np.ndarray):
         picture = Image.fromarray(picture)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: picture.save(f, format="PNG"))
 
 
 def bar_chart(bars: Sequence[tuple[str, float]], title: str, width: int = 900) -> Image.Image:

@@ -121,7 +121,7 @@ def test_format_2_files_with_a_labels_output_still_work(demo_file, tmp_path):
     a, b = old.forward(images), new.forward(images)
     assert all(torch.equal(getattr(a, x), getattr(b, x)) for x in ("activations", "logits", "labels"))
     assert torch.equal(old(images).maps, new(images).maps)
-    with pytest.raises(ValueError, match=r"metadata format 1; this version reads formats \[2, 3\]"):
+    with pytest.raises(ValueError, match=r"metadata format 1; this version reads formats \[2, 3, 4\]"):
         OnnxExplainer(rewrite(1, False))
 
 
@@ -220,3 +220,66 @@ def test_export_leaves_the_model_as_found(tmp_path):
     sx.export_onnx(model, "decoder", tmp_path / "m.onnx", torch.rand(1, 3, 64, 64))
     assert not any(m.training for m in model.modules())
     assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def _with_metadata(source, tmp_path, name, edit=None, meta_from=None):
+    """A copy of the .onnx file `source` whose seg_xai_fast metadata is edit(meta) (or a raw
+    string), or the metadata of `meta_from` as it is."""
+    import json
+
+    import onnx
+
+    from seg_xai_fast.runtimes.export import METADATA_KEY
+
+    proto = onnx.load(str(source))
+    raw = onnx.load(str(meta_from)).metadata_props[0].value if meta_from else proto.metadata_props[0].value
+    if edit is not None:
+        edited = edit(json.loads(raw))
+        raw = edited if isinstance(edited, str) else json.dumps(edited)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, raw
+    path = tmp_path / name
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_12_11_metadata_from_another_graph_is_refused(demo_file, tmp_path):
+    """Issue 12.11: a graph from model B carrying model A's metadata gave wrong maps silently.
+    Same architecture, other weights: only the graph digest tells them apart."""
+    torch.manual_seed(1)
+    other = export_onnx(DemoSegNet().eval(), "decoder", tmp_path / "b.onnx", torch.rand(1, 3, 64, 64))
+    OnnxExplainer(other)  # its own metadata is fine
+    swapped = _with_metadata(other, tmp_path, "b_with_a.onnx", meta_from=demo_file)
+    with pytest.raises(ValueError, match=r"b_with_a\.onnx.*broken seg_xai_fast metadata: it was not written for this graph"):
+        OnnxExplainer(swapped)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: "{not json", "it is not JSON"),
+    (lambda m: [1, 2], "expected a JSON object"),
+    (lambda m: {k: v for k, v in m.items() if k != "layer"}, "field 'layer' must be a str, got None"),
+    (lambda m: {**m, "num_classes": "4"}, "field 'num_classes' must be a int"),
+    (lambda m: {**m, "num_classes": 7, "head": None}, "not written for this graph, or was edited since"),
+    (lambda m: {**m, "head": {**m["head"], "shape": [4, 3]}}, r"head shape must be \[num_classes=4, channels="),
+    (lambda m: {**m, "head": {**m["head"], "weight": "AAAA"}}, "the head weight holds 3 bytes"),
+    (lambda m: {**m, "head": {**m["head"], "weight": "%%%"}}, "the head weight is not base64"),
+    (lambda m: {**m, "example_input": [1, 3, 64]}, "field 'example_input' must be 4 positive ints"),
+    (lambda m: {**m, "graph_digest": "0" * 16}, "not written for this graph"),
+    (lambda m: {**m, "channels": m["channels"] + 1, "head": None}, "the graph's activation channels"),
+])
+def test_12_11_broken_metadata_is_a_value_error_naming_the_file(demo_file, tmp_path, edit, message):
+    """Issue 12.11: broken metadata gave KeyError / JSONDecodeError / "cannot reshape array"."""
+    path = _with_metadata(demo_file, tmp_path, "broken.onnx", edit)
+    with pytest.raises(ValueError, match=r"broken\.onnx.*" + message):
+        OnnxExplainer(path, "eigencam")
+
+
+def test_12_11_wrong_class_count_in_older_formats_fails_at_the_forward(demo_file, tmp_path):
+    """Format 3 files carry no digest: a class count that the logits contradict is caught when they come."""
+    path = _with_metadata(demo_file, tmp_path, "old.onnx",
+                          lambda m: {**{k: v for k, v in m.items() if k != "graph_digest"}, "format": 3,
+                                     "num_classes": 7, "head": None})
+    explainer = OnnxExplainer(path, "eigencam")
+    with pytest.raises(ValueError, match=r"old\.onnx.*logits have shape \[1, 4, 64, 64\].*says 7 classes"):
+        explainer(torch.rand(1, 3, 64, 64))

@@ -120,11 +120,121 @@ def test_ctrl_c_keeps_a_playable_partial_output(files, tmp_path, monkeypatch):
         return forward(self, images)
 
     monkeypatch.setattr(FrameExplainer, "forward", interrupted_on_second_batch)
-    out = tmp_path / "partial.mp4"
+    out = tmp_path / "out.mp4"
     summary = explain_video(clip, out, Explainer(_model(), "decoder"), batch_size=4, progress=False)
     assert summary.interrupted and summary.frames == 4
-    assert "interrupted" in summary.lines()[0]
-    assert len(_decode(out)) == 4 and os.listdir(tmp_path) == ["partial.mp4"]
+    partial = tmp_path / "out.partial.mp4"  # beside OUTPUT, never over it
+    assert summary.output == str(partial) and f"partial output to {partial}" in summary.lines()[0]
+    assert len(_decode(partial)) == 4 and os.listdir(tmp_path) == ["out.partial.mp4"]
+
+
+def _interrupt_twice_at_second_batch(monkeypatch, gap=0.05):
+    """Real SIGINTs: one inside the second forward pass, another `gap` s later, while the output
+    is being finished (the overlay stage made slow so that the finishing outlasts the gap)."""
+    import signal
+    import threading
+    import time
+
+    from seg_xai_fast.apps.video import pipeline
+
+    forward, overlay = FrameExplainer.forward, pipeline.overlay_maps
+    calls, timers = [], []
+
+    def forward_then_ctrl_c(self, images):
+        calls.append(1)
+        if len(calls) == 2:
+            timers.append(threading.Timer(gap, os.kill, (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, images)
+
+    def slow_overlay(*args, **kwargs):
+        time.sleep(0.3)
+        return overlay(*args, **kwargs)
+
+    monkeypatch.setattr(FrameExplainer, "forward", forward_then_ctrl_c)
+    monkeypatch.setattr(pipeline, "overlay_maps", slow_overlay)
+    return timers
+
+
+def _absorb_late_sigint(timers):
+    try:  # a SIGINT that came after the call returned must not stop pytest
+        for t in timers:
+            t.join()
+        time_left = 0.2
+        import time
+
+        time.sleep(time_left)
+    except KeyboardInterrupt:
+        pass
+
+
+def test_10_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path, monkeypatch):
+    """Issue 12.10: a second Ctrl-C 50 ms after the first deleted the partial output ("nothing
+    was written")."""
+    root, model_file, clip = files
+    timers = _interrupt_twice_at_second_batch(monkeypatch)
+    out = tmp_path / "out.mp4"
+    try:
+        summary = explain_video(clip, out, Explainer(_model(), "decoder"), batch_size=4, progress=False)
+    finally:
+        _absorb_late_sigint(timers)
+    assert summary.interrupted and summary.frames >= 4
+    assert len(_decode(tmp_path / "out.partial.mp4")) == summary.frames
+    assert not out.exists()
+
+
+def test_10_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeypatch):
+    """Issue 12.10: Ctrl-C during a rerun replaced a complete OUTPUT with a partial one."""
+    root, model_file, clip = files
+    out = tmp_path / "out.mp4"
+    explain_video(clip, out, Explainer(_model(), "decoder"), batch_size=4, progress=False)
+    complete = out.read_bytes()
+    timers = _interrupt_twice_at_second_batch(monkeypatch)
+    try:
+        summary = explain_video(clip, out, Explainer(_model(), "decoder"), batch_size=4, progress=False)
+    finally:
+        _absorb_late_sigint(timers)
+    assert summary.interrupted and out.read_bytes() == complete and len(_decode(out)) == N
+    assert len(_decode(tmp_path / "out.partial.mp4")) == summary.frames < N
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4", "out.partial.mp4"]
+
+
+def test_10_a_full_disk_or_unwritable_output_is_a_clear_error(files, tmp_path, capsys):
+    """Issue 12.10: an unwritable or full output filesystem gave a traceback. A full disk is
+    simulated with RLIMIT_FSIZE (writes past the limit fail with EFBIG)."""
+    import resource
+    import signal
+
+    root, model_file, clip = files
+    args = ("--model", model_file, "--layer", "decoder", "--runtime", "torch")
+    (tmp_path / "file").write_text("a file where OUTPUT's folder should be")
+    rc, _, err = _run(capsys, clip, tmp_path / "file" / "out.mp4", *args)
+    assert rc == 2 and "OUTPUT: [Errno 20] Not a directory" in err and "out.mp4" in err and "Traceback" not in err
+    out = tmp_path / "full" / "out.mp4"
+    out.parent.mkdir()
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+    try:
+        rc = cli_main(["video", str(clip), str(out), *args, "--no-progress"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    err = capsys.readouterr().err
+    assert rc == 1 and f"cannot write OUTPUT {str(out)!r}: File too large" in err and "Traceback" not in err
+    assert os.listdir(out.parent) == []  # the temp file removed
+
+
+def test_13_1_video_refuses_a_symlink_output(files, tmp_path, capsys):
+    root, model_file, clip = files
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"keep")
+    (tmp_path / "out.mp4").symlink_to(victim)
+    rc, _, err = _run(capsys, clip, tmp_path / "out.mp4", "--model", model_file, "--layer", "decoder",
+                      "--runtime", "torch")
+    assert rc == 2 and "refusing to replace" in err and "symlink" in err
+    assert victim.read_bytes() == b"keep" and (tmp_path / "out.mp4").is_symlink()
 
 
 def test_overlay_stream_yields_frames_like_its_input():

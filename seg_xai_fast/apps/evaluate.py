@@ -13,8 +13,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,6 +21,7 @@ import torch
 
 from ..demo.scenes import CLASS_NAMES, synthetic_scenes
 from ..engine.capture import model_logits
+from ..fileio import atomic_write_text
 from ..metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
 from ..models import load_model
 from ..viz import save_png
@@ -218,16 +217,5 @@ def _jsonable(obj):
 
 
 def _write_text(path: Path, text: str) -> str:
-    """Write `text` to `path` atomically: a temp file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return str(path)
+    """Write `text` to `path` atomically (fileio.atomic_write_text)."""
+    return str(atomic_write_text(path, text))

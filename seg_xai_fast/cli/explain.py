@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..apps.batch import JobConfig, run_explain
+from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
 from ..engine.methods import METHODS
 from ..runtimes.choice import RUNTIMES
 from .exits import EXIT_FAILURES, EXIT_OK
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
                    help="delete the previous results in DIR (needed when the settings changed) and start over")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on Ray: 'auto' (the running cluster), 'local' (start one here) or ray://host:port")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="larger images are not decoded but recorded as failures: their memory would be the "
+                        "job's (default: %(default)s = 4096×4096)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, on_interrupt="interrupted; rerun the same command to resume",
                    on_io_error="; rerun the same command to resume")
@@ -54,6 +58,7 @@ def run(args) -> int:
         classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
         map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
         force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,
+        max_pixels=args.max_pixels,
     )
     summary = run_explain(cfg)
     if summary.failed:

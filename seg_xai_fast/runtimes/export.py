@@ -43,10 +43,12 @@ import torch.nn as nn
 
 from ..engine.capture import InputOf, ModelState, select_output
 from ..engine.explainer import Explainer
+from ..fileio import check_target, publish
 
 METADATA_KEY = "seg_xai_fast"
-FORMAT_VERSION = 3  # 2: adds the labels output; 3: drops it again (computed by the core)
-READABLE_FORMATS = (2, 3)
+# 2: adds the labels output; 3: drops it again (computed by the core); 4: adds graph_digest
+FORMAT_VERSION = 4
+READABLE_FORMATS = (2, 3, 4)
 INPUT_NAME, LOGITS_NAME, ACTIVATIONS_NAME, LABELS_NAME = "images", "logits", "activations", "labels"
 EXPORTERS = ("auto", "torchscript", "dynamo")
 NO_HEAD_HINT = (
@@ -129,6 +131,7 @@ def export_onnx(
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)
+    check_target(path)  # a symlink or device at `path` is refused before the export's work
     path.parent.mkdir(parents=True, exist_ok=True)
     # A private folder next to the target: the dynamo exporter writes a .data file beside its graph.
     work = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -158,7 +161,7 @@ def export_onnx(
         if verify:
             meta["dynamic_spatial"] = _verify(graph, wrapper, model, example_input, logits, activations)
         _write_metadata(graph, meta, final)
-        os.replace(final, path)
+        publish(final, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
@@ -220,6 +223,7 @@ def export_logits_onnx(model: nn.Module, path: Union[str, os.PathLike], example_
     """The model alone (input ``images`` → output ``logits``), same exporter and dynamic axes as
     export_onnx: the plain ONNX Runtime forward pass the benchmarks compare against."""
     path = Path(path)
+    check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -229,7 +233,7 @@ def export_logits_onnx(model: nn.Module, path: Union[str, os.PathLike], example_
         import onnx
 
         onnx.save(onnx.load(graph), os.path.join(work, "final.onnx"))  # one self-contained file
-        os.replace(os.path.join(work, "final.onnx"), path)
+        publish(os.path.join(work, "final.onnx"), path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path
@@ -274,11 +278,24 @@ def _close(got: np.ndarray, want: torch.Tensor) -> bool:
     return bool(np.abs(got - want).max() <= 1e-3 * scale) if scale > 0 else bool(np.all(got == want))
 
 
+def graph_digest(proto, meta: dict) -> str:
+    """sha1 of an ONNX model's graph (nodes, weights, inputs and outputs) and of `meta` (less this
+    digest), 16 hex digits: OnnxExplainer checks that the metadata was written for this very
+    graph and not edited since."""
+    import hashlib
+
+    h = hashlib.sha1(proto.graph.SerializeToString(deterministic=True))
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "graph_digest"}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def _write_metadata(graph: str, meta: dict, out: str) -> None:
-    """Copy `graph` (and any external .data file) to one self-contained file `out`, with `meta`."""
+    """Copy `graph` (and any external .data file) to one self-contained file `out`, with `meta`
+    and the graph's digest."""
     import onnx
 
     proto = onnx.load(graph)
+    meta = {**meta, "graph_digest": graph_digest(proto, meta)}
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)

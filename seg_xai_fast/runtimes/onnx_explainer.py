@@ -25,7 +25,7 @@ from ..engine.checks import check_images
 from ..engine.methods import get_method
 from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
-                     READABLE_FORMATS)
+                     READABLE_FORMATS, graph_digest)
 
 # Preferred execution providers, fastest first; only those onnxruntime reports are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -97,16 +97,14 @@ class OnnxExplainer:
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ValueError(f"cannot load {str(self.path)!r} as an ONNX model: {err}") from None
         self.meta = self._read_metadata()
-        self.graph_labels = LABELS_NAME in self.meta.get("outputs", ())  # format 2 files
+        self.graph_labels = LABELS_NAME in self.meta["outputs"]  # format 2 files
         self.layer_name = self.meta["layer"]
-        self.num_classes = int(self.meta["num_classes"])
-        head = self.meta.get("head")
+        self.num_classes = self.meta["num_classes"]
         self.head_weight: Optional[torch.Tensor] = None  # float32 [L,C]
         self.align_corners: Optional[bool] = None  # None: no upsample after the head
-        if head is not None:
-            raw = np.frombuffer(base64.b64decode(head["weight"]), dtype="<f4").reshape(head["shape"])
-            self.head_weight = torch.from_numpy(raw.copy())
-            self.align_corners = bool(head["align_corners"]) if head["upsample"] else None
+        if self.meta["head"] is not None:
+            self.head_weight, self.align_corners = self._read_head(self.meta["head"])
+        self._check_graph()
         self.method = method
         self._check_method(self.method)
 
@@ -124,6 +122,7 @@ class OnnxExplainer:
         return list(providers)
 
     def _read_metadata(self) -> dict:
+        """The file's seg_xai_fast metadata, its fields checked (ValueError naming the file)."""
         raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if raw is None:
             raise ValueError(
@@ -131,11 +130,85 @@ class OnnxExplainer:
                 "linear head are unknown: write the file with sx.export_onnx(model, target_layer, path) or "
                 "`seg-xai export-onnx`, or explain the PyTorch model with sx.Explainer"
             )
-        meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+        except ValueError as err:
+            raise self._broken(f"it is not JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise self._broken(f"expected a JSON object, got {type(meta).__name__}")
         if meta.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{str(self.path)!r} has seg_xai_fast metadata format {meta.get('format')!r}; this "
                              f"version reads formats {list(READABLE_FORMATS)}: export the model again with sx.export_onnx")
+        expected = {"layer": str, "num_classes": int, "example_input": list, "outputs": list}
+        if meta["format"] >= 4 or "channels" in meta:
+            expected["channels"] = int
+        if meta["format"] >= 4:
+            expected["graph_digest"] = str
+        for key, kind in expected.items():
+            if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+                raise self._broken(f"field {key!r} must be a {kind.__name__}, got {meta.get(key)!r}")
+        example = meta["example_input"]
+        if len(example) != 4 or not all(isinstance(d, int) and d > 0 for d in example):
+            raise self._broken(f"field 'example_input' must be 4 positive ints [B,C,H,W], got {example!r}")
+        if meta["num_classes"] < 1 or meta.get("channels", 1) < 1:
+            raise self._broken(f"num_classes and channels must be positive, got {meta['num_classes']!r} and "
+                               f"{meta.get('channels')!r}")
+        meta.setdefault("head", None)
         return meta
+
+    def _broken(self, why: str) -> ValueError:
+        return ValueError(f"{str(self.path)!r} has broken seg_xai_fast metadata: {why}; export the model again "
+                          "with sx.export_onnx or `seg-xai export-onnx`")
+
+    def _read_head(self, head) -> tuple[torch.Tensor, Optional[bool]]:
+        """The head's weight float32 [L,C] and upsample policy from the metadata, checked."""
+        if not isinstance(head, dict):
+            raise self._broken(f"field 'head' must be an object or null, got {head!r}")
+        shape = head.get("shape")
+        channels = self.meta.get("channels")
+        if (not isinstance(shape, list) or len(shape) != 2 or shape[0] != self.num_classes
+                or (channels is not None and shape[1] != channels) or not isinstance(shape[1], int) or shape[1] < 1):
+            raise self._broken(f"head shape must be [num_classes={self.num_classes}, channels="
+                               f"{channels if channels is not None else 'C'}], got {shape!r}")
+        try:
+            raw = base64.b64decode(head["weight"], validate=True)
+        except (KeyError, TypeError, ValueError) as err:
+            raise self._broken(f"the head weight is not base64 ({err})") from None
+        if len(raw) != 4 * shape[0] * shape[1]:
+            raise self._broken(f"the head weight holds {len(raw)} bytes, expected {4 * shape[0] * shape[1]} for "
+                               f"float32 {shape}")
+        if not isinstance(head.get("upsample"), bool) or not isinstance(head.get("align_corners"), bool):
+            raise self._broken("head 'upsample' and 'align_corners' must be true or false")
+        weight = torch.from_numpy(np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32))
+        return weight, (head["align_corners"] if head["upsample"] else None)
+
+    def _check_graph(self) -> None:
+        """The metadata must describe this graph: its input and output names and shapes, and (format
+        4) the graph's digest: a graph from another model carrying this metadata gave wrong maps."""
+        inputs = self.session.get_inputs()
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        wanted = [LOGITS_NAME, ACTIVATIONS_NAME] + ([LABELS_NAME] if self.graph_labels else [])
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or any(n not in outputs for n in wanted):
+            raise self._broken(f"the graph has inputs {[i.name for i in inputs]} and outputs {list(outputs)}, the "
+                               f"metadata describes input {INPUT_NAME!r} and outputs {wanted}")
+        dims = {"input channels": (inputs[0].shape, 1, self.meta["example_input"][1]),
+                "logits classes": (outputs[LOGITS_NAME].shape, 1, self.num_classes),
+                "activation channels": (outputs[ACTIVATIONS_NAME].shape, 1, self.meta.get("channels"))}
+        for what, (shape, axis, want) in dims.items():
+            if len(shape) != 4:
+                raise self._broken(f"the graph's {what.split()[0]} have {len(shape)} dimensions, expected 4")
+            if want is not None and isinstance(shape[axis], int) and shape[axis] != want:
+                raise self._broken(f"the graph's {what}: {shape[axis]}, the metadata says {want}")
+        if self.meta["format"] >= 4:
+            try:
+                import onnx
+            except ImportError:  # onnxruntime alone: the names and shapes were checked
+                return
+            digest = graph_digest(onnx.load(str(self.path)), self.meta)
+            if digest != self.meta["graph_digest"]:
+                raise self._broken(f"it was not written for this graph, or was edited since (digest {digest}, the "
+                                   f"metadata's {self.meta['graph_digest']}): the file's graph was replaced or the "
+                                   "metadata changed or copied from another model")
 
     def _check_method(self, method: str) -> str:
         spec = get_method(method)
@@ -176,6 +249,9 @@ class OnnxExplainer:
         names = [LOGITS_NAME, ACTIVATIONS_NAME] + ([LABELS_NAME] if self.graph_labels else [])
         out = self.session.run(names, {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
         logits = torch.from_numpy(out[0])
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes:  # formats without a digest
+            raise ValueError(f"{str(self.path)!r}: the graph's logits have shape {list(logits.shape)}, its metadata "
+                             f"says {self.num_classes} classes: export the model again with sx.export_onnx")
         # Format-3 graphs leave the labels to the core's one-pass argmax (format 2 carried them).
         labels = torch.from_numpy(out[2]) if self.graph_labels else kernels.class_argmax(logits, self.backend)
         return ForwardPass(images, torch.from_numpy(out[1]), logits, labels)

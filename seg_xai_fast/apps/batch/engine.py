@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from ...engine.outputs import upsample_maps
-from ...errors import UsageError
 from ...kernels import overlay
 from ...viz import to_frames
 from .inputs import failure_reason
@@ -100,21 +99,23 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name="seg-xai-writer", daemon=True)
         self.thread.start()
 
-    def put(self, batches: list) -> None:
-        """batches: [(paths, Explained)] from explain_images."""
+    def put(self, batches: list, digests: dict) -> None:
+        """batches: [(paths, Explained)] from explain_images; digests: {path: its input's content digest}."""
         self._raise()
-        self.queue.put(batches)
+        self.queue.put((batches, digests))
 
     def _run(self) -> None:
         while True:
-            batches = self.queue.get()
-            if batches is None:
+            item = self.queue.get()
+            if item is None:
                 return
             if self.error is not None:
                 continue  # keep draining so put() never blocks forever
+            batches, digests = item
             try:
                 images = [args for paths, ex in batches for args in ex.write_args(paths, *self.look)]
-                entries = list(self.pool.map(lambda args: self.store.files.write_image(*args), images))
+                entries = list(self.pool.map(
+                    lambda args: self.store.files.write_image(*args, input_digest=digests[args[0]]), images))
                 self.store.append(entries)
                 self.written += len(entries)
             except BaseException as err:
@@ -132,25 +133,25 @@ class Writer:
 
 
 def explain_images(engine: BatchEngine, paths: list, images: torch.Tensor, overlays: bool, colormap: str,
-                   alpha: float, strict: bool) -> tuple[list, list]:
+                   alpha: float) -> tuple[list, list]:
     """Explain `images` float [n,3,H,W] (one size) → ([(paths, Explained)] of the explained
-    images, [(path, reason)] of the failed ones). A failing batch is retried image by image.
+    images, [(path, reason)] of the failed ones). A failing batch is retried image by image, so
+    one bad image costs its batchmates nothing.
 
-    strict: a ValueError/TypeError is raised as a UsageError instead of failing the images (before
-    any image has succeeded, it is the settings' fault: e.g. --classes beyond the model's classes).
+    Any Exception is the image's failure, never the run's: ONNX Runtime raises its own types
+    (not RuntimeError), and the settings were checked before the run (job.prepare), so what
+    fails here fails for this image. KeyboardInterrupt and SystemExit still stop the run.
     """
     try:
         explained = engine.explain(images)
         if explained.maps.is_cuda:  # finish on the device now and free its memory
             explained.finish(overlays, colormap, alpha)
-    except (RuntimeError, ValueError, TypeError, FloatingPointError) as err:
-        if strict and isinstance(err, (ValueError, TypeError)):
-            raise UsageError(f"explaining the first images failed: {err}") from err
+    except Exception as err:  # noqa: BLE001 - see the docstring
         if len(paths) == 1:
             return [], [(paths[0], f"explain: {failure_reason(err)}")]
         done, failed = [], []
         for i, path in enumerate(paths):
-            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha, strict and not done)
+            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha)
             done += d
             failed += f
         return done, failed

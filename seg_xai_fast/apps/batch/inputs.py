@@ -3,18 +3,23 @@ DataLoader batches of equal-size images."""
 from __future__ import annotations
 
 import glob
+import io
 import os
+import re
+import stat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ...errors import UsageError
-from .store import resolve_input
+from .store import content_digest, resolve_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 LIST_SUFFIXES = (".txt", ".lst", ".list")  # a file with one image path per line
+# The largest image decoded by default (`--max-pixels`): a 6000×6000 PNG took the job to 9.4 GB.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # --------------------------------------------------------------------------- inputs
 
@@ -49,10 +54,58 @@ def _expand(spec: str) -> list[str]:
         return _read_list(path) if path.suffix.lower() in LIST_SUFFIXES else [str(path)]
     if glob.has_magic(spec):
         out: list[str] = []
-        for match in sorted(glob.glob(os.path.expanduser(spec), recursive=True)):
+        for match in _glob(os.path.expanduser(spec)):
             out.extend(_walk(Path(match)) if os.path.isdir(match) else [match])
         return out
     return []
+
+
+def _glob(pattern: str) -> list[str]:
+    """glob.glob(pattern, recursive=True), sorted, except that '**' never follows a symlink to a
+    folder: glob's own '**' does, and a link to a parent folder made it run forever."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else "")
+    regex = re.compile(_glob_regex(parts[fixed:]))
+    out = []
+    for root, dirs, files in os.walk(base or os.curdir):  # followlinks=False: no loops
+        dirs.sort()
+        for name in sorted(dirs + files):
+            full = os.path.join(root, name)
+            if regex.fullmatch(os.path.relpath(full, base or os.curdir).replace(os.sep, "/")):
+                out.append(full if base else os.path.relpath(full))
+    return sorted(out)
+
+
+def _glob_regex(parts: Sequence[str]) -> str:
+    """A regex for '/'-joined relative paths matching the glob segments `parts` ('**': any depth)."""
+    regex = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            visible = r"[^/.][^/]*"  # like glob, '**' skips hidden folders and files
+            regex += f"(?:{visible}(?:/{visible})*)?" if last else f"(?:{visible}/)*"
+            continue
+        seg = "" if part.startswith(".") else r"(?!\.)"  # like glob: '*' skips hidden names
+        j = 0
+        while j < len(part):
+            c = part[j]
+            if c == "*":
+                seg += "[^/]*"
+            elif c == "?":
+                seg += "[^/]"
+            elif c == "[" and "]" in part[j + 2:]:  # a character class, '!' negates
+                end = part.index("]", j + 2)
+                body = part[j + 1:end]
+                seg += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+                j = end
+            else:
+                seg += re.escape(c)
+            j += 1
+        regex += seg + ("" if last else "/")
+    return regex
 
 
 def _walk(folder: Path) -> list[str]:
@@ -70,8 +123,35 @@ def _read_list(list_file: Path) -> list[str]:
         return [str(base / os.path.expanduser(line)) for line in lines if line and not line.startswith("#")]
 
 
-def decode_image(path: str) -> torch.Tensor:
-    """The image at `path` as float32 [3,H,W] in [0,1] (raises on unreadable or truncated files).
+def read_image(path: str, max_pixels: Optional[int] = None) -> tuple[torch.Tensor, str]:
+    """(the image at `path` as float32 [3,H,W] in [0,1], content_digest of its bytes).
+
+    Raises for anything that is not a decodable regular file: a FIFO or device (opened
+    non-blocking, so a FIFO cannot hang a worker), a symlink loop, a truncated file, an image of
+    more than `max_pixels` pixels (checked from the header, before decoding).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+            raise ValueError(f"not a regular file: it is {kind}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    from PIL import UnidentifiedImageError
+
+    try:
+        image = decode_image(io.BytesIO(data), max_pixels)
+    except UnidentifiedImageError:  # PIL names the BytesIO object; name the file (as it does for paths)
+        raise UnidentifiedImageError(f"cannot identify image file {path!r}") from None
+    return image, content_digest(data)
+
+
+def decode_image(path, max_pixels: Optional[int] = None) -> torch.Tensor:
+    """The image at `path` (a path or a binary file object) as float32 [3,H,W] in [0,1] (raises
+    on unreadable or truncated files, and on images of more than `max_pixels` pixels).
 
     Grayscale, palette (with transparency too), RGBA/LA (alpha dropped), CMYK and 16-bit images
     become RGB; EXIF orientation is applied; a multi-frame file gives its first frame.
@@ -79,6 +159,10 @@ def decode_image(path: str) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
+        width, height = im.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ValueError(f"the image is {width}×{height} = {width * height:,} pixels, over the limit of "
+                             f"{max_pixels:,} (--max-pixels)")
         im.load()  # decodes everything now: a truncated file raises OSError here
         ImageOps.exif_transpose(im, in_place=True)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16/32-bit integer grayscale
@@ -90,6 +174,8 @@ def decode_image(path: str) -> torch.Tensor:
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")  # what PIL asks for before dropping palette transparency
             arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    if not np.isfinite(arr).all():  # a float TIFF can hold them; the image's failure, not the run's
+        raise ValueError("the image holds NaN or Inf pixel values")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
@@ -102,17 +188,19 @@ def failure_reason(err: BaseException) -> str:
 class ImageBatches(torch.utils.data.IterableDataset):
     """Decoded images grouped into batches of equal size, split across DataLoader workers.
 
-    Yields dicts: {"paths": [n], "images": float32 [n,3,H,W]} or {"failed": [(path, reason)]}.
-    A worker holds at most 2·batch_size decoded images; past that it sends its largest group early.
+    Yields dicts: {"paths": [n], "images": float32 [n,3,H,W], "digests": [n]} or
+    {"failed": [(path, reason)]}. A worker holds at most 2·batch_size decoded images; past that it
+    sends its largest group early. max_pixels: larger images fail (read_image).
     """
 
-    def __init__(self, paths: Sequence[str], batch_size: int) -> None:
+    def __init__(self, paths: Sequence[str], batch_size: int, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
         # One byte buffer + offsets instead of a list of str: worker processes read it without
         # touching Python refcounts, so fork's copy-on-write pages stay shared.
         encoded = [os.fsencode(p) for p in paths]
         self._offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
         self._blob = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -128,12 +216,12 @@ class ImageBatches(torch.utils.data.IterableDataset):
         for i in range(first, len(self), step):
             path = self.path(i)
             try:
-                image = decode_image(path)
+                image, digest = read_image(path, self.max_pixels)
             except Exception as err:  # any decoder error is the file's fault, not the run's
                 yield {"failed": [(path, failure_reason(err))]}
                 continue
             group = groups.setdefault(tuple(image.shape[-2:]), [])
-            group.append((path, image))
+            group.append((path, image, digest))
             held += 1
             if len(group) == self.batch_size or held > 2 * self.batch_size:
                 size = max(groups, key=lambda s: len(groups[s]))
@@ -155,12 +243,42 @@ def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _stack(group: list) -> dict:
-    return {"paths": [p for p, _ in group], "images": stack_images([im for _, im in group])}
+    return {"paths": [p for p, _, _ in group], "images": stack_images([im for _, im, _ in group]),
+            "digests": [d for _, _, d in group]}
 
 
-def worker_init(_worker_id: int) -> None:
+def worker_init(_worker_id: int, close_fds: Sequence[int] = ()) -> None:
+    """A decode worker's setup: one torch thread, no inherited lock, and no life after its parent.
+
+    close_fds: the parent's descriptors the worker must not keep, the store's lock above all: a
+    forked worker shares the lock's open file, and one that outlived a killed parent kept every
+    rerun out ("another run is writing"). PR_SET_PDEATHSIG kills the worker with its parent;
+    SIGTERM to the process group is left to the parent, which stops the workers itself.
+    """
+    import signal
+
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)  # decoding is PIL's work; leave the cores to the main process
     _fixed_mmap_threshold()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        parent = os.getppid()
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _fixed_mmap_threshold(nbytes: int = 256 * 1024) -> None:

@@ -16,6 +16,7 @@ Exit status: 0 every input explained, 3 finished with failures (DIR/failures.csv
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -26,14 +27,15 @@ import torch
 from tqdm import tqdm
 
 from ..._version import __version__
+from ...engine.capture import model_logits
 from ...engine.checks import parse_class_spec
 from ...engine.methods import get_method
 from ...errors import UsageError
 from ...kernels.colormaps import COLORMAP_NAMES
 from ...runtimes.choice import make_explainer
 from .engine import BatchEngine, Writer, explain_images
-from .inputs import ImageBatches, discover_inputs, worker_init
-from .store import Store, file_digest, image_key, model_digest
+from .inputs import DEFAULT_MAX_PIXELS, ImageBatches, discover_inputs, worker_init
+from .store import Store, file_digest, model_digest
 
 SAVE_CHOICES = ("maps", "overlays")
 
@@ -60,6 +62,7 @@ class JobConfig:
     runtime: str = "auto"  # auto | onnxruntime | torch (runtimes.make_explainer)
     ray: Optional[str] = None
     progress: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are failures (their memory would be the job's)
 
 
 @dataclass
@@ -103,6 +106,8 @@ def prepare(cfg: JobConfig) -> Prepared:
         raise UsageError(f"--threads must be a positive integer, got {cfg.threads}")
     if cfg.workers is not None and cfg.workers < 0:
         raise UsageError(f"--workers must be 0 (decode in-process) or more, got {cfg.workers}")
+    if not isinstance(cfg.max_pixels, int) or cfg.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be a positive integer, got {cfg.max_pixels!r}")
     if cfg.map_resolution not in ("layer", "full"):
         raise UsageError(f"--map-resolution must be 'layer' or 'full', got {cfg.map_resolution!r}")
     save = tuple(s.strip() for s in cfg.save.split(",") if s.strip())
@@ -136,6 +141,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     if choice.runtime == "onnxruntime":
         device = torch.device("cpu")
     classes = parse_class_spec(cfg.classes, choice.class_names)
+    check_class_range(choice, classes)  # before anything is written to DIR
     model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
     header = {
         "format": 1, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
@@ -146,7 +152,11 @@ def prepare(cfg: JobConfig) -> Prepared:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     store = Store(cfg.out, header, force=cfg.force)
-    todo = [p for p in inputs if image_key(p) not in store.done]
+    try:
+        todo = [p for p in inputs if not store.is_done(p)]  # digests of the inputs and outputs checked
+    except BaseException:
+        store.close()
+        raise
     return Prepared(choice, method, classes, save, header, store, todo, len(inputs) - len(todo), device,
                      workers, threads)
 
@@ -169,6 +179,35 @@ def make_choice(model: str, layer: Optional[str], method: str, runtime: str, thr
         raise UsageError(f"{option}: {err}") from None
     except Exception as err:  # e.g. a corrupt or foreign .pt file
         raise UsageError(f"--model {model!r} could not be loaded: {type(err).__name__}: {err}") from None
+
+
+def class_count(choice) -> Optional[int]:
+    """How many classes the model outputs: from its class names, the ONNX file, or one forward
+    pass of a small random image (None when the model refuses that image)."""
+    if choice.class_names:
+        return len(choice.class_names)
+    count = getattr(choice.explainer, "num_classes", None)  # OnnxExplainer
+    if count is not None or choice.model is None:
+        return count
+    param = next(choice.model.parameters(), None)
+    probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    try:
+        logits = model_logits(choice.model, probe.to(param.device) if param is not None else probe,
+                              getattr(choice.explainer, "output_key", "out"))
+    except Exception:  # noqa: BLE001 - e.g. a model for other sizes: the images' own runs will tell
+        return None
+    return int(logits.shape[1])
+
+
+def check_class_range(choice, classes: Optional[list]) -> None:
+    """UsageError for --classes beyond the model's classes (issue: caught only after DIR was written)."""
+    if not classes:
+        return
+    count = class_count(choice)
+    bad = [c for c in classes if count is not None and not 0 <= c < count]
+    if bad:
+        raise UsageError(f"--classes must be class ids in [0, {count - 1}] (the model outputs {count} classes), "
+                         f"got {bad}")
 
 
 def choice_digest(choice, model_spec: str) -> str:
@@ -203,9 +242,10 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or min(threads_before, prep.threads))
     engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
-    dataset = ImageBatches(prep.todo, cfg.batch_size)
+    dataset = ImageBatches(prep.todo, cfg.batch_size, cfg.max_pixels)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init if workers else None,
+        dataset, batch_size=None, num_workers=workers,
+        worker_init_fn=functools.partial(worker_init, close_fds=prep.store.inherited_fds()) if workers else None,
         pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None, in_order=False,
     )
     overlays = "overlays" in prep.save
@@ -219,7 +259,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
                     prep.store.add_failure(path, reason)
                     bar.update(1)
                 if "images" in item:
-                    _explain_batch(engine, writer, prep.store, item["paths"], item["images"], overlays, cfg, state)
+                    _explain_batch(engine, writer, prep.store, item, overlays, cfg, state)
                     bar.update(len(item["paths"]))
     finally:
         engine.close()
@@ -228,13 +268,13 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     return Summary(explained=writer.written, seconds=time.perf_counter() - start)
 
 
-def _explain_batch(engine: BatchEngine, writer: Writer, store, paths: list, images: torch.Tensor,
-                   overlays: bool, cfg: JobConfig, state: dict) -> None:
-    """Explain one batch and queue its outputs for the writer; failures go to the store."""
-    done, failed = explain_images(engine, paths, images, overlays, cfg.colormap, cfg.alpha,
-                                  strict=state["explained"] == 0)
+def _explain_batch(engine: BatchEngine, writer: Writer, store, item: dict, overlays: bool, cfg: JobConfig,
+                   state: dict) -> None:
+    """Explain one batch (ImageBatches' item) and queue its outputs for the writer; failures go to the store."""
+    paths = item["paths"]
+    done, failed = explain_images(engine, paths, item["images"], overlays, cfg.colormap, cfg.alpha)
     for path, reason in failed:
         store.add_failure(path, reason)
     if done:
-        writer.put(done)
+        writer.put(done, dict(zip(paths, item["digests"])))
         state["explained"] += sum(len(p) for p, _ in done)

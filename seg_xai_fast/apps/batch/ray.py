@@ -26,7 +26,7 @@ import torch
 
 from ...errors import UsageError
 from .engine import BatchEngine, explain_images
-from .inputs import decode_image, failure_reason, stack_images
+from .inputs import failure_reason, read_image, stack_images
 from .job import JobConfig, Prepared, Summary, choice_digest, make_choice, progress_bar
 from .store import StoreFiles
 
@@ -35,7 +35,7 @@ class _ExplainActor:
     """A Ray Data actor: model + explainer loaded once; __call__ explains a batch of paths."""
 
     def __init__(self, root: str, header: dict, model_spec: str, overlays: bool, map_resolution: str,
-                 decode_threads: int = 4) -> None:
+                 max_pixels: int, decode_threads: int = 4) -> None:
         # One thread per actor: each actor holds one CPU of the cluster.
         choice = make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1)
         digest = choice_digest(choice, model_spec)
@@ -49,7 +49,7 @@ class _ExplainActor:
         self.files = StoreFiles(root, header)
         self.overlays, self.colormap, self.alpha = overlays, header["colormap"], header["alpha"]
         self.pool = ThreadPoolExecutor(decode_threads)
-        self.explained = 0
+        self.max_pixels = max_pixels
 
     def __call__(self, batch: dict) -> dict:
         """batch {"path": str [n]} → {"path", "ok": bool, "reason": str, "entry": JSON str}, one row per path."""
@@ -58,28 +58,30 @@ class _ExplainActor:
 
         def decode(path):
             try:
-                return decode_image(path)
+                return read_image(path, self.max_pixels)
             except Exception as err:
                 return err
 
         groups: dict[tuple, list] = {}
-        for path, image in zip(paths, self.pool.map(decode, paths)):
-            if isinstance(image, Exception):
-                records[path] = (False, failure_reason(image), "")
+        digests = {}
+        for path, decoded in zip(paths, self.pool.map(decode, paths)):
+            if isinstance(decoded, Exception):
+                records[path] = (False, failure_reason(decoded), "")
             else:
+                image, digests[path] = decoded
                 groups.setdefault(tuple(image.shape[-2:]), []).append((path, image))
         for group in groups.values():
             group_paths = [p for p, _ in group]
             images = stack_images([im for _, im in group])
             done, failed = explain_images(self.engine, group_paths, images, self.overlays, self.colormap,
-                                          self.alpha, strict=self.explained == 0)
+                                          self.alpha)
             for path, reason in failed:
                 records[path] = (False, reason, "")
             writes = [args for paths_, ex in done for args in ex.write_args(paths_, self.overlays, self.colormap,
                                                                              self.alpha)]
-            for args, entry in zip(writes, self.pool.map(lambda a: self.files.write_image(*a), writes)):
+            written = self.pool.map(lambda a: self.files.write_image(*a, input_digest=digests[a[0]]), writes)
+            for args, entry in zip(writes, written):
                 records[args[0]] = (True, "", json.dumps(entry))
-            self.explained += len(writes)
         rows = [records[p] for p in paths]
         return {"path": np.array(paths, dtype=object), "ok": np.array([r[0] for r in rows]),
                 "reason": np.array([r[1] for r in rows], dtype=object),
@@ -138,7 +140,8 @@ def run_on_ray(cfg: JobConfig, prep: Prepared) -> Summary:
             _ExplainActor, batch_size=cfg.batch_size, batch_format="numpy",
             # The header's model: a file's absolute path (the actors' working directory is Ray's).
             fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=prep.header["model"],
-                                       overlays="overlays" in prep.save, map_resolution=cfg.map_resolution),
+                                       overlays="overlays" in prep.save, map_resolution=cfg.map_resolution,
+                                       max_pixels=cfg.max_pixels),
             compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,
         )
         start = time.perf_counter()

@@ -26,23 +26,24 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import functools
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
-import tempfile
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ...fileio import atomic_write, check_target, file_mode, publish
 from ...kernels import reference
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: content digests of each input and output in the image entries
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.csv"
 TMP_DIR = ".tmp"
@@ -60,8 +61,9 @@ class StoreMismatchError(ValueError):
 
 
 def resolve_input(path: os.PathLike | str) -> str:
-    """The absolute, symlink-resolved path that identifies an input in the store."""
-    return str(Path(path).expanduser().resolve())
+    """The absolute, symlink-resolved path that identifies an input in the store (a symlink loop
+    stays as it is, to fail when read, instead of raising here)."""
+    return os.path.realpath(os.path.expanduser(os.fspath(path)))
 
 
 def image_key(path: os.PathLike | str) -> str:
@@ -77,24 +79,6 @@ def overlay_relpath(key: str, class_id: int) -> str:
     return f"overlays/{key[:2]}/{key}_c{class_id}.png"
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], tmp_dir: Path) -> None:
-    """Write `path` through a temp file in `tmp_dir` (same filesystem): write, fsync, os.replace.
-
-    Readers see either the old file or the complete new one, never a partial one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def model_digest(model: torch.nn.Module) -> str:
     """sha1 of the model's parameters and buffers: a rerun with other weights must not mix results."""
     h = hashlib.sha1()
@@ -105,12 +89,24 @@ def model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def content_digest(data: bytes) -> str:
+    """sha1 of `data`, 16 hex digits: an input's or output's identity in the manifest."""
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
 def file_digest(path: os.PathLike | str) -> str:
-    """sha1 of a file's bytes (an ONNX model's identity)."""
+    """content_digest of a file's bytes, read in blocks; OSError for anything but a regular file
+    (opened non-blocking: a FIFO put in an input's place cannot hang a rerun)."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{str(path)!r} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    finally:
+        os.close(fd)
     return h.hexdigest()[:16]
 
 
@@ -188,26 +184,109 @@ class StoredExplanation:
     model: str
 
 
+class DamagedOutputError(ValueError):
+    """A stored explanation that does not match the manifest (damaged, swapped or stale)."""
+
+
 def load_explanation(out_dir: os.PathLike | str, image_path: os.PathLike | str) -> StoredExplanation:
-    """The stored explanation of `image_path` from the `seg-xai explain` output folder `out_dir`."""
+    """The stored explanation of `image_path` from the `seg-xai explain` output folder `out_dir`.
+
+    Verified against the manifest: the maps file's digest (a truncated or swapped file raises
+    DamagedOutputError), the input it names and its classes, and, when the image is still
+    there, the image's digest (an image replaced since it was explained raises too). A rerun of
+    `seg-xai explain` redoes what does not match.
+    """
     out_dir = Path(out_dir)
-    path = out_dir / maps_relpath(image_key(image_path))
-    if not path.is_file():
+    key = image_key(image_path)
+    entry = manifest_entries(out_dir).get(key)
+    if entry is None:
         if not out_dir.is_dir():
             raise FileNotFoundError(f"out_dir {str(out_dir)!r} is not a folder")
-        raise FileNotFoundError(
-            f"no explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} (expected {path})"
-        )
-    with np.load(path, allow_pickle=False) as data:
-        stored = torch.from_numpy(data["maps"])
-        classes = [int(c) for c in data["classes"]]
-        map_size = tuple(int(s) for s in data["map_size"])
-        image_size = tuple(int(s) for s in data["image_size"])
-        meta = json.loads(str(data["meta"]))
+        raise FileNotFoundError(f"no explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} "
+                                f"(no manifest entry for key {key})")
+    path = out_dir / entry["maps"]
+
+    def damaged(why: str) -> DamagedOutputError:
+        return DamagedOutputError(f"the explanation of {resolve_input(image_path)!r} in {str(out_dir)!r} ({path}) "
+                                  f"{why}; rerun `seg-xai explain` into that folder to redo it")
+
+    try:
+        data = _read_regular(path)
+    except OSError as err:
+        raise damaged(f"cannot be read ({err.strerror or err})") from None
+    if content_digest(data) != entry.get("digests", {}).get(entry["maps"]):
+        raise damaged("is damaged or was replaced: its digest does not match the manifest")
+    try:
+        stored, classes, map_size, image_size, meta = _parse_maps(data)
+    except Exception as err:  # noqa: BLE001 - numpy/zipfile raise many types for a bad file
+        raise damaged(f"cannot be parsed ({type(err).__name__}: {err})") from None
+    if meta.get("input") != entry["input"] or classes != entry["classes"] or len(classes) != stored.shape[0]:
+        raise damaged("does not match its manifest entry (input or classes)")
+    current = _input_digest(entry["input"])
+    if current is not None and current != entry.get("input_digest"):
+        raise damaged("is stale: the image changed after it was explained")
     return StoredExplanation(
         maps=expand_maps(stored, map_size, image_size), classes=classes, image_path=meta["input"],
         image_size=image_size, method=meta["method"], layer=meta["layer"], model=meta["model"],
     )
+
+
+def _read_regular(path: Path) -> bytes:
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise OSError(f"{str(path)!r} is not a regular file")
+    return path.read_bytes()
+
+
+def _parse_maps(data: bytes) -> tuple:
+    """A maps file's bytes → (float16 maps [K,h,w], classes, map_size, image_size, meta)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return (torch.from_numpy(npz["maps"]), [int(c) for c in npz["classes"]],
+                tuple(int(s) for s in npz["map_size"]), tuple(int(s) for s in npz["image_size"]),
+                json.loads(str(npz["meta"])))
+
+
+def _input_digest(path: str) -> Optional[str]:
+    """The input's current digest; None when it is gone or unreadable (its results stay usable)."""
+    try:
+        return file_digest(path)
+    except OSError:
+        return None
+
+
+_INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: last entry})
+
+
+def manifest_entries(out_dir: os.PathLike | str) -> dict:
+    """{key: the current (last) manifest entry} of DIR, cached while the manifest is unchanged."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _INDEX_CACHE.get(str(path))
+    if cached is None or cached[0] != stamp:
+        _, entries = read_manifest(out_dir)
+        cached = (stamp, {e["key"]: e for e in entries if isinstance(e.get("key"), str)})
+        _INDEX_CACHE.clear()  # one folder at a time: entries of millions of images are not small
+        _INDEX_CACHE[str(path)] = cached
+    return cached[1]
+
+
+def entry_is_current(root: Path, entry: dict, input_path: str) -> bool:
+    """Whether `entry`'s outputs are all intact (digests as recorded) and its input unchanged."""
+    digests = entry.get("digests")
+    if not isinstance(digests, dict) or entry.get("maps") not in digests:
+        return False
+    for rel, digest in digests.items():
+        if not (_MAPS_PATH.fullmatch(rel) or _OVERLAY_PATH.fullmatch(rel)):
+            return False  # a path the store never writes: a tampered line
+        try:
+            if file_digest(root / rel) != digest:
+                return False
+        except OSError:
+            return False
+    return entry.get("input") == input_path and _input_digest(input_path) == entry.get("input_digest")
 
 
 # --------------------------------------------------------------------------- writing
@@ -228,7 +307,7 @@ class StoreFiles:
     def _dir(self, rel: str) -> Path:
         path = self.root / rel
         if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            real_dirs(self.root, path.parent.relative_to(self.root))
             self._made.add(path.parent)
         return path
 
@@ -240,28 +319,69 @@ class StoreFiles:
         map_size: Sequence[int],
         image_size: Sequence[int],
         overlays: Sequence[np.ndarray] = (),  # uint8 [H,W,3] per class, or none
+        input_digest: Optional[str] = None,  # content_digest of the input's bytes, as decoded
     ) -> dict:
-        """Write the maps file (and overlays) of `input_path` atomically → its manifest entry."""
+        """Write the maps file (and overlays) of `input_path` atomically → its manifest entry,
+        with the digest of the input and of every file written (checked on load and on resume)."""
         key = image_key(input_path)
         meta = json.dumps({"input": input_path, **self.meta})
         arrays = dict(maps=maps, classes=np.asarray(classes, np.int64), map_size=np.asarray(map_size, np.int64),
                       image_size=np.asarray(image_size, np.int64), meta=np.array(meta))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
         rel = maps_relpath(key)
-        atomic_write(self._dir(rel), lambda f: np.savez(f, **arrays), self.tmp)
+        digests = {rel: self._write(rel, buf.getvalue())}
         pictures = []
         for class_id, picture in zip(classes, overlays):
             prel = overlay_relpath(key, int(class_id))
-            atomic_write(self._dir(prel), functools.partial(_write_png, picture), self.tmp)
+            digests[prel] = self._write(prel, _png_bytes(picture))
             pictures.append(prel)
         return {"type": "image", "input": input_path, "key": key, "maps": rel, "overlays": pictures,
-                "size": [int(s) for s in image_size], "classes": [int(c) for c in classes]}
+                "size": [int(s) for s in image_size], "classes": [int(c) for c in classes],
+                "input_digest": input_digest, "digests": digests}
+
+    def _write(self, rel: str, data: bytes) -> str:
+        atomic_write(self._dir(rel), lambda f: f.write(data), self.tmp)
+        return content_digest(data)
 
 
-def _write_png(picture: np.ndarray, f: BinaryIO) -> None:
+_MAPS_PATH = re.compile(r"maps/([0-9a-f]{2})/\1[0-9a-f]{22}\.npz")
+_OVERLAY_PATH = re.compile(r"overlays/([0-9a-f]{2})/\1[0-9a-f]{22}_c\d+\.png")
+_SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+_MAPS_NAME = re.compile(r"([0-9a-f]{24})\.npz")
+_OVERLAY_NAME = re.compile(r"([0-9a-f]{24})_c\d+\.png")
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def real_dirs(root: Path, rel: os.PathLike | str) -> Path:
+    """Make the folders `rel` inside `root`; OSError if one of them is a symlink (or not a folder):
+    the store never writes where a link inside DIR points."""
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise OSError(f"refusing to write into {str(path)!r}: it is a symlink or not a folder "
+                          "(the output folder's own sub-folders must be real folders)")
+    return path
+
+
+def _png_bytes(picture: np.ndarray) -> bytes:
     from PIL import Image
 
+    buf = io.BytesIO()
     # compress_level 1: several times faster than the default 6, files ~20 % larger.
-    Image.fromarray(np.ascontiguousarray(picture)).save(f, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(picture)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 class Store:
@@ -276,7 +396,11 @@ class Store:
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--out must be a folder, got the file {str(self.root)!r}")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / LOCK, "a")
+        try:  # O_NOFOLLOW: a symlink planted at DIR/.lock is not followed
+            fd = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+        except OSError as err:
+            raise OSError(f"cannot create the lock file {str(self.root / LOCK)!r}: {err.strerror}") from None
+        self._lock = os.fdopen(fd, "a")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -290,8 +414,11 @@ class Store:
 
     def _open(self, header: dict, force: bool) -> None:
         tmp = self.root / TMP_DIR
+        if tmp.is_symlink():
+            tmp.unlink()  # never delete or write what a link points to
         shutil.rmtree(tmp, ignore_errors=True)  # temp files of a killed run
-        tmp.mkdir()
+        real_dirs(self.root, TMP_DIR)
+        check_target(self.root / MANIFEST)  # read and appended to: never through a link
         old, entries = read_manifest(self.root)
         if old is not None and force:
             self._wipe()
@@ -310,7 +437,8 @@ class Store:
                                          "use another --out, or --force to delete them")
             self._wipe()
         self.files = StoreFiles(self.root, header)
-        self.done = {e["key"] for e in entries if (self.root / e["maps"]).is_file()}
+        self._entries = {e["key"]: e for e in entries if isinstance(e.get("key"), str)}  # the last one counts
+        self.redo = 0  # images whose results were damaged, swapped or stale
         path = self.root / MANIFEST
         if old is None:
             line = (json.dumps({"type": "run", **header}) + "\n").encode()
@@ -318,18 +446,51 @@ class Store:
         self._manifest = open(path, "r+b")
         _cut_torn_tail(self._manifest)
         self._failures_path = tmp / FAILURES
-        self._failures_file = open(self._failures_path, "w", newline="")
+        # surrogateescape: a file name that is not valid UTF-8 is written back as its own bytes
+        self._failures_file = open(self._failures_path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self._failures = csv.writer(self._failures_file)
         self._failures.writerow(["path", "reason"])
         self.failed = 0
 
     def _wipe(self) -> None:
-        """Delete what `seg-xai explain` wrote in DIR (and nothing else)."""
-        for name in ("maps", "overlays"):
-            shutil.rmtree(self.root / name, ignore_errors=True)
+        """Delete what `seg-xai explain` wrote in DIR, and nothing else: the files named by the
+        store's own layout (maps/<ab>/<key>.npz, overlays/<ab>/<key>_c<class>.png), the folders
+        they leave empty, the manifest and failures.csv. A user's maps/city.geojson stays."""
+        for sub, name_re in (("maps", _MAPS_NAME), ("overlays", _OVERLAY_NAME)):
+            top = self.root / sub
+            if not _is_real_dir(top):
+                continue
+            for shard in top.iterdir():
+                if not (_SHARD_NAME.fullmatch(shard.name) and _is_real_dir(shard)):
+                    continue
+                for f in shard.iterdir():
+                    m = name_re.fullmatch(f.name)
+                    if m and m.group(1).startswith(shard.name) and stat.S_ISREG(os.lstat(f).st_mode):
+                        f.unlink()
+                with contextlib.suppress(OSError):
+                    shard.rmdir()  # only when empty
+            with contextlib.suppress(OSError):
+                top.rmdir()
         for name in (MANIFEST, FAILURES):
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / name).unlink()
+            path = self.root / name
+            if path.exists() and stat.S_ISREG(os.lstat(path).st_mode):
+                path.unlink()
+
+    def is_done(self, input_path: str) -> bool:
+        """Whether `input_path` (resolved) has intact results of its current content; a damaged,
+        swapped or stale result is counted in `redo` (and redone by the run)."""
+        entry = self._entries.get(image_key(input_path))
+        if entry is None:
+            return False
+        if entry_is_current(self.root, entry, input_path):
+            return True
+        self.redo += 1
+        return False
+
+    def inherited_fds(self) -> tuple:
+        """The descriptors a forked decode worker must close: the lock's above all (see inputs.worker_init)."""
+        files = (self._lock, getattr(self, "_manifest", None), getattr(self, "_failures_file", None))
+        return tuple(f.fileno() for f in files if f is not None and not f.closed)
 
     def append(self, entries: Sequence[dict]) -> None:
         """Record completed images: one manifest line each, fsync'ed (their files are in place)."""
@@ -349,7 +510,7 @@ class Store:
         self._failures_file.flush()
         os.fsync(self._failures_file.fileno())
         self._failures_file.close()
-        os.replace(self._failures_path, self.root / FAILURES)
+        publish(self._failures_path, self.root / FAILURES)
         self.close()
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -10,6 +9,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ...errors import VideoError
+from ...fileio import check_target, discard, publish, temp_path
 
 CONTAINERS = (".mp4", ".mkv", ".mov", ".avi")
 ENCODERS = ("libx264", "libopenh264", "mpeg4")  # preferred first; the first PyAV's FFmpeg has wins
@@ -93,15 +93,11 @@ _FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
 
 
 def temp_beside(path: Path) -> str:
-    """A new empty file in `path`'s folder (created if needed) to write to and rename over `path`;
-    same suffix, so FFmpeg picks the container from it; the usual permissions (mkstemp's are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
+    """A new empty file in `path`'s folder (created if needed) to write to and publish over `path`
+    (fileio.publish: the umask's permissions, only over a regular file); same suffix, so FFmpeg
+    picks the container from it."""
+    check_target(path)  # before any work: a symlink or device at OUTPUT is refused
+    return temp_path(path, suffix=f".partial{path.suffix}")
 
 
 def write_clip(path: Union[str, os.PathLike], frames: Sequence[np.ndarray], rate: Fraction = Fraction(25),
@@ -119,8 +115,8 @@ def write_clip(path: Union[str, os.PathLike], frames: Sequence[np.ndarray], rate
                 frame.pts = i
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        discard(tmp)
         raise
     return path

@@ -20,14 +20,19 @@ listed class is present; the first listed class when none is predicted). Its tar
 predicted pixels (the Seg-Grad-CAM default), so each frame's map explains what the frame shows.
 
 Bad input: an unreadable or non-video INPUT is a VideoError (exit status 2) and nothing is left
-behind (the output is written to a temporary file beside OUTPUT and renamed at the end); a frame
-the decoder rejects or flags as corrupt is skipped and counted; Ctrl-C stops decoding, flushes
-the encoder and keeps the partial output, which plays.
+behind (the output is written to a temporary file beside OUTPUT and renamed over it only on
+success); a frame the decoder rejects or flags as corrupt is skipped and counted. Ctrl-C stops
+decoding, flushes the encoder and saves the playable partial output as OUTPUT's stem +
+".partial" + suffix (partial_path), never over OUTPUT: a complete OUTPUT of an earlier run stays.
+A second Ctrl-C while that file is being finished is ignored. A write error (disk full,
+unwritable folder) is an OSError naming OUTPUT, and the temporary file is removed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -42,6 +47,7 @@ from tqdm import tqdm
 
 from ...engine.checks import parse_class_spec
 from ...errors import VideoError
+from ...fileio import check_target, discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
 from .frames import FrameExplainer, to_images, overlay_maps
@@ -71,7 +77,7 @@ class VideoSummary:
 
     def lines(self) -> list[str]:
         w, h = self.size
-        state = "interrupted (Ctrl-C): wrote a playable partial output" if self.interrupted else "wrote"
+        state = "interrupted (Ctrl-C): wrote a playable partial output to" if self.interrupted else "wrote"
         out = [f"{state} {self.output}: {self.frames} frames {w}x{h} at {float(self.rate):.3g} fps, encoder {self.encoder}"]
         if self.runtime:
             out.append(self.runtime)
@@ -249,7 +255,44 @@ def _check_output(input_path: str, output: Union[str, os.PathLike]) -> Path:
         raise VideoError(f"OUTPUT must differ from INPUT, got {str(output)!r} for both")
     if output.is_dir():
         raise VideoError(f"OUTPUT {str(output)!r} is a folder; name a video file")
+    try:
+        check_target(output)
+        check_target(partial_path(output))
+    except OSError as err:
+        raise VideoError(f"OUTPUT: {err}") from None
     return output
+
+
+def partial_path(output: Path) -> Path:
+    """Where an interrupted run saves its playable partial output: beside OUTPUT, never over it."""
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
+
+
+@contextlib.contextmanager
+def _deferred_interrupts():
+    """Ctrl-C is ignored (counted in the yielded list) while the output is being finished: a
+    second Ctrl-C right after the first used to abort the finishing and delete the partial file.
+    The finishing is bounded: the stages hold at most queue_batches batches."""
+    hits: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hits
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: hits.append(1))
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _write_error(output: Path, err: BaseException) -> OSError:
+    return OSError(f"cannot write OUTPUT {str(output)!r}: {error_reason(err)}; nothing was written")
+
+
+def _stage_error(stage, output: Path) -> BaseException:
+    """A stage's error as the main thread raises it: the encoder's OSErrors are the output's."""
+    if isinstance(stage, _Encoder) and isinstance(stage.error, OSError):
+        return _write_error(output, stage.error)
+    return stage.error
 
 
 def explain_video(
@@ -287,7 +330,11 @@ def explain_video(
     if out_w < 2 or out_h < 2:
         container.close()
         raise VideoError(f"cannot read video {input!r}: its frame size {width}x{height} is too small")
-    tmp = temp_beside(output)
+    try:
+        tmp = temp_beside(output)
+    except OSError as err:  # e.g. an unwritable folder, or a file where the folder should be
+        container.close()
+        raise _write_error(output, err) from None
     stop = threading.Event()
     frames_q: queue.Queue = queue.Queue(maxsize=queue_batches * batch_size)  # decoded frames
     forward_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # (frames, forward outputs)
@@ -302,7 +349,10 @@ def explain_video(
     bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False)
     start = time.perf_counter()
     try:
-        out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
+        try:
+            out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
+        except OSError as err:
+            raise _write_error(output, err) from None
         encoder = _Encoder(out_container, out_stream, encode_q)
         encoder.start()
         overlayer = _Overlayer(engine, colormap, alpha, forward_q, encode_q)
@@ -321,21 +371,22 @@ def explain_video(
                     batch.append(torch.from_numpy(item))
                 for stage in (decoder, overlayer, encoder):
                     if stage.error is not None:
-                        raise stage.error
+                        raise _stage_error(stage, output)
                 if batch:
                     frames = torch.stack(batch)  # uint8 [B,H,W,3]
                     forward_q.put((frames, engine.forward(to_images(frames))))
                     bar.update(len(batch))
         except KeyboardInterrupt:
             summary.interrupted = True
-        stop.set()
-        overlayer.finish()  # explains what it holds, then passes _END to the encoder
-        encoder.join()  # flushed and closed: the file plays, also after Ctrl-C
+        with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
+            stop.set()
+            overlayer.finish()  # explains what it holds, then passes _END to the encoder
+            encoder.join()  # flushed and closed: the file plays, also after Ctrl-C
         finished = (overlayer, encoder)
         overlayer = encoder = None
         for stage in finished:
             if stage.error is not None:
-                raise stage.error
+                raise _stage_error(stage, output)
         summary.seconds = time.perf_counter() - start
         decoder.join()
         summary.frames = finished[1].written
@@ -348,20 +399,28 @@ def explain_video(
             raise VideoError(f"cannot read video {input!r}: {why}; nothing was written")
         keep = True
     finally:
-        bar.close()
-        stop.set()
-        if overlayer is not None:  # an error in the main thread: let the stages finish the file
-            overlayer.finish()
-        if encoder is not None:
-            encoder.finish()
-        if decoder is not None:
-            decoder.join(timeout=10)
-        container.close()
-        torch.set_num_threads(threads)
-        if keep:
-            os.replace(tmp, output)
-        elif os.path.exists(tmp):
-            os.unlink(tmp)
+        with _deferred_interrupts():
+            bar.close()
+            stop.set()
+            if overlayer is not None:  # an error in the main thread: let the stages finish the file
+                overlayer.finish()
+            if encoder is not None:
+                encoder.finish()
+            if decoder is not None:
+                decoder.join(timeout=10)
+            container.close()
+            torch.set_num_threads(threads)
+            if keep:
+                # Interrupted: the partial file goes beside OUTPUT, so a complete OUTPUT stays.
+                target = partial_path(output) if summary.interrupted else output
+                try:
+                    publish(tmp, target)
+                except OSError as err:
+                    discard(tmp)
+                    raise _write_error(target, err) from None
+                summary.output = str(target)
+            else:
+                discard(tmp)
     return summary
 
 
