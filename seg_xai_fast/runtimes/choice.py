@@ -100,6 +100,9 @@ def make_explainer(
     layer = layer or loaded.layer
     if not layer:
         raise ValueError(f"model {model_spec!r} has no default target layer: pass --layer (a dotted module name)")
+    # Resolves (and so checks) the layer before anything is exported or logged.
+    explainer = Explainer(loaded.model, layer, method)
+    layer = explainer.layer_name
     note = ""
     if runtime != "torch":
         try:
@@ -126,5 +129,4 @@ def make_explainer(
                     raise ValueError(f"runtime onnxruntime cannot serve {method} at layer {layer!r} (the torch "
                                      f"runtime can, with autograd): {err}") from None
                 note = f"auto chose torch: {err}"
-    explainer = Explainer(loaded.model, layer, method)
     return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names, loaded.model)
