@@ -75,3 +75,43 @@ def test_default_output_folders_are_ignored_by_git():
     for path in ("seg-xai-demo/contact_sheet.png", "seg-xai-bench.png"):
         proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
         assert proc.returncode == 0, f"{path} is not in .gitignore"
+
+
+# --------------------------------------------------------------------------- 13.3 the peer at 'NAME:input'
+
+
+class _TinyHeadNet(torch.nn.Module):
+    """features → 1×1 head at stride 2, upsampled: 'head:input' is the closed-form layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.head(self.features(x)), size=x.shape[-2:], mode="bilinear",
+                                               align_corners=False)
+
+
+def test_peer_at_a_module_input_matches_ours_and_bench_runs():
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    torch.manual_seed(0)
+    model = _TinyHeadNet().eval()
+    images = torch.rand(1, 3, 16, 16)
+    masks = bench.box_masks(1, 2, 16, 16)
+    ours = sx.Explainer(model, "head:input", "gradcam")(images, classes=[1, 2], masks=masks).maps
+    with bench.peer_cam(model, "head:input", "gradcam") as cam:
+        peer = [cam(input_tensor=images, targets=[SemanticSegmentationTarget(c, masks[0, k].numpy())])[0]
+                for k, c in enumerate([1, 2])]
+    assert not model.head._forward_pre_hooks  # the tap is removed afterwards
+    for k in range(2):
+        assert (ours[0, k] - torch.from_numpy(peer[k])).abs().max() < 1e-4
+    # LRASPP's default layer 'classifier.high_classifier:input' (the bench's crash): the peer times it.
+    from seg_xai_fast.models import load_model
+
+    loaded = load_model("torchvision:lraspp_mobilenet_v3_large")
+    seconds = bench.peer_seconds(loaded.model, loaded.layer, "gradcam", torch.rand(1, 3, 32, 32), [1],
+                                 bench.box_masks(1, 1, 32, 32), "out", repeats=1)
+    assert seconds is not None and seconds > 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -79,13 +80,37 @@ def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, 
         return {"loop": timed_calls(loop, repeats), "batched": timed_calls(batched, repeats)}
 
 
-def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
-    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+class _InputTap(torch.nn.Module):
+    """A module whose output is another module's input, for a peer that hooks module outputs:
+    a forward pre-hook on that module routes its first input through the tap (a view, so only the
+    module's own use of the input is differentiated)."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+
+@contextmanager
+def peer_target_layer(model: torch.nn.Module, layer: str):
+    """The module pytorch-grad-cam should hook for our `layer` name: the module itself, or, for
+    'NAME:input', a tap on NAME's input (the peer hooks outputs only)."""
+    if not layer.endswith(":input"):
+        yield model.get_submodule(layer)
+        return
+    tap = _InputTap()
+    handle = model.get_submodule(layer[: -len(":input")]).register_forward_pre_hook(
+        lambda module, args: (tap(args[0]),) + tuple(args[1:]))
     try:
-        import pytorch_grad_cam as pgc
-        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
-    except ImportError:
-        return None
+        yield tap
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = "out"):
+    """pytorch-grad-cam's CAM object for `method` at `layer` of `model` (its logits selected by
+    `output_key`); raises ImportError when the package is not installed."""
+    import pytorch_grad_cam as pgc
+
     cam_class = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
                  "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
 
@@ -97,9 +122,18 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
         def forward(self, x):
             return select_output(self.model(x), output_key, x.shape[0])
 
-    wrapped = Logits()
+    with peer_target_layer(model, layer) as target, cam_class(model=Logits(), target_layers=[target]) as cam:
+        yield cam
+
+
+def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
+    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+    try:
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+    except ImportError:
+        return None
     targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
-    with cam_class(model=wrapped, target_layers=[model.get_submodule(layer)]) as cam:
+    with peer_cam(model, layer, method, output_key) as cam:
         def run():
             for target in targets:
                 cam(input_tensor=images, targets=[target])
