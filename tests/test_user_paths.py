@@ -10,6 +10,7 @@ import torch
 import seg_xai_fast as sx
 from seg_xai_fast import cli
 from seg_xai_fast.apps import bench
+from seg_xai_fast.engine import model_logits
 from seg_xai_fast.runtimes.choice import make_explainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,3 +116,87 @@ def test_peer_at_a_module_input_matches_ours_and_bench_runs():
     seconds = bench.peer_seconds(loaded.model, loaded.layer, "gradcam", torch.rand(1, 3, 32, 32), [1],
                                  bench.box_masks(1, 1, 32, 32), "out", repeats=1)
     assert seconds is not None and seconds > 0
+
+
+# --------------------------------------------------------------------------- 13.4 one model-loading path
+
+from seg_xai_fast import models  # noqa: E402
+
+LRASPP = "torchvision:lraspp_mobilenet_v3_large"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A 5-class LRASPP state dict, a DeepLabV3 one (another architecture) and a whole demo model."""
+    import torchvision.models.segmentation as tvseg
+
+    from seg_xai_fast.demo.model import DemoSegNet
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    paths = {"lraspp5": folder / "lraspp5.pt", "deeplab": folder / "deeplab.pt", "whole": folder / "whole.pt"}
+    torch.save(tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
+               paths["lraspp5"])
+    torch.save(tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
+               paths["deeplab"])
+    torch.save(DemoSegNet().eval(), paths["whole"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "img.png", "--out", "o"], ["video", "in.mp4", "out.mp4"], ["bench"], ["evaluate"],
+    ["export-onnx", LRASPP, "out.onnx"]])
+def test_every_model_command_takes_weights_and_num_classes(argv):
+    args = cli.build_parser().parse_args(argv + ["--weights", "w.pt", "--num-classes", "5", "--layer", "x"])
+    assert (args.weights, args.num_classes, args.layer) == ("w.pt", 5, "x")
+
+
+def test_class_count_is_read_from_the_checkpoint(checkpoints):
+    loaded = models.load_model(LRASPP, weights=checkpoints["lraspp5"])
+    assert model_logits(loaded.model, torch.rand(1, 3, 32, 32)).shape[1] == 5
+    with pytest.raises(ValueError, match="--num-classes 3 does not fit.*has 5 classes"):
+        models.load_model(LRASPP, weights=checkpoints["lraspp5"], num_classes=3)
+    # A random model of another class count, and a ModelSpec carrying the options through make_explainer.
+    assert model_logits(models.load_model(LRASPP, num_classes=3).model, torch.rand(1, 3, 32, 32)).shape[1] == 3
+    choice = make_explainer(models.ModelSpec(LRASPP, weights=checkpoints["lraspp5"]), runtime="torch")
+    assert choice.explainer(torch.rand(1, 3, 32, 32)).maps.shape[1] == 5
+
+
+def test_a_checkpoint_that_does_not_fit_is_told_briefly(checkpoints, capsys):
+    assert cli.main(["export-onnx", LRASPP, "o.onnx", "--weights", checkpoints["deeplab"]]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit torchvision:lraspp_mobilenet_v3_large" in err and "missing" in err and "unexpected" in err
+    assert len(err) < 800  # not a dump of every key
+    assert cli.main(["export-onnx", "demo", "o.onnx", "--weights", checkpoints["lraspp5"]]) == 2
+    assert "torchvision:NAME models only" in capsys.readouterr().err
+
+
+def test_a_whole_model_file_without_a_layer_gets_suggestions(checkpoints, capsys):
+    assert cli.main(["export-onnx", checkpoints["whole"], "o.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --layer" in err and "'classifier:input'" in err and "'decoder.up8.conv'" in err
+
+
+def test_explain_command_loads_the_checkpoint(checkpoints, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(tmp_path / "a.png")
+    code = cli.main(["explain", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", LRASPP,
+                     "--weights", checkpoints["lraspp5"], "--runtime", "torch", "--workers", "0", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "explained=1" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 13.6 random models say so
+
+
+def test_a_random_torchvision_model_says_once_that_its_maps_explain_nothing(checkpoints, monkeypatch, capsys):
+    monkeypatch.setattr(models, "_warned_random", set())
+    models.load_model(LRASPP)
+    models.load_model(LRASPP)
+    err = capsys.readouterr().err
+    assert err.count("explain nothing") == 1 and "--weights" in err
+    monkeypatch.setattr(models, "_warned_random", set())
+    models.load_model(LRASPP, weights=checkpoints["lraspp5"])
+    models.load_model("demo")
+    assert capsys.readouterr().err == ""

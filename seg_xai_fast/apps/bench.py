@@ -25,7 +25,7 @@ import torch
 from .. import kernels
 from ..engine.capture import ModelState, model_logits, select_output
 from ..engine.explainer import Explainer
-from ..models import load_model
+from ..models import load_model, require_layer
 from ..viz import bar_chart, save_png
 
 
@@ -160,7 +160,7 @@ def run_bench(
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     peer_repeats = min(peer_repeats, repeats)  # the peer never gets more samples than we do
     loaded = load_model(model_spec)
-    model, layer = loaded.model, layer or loaded.layer
+    model, layer = loaded.model, require_layer(loaded, layer)
     size = size or loaded.image_size
     torch.manual_seed(0)
     images = torch.rand(1, 3, size, size)
