@@ -1,6 +1,12 @@
-"""Model specs for the command line: the bundled demo model, torchvision architectures, files."""
+"""Model specs for the command line: the bundled demo model, torchvision architectures, files.
+
+One loading path for every command: `load_model(spec, weights, num_classes)`. A ModelSpec is the
+spec string carrying --weights and --num-classes along, so code that only hands the spec on (a
+batch job, the video pipeline) passes them unchanged.
+"""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -15,10 +21,32 @@ from .demo.scenes import CLASS_NAMES
 @dataclass
 class LoadedModel:
     model: nn.Module
-    layer: str  # default target layer
+    layer: str  # default target layer ("" when the model has none: see require_layer)
     name: str
     class_names: Optional[tuple] = None
     image_size: int = 256  # a sensible input size for demos and benchmarks
+
+
+class ModelSpec(str):
+    """A model spec ("demo" | "torchvision:NAME" | model.pt | model.onnx) with the --weights file
+    and --num-classes that go with it; everywhere else it is the plain spec string."""
+
+    def __new__(cls, spec: str, weights: Optional[str] = None, num_classes: Optional[int] = None):
+        obj = super().__new__(cls, spec)
+        obj.weights, obj.num_classes = weights, num_classes
+        return obj
+
+    def __reduce__(self):  # pickles (e.g. to Ray workers) with its options
+        return (ModelSpec, (str(self), self.weights, self.num_classes))
+
+
+def model_options(spec: str, weights: Optional[str] = None, num_classes: Optional[int] = None):
+    """(weights, num_classes) for `spec`: the arguments given, else those a ModelSpec carries."""
+    if weights is None:
+        weights = getattr(spec, "weights", None)
+    if num_classes is None:
+        num_classes = getattr(spec, "num_classes", None)
+    return weights, num_classes
 
 
 # Default target layers of torchvision's segmentation architectures: the input of the final
@@ -31,33 +59,136 @@ _TORCHVISION_LAYERS = {
     "deeplabv3_mobilenet_v3_large": "classifier.3",
     "lraspp_mobilenet_v3_large": "classifier.high_classifier:input",
 }
+# The final classifier's weight [L,C,1,1] in each architecture's state dict: L is the class count.
+_TORCHVISION_HEADS = {name: "classifier.high_classifier.weight" if name.startswith("lraspp") else "classifier.4.weight"
+                      for name in _TORCHVISION_LAYERS}
+_DEFAULT_CLASSES = 21  # torchvision's (Pascal VOC's) class count
+
+_warned_random: set = set()
 
 
-def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: int = 21) -> LoadedModel:
+def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: Optional[int] = None) -> LoadedModel:
     """Build the model named by `spec`, in eval mode.
 
     spec: "demo" (the bundled trained model), "torchvision:NAME" (a torchvision segmentation
     architecture, random-initialised unless `weights` names a state-dict file; nothing is
     downloaded), or a path to a whole model saved with torch.save (``.pt``/``.pth``).
+    num_classes: the class count of torchvision:NAME; default: read from `weights` (its final
+    classifier), else 21. A ModelSpec's own weights/num_classes apply when these are None.
     """
+    weights, num_classes = model_options(spec, weights, num_classes)
+    spec = str(spec)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(f"num_classes (--num-classes) must be a positive int, got {num_classes!r}")
+    if spec.startswith("torchvision:"):
+        return _torchvision(spec.split(":", 1)[1], weights, num_classes)
+    if weights is not None or num_classes is not None:
+        option = "--weights" if weights is not None else "--num-classes"
+        raise ValueError(f"{option} applies to torchvision:NAME models only (the demo and .pt files hold their "
+                         f"weights), got model {spec!r}")
     if spec == "demo":
         return LoadedModel(demo_model(), "decoder", "demo", CLASS_NAMES, 160)
-    if spec.startswith("torchvision:"):
-        import torchvision.models.segmentation as tvseg
-
-        name = spec.split(":", 1)[1]
-        if name not in _TORCHVISION_LAYERS:
-            raise ValueError(f"model 'torchvision:NAME' needs NAME in {sorted(_TORCHVISION_LAYERS)}, got {name!r}")
-        model = getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
-        if weights is not None:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return LoadedModel(model.eval(), _TORCHVISION_LAYERS[name], name)
     path = Path(spec)
     if path.suffix in (".pt", ".pth"):
         if not path.is_file():
             raise FileNotFoundError(f"model file {spec!r} does not exist")
         model = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(model, dict):
+            raise ValueError(f"model file {spec!r} holds a state dict, not a whole model: pass its architecture as "
+                             "--model torchvision:NAME --weights FILE, or save the model with torch.save(model)")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model file {spec!r} must hold a whole nn.Module (torch.save(model)), got {type(model).__name__}")
         return LoadedModel(model.eval(), "", path.stem)
     raise ValueError(f"model must be 'demo', 'torchvision:NAME' or a .pt/.pth file, got {spec!r}")
+
+
+def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) -> LoadedModel:
+    import torchvision.models.segmentation as tvseg
+
+    if name not in _TORCHVISION_LAYERS:
+        raise ValueError(f"model 'torchvision:NAME' needs NAME in {sorted(_TORCHVISION_LAYERS)}, got {name!r}")
+    state = None if weights is None else _state_dict(weights)
+    head_key = _TORCHVISION_HEADS[name]
+    if state is not None and head_key in state:
+        found = int(state[head_key].shape[0])
+        if num_classes is not None and num_classes != found:
+            raise ValueError(f"--num-classes {num_classes} does not fit --weights {weights!r}: its classifier "
+                             f"({head_key}) has {found} classes")
+        num_classes = found
+    num_classes = num_classes or _DEFAULT_CLASSES
+    # Checkpoints of torchvision's training recipe carry the auxiliary head: build it to load them.
+    aux = None if name.startswith("lraspp") else bool(state) and any(k.startswith("aux_classifier.") for k in state)
+    model = getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux)
+    if state is None:
+        if name not in _warned_random:  # once per process and architecture
+            _warned_random.add(name)
+            print(f"seg-xai: torchvision:{name} is random-initialised (no --weights): the maps of a random model "
+                  "explain nothing; pass --weights FILE (a state dict) for meaningful maps", file=sys.stderr)
+    else:
+        _load_state(model, state, f"torchvision:{name} with {num_classes} classes", weights)
+    return LoadedModel(model.eval(), _TORCHVISION_LAYERS[name], name)
+
+
+def _state_dict(path: str) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--weights file {path!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickled objects, corrupt files: say what was expected
+        raise ValueError(f"--weights {path!r} must be a state dict saved with torch.save(model.state_dict()), "
+                         f"it could not be read as one: {type(err).__name__}: {str(err)[:200]}") from None
+    # Training checkpoints often wrap the state dict.
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--weights {path!r} must hold a state dict (parameter name → tensor), got {type(state).__name__}")
+    return state
+
+
+def _load_state(model: nn.Module, state: dict, what: str, path: str, shown: int = 3) -> None:
+    """model.load_state_dict(state), its failure told in a few lines rather than every key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape (file vs model)", mismatched)):
+        if keys:
+            more = f", … ({len(keys) - shown} more)" if len(keys) > shown else ""
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:shown])}{more}")
+    if problems:
+        raise ValueError(f"--weights {path!r} do not fit {what}: " + "; ".join(problems)
+                         + " (is it a checkpoint of this architecture?)")
+    model.load_state_dict(state)
+
+
+def suggest_layers(model: nn.Module, count: int = 3) -> list[str]:
+    """Target layers worth trying in `model`: the input of its last 1×1 convolution (the
+    classifier, for the closed form), then the last `count` blocks holding convolutions."""
+    names = [(n, m) for n, m in model.named_modules() if n]
+    convs = [(n, m) for n, m in names if isinstance(m, nn.Conv2d)]
+    suggestions = []
+    last_1x1 = next((n for n, m in reversed(convs) if tuple(m.kernel_size) == (1, 1)), None)
+    if last_1x1:
+        suggestions.append(f"{last_1x1}:input")
+    # Blocks: modules with a convolution as a direct child, latest first (stages end in such blocks).
+    blocks = [n for n, m in names if any(isinstance(c, nn.Conv2d) for c in m.children())]
+    for n in reversed(blocks):
+        if len(suggestions) > count:
+            break
+        if last_1x1 is None or not last_1x1.startswith(n + "."):
+            suggestions.append(n)
+    return suggestions
+
+
+def require_layer(loaded: LoadedModel, layer: Optional[str]) -> str:
+    """`layer`, else the model's default; raises naming --layer and suggesting layers when neither is set."""
+    if layer:
+        return layer
+    if loaded.layer:
+        return loaded.layer
+    hint = suggest_layers(loaded.model)
+    raise ValueError(f"model {loaded.name!r} has no default target layer: pass --layer (a dotted module name, "
+                     f"'NAME:input' for a module's input)" + (f", e.g. one of {hint}" if hint else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -24,11 +25,12 @@ import torch
 from .. import kernels
 from ..engine.capture import ModelState, model_logits, select_output
 from ..engine.explainer import Explainer
-from ..models import load_model
+from ..models import load_model, require_layer
 from ..viz import bar_chart, save_png
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of `repeats` calls of `fn` after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -36,7 +38,11 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    return statistics.median(timed_calls(fn, repeats, warmup))
 
 
 def box_masks(batch: int, classes: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -52,7 +58,7 @@ def box_masks(batch: int, classes: int, height: int, width: int, seed: int = 0) 
 
 
 def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, output_key: str, repeats: int) -> dict:
-    """Times of the K VJPs from the (pre-upsample) logits to the layer: loop and batched."""
+    """Seconds of each timed call of the K VJPs from the (pre-upsample) logits to the layer: loop and batched."""
     explainer = Explainer(model, layer, "gradcam", output_key=output_key, gradient_path="autograd")
     with ModelState(model), explainer.capture(leaf=True) as cap:
         with torch.enable_grad():
@@ -71,16 +77,40 @@ def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, 
         def batched():
             torch.autograd.grad(start, leaf, cot, retain_graph=True, is_grads_batched=True)
 
-        return {"loop": median_seconds(loop, repeats), "batched": median_seconds(batched, repeats)}
+        return {"loop": timed_calls(loop, repeats), "batched": timed_calls(batched, repeats)}
 
 
-def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
-    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+class _InputTap(torch.nn.Module):
+    """A module whose output is another module's input, for a peer that hooks module outputs:
+    a forward pre-hook on that module routes its first input through the tap (a view, so only the
+    module's own use of the input is differentiated)."""
+
+    def forward(self, x):
+        return x.view_as(x)
+
+
+@contextmanager
+def peer_target_layer(model: torch.nn.Module, layer: str):
+    """The module pytorch-grad-cam should hook for our `layer` name: the module itself, or, for
+    'NAME:input', a tap on NAME's input (the peer hooks outputs only)."""
+    if not layer.endswith(":input"):
+        yield model.get_submodule(layer)
+        return
+    tap = _InputTap()
+    handle = model.get_submodule(layer[: -len(":input")]).register_forward_pre_hook(
+        lambda module, args: (tap(args[0]),) + tuple(args[1:]))
     try:
-        import pytorch_grad_cam as pgc
-        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
-    except ImportError:
-        return None
+        yield tap
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = "out"):
+    """pytorch-grad-cam's CAM object for `method` at `layer` of `model` (its logits selected by
+    `output_key`); raises ImportError when the package is not installed."""
+    import pytorch_grad_cam as pgc
+
     cam_class = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
                  "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
 
@@ -92,9 +122,18 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
         def forward(self, x):
             return select_output(self.model(x), output_key, x.shape[0])
 
-    wrapped = Logits()
+    with peer_target_layer(model, layer) as target, cam_class(model=Logits(), target_layers=[target]) as cam:
+        yield cam
+
+
+def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
+    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+    try:
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+    except ImportError:
+        return None
     targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
-    with cam_class(model=wrapped, target_layers=[model.get_submodule(layer)]) as cam:
+    with peer_cam(model, layer, method, output_key) as cam:
         def run():
             for target in targets:
                 cam(input_tensor=images, targets=[target])
@@ -117,8 +156,11 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Run the comparison; print a table through `log`; return its rows; draw `chart` (PNG) if given."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    peer_repeats = min(peer_repeats, repeats)  # the peer never gets more samples than we do
     loaded = load_model(model_spec)
-    model, layer = loaded.model, layer or loaded.layer
+    model, layer = loaded.model, require_layer(loaded, layer)
     size = size or loaded.image_size
     torch.manual_seed(0)
     images = torch.rand(1, 3, size, size)
@@ -126,19 +168,23 @@ def run_bench(
     classes = list(range(out.shape[1] if num_classes is None else min(num_classes, out.shape[1])))
     masks = box_masks(1, len(classes), size, size)
     log(f"model {loaded.name}, layer {layer}, image 1×3×{size}×{size}, {len(classes)} classes, "
-        f"torch threads {torch.get_num_threads()}, medians of {repeats} (peer: {peer_repeats})")
+        f"torch threads {torch.get_num_threads()}, medians of {repeats} (peer: {peer_repeats})"
+        + ("; with fewer than 3 repeats the ratios are noisy" if repeats < 3 else ""))
 
     def forward():
         with torch.no_grad():
             model(images)
 
-    forward_s = median_seconds(forward, repeats)
+    forward_times = timed_calls(forward, repeats)
     vjp = vjp_floor_seconds(model, layer, images, classes, masks, "out", repeats)
-    floor_s = forward_s + min(vjp.values())
-    rows = [{"row": "forward", "ms": forward_s * 1e3},
-            {"row": f"VJP loop ({len(classes)} classes)", "ms": vjp["loop"] * 1e3},
-            {"row": f"VJP batched ({len(classes)} classes)", "ms": vjp["batched"] * 1e3},
-            {"row": "floor = forward + fastest VJP", "ms": floor_s * 1e3}]
+    # The floor is a lower bound, so it is built from the fastest calls, not the medians: a sum of
+    # medians of separate noisy samples can exceed a median of the whole (few repeats gave rows
+    # "faster than the floor").
+    floor_s = min(forward_times) + min(min(t) for t in vjp.values())
+    rows = [{"row": "forward", "ms": statistics.median(forward_times) * 1e3},
+            {"row": f"VJP loop ({len(classes)} classes)", "ms": statistics.median(vjp["loop"]) * 1e3},
+            {"row": f"VJP batched ({len(classes)} classes)", "ms": statistics.median(vjp["batched"]) * 1e3},
+            {"row": "floor = fastest forward + fastest VJP", "ms": floor_s * 1e3}]
     for method in methods:
         timings = {}
         for backend in ("fused", "torch"):

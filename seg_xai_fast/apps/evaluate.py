@@ -23,7 +23,7 @@ from ..demo.scenes import CLASS_NAMES, synthetic_scenes
 from ..engine.capture import model_logits
 from ..fileio import atomic_write_text
 from ..metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
-from ..models import load_model
+from ..models import load_model, require_layer
 from ..viz import save_png
 
 EVAL_SEED = 4242  # scenes never seen in training (train seeds >= 1_000_000, validation 7, test 20240)
@@ -61,15 +61,13 @@ def run_evaluate(
     progress: bool = True,
 ) -> dict:
     """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `metrics.evaluate`'s dict
-    plus "_meta" (settings, seconds, files written). `model`: "demo" or a whole-model .pt file
-    (see models.load_model) whose classes are the scenes' CLASS_NAMES. `classes`: names or ids
+    plus "_meta" (settings, seconds, files written). `model`: a model spec (models.load_model; a ModelSpec
+    carries --weights and --num-classes) whose classes are the scenes' CLASS_NAMES. `classes`: names or ids
     (None: the object classes)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     loaded = load_model(model)
-    layer = layer or loaded.layer
-    if not layer:
-        raise ValueError(f"layer must be given for model {model!r} (it has no default target layer)")
+    layer = require_layer(loaded, layer)
     ids = _class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
     images, truth = synthetic_scenes(n, seed=seed, size=size)
     out_classes = model_logits(loaded.model, images[:1]).shape[1]

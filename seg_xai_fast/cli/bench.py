@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from ..apps.bench import run_bench
+from .common import add_model_arguments, model_spec
 from .exits import EXIT_OK
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time the explainer against its floor, its reference and pytorch-grad-cam")
-    p.add_argument("--model", default="demo", help="demo | torchvision:NAME | model.pt (default: %(default)s)")
-    p.add_argument("--layer", default=None, help="target layer (default: the model's default)")
+    add_model_arguments(p)
     p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated (default: %(default)s)")
     p.add_argument("--classes", type=int, default=None, help="explain the first N classes (default: all)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
@@ -20,6 +20,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run_bench(args.model, methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
+    run_bench(model_spec(args), methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
               repeats=args.repeats, peer=not args.no_peer, chart=args.chart)
     return EXIT_OK

@@ -6,13 +6,13 @@ import sys
 
 from ..apps.evaluate import DEFAULT_CLASSES, EVAL_SEED, format_table, run_evaluate, summary_table
 from ..engine.methods import METHODS
+from .common import add_model_arguments, model_spec
 from .exits import EXIT_OK
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
-    p.add_argument("--model", default="demo", help="demo | a whole-model .pt file predicting the scenes' classes (default: %(default)s)")
-    p.add_argument("--layer", default=None, help="target layer (default: the model's, 'decoder' for demo)")
+    add_model_arguments(p)  # the model must predict the scenes' classes (background, disc, square, triangle)
     p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
     p.add_argument("--n", type=int, default=200, help="number of scenes (default: %(default)s)")
     p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
@@ -33,7 +33,7 @@ def run(args) -> int:
     if not names:
         raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
-    results = run_evaluate(args.model, args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
+    results = run_evaluate(model_spec(args), args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
                            steps=args.steps, tolerance=args.tolerance, context=args.context,
                            batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
     meta = results["_meta"]

@@ -7,6 +7,7 @@ from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
 from ..engine.methods import METHODS
 from ..runtimes.choice import RUNTIMES
+from .common import add_model_arguments, model_spec
 from .exits import EXIT_FAILURES, EXIT_OK
 
 
@@ -19,9 +20,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders, glob patterns or list files")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume into it)")
-    p.add_argument("--model", default="demo",
-                   help="demo | torchvision:NAME | model.pt | model.onnx (from seg-xai export) (default: %(default)s)")
-    p.add_argument("--layer", default=None, help="target layer, a dotted module name (default: the model's)")
+    add_model_arguments(p, onnx=True)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
                         "else torch (default: %(default)s)")
@@ -54,7 +53,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     cfg = JobConfig(
-        inputs=args.inputs, out=args.out, model=args.model, layer=args.layer, method=args.method,
+        inputs=args.inputs, out=args.out, model=model_spec(args), layer=args.layer, method=args.method,
         classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
         map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
         force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,

@@ -5,8 +5,9 @@ import json
 
 import torch
 
-from ..models import load_model
+from ..models import load_model, require_layer
 from ..runtimes.export import EXPORTERS, METADATA_KEY, export_onnx
+from .common import add_model_arguments, model_spec
 from .exits import EXIT_OK
 
 
@@ -15,13 +16,10 @@ def register(subparsers) -> None:
         "export-onnx", help="export a model with its target layer's activations for --runtime onnxruntime",
         description="Write MODEL as an ONNX graph whose outputs are the logits and the target layer's "
                     "activations, with the linear head's weights in its metadata, for sx.OnnxExplainer.")
-    p.add_argument("model", metavar="MODEL", help="demo | torchvision:NAME | model.pt")
+    add_model_arguments(p, positional=True)
     p.add_argument("out", metavar="OUT", help="the .onnx file to write")
-    p.add_argument("--layer", default=None, help="target layer, a dotted module name; 'NAME:input' for a "
-                                                 "module's input (default: the model's)")
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="S",
                    help="example input size: S or H W (default: the model's; axes stay dynamic)")
-    p.add_argument("--weights", default=None, help="state-dict file for torchvision:NAME")
     p.add_argument("--exporter", default="auto", choices=EXPORTERS, help="(default: %(default)s)")
     p.add_argument("--eigencam-only", action="store_true",
                    help="allow a layer without a linear head (the file then serves eigencam only)")
@@ -31,10 +29,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.size is not None and len(args.size) not in (1, 2):
         raise ValueError(f"--size takes S or H W, got {args.size}")
-    loaded = load_model(args.model, weights=args.weights)
-    layer = args.layer or loaded.layer
-    if not layer:
-        raise ValueError(f"model {args.model!r} has no default target layer: pass --layer")
+    loaded = load_model(model_spec(args))
+    layer = require_layer(loaded, args.layer)
     h, w = (args.size * 2)[:2] if args.size else (loaded.image_size, loaded.image_size)
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     path = export_onnx(loaded.model, layer, args.out, example, require_head=not args.eigencam_only,

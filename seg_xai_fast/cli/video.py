@@ -9,6 +9,7 @@ from ..engine.methods import METHODS
 from ..errors import VideoError
 from ..kernels.colormaps import COLORMAP_NAMES
 from ..runtimes.choice import RUNTIMES
+from .common import add_model_arguments, model_spec
 from .exits import EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -21,19 +22,16 @@ def register(subparsers) -> None:
                     "2 unusable input or arguments, 130 interrupted (a playable partial OUTPUT is kept).")
     p.add_argument("input", metavar="INPUT", help="a video file FFmpeg can read")
     p.add_argument("output", metavar="OUTPUT", help=f"the video to write ({', '.join(CONTAINERS)})")
-    p.add_argument("--model", default="demo",
-                   help="demo | torchvision:NAME | model.pt | model.onnx (from export-onnx) (default: %(default)s)")
+    add_model_arguments(p, onnx=True)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime when installed and it serves the method at this layer, else torch "
                         "(default: %(default)s)")
-    p.add_argument("--layer", default=None, help="target layer; 'NAME:input' for a module's input (default: the model's)")
     p.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="(default: %(default)s)")
     p.add_argument("--classes", default=None,
                    help="comma-separated class ids or names to choose from per frame (default: every class)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default: %(default)s)")
     p.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=4, help="frames per forward pass (default: %(default)s)")
-    p.add_argument("--weights", default=None, help="state-dict file for torchvision:NAME (default: random init)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, usage_errors=(RuntimeError,),
                    on_interrupt="interrupted before the first frame; nothing was written")
@@ -45,7 +43,7 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise VideoError(f"--batch-size must be a positive int, got {args.batch_size}")
-    summary = run_video(args.input, args.output, model=args.model, runtime=args.runtime, layer=args.layer,
+    summary = run_video(args.input, args.output, model=model_spec(args), runtime=args.runtime, layer=args.layer,
                         method=args.method, classes=args.classes, weights=args.weights, batch_size=args.batch_size,
                         colormap=args.colormap, alpha=args.alpha, progress=not args.no_progress, log=log)
     for line in summary.lines():

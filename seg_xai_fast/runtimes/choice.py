@@ -18,7 +18,7 @@ from .._version import __version__
 from ..demo.model import WEIGHTS_PATH
 from ..engine.explainer import Explainer
 from ..engine.methods import get_method
-from ..models import load_model
+from ..models import load_model, model_options, require_layer
 from .export import FORMAT_VERSION, export_onnx
 from .onnx_explainer import OnnxExplainer, import_onnxruntime
 
@@ -48,10 +48,13 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def cache_key(model_spec: str, layer: str, size: Sequence[int], weights: Optional[str] = None) -> str:
+def cache_key(model_spec: str, layer: str, size: Sequence[int], weights: Optional[str] = None,
+              num_classes: Optional[int] = None) -> str:
     """Hash of what determines an exported file: the model spec (and the identity of any file it
-    reads: path, size, mtime), the layer, the example input size and the package version."""
-    parts = [model_spec, layer, "x".join(str(int(s)) for s in size), __version__, str(FORMAT_VERSION)]
+    reads: path, size, mtime), its class count, the layer, the example input size and the package version."""
+    parts = [str(model_spec), layer, "x".join(str(int(s)) for s in size), __version__, str(FORMAT_VERSION)]
+    if num_classes is not None:
+        parts.append(f"classes={num_classes}")
     for file in (model_spec if model_spec.endswith((".pt", ".pth")) else None, weights, _demo_weights(model_spec)):
         if file and os.path.isfile(file):
             st = os.stat(file)
@@ -72,6 +75,7 @@ def make_explainer(
     runtime: str = "auto",
     *,
     weights: Optional[str] = None,
+    num_classes: Optional[int] = None,  # torchvision:NAME's class count (None: from `weights`, else 21)
     image_size: Optional[Sequence[int]] = None,  # (H, W) of the images to explain: the export size
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,  # ONNX Runtime intra-op threads (None: its default)
@@ -83,12 +87,16 @@ def make_explainer(
     "onnxruntime" exports the PyTorch model once to the cache (cache_dir(), key cache_key()) and
     explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when it is
     installed and can serve the method at this layer (a linear head, or eigencam), else torch.
-    `log(message)` hears about exports.
+    `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model (a
+    ModelSpec carries its own).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     method = get_method(method).name
     if model_spec.endswith(".onnx"):
+        if any(model_options(model_spec, weights, num_classes)):
+            raise ValueError(f"model {model_spec!r} is an ONNX file with its weights inside: --weights and "
+                             "--num-classes do not apply")
         if runtime == "torch":
             raise ValueError(f"model {model_spec!r} is an ONNX file: it runs with --runtime onnxruntime (or auto)")
         explainer = OnnxExplainer(model_spec, method, providers=providers, threads=threads)
@@ -96,10 +104,12 @@ def make_explainer(
             raise ValueError(f"{model_spec!r} was exported for layer {explainer.layer_name!r}, got --layer {layer!r}: "
                              "export the model again for that layer")
         return RuntimeChoice(explainer, "onnxruntime", Path(model_spec).stem, explainer.layer_name)
-    loaded = load_model(model_spec, weights=weights)
-    layer = layer or loaded.layer
-    if not layer:
-        raise ValueError(f"model {model_spec!r} has no default target layer: pass --layer (a dotted module name)")
+    weights, num_classes = model_options(model_spec, weights, num_classes)
+    loaded = load_model(model_spec, weights=weights, num_classes=num_classes)
+    layer = require_layer(loaded, layer)
+    # Resolves (and so checks) the layer before anything is exported or logged.
+    explainer = Explainer(loaded.model, layer, method)
+    layer = explainer.layer_name
     note = ""
     if runtime != "torch":
         try:
@@ -111,7 +121,7 @@ def make_explainer(
             note = f"auto chose torch: {err}"
         else:
             size = tuple(image_size) if image_size else (loaded.image_size, loaded.image_size)
-            path = cache_dir() / f"{cache_key(model_spec, layer, size, weights)}.onnx"
+            path = cache_dir() / f"{cache_key(model_spec, layer, size, weights, num_classes)}.onnx"
             try:
                 if not path.is_file():
                     if log:
@@ -126,5 +136,4 @@ def make_explainer(
                     raise ValueError(f"runtime onnxruntime cannot serve {method} at layer {layer!r} (the torch "
                                      f"runtime can, with autograd): {err}") from None
                 note = f"auto chose torch: {err}"
-    explainer = Explainer(loaded.model, layer, method)
     return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names, loaded.model)

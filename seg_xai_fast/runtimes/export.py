@@ -127,7 +127,7 @@ def export_onnx(
         raise ValueError(
             f"target_layer {explainer.layer_name!r} does not feed a linear head (a 1×1 convolution whose output "
             "is the logits or is bilinearly upsampled to them), so ONNX Runtime cannot serve the gradient "
-            f"methods for it: {NO_HEAD_HINT}. Pass require_head=False to export for eigencam only."
+            f"methods for it: {NO_HEAD_HINT}. To export for eigencam only, pass require_head=False (seg-xai export-onnx: --eigencam-only)."
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)
@@ -194,6 +194,11 @@ def _export_graph(wrapper: nn.Module, example: torch.Tensor, path: str, exporter
             if exporter == "torchscript":
                 raise RuntimeError(f"the TorchScript ONNX exporter failed: {err}") from err
             first_error = err
+    try:
+        import onnx  # noqa: F401  (both exporters need it; without it the hint below would mislead)
+    except ImportError:
+        raise RuntimeError("ONNX export needs the onnx package: pip install onnx "
+                           "(or pip install 'seg-xai-fast[onnx]')") from None
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError:

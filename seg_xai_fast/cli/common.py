@@ -1,0 +1,29 @@
+"""What several commands share: the model arguments (--model, --weights, --num-classes, --layer)."""
+from __future__ import annotations
+
+from ..models import ModelSpec
+
+
+def add_model_arguments(parser, onnx: bool = False, positional: bool = False, layer_help: str = "") -> None:
+    """--model (or a positional MODEL), --weights, --num-classes and --layer, the same on every command.
+
+    onnx: the command also runs .onnx files (written by export-onnx).
+    """
+    kinds = "demo | torchvision:NAME | model.pt" + (" | model.onnx (from export-onnx)" if onnx else "")
+    if positional:
+        parser.add_argument("model", metavar="MODEL", help=kinds)
+    else:
+        parser.add_argument("--model", default="demo", help=f"{kinds} (default: %(default)s)")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="state dict (torch.save(model.state_dict())) for torchvision:NAME "
+                             "(default: random init, whose maps explain nothing)")
+    parser.add_argument("--num-classes", type=int, default=None, metavar="L",
+                        help="class count of torchvision:NAME (default: read from --weights, else 21)")
+    parser.add_argument("--layer", default=None,
+                        help=layer_help or "target layer, a dotted module name; 'NAME:input' for a module's input "
+                                           "(default: the model's)")
+
+
+def model_spec(args) -> ModelSpec:
+    """The model the arguments name, with its --weights and --num-classes (models.ModelSpec)."""
+    return ModelSpec(args.model, weights=args.weights, num_classes=args.num_classes)

@@ -1,0 +1,202 @@
+"""What a new user hits: the paths of issue 13 (models, classes, hints, pictures), each on tiny sizes."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import seg_xai_fast as sx
+from seg_xai_fast import cli
+from seg_xai_fast.apps import bench
+from seg_xai_fast.engine import model_logits
+from seg_xai_fast.runtimes.choice import make_explainer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- 13.9 small wrong hints
+
+
+def test_export_onnx_without_a_head_names_the_cli_flag(tmp_path, capsys):
+    assert cli.main(["export-onnx", "demo", str(tmp_path / "m.onnx"), "--layer", "encoder.stage4", "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--eigencam-only" in err
+
+
+def test_missing_onnx_package_asks_for_onnx_not_onnxscript(tmp_path, monkeypatch):
+    from seg_xai_fast.runtimes.export import export_onnx
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(RuntimeError) as info:
+        export_onnx(sx.demo_model(), "decoder", tmp_path / "m.onnx", torch.rand(1, 3, 32, 32))
+    assert "pip install onnx " in str(info.value) and "onnxscript" not in str(info.value)
+
+
+def test_a_misspelt_layer_fails_before_any_export_is_announced(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path / "cache"))
+    heard = []
+    with pytest.raises(ValueError, match="decodr.*close names.*decoder"):
+        make_explainer("demo", "decodr", "gradcam", "onnxruntime", image_size=(32, 32), log=heard.append)
+    assert heard == [] and not (tmp_path / "cache").exists()
+
+
+def test_bench_floor_is_a_lower_bound_and_the_peer_gets_no_more_repeats(monkeypatch):
+    # Timings where each call's median exceeds half of it: a floor summed from medians (forward +
+    # VJP) would be above every row ("0.50× floor"); the floor from the fastest calls is not.
+    monkeypatch.setattr(bench, "timed_calls", lambda fn, repeats, warmup=1: [1.0, 5.0, 5.0][:repeats])
+    lines = []
+    rows = bench.run_bench("demo", methods=["gradcam"], size=32, repeats=1, peer=False, log=lines.append)
+    assert "medians of 1 (peer: 1)" in lines[0] and "noisy" in lines[0]
+    rows = bench.run_bench("demo", methods=["gradcam"], size=32, repeats=3, peer=False, log=lines.append)
+    ratios = [r["x_floor"] for r in rows if "x_floor" in r]
+    assert ratios and min(ratios) >= 1.0
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and re.fullmatch(r"seg-xai \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_readme_component_example_explains_a_predicted_object():
+    readme = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    head = block.split("frames = res.overlay")[0]  # up to the Component call
+    assert "sx.Component(" in head
+    namespace = {}
+    exec(compile(head, "README.md", "exec"), namespace)
+    res = namespace["res"]
+    assert bool((res.maps.amax(dim=(2, 3)) > 0).all()), "the Component example gives an all-zero map"
+
+
+def test_default_output_folders_are_ignored_by_git():
+    for path in ("seg-xai-demo/contact_sheet.png", "seg-xai-bench.png"):
+        proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert proc.returncode == 0, f"{path} is not in .gitignore"
+
+
+# --------------------------------------------------------------------------- 13.3 the peer at 'NAME:input'
+
+
+class _TinyHeadNet(torch.nn.Module):
+    """features → 1×1 head at stride 2, upsampled: 'head:input' is the closed-form layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Conv2d(6, 3, 1)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.head(self.features(x)), size=x.shape[-2:], mode="bilinear",
+                                               align_corners=False)
+
+
+def test_peer_at_a_module_input_matches_ours_and_bench_runs():
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    torch.manual_seed(0)
+    model = _TinyHeadNet().eval()
+    images = torch.rand(1, 3, 16, 16)
+    masks = bench.box_masks(1, 2, 16, 16)
+    ours = sx.Explainer(model, "head:input", "gradcam")(images, classes=[1, 2], masks=masks).maps
+    with bench.peer_cam(model, "head:input", "gradcam") as cam:
+        peer = [cam(input_tensor=images, targets=[SemanticSegmentationTarget(c, masks[0, k].numpy())])[0]
+                for k, c in enumerate([1, 2])]
+    assert not model.head._forward_pre_hooks  # the tap is removed afterwards
+    for k in range(2):
+        assert (ours[0, k] - torch.from_numpy(peer[k])).abs().max() < 1e-4
+    # LRASPP's default layer 'classifier.high_classifier:input' (the bench's crash): the peer times it.
+    from seg_xai_fast.models import load_model
+
+    loaded = load_model("torchvision:lraspp_mobilenet_v3_large")
+    seconds = bench.peer_seconds(loaded.model, loaded.layer, "gradcam", torch.rand(1, 3, 32, 32), [1],
+                                 bench.box_masks(1, 1, 32, 32), "out", repeats=1)
+    assert seconds is not None and seconds > 0
+
+
+# --------------------------------------------------------------------------- 13.4 one model-loading path
+
+from seg_xai_fast import models  # noqa: E402
+
+LRASPP = "torchvision:lraspp_mobilenet_v3_large"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A 5-class LRASPP state dict, a DeepLabV3 one (another architecture) and a whole demo model."""
+    import torchvision.models.segmentation as tvseg
+
+    from seg_xai_fast.demo.model import DemoSegNet
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    paths = {"lraspp5": folder / "lraspp5.pt", "deeplab": folder / "deeplab.pt", "whole": folder / "whole.pt"}
+    torch.save(tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
+               paths["lraspp5"])
+    torch.save(tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
+               paths["deeplab"])
+    torch.save(DemoSegNet().eval(), paths["whole"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "img.png", "--out", "o"], ["video", "in.mp4", "out.mp4"], ["bench"], ["evaluate"],
+    ["export-onnx", LRASPP, "out.onnx"]])
+def test_every_model_command_takes_weights_and_num_classes(argv):
+    args = cli.build_parser().parse_args(argv + ["--weights", "w.pt", "--num-classes", "5", "--layer", "x"])
+    assert (args.weights, args.num_classes, args.layer) == ("w.pt", 5, "x")
+
+
+def test_class_count_is_read_from_the_checkpoint(checkpoints):
+    loaded = models.load_model(LRASPP, weights=checkpoints["lraspp5"])
+    assert model_logits(loaded.model, torch.rand(1, 3, 32, 32)).shape[1] == 5
+    with pytest.raises(ValueError, match="--num-classes 3 does not fit.*has 5 classes"):
+        models.load_model(LRASPP, weights=checkpoints["lraspp5"], num_classes=3)
+    # A random model of another class count, and a ModelSpec carrying the options through make_explainer.
+    assert model_logits(models.load_model(LRASPP, num_classes=3).model, torch.rand(1, 3, 32, 32)).shape[1] == 3
+    choice = make_explainer(models.ModelSpec(LRASPP, weights=checkpoints["lraspp5"]), runtime="torch")
+    assert choice.explainer(torch.rand(1, 3, 32, 32)).maps.shape[1] == 5
+
+
+def test_a_checkpoint_that_does_not_fit_is_told_briefly(checkpoints, capsys):
+    assert cli.main(["export-onnx", LRASPP, "o.onnx", "--weights", checkpoints["deeplab"]]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit torchvision:lraspp_mobilenet_v3_large" in err and "missing" in err and "unexpected" in err
+    assert len(err) < 800  # not a dump of every key
+    assert cli.main(["export-onnx", "demo", "o.onnx", "--weights", checkpoints["lraspp5"]]) == 2
+    assert "torchvision:NAME models only" in capsys.readouterr().err
+
+
+def test_a_whole_model_file_without_a_layer_gets_suggestions(checkpoints, capsys):
+    assert cli.main(["export-onnx", checkpoints["whole"], "o.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --layer" in err and "'classifier:input'" in err and "'decoder.up8.conv'" in err
+
+
+def test_explain_command_loads_the_checkpoint(checkpoints, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(tmp_path / "a.png")
+    code = cli.main(["explain", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", LRASPP,
+                     "--weights", checkpoints["lraspp5"], "--runtime", "torch", "--workers", "0", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "explained=1" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 13.6 random models say so
+
+
+def test_a_random_torchvision_model_says_once_that_its_maps_explain_nothing(checkpoints, monkeypatch, capsys):
+    monkeypatch.setattr(models, "_warned_random", set())
+    models.load_model(LRASPP)
+    models.load_model(LRASPP)
+    err = capsys.readouterr().err
+    assert err.count("explain nothing") == 1 and "--weights" in err
+    monkeypatch.setattr(models, "_warned_random", set())
+    models.load_model(LRASPP, weights=checkpoints["lraspp5"])
+    models.load_model("demo")
+    assert capsys.readouterr().err == ""
