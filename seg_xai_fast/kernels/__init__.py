@@ -18,7 +18,11 @@ from .ops import (
     mask_seeds,
     normalize_maps,
     overlay,
+    region_scores,
     resize_normalize,
+    rise_accumulate,
+    rise_inputs,
+    scorecam_inputs,
     target_seeds,
     weighted_cam,
 )
@@ -38,7 +42,11 @@ __all__ = [
     "normalize_maps",
     "overlay",
     "reference",
+    "region_scores",
     "resize_normalize",
+    "rise_accumulate",
+    "rise_inputs",
+    "scorecam_inputs",
     "target_seeds",
     "weighted_cam",
 ]
