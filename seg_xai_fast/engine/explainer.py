@@ -22,10 +22,12 @@ import torch
 import torch.nn as nn
 
 from .. import kernels
+from ..kernels import reference
 from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images, check_resolution
 from .methods import get_method
+from .perturbation import check_layer, check_options, explain_perturbation
 from .outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head, labels_and_seeds
 
 
@@ -50,6 +52,11 @@ class Explainer:
     After a call, ``explainer.gradient_path`` reports the path used: "analytic" or "autograd".
     class_names: one name per output class (e.g. ``sx.CLASS_NAMES``), so that ``classes`` and
     ``Explanation.overlay`` accept names as well as ids.
+    Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
+    target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py).
+    options: the method's options as one dict (see perturbation.DEFAULTS); unknown keys are errors.
+    normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
+    the output resolution, for every method; the gradient methods then take the autograd path).
 
     The model is left as found: hooks are removed after every call (also on errors), and
     ``requires_grad`` flags and train/eval mode are restored. Calls may come from several threads:
@@ -61,9 +68,11 @@ class Explainer:
     def __init__(
         self,
         model: nn.Module,
-        target_layer: Union[nn.Module, str],
+        target_layer: Union[nn.Module, str, None] = None,
         method: str = "gradcam",
         *,
+        options: Optional[dict] = None,
+        normalize: bool = True,
         backend: str = "auto",
         output_key: str = "out",
         max_memory_mb: float = 1024.0,
@@ -81,10 +90,16 @@ class Explainer:
         self.model = model
         self.class_names = check_class_names(class_names)
         self.method = get_method(method).name
+        check_layer(self.method, target_layer)
+        self.options = check_options(self.method, options)  # {} for the methods without options
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        self.normalize = normalize
         if isinstance(target_layer, str) and target_layer.endswith(":input"):
             target_layer = InputOf(target_layer[: -len(":input")])
         self.use_input = isinstance(target_layer, InputOf)
-        self.layer_name, self.target_layer = resolve_layer(model, target_layer.layer if self.use_input else target_layer)
+        self.layer_name, self.target_layer = ("input", None) if target_layer is None else \
+            resolve_layer(model, target_layer.layer if self.use_input else target_layer)
         if self.use_input:
             self.layer_name = f"{self.layer_name}:input"
         if backend not in ("auto", "fused", "torch"):
@@ -137,8 +152,10 @@ class Explainer:
         """
         images = self._check_images(images)
         check_resolution(resolution)
+        if get_method(self.method).family == "perturbation":
+            return explain_perturbation(self, images, classes, masks, resolution)
         key = tuple(images.shape[1:])
-        head = self._cached_head(key)
+        head = self._cached_head(key) if self.normalize else None  # raw maps come from the autograd path
         if head is not None or not get_method(self.method).needs_gradients:
             # No graph needed: the closed form, or Eigen-CAM (activations only).
             return self.explain_outputs(self._plain_forward(images, head), classes, masks, resolution=resolution)
@@ -159,7 +176,7 @@ class Explainer:
                         f"target_layer {self.layer_name!r} is not on the path to the model output: "
                         "no gradient reaches it. Choose a layer whose output feeds the logits."
                     )
-                if self.requested_path != "autograd" and key not in self._heads:
+                if self.requested_path != "autograd" and key not in self._heads and self.normalize:
                     self._heads[key] = head = cap.linear_head(start, upsample)
                     if head is None and self.requested_path == "analytic":
                         raise ValueError(
@@ -192,6 +209,8 @@ class Explainer:
         """
         images = self._check_images(images)
         head = None
+        if get_method(self.method).family == "perturbation":
+            return ForwardPass(images)  # explain_outputs runs the perturbed forwards
         if get_method(self.method).needs_gradients:
             head = self.linear_head(images)
             if head is None:
@@ -213,6 +232,10 @@ class Explainer:
         if not get_method(self.method).needs_gradients:
             res = explain_eigen(outputs.activations, outputs.logits, class_ids, layer=self.layer_name,
                                 backend=self.backend, labels=outputs.labels, resolution=resolution, masks=masks)
+            if not self.normalize:
+                raw = reference.eigen_cam(outputs.activations).unsqueeze(1)
+                raw = reference.resize_bilinear(raw, outputs.logits.shape[-2:]) if resolution == "full" else raw
+                res.maps = raw.expand_as(res.maps).contiguous()
         else:
             self.gradient_path = "analytic"
             head = outputs.head
@@ -295,7 +318,11 @@ class Explainer:
                     f"(classes {[class_ids[k] for k in ks]})"
                 )
             G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
-            maps[:, ks] = kernels.cam_from_gradients(A, G, self.method, output_size, backend=self.backend)
+            if self.normalize:
+                maps[:, ks] = kernels.cam_from_gradients(A, G, self.method, output_size, backend=self.backend)
+            else:  # the signed CAM, bilinearly resized
+                raw = reference.raw_cam(A, G, self.method)
+                maps[:, ks] = raw if output_size is None else reference.resize_bilinear(raw, output_size)
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    needs_gradients: bool  # False: class-agnostic, computed from the activations alone
+    needs_gradients: bool  # False: no gradient (Eigen-CAM's activations alone, or perturbed forwards)
     description: str
+    family: str = "gradient"  # "gradient", "activation" (Eigen-CAM) or "perturbation"
+    needs_layer: bool = True  # False: input-space methods, which take target_layer=None
 
 
 _SPECS = (
@@ -17,7 +19,16 @@ _SPECS = (
     MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)"),
     MethodSpec("hirescam", True, "HiResCAM: element-wise Σ_c g⊙A, faithful to the target (Draelos & Carin 2020)"),
     MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)"),
-    MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)"),
+    MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
+               "activation"),
+    MethodSpec("scorecam", False, "Score-CAM: channels weighted by the softmax of the scores of the input masked by each "
+               "channel (Wang et al. 2020)", "perturbation"),
+    MethodSpec("ablationcam", False, "Ablation-CAM: channels weighted by the score drop when each is ablated "
+               "(Desai & Ramaswamy 2020)", "perturbation"),
+    MethodSpec("rise", False, "RISE: the mean of random smooth input masks weighted by their scores "
+               "(Petsiuk et al. 2018)", "perturbation", needs_layer=False),
+    MethodSpec("occlusion", False, "Occlusion: the score drop when a sliding window of the input is replaced by a "
+               "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False),
 )
 METHODS = {spec.name: spec for spec in _SPECS}
 

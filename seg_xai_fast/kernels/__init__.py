@@ -18,7 +18,11 @@ from .ops import (
     mask_seeds,
     normalize_maps,
     overlay,
+    region_scores,
     resize_normalize,
+    rise_accumulate,
+    rise_inputs,
+    scorecam_inputs,
     weighted_cam,
 )
 
@@ -37,6 +41,10 @@ __all__ = [
     "normalize_maps",
     "overlay",
     "reference",
+    "region_scores",
     "resize_normalize",
+    "rise_accumulate",
+    "rise_inputs",
+    "scorecam_inputs",
     "weighted_cam",
 ]

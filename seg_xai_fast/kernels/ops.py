@@ -517,3 +517,150 @@ def mask_seeds(
     core.seeds_from_masks(_view(masks.contiguous()), align_corners, _view(result),
                                    *_exec(masks.device))
     return result
+
+
+# --------------------------------------------------------------------------- perturbation methods
+
+
+def _perturb_fused(op: str, backend: str, device: torch.device, *dtypes: torch.dtype) -> bool:
+    """_use_fused for an op of the perturbation family; a core built before these ops existed
+    serves "auto" through the twins and makes "fused" an error naming the op."""
+    fused = _use_fused(backend, device, *dtypes)
+    if fused and not hasattr(core, op):
+        if backend == "fused":
+            raise TypeError(f"backend='fused': the compiled core has no op {op!r}; rebuild it")
+        return False
+    return fused
+
+
+def _image(name: str, image) -> torch.Tensor:
+    _tensor(name, image, 3)
+    _match(name, image, 0, 3, "RGB channels")
+    return image
+
+
+def region_scores(
+    logits: torch.Tensor,  # float [N,L,h,w] perturbed outputs of one image
+    masks: torch.Tensor,  # float [K,h,w] target regions at the logits' resolution
+    classes: Sequence[int],  # K class ids in [0, L)
+    score: str = "logit",  # "logit" | "probability" | "dice"
+    reference_labels: Optional[torch.Tensor] = None,  # int64 [h,w], for "dice"
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [N,K]
+) -> torch.Tensor:
+    """The K region scores of every perturbed output in one pass (reference.region_scores)
+    → float32 [N,K]. Non-contiguous inputs are copied; `masks` is converted to float32."""
+    _tensor("logits", logits, 4)
+    _tensor("masks", masks, 3)
+    device = _same_device(logits=logits, masks=masks)
+    N, L, h, w = logits.shape
+    _match("masks", masks, 1, h, "h, as logits")
+    _match("masks", masks, 2, w, "w, as logits")
+    cls = _class_list(classes)
+    if len(cls) != masks.shape[0] or any(not 0 <= c < L for c in cls):
+        raise ValueError(f"argument 'classes' must hold K={masks.shape[0]} ids in [0, {L}) (one per mask), got {cls}")
+    if score not in reference.SCORE_TYPES:
+        raise ValueError(f"argument 'score' must be one of {reference.SCORE_TYPES}, got {score!r}")
+    if score == "dice":
+        if (not isinstance(reference_labels, torch.Tensor) or reference_labels.dtype != torch.int64
+                or tuple(reference_labels.shape) != (h, w)):
+            got = _describe(reference_labels)
+            raise ValueError(f"argument 'reference_labels' must be an int64 Tensor [h,w] = [{h}, {w}] for "
+                             f"score='dice', got {got}")
+        _same_device(logits=logits, reference_labels=reference_labels)
+    if not _perturb_fused("region_scores", backend, device, logits.dtype):
+        return _into(out, reference.region_scores(logits, masks, cls, score, reference_labels))
+    result = _out(out, (N, len(cls)), torch.float32, device)
+    labels = reference_labels.contiguous() if score == "dice" else torch.zeros(1, 1, dtype=torch.int64, device=device)
+    core.region_scores(_view(logits.contiguous()), _view(masks.float().contiguous()),
+                       _view(torch.tensor(cls, dtype=torch.int64, device=device)), score, _view(labels),
+                       _view(result), *_exec(device))
+    return result
+
+
+def _describe(t) -> str:
+    return f"{t.dtype} of shape {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def scorecam_inputs(
+    image: torch.Tensor,  # float [3,H,W]
+    activations: torch.Tensor,  # float [n,h,w], a chunk of the target layer's channels
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [n,3,H,W]
+) -> torch.Tensor:
+    """Score-CAM's perturbed inputs image × minmax(upsample(A_c)) (reference.scorecam_inputs)
+    → float32 [n,3,H,W]. Non-contiguous inputs are copied."""
+    _image("image", image)
+    _tensor("activations", activations, 3)
+    device = _same_device(image=image, activations=activations)
+    n = activations.shape[0]
+    H, W = image.shape[-2:]
+    if not _perturb_fused("scorecam_inputs", backend, device, image.dtype, activations.dtype):
+        return _into(out, reference.scorecam_inputs(image, activations))
+    result = _out(out, (n, 3, H, W), torch.float32, device)
+    core.scorecam_inputs(_view(image.contiguous()), _view(activations.contiguous()), reference.SCORECAM_EPS,
+                         _view(result), *_exec(device))
+    return result
+
+
+def _rise_args(grids, shifts, size) -> Tuple[int, int]:
+    _tensor("grids", grids, 3)
+    if grids.shape[1] != grids.shape[2] or grids.shape[1] < 2:
+        raise ValueError(f"argument 'grids' must be [N,s,s] with s ≥ 2, got shape {list(grids.shape)}")
+    if (not isinstance(shifts, torch.Tensor) or shifts.dtype != torch.int64
+            or tuple(shifts.shape) != (grids.shape[0], 2)):
+        raise ValueError(f"argument 'shifts' must be an int64 Tensor [N,2] = [{grids.shape[0]}, 2], "
+                         f"got {_describe(shifts)}")
+    _same_device(grids=grids, shifts=shifts)
+    H, W = _size2("size", size)
+    ch, cw = reference.rise_cell((H, W), grids.shape[-1])
+    if bool(((shifts < 0) | (shifts >= torch.tensor([ch, cw], device=shifts.device))).any()):
+        raise ValueError(f"argument 'shifts' must lie in [0, {ch}) × [0, {cw}) (the RISE cell), got values "
+                         f"in [{int(shifts.min())}, {int(shifts.max())}]")
+    return H, W
+
+
+def rise_inputs(
+    image: torch.Tensor,  # float [3,H,W]
+    grids: torch.Tensor,  # float [n,s,s] of 0/1
+    shifts: torch.Tensor,  # int64 [n,2] (dy, dx) inside the cell
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [n,3,H,W]
+) -> torch.Tensor:
+    """RISE's perturbed inputs, masks generated on the fly from the small grids
+    (reference.rise_inputs) → float32 [n,3,H,W]."""
+    _image("image", image)
+    H, W = _rise_args(grids, shifts, image.shape[-2:])
+    device = _same_device(image=image, grids=grids)
+    if not _perturb_fused("rise_inputs", backend, device, image.dtype, grids.dtype):
+        return _into(out, reference.rise_inputs(image, grids, shifts))
+    result = _out(out, (grids.shape[0], 3, H, W), torch.float32, device)
+    core.rise_inputs(_view(image.contiguous()), _view(grids.contiguous()), _view(shifts.contiguous()),
+                     _view(result), *_exec(device))
+    return result
+
+
+def rise_accumulate(
+    scores: torch.Tensor,  # float [N,K]
+    grids: torch.Tensor,  # float [N,s,s] of 0/1
+    shifts: torch.Tensor,  # int64 [N,2]
+    size: Tuple[int, int],  # (H, W)
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [K,H,W]
+) -> torch.Tensor:
+    """Σ_i scores[i,k]·mask_i for all K classes, the masks regenerated on the fly: N×H×W is never
+    in memory (reference.rise_accumulate) → float32 [K,H,W]."""
+    _tensor("scores", scores, 2)
+    H, W = _rise_args(grids, shifts, size)
+    _match("scores", scores, 0, grids.shape[0], "N, as grids")
+    device = _same_device(scores=scores, grids=grids)
+    if not _perturb_fused("rise_accumulate", backend, device, scores.dtype, grids.dtype):
+        return _into(out, reference.rise_accumulate(scores, grids, shifts, (H, W)))
+    result = _out(out, (scores.shape[1], H, W), torch.float32, device)
+    core.rise_accumulate(_view(scores.contiguous()), _view(grids.contiguous()), _view(shifts.contiguous()),
+                         _view(result), *_exec(device))
+    return result

@@ -212,6 +212,9 @@ class OnnxExplainer:
 
     def _check_method(self, method: str) -> str:
         spec = get_method(method)
+        if spec.family == "perturbation":
+            raise ValueError(f"method {spec.name!r} (a perturbation method) is not served by OnnxExplainer yet; "
+                             "explain the PyTorch model with sx.Explainer")
         if spec.needs_gradients and self.head_weight is None:
             raise ValueError(
                 f"method {spec.name!r} needs gradients, and {str(self.path)!r} was exported without a linear head "

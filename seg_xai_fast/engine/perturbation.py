@@ -1,0 +1,383 @@
+"""The perturbation family: Score-CAM, Ablation-CAM, RISE and occlusion.
+
+These methods perturb the input (or the target layer) and watch the prediction change. Each
+perturbed forward yields the logits of every class at every pixel, so the region scores of all K
+explained classes come from the same forwards: one set of perturbed forwards per image, not one
+per (image, class) as the peers run them.
+
+- scorecam: the input masked by each channel of A, upsampled (align_corners=True) and min-max
+  normalised (eps 1e-8); weights = softmax over channels of the scores; map = Σ_c w_kc·A_c
+  (pytorch-grad-cam 1.5.7's ScoreCAM).
+- ablationcam: channel c of A replaced by the peer's ablation value; weights (S − S_c)/S
+  (pytorch-grad-cam 1.5.7's AblationCAM with every channel ablated).
+- rise: N random binary s×s grids (probability p), upsampled bilinearly to (s+1)·cell and
+  cropped at random shifts; saliency_k = Σ_i S_ik·mask_i / (N·p) (Petsiuk et al. 2018).
+- occlusion: windows spanning all channels replaced by a baseline; a pixel's attribution is the
+  mean, over the windows that cover it, of S − S_occluded (captum 0.9's Occlusion).
+
+Scores ("score" option): "logit" S_k = Σ_p M_k(p)·logit_k(p) (the CAM methods' target), read from
+the logits before the model's final bilinear upsample against the pulled-back masks Up*(M_k) when
+there is one; "probability" (mean softmax probability over the region); "dice" (Dice of the
+perturbed and the original class-k prediction inside the region).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import kernels
+from ..kernels import reference
+from .capture import ModelState, select_output
+from .checks import check_classes
+from .methods import get_method
+from .outputs import Explanation
+from .targets import target_masks
+
+#: Each method's options and their defaults.
+DEFAULTS = {
+    "scorecam": {"batch_size": 32, "score": "logit"},
+    "ablationcam": {"batch_size": 32, "score": "logit"},
+    "rise": {"n_masks": 4000, "grid": 7, "p": 0.5, "seed": 0, "batch_size": 32, "score": "logit"},
+    "occlusion": {"window": 16, "stride": 8, "baseline": 0.0, "batch_size": 32, "score": "logit"},
+}
+BASELINES = ("mean", "blur")
+
+
+def check_layer(method: str, target_layer) -> None:
+    """target_layer must be given to the layer methods and None for the input-space ones."""
+    spec = get_method(method)
+    if spec.needs_layer and target_layer is None:
+        raise ValueError(f"target_layer is required for method {spec.name!r} (a module or its dotted name), got None")
+    if not spec.needs_layer and target_layer is not None:
+        raise ValueError(f"target_layer must be None for method {spec.name!r}, which perturbs the input, "
+                         f"got {target_layer!r}")
+
+
+def check_options(method: str, options: Optional[dict]) -> dict:
+    """The options of `method` with defaults filled in; errors name the option, what was expected
+    and what came. Methods outside the perturbation family take no options."""
+    name = get_method(method).name
+    valid = DEFAULTS.get(name, {})
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        known = sorted(valid) if valid else "none"
+        raise ValueError(f"options {unknown} are not options of method {name!r}; valid options: {known}")
+    opts = {**valid, **options}
+    for key in ("batch_size", "n_masks"):
+        if key in opts:
+            _int(key, opts[key], 1)
+    if "grid" in opts:
+        _int("grid", opts["grid"], 2)
+    if "seed" in opts:
+        _int("seed", opts["seed"], None)
+    if "p" in opts and not (isinstance(opts["p"], (int, float)) and not isinstance(opts["p"], bool)
+                            and 0 < opts["p"] < 1):
+        raise ValueError(f"option 'p' must be a probability in (0, 1), got {opts['p']!r}")
+    if "score" in opts and opts["score"] not in reference.SCORE_TYPES:
+        raise ValueError(f"option 'score' must be one of {list(reference.SCORE_TYPES)}, got {opts['score']!r}")
+    for key in ("window", "stride"):
+        if key in opts:
+            opts[key] = _pair(key, opts[key])
+    if "baseline" in opts:
+        b = opts["baseline"]
+        if isinstance(b, str) and b in BASELINES:
+            pass
+        elif not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b):
+            raise TypeError(f"option 'baseline' must be a finite float, 'mean' or 'blur', got {b!r}")
+    return opts
+
+
+def _int(key, value, low):
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        bound = f" ≥ {low}" if low is not None else ""
+        raise ValueError(f"option {key!r} must be an int{bound}, got {value!r}")
+
+
+def _pair(key, value) -> tuple:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"option {key!r} must be ≥ 1 in both dimensions, got {value!r}")
+    return tuple(pair)
+
+
+class _LogitsProbe:
+    """Finds, during the unperturbed forward, the module whose output z is bilinearly upsampled
+    to the logits (the pre-upsample logits), then captures z in the perturbed forwards, so the
+    logit scores are read at z's resolution against Up*(M) (as the gradient seeds are)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.module = None
+        self.upsample = None  # ((h, w), align_corners)
+        self.latest: dict = {}  # channels → (module, output) of the last module call
+        self.largest = 0  # elements of the largest module output per image (memory estimate)
+        self.z = None
+
+    def find(self, stack: ExitStack) -> None:
+        for m in self.model.modules():
+            if m is not self.model:
+                stack.callback(m.register_forward_hook(self._seen).remove)
+
+    def _seen(self, module, inputs, output) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4:
+            self.latest[output.shape[1]] = (module, output)
+            self.largest = max(self.largest, output[0].numel())
+
+    def resolve(self, logits: torch.Tensor) -> None:
+        module, z = self.latest.get(logits.shape[1], (None, None))
+        self.latest = {}
+        if z is None or z is logits or z.shape[-2:] == logits.shape[-2:]:
+            return
+        for align in (False, True):
+            up = F.interpolate(z, size=tuple(logits.shape[-2:]), mode="bilinear", align_corners=align)
+            if torch.allclose(up, logits, rtol=1e-4, atol=1e-5):
+                self.module, self.upsample, self.z = module, (tuple(z.shape[-2:]), align), z
+                return
+
+    def capture(self, stack: ExitStack) -> None:
+        if self.module is not None:
+            stack.callback(self.module.register_forward_hook(self._keep).remove)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.z = output
+
+
+class _Run:
+    """One call's state: the model, the scoring of perturbed outputs and the forward count."""
+
+    def __init__(self, ex, images: torch.Tensor, opts: dict) -> None:
+        self.ex, self.images, self.opts = ex, images, opts
+        self.probe = _LogitsProbe(ex.model)
+        self.forwards = 0
+
+    def original(self, classes, masks):
+        """The unperturbed forward: activations (layer methods), logits, labels, the masks M
+        [B,K,H,W] and what the scores of image b are read against."""
+        ex, images = self.ex, self.images
+        with ExitStack() as stack, torch.no_grad():
+            cap = stack.enter_context(ex.capture()) if get_method(ex.method).needs_layer else None
+            self.probe.find(stack)
+            logits = select_output(ex.model(images), ex.output_key, images.shape[0])
+            A = cap.activations() if cap is not None else None
+            self.probe.resolve(logits)
+        class_ids = check_classes(classes, logits.shape[1])
+        labels = kernels.class_argmax(logits, ex.backend)
+        M = target_masks(labels, class_ids, masks)  # [B,K,H,W]
+        self.class_ids, self.labels, self.L = class_ids, labels, logits.shape[1]
+        self.from_z = self.opts["score"] == "logit" and self.probe.module is not None
+        if self.from_z:
+            low, align = self.probe.upsample
+            self.read_masks = kernels.mask_seeds(M, low, align, backend=ex.backend)  # [B,K,h',w']
+        else:
+            self.read_masks = M
+        z = self.probe.z  # the unperturbed pre-upsample logits, when found
+        self.original_scores = torch.cat([self.scores_of(b, logits[b:b + 1], None if z is None else z[b:b + 1])
+                                          for b in range(images.shape[0])])  # [B,K]
+        self.probe.z = None
+        active = M.flatten(2).ne(0).any(dim=2)  # [B,K]
+        return A, logits, active
+
+    def scores_of(self, b: int, logits: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
+        """Scores float32 [n,K] of image b's perturbed outputs (logits [n,L,H,W], z [n,L,h',w'])."""
+        source = z if self.from_z else logits
+        return kernels.region_scores(source, self.read_masks[b], self.class_ids, self.opts["score"],
+                                     self.labels[b] if self.opts["score"] == "dice" else None,
+                                     backend=self.ex.backend)
+
+    def score(self, b: int, inputs: torch.Tensor, layer_output=None) -> torch.Tensor:
+        """One perturbed forward of `inputs` float [n,3,H,W] of image b → scores float32 [n,K].
+        layer_output: a function (module output → replacement) hooked on the target layer."""
+        ex = self.ex
+        with ExitStack() as stack, torch.no_grad():
+            self.probe.capture(stack)
+            if layer_output is not None:
+                stack.callback(_replace_layer(ex, layer_output).remove)
+            logits = select_output(ex.model(inputs), ex.output_key, inputs.shape[0])
+            z, self.probe.z = self.probe.z, None
+        self.forwards += inputs.shape[0]
+        return self.scores_of(b, logits, z)
+
+    def chunk(self) -> int:
+        """Perturbed samples per forward: batch_size, fewer when max_memory_mb asks. Per sample: the
+        input, the logits and a softmax temporary, and three times the largest module output (a
+        stated estimate of a no-grad forward's live tensors, not a measurement)."""
+        H, W = self.images.shape[-2:]
+        per_sample = 4 * (3 * H * W + 2 * self.L * H * W + 3 * self.probe.largest)
+        return max(1, min(self.opts["batch_size"], int(self.ex.max_memory_mb * 2**20 // per_sample)))
+
+
+def _replace_layer(ex, fn):
+    """A hook giving the target layer's output (or its input, for InputOf) as fn(original)."""
+    if ex.use_input:
+        return ex.target_layer.register_forward_pre_hook(lambda m, inputs: (fn(inputs[0]),) + tuple(inputs[1:]))
+    return ex.target_layer.register_forward_hook(lambda m, inputs, output: fn(output))
+
+
+def explain_perturbation(ex, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """The perturbation methods for the PyTorch Explainer `ex` on checked images float [B,3,H,W]."""
+    spec = get_method(ex.method)
+    if resolution == "layer" and not spec.needs_layer:
+        raise ValueError(f"resolution='layer' needs a target layer; method {spec.name!r} works in input space: "
+                         "use resolution='full'")
+    run = _Run(ex, images, ex.options)
+    with ModelState(ex.model):
+        A, logits, active = run.original(classes, masks)
+        B, _, H, W = images.shape
+        if spec.name in ("scorecam", "ablationcam"):
+            weights = (_scorecam if spec.name == "scorecam" else _ablationcam)(run, A)  # [B,K,C]
+            size = tuple(logits.shape[-2:]) if resolution == "full" else None
+            maps = _weighted_maps(A, weights, size, ex.normalize, ex.backend)
+        else:
+            raw = (_rise if spec.name == "rise" else _occlusion)(run)  # [B,K,H,W], signed
+            maps = kernels.normalize_maps(raw, backend=ex.backend) if ex.normalize else raw
+    maps = maps * active[:, :, None, None]  # an empty region explains nothing: exact zeros
+    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.forwards,
+            "score": ex.options["score"],
+            "score_from": "logits before upsample" if run.from_z else "model output"}
+    return Explanation(maps=maps, classes=run.class_ids, labels=run.labels, active=active, method=spec.name,
+                       layer=ex.layer_name if spec.needs_layer else "input", info=info)
+
+
+def _weighted_maps(A, weights, size, normalize: bool, backend: str) -> torch.Tensor:
+    """Σ_c w_kc·A_c for A [B,C,h,w], weights [B,K,C] → [B,K,H,W] ((H, W) = size, None: (h, w)):
+    the gradient path's post-processing when normalize, else the signed sum bilinearly resized."""
+    if not normalize:
+        raw = reference.weighted_combine(A, weights)
+        return raw if size is None else reference.resize_bilinear(raw, size)
+    maps = kernels.weighted_cam(A, weights, backend=backend)
+    return maps if size is None else kernels.resize_normalize(maps, size, backend=backend)
+
+
+def _scorecam(run: _Run, A: torch.Tensor) -> torch.Tensor:
+    B, C = A.shape[:2]
+    chunk = run.chunk()
+    scores = torch.empty(B, C, len(run.class_ids), device=A.device)
+    for b in range(B):
+        for lo in range(0, C, chunk):
+            inputs = kernels.scorecam_inputs(run.images[b], A[b, lo:lo + chunk], backend=run.ex.backend)
+            scores[b, lo:lo + chunk] = run.score(b, inputs)
+    return torch.softmax(scores, dim=1).transpose(1, 2).contiguous()  # softmax over channels → [B,K,C]
+
+
+def _ablationcam(run: _Run, A: torch.Tensor) -> torch.Tensor:
+    B, C = A.shape[:2]
+    batch = run.opts["batch_size"]  # the ablation value depends on a channel's place in the peer's batch
+    chunk = run.chunk()
+    scores = torch.empty(B, C, len(run.class_ids), device=A.device)
+    for b in range(B):
+        values = reference.ablation_values(float(A[b].min()), batch).to(A.device)
+        for lo in range(0, C, chunk):
+            ids = torch.arange(lo, min(lo + chunk, C), device=A.device)
+
+            def ablate(output, ids=ids, b=b):
+                out = A[b].expand(len(ids), *A.shape[1:]).clone()
+                out[torch.arange(len(ids)), ids] = values[ids % batch][:, None, None].to(out.dtype)
+                return out
+
+            inputs = run.images[b:b + 1].expand(len(ids), -1, -1, -1)
+            scores[b, lo:lo + chunk] = run.score(b, inputs, layer_output=ablate)
+    S = run.original_scores[:, None, :]  # [B,1,K]
+    weights = torch.where(S != 0, (S - scores) / torch.where(S != 0, S, 1), torch.zeros_like(scores))
+    return weights.transpose(1, 2).contiguous()
+
+
+def rise_grids(n: int, grid: int, p: float, seed: int, size: tuple) -> tuple:
+    """RISE's N binary grids float32 [N,s,s] (1 with probability p) and shifts int64 [N,2] in the
+    cell, from a CPU generator seeded with `seed` (the same masks on every device)."""
+    g = torch.Generator().manual_seed(seed)
+    grids = (torch.rand(n, grid, grid, generator=g) < p).float()
+    ch, cw = reference.rise_cell(size, grid)
+    shifts = torch.stack([torch.randint(0, ch, (n,), generator=g), torch.randint(0, cw, (n,), generator=g)], dim=1)
+    return grids, shifts
+
+
+def _rise(run: _Run) -> torch.Tensor:
+    o = run.opts
+    images = run.images
+    B, _, H, W = images.shape
+    grids, shifts = rise_grids(o["n_masks"], o["grid"], o["p"], o["seed"], (H, W))
+    grids, shifts = grids.to(images.device), shifts.to(images.device)
+    chunk = run.chunk()
+    out = torch.empty(B, len(run.class_ids), H, W, device=images.device)
+    for b in range(B):
+        scores = torch.empty(o["n_masks"], len(run.class_ids), device=images.device)
+        for lo in range(0, o["n_masks"], chunk):
+            inputs = kernels.rise_inputs(images[b], grids[lo:lo + chunk], shifts[lo:lo + chunk], backend=run.ex.backend)
+            scores[lo:lo + chunk] = run.score(b, inputs)
+        kernels.rise_accumulate(scores, grids, shifts, (H, W), backend=run.ex.backend, out=out[b])
+    return out.div_(o["n_masks"] * o["p"])
+
+
+def occlusion_windows(size: tuple, window: tuple, stride: tuple) -> list:
+    """captum's window positions: along each axis ceil((n − w)/s) + 1 starts i·s, each window
+    clipped to the image. → [(y0, y1, x0, x1)] in captum's order (x fastest)."""
+    axes = []
+    for n, w, s in zip(size, window, stride):
+        if w > n:
+            raise ValueError(f"option 'window' {tuple(window)} is larger than the {size[0]}×{size[1]} image")
+        axes.append([(i * s, min(i * s + w, n)) for i in range(-(-(n - w) // s) + 1)])
+    return [(y0, y1, x0, x1) for (y0, y1) in axes[0] for (x0, x1) in axes[1]]
+
+
+def occlusion_baseline(image: torch.Tensor, baseline, window: tuple) -> torch.Tensor:
+    """The occluding values float [3,H,W] for image float [3,H,W]: a constant, the per-channel
+    mean ("mean"), or a Gaussian blur with σ = window/4 per axis ("blur", reflect padding)."""
+    if baseline == "mean":
+        return image.mean(dim=(1, 2), keepdim=True).expand_as(image)
+    if baseline == "blur":
+        out = image[None]
+        for axis, w in ((2, window[0]), (3, window[1])):
+            sigma = max(w / 4.0, 0.5)
+            r = max(1, min(int(math.ceil(3 * sigma)), image.shape[axis - 1] - 1))
+            t = torch.arange(-r, r + 1, dtype=image.dtype, device=image.device)
+            k = torch.exp(-0.5 * (t / sigma) ** 2)
+            k = (k / k.sum()).view(1, 1, -1, 1) if axis == 2 else (k / k.sum()).view(1, 1, 1, -1)
+            pad = (0, 0, r, r) if axis == 2 else (r, r, 0, 0)
+            out = F.conv2d(F.pad(out, pad, mode="reflect"), k.expand(3, 1, *k.shape[2:]), groups=3)
+        return out[0]
+    return torch.full_like(image, float(baseline))
+
+
+def _occlusion(run: _Run) -> torch.Tensor:
+    o = run.opts
+    images = run.images
+    B, _, H, W = images.shape
+    windows = occlusion_windows((H, W), o["window"], o["stride"])
+    chunk = run.chunk()
+    K = len(run.class_ids)
+    out = torch.zeros(B, K, H, W, device=images.device)
+    count = torch.zeros(H, W, device=images.device)
+    for (y0, y1, x0, x1) in windows:
+        count[y0:y1, x0:x1] += 1
+    for b in range(B):
+        base = occlusion_baseline(images[b], o["baseline"], o["window"])
+        for lo in range(0, len(windows), chunk):
+            part = windows[lo:lo + chunk]
+            inputs = images[b:b + 1].repeat(len(part), 1, 1, 1)
+            for i, (y0, y1, x0, x1) in enumerate(part):
+                inputs[i, :, y0:y1, x0:x1] = base[:, y0:y1, x0:x1]
+            drop = run.original_scores[b] - run.score(b, inputs)  # [n,K]
+            for i, (y0, y1, x0, x1) in enumerate(part):
+                out[b, :, y0:y1, x0:x1] += drop[i, :, None, None]
+    return out.div_(count)
+
+
+def describe_options(method: str) -> str:
+    """`method`'s options with their defaults, for help texts."""
+    opts = DEFAULTS.get(get_method(method).name, {})
+    return ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "none"
+
+
+__all__ = ["DEFAULTS", "check_layer", "check_options", "explain_perturbation", "rise_grids", "occlusion_windows",
+           "occlusion_baseline", "describe_options"]
