@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import register as register_evaluate  # issue 7: `seg-xai evaluate`
     register_evaluate(sub)
+
+    from .apps.report.cli import register as register_report  # issue 18: `seg-xai report`
+    register_report(sub)
     return parser
 
 

@@ -1,0 +1,44 @@
+"""The `seg-xai report` subcommand: register(subparsers) adds it, run(args) runs it."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add `report` to the `seg-xai` parser's subparsers."""
+    from .build import PAGE_SIZE
+
+    p = subparsers.add_parser(
+        "report", help="write a static HTML report of an explain, evaluate or bench output folder",
+        description="Write OUT_DIR/report/index.html: for `seg-xai explain` output a paginated thumbnail grid, an "
+                    "image page (class, opacity, overlay, value under the cursor) and the failures; for "
+                    "`seg-xai evaluate --out` the metric tables and curves; for bench.txt / bench.json the "
+                    "benchmark table. The pages open from disk: no server, no network.",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of seg-xai explain / evaluate --out / bench")
+    p.add_argument("--dest", default=None, metavar="DIR", help="report folder (default: OUT_DIR/report)")
+    p.add_argument("--page-size", type=int, default=PAGE_SIZE, help="thumbnails per grid page (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes making thumbnails and data files (default: the CPUs, at most 8; 0 or 1: none)")
+    p.add_argument("--open", action="store_true", help="open the report in the default web browser")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """Build the report; print its index.html path (last line of stdout). Exit status 0."""
+    from .build import build_report
+
+    start = time.perf_counter()
+    index = build_report(args.out_dir, dest=args.dest, page_size=args.page_size, workers=args.workers,
+                         progress=not args.no_progress)
+    print(f"seg-xai report: wrote {index.parent} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(index)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(index.resolve().as_uri())
+    return 0
