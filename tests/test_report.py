@@ -108,7 +108,8 @@ def test_image_data_hold_the_stored_maps_exactly(explained, report):
         with np.load(out / entry["maps"]) as data:
             stored, classes = data["maps"], data["classes"].tolist()
             assert rec["map_size"] == data["map_size"].tolist() and rec["size"] == data["image_size"].tolist()
-        maps = np.frombuffer(zlib.decompress(base64.b64decode(rec["maps"])), dtype="<f2").reshape(rec["shape"])
+        planes = np.frombuffer(zlib.decompress(base64.b64decode(rec["maps"])), np.uint8).reshape(2, -1)
+        maps = np.ascontiguousarray(planes.T).view("<f2").reshape(rec["shape"])  # low bytes, then high bytes
         assert np.array_equal(maps, stored) and rec["classes"] == classes and rec["input"] == entry["input"]
         assert (dest / rec["maps_file"]).resolve() == (out / entry["maps"]).resolve()
         assert [(dest / o).resolve() for o in rec["overlays"]] == [(out / o).resolve() for o in entry["overlays"]]
@@ -116,6 +117,23 @@ def test_image_data_hold_the_stored_maps_exactly(explained, report):
             assert rec["url"].startswith("view/") and Image.open(dest / rec["url"]).size == tuple(entry["size"][::-1])
         else:
             assert rec["url"] == Path(entry["input"]).as_uri()
+
+
+def test_read_npz_equals_np_load(tmp_path):
+    """The fast reader on the store's arrays and on kinds it hands to numpy (Fortran order, strings)."""
+    from seg_xai_fast.apps.report.build import read_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"maps": rng.random((3, 7, 5)).astype(np.float16), "classes": np.arange(3, dtype=np.int64),
+              "scalar": np.array(2.5), "empty": np.zeros((0, 4), np.uint8), "big_endian": np.arange(4, dtype=">i4"),
+              "fortran": np.asfortranarray(rng.random((3, 4))), "text": np.array("{'descr': '<f2'}"),
+              "flags": np.array([True, False])}
+    np.savez(tmp_path / "a.npz", **arrays)
+    got = read_npz(tmp_path / "a.npz", list(arrays))
+    for name, want in arrays.items():
+        assert got[name].dtype == want.dtype and got[name].shape == want.shape and np.array_equal(got[name], want), name
+    with pytest.raises(KeyError):
+        read_npz(tmp_path / "a.npz", ["nope"])
 
 
 def test_pages_are_static_and_local(report):
@@ -137,7 +155,7 @@ def test_failures_page_data(explained, report):
     assert [Path(p).name for p, _ in rows] == [BAD] and "UnidentifiedImageError" in rows[0][1]
 
 
-def test_pagination_and_a_vanished_maps_file(explained, tmp_path):
+def test_pagination_a_vanished_and_a_damaged_maps_file(explained, tmp_path, capsys, monkeypatch):
     out, root = explained
     copy = tmp_path / "xai"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report"))
@@ -147,12 +165,16 @@ def test_pagination_and_a_vanished_maps_file(explained, tmp_path):
     moved = entries[2]  # its input is gone since: the thumbnail of its first overlay, no picture
     manifest = (copy / "manifest.jsonl").read_text().replace(json.dumps(moved["input"]), json.dumps("/nowhere/x.png"))
     (copy / "manifest.jsonl").write_text(manifest)
-    index = build_report(copy, page_size=2, workers=2)  # 2 workers: the pool path (below POOL_MIN_IMAGES: inline)
+    damaged = entries[3]
+    (copy / damaged["maps"]).write_bytes(b"not a zip file")
+    monkeypatch.setattr("seg_xai_fast.apps.report.build.POOL_MIN_IMAGES", 1)  # the process pool, as for big runs
+    index = build_report(copy, page_size=2, workers=2)
+    assert "1 maps files could not be read and are left out, e.g. " + damaged["maps"] in capsys.readouterr().err
     dest = index.parent
     run = _data(dest, "run")
-    assert run["count"] == len(GOOD) - 1 and run["pages"] == 3 and run["page_size"] == 2
-    rows = [r for p in (1, 2, 3) for r in _data(dest, f"pages/{p}")]
-    assert [r["key"] for r in rows] == [e["key"] for e in _entries(copy) if e["key"] != gone["key"]]
+    assert run["count"] == len(GOOD) - 2 and run["pages"] == 2 and run["page_size"] == 2
+    rows = [r for p in (1, 2) for r in _data(dest, f"pages/{p}")]
+    assert [r["key"] for r in rows] == [e["key"] for e in _entries(copy) if e["key"] not in (gone["key"], damaged["key"])]
     row = next(r for r in rows if r["key"] == moved["key"])
     assert row["thumb"].startswith("thumbs/") and (dest / row["thumb"]).is_file()
     key = moved["key"]
@@ -377,6 +399,12 @@ def test_browser_image_page(browser, explained, report):
     _no_js_errors(browser)
 
 
+def _planes(maps: np.ndarray) -> str:
+    """float16 maps as the data files carry them: byte planes, zlib, base64."""
+    planes = np.ascontiguousarray(maps.astype("<f2").view(np.uint8).reshape(-1, 2).T)
+    return base64.b64encode(zlib.compress(planes.tobytes(), 1)).decode()
+
+
 def test_browser_expand_matches_the_store(browser, report):
     """report.js's float16 decoder and map expansion against store.expand_maps, on awkward sizes."""
     _open(browser, report.as_uri(), "1")
@@ -387,7 +415,7 @@ def test_browser_expand_matches_the_store(browser, report):
         stored = (torch.rand(2, h, w, generator=g) * 1.4 - 0.2).half()  # negatives and >1 too
         stored[1] = 0  # the all-zero map of a class predicted nowhere
         expected = expand_maps(stored, map_size, image_size).numpy()
-        payload = base64.b64encode(zlib.compress(stored.numpy().astype("<f2").tobytes(), 1)).decode()
+        payload = _planes(stored.numpy())
         got = browser.execute_async_script(
             "var done = arguments[arguments.length - 1], a = arguments;"
             "SX.decodeMaps(a[0]).then(function (all) { var n = a[1] * a[2], out = [];"
@@ -398,7 +426,7 @@ def test_browser_expand_matches_the_store(browser, report):
         np.testing.assert_allclose(np.array(got).reshape(expected.shape), expected, atol=2e-6,
                                    err_msg=f"stored {h}x{w}, map_size {map_size}, image_size {image_size}")
     halves = np.array([0, 1, 0x3ff, 0x400, 0x3c00, 0x7bff, 0x8001, 0xc000, 0x7c00, 0xfc00], np.uint16)
-    payload = base64.b64encode(zlib.compress(halves.astype("<u2").tobytes())).decode()
+    payload = _planes(halves.view(np.float16))
     got = browser.execute_async_script(
         "var done = arguments[1]; SX.decodeMaps(arguments[0]).then(function (a) { done(Array.from(a).map(String)); });",
         payload)
@@ -406,10 +434,21 @@ def test_browser_expand_matches_the_store(browser, report):
     _no_js_errors(browser)
 
 
-def test_browser_failures_evaluate_and_bench_pages(browser, report, tmp_path):
+def test_browser_failures_evaluate_and_bench_pages(browser, explained, report, tmp_path):
     _open(browser, (report.parent / "failures.html").as_uri(), "1")
     rows = browser.find_elements("css selector", "#rows tr")
     assert len(rows) == 1 and BAD in rows[0].text
+    _no_js_errors(browser)
+    # A run where nothing has been explained yet: its header only.
+    out, _ = explained
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "manifest.jsonl").write_text((out / "manifest.jsonl").read_text().splitlines()[0] + "\n")
+    empty = build_report(tmp_path / "empty")
+    _open(browser, empty.as_uri(), "1")
+    assert "No image has been explained yet" in browser.find_element("id", "grid").text
+    _open(browser, (empty.parent / "image.html").as_uri(), "empty")
+    _open(browser, (empty.parent / "failures.html").as_uri(), "1")
+    assert "No failures.csv" in browser.find_element("id", "failures-note").text
     _no_js_errors(browser)
     folder = _evaluate_folder(tmp_path)
     (tmp_path / "bench.txt").write_text("model demo, layer decoder\n" + format_table([{"row": "forward", "ms": 3.0}]) + "\n")

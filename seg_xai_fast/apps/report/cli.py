@@ -29,12 +29,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    """Build the report; print its index.html path (last line of stdout). Exit status 0."""
+    """Build the report; print its index.html path (last line of stdout). Exit status 0, 1 when
+    the report could not be written; usage errors raise (the CLI's main makes them status 2)."""
     from .build import build_report
 
     start = time.perf_counter()
-    index = build_report(args.out_dir, dest=args.dest, page_size=args.page_size, workers=args.workers,
-                         progress=not args.no_progress)
+    try:
+        index = build_report(args.out_dir, dest=args.dest, page_size=args.page_size, workers=args.workers,
+                             progress=not args.no_progress)
+    except FileNotFoundError:
+        raise  # a usage error (exit status 2), as the other commands
+    except OSError as err:  # the report could not be written (permissions, disk full)
+        print(f"seg-xai report: error: {err}", file=sys.stderr)
+        return 1
     print(f"seg-xai report: wrote {index.parent} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(index)
     if args.open:

@@ -139,14 +139,15 @@
     return F16;
   }
 
-  /* base64 of zlib-compressed little-endian float16 → Promise of a Float32Array. */
+  /* base64 of zlib-compressed float16 byte planes (every low byte, then every high byte) → Promise
+     of a Float32Array. */
   function decodeMaps(b64) {
     var bin = atob(b64), bytes = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
     var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Response(stream).arrayBuffer().then(function (buf) {
-      var view = new DataView(buf), n = buf.byteLength >> 1, out = new Float32Array(n), table = halfTable();
-      for (var i = 0; i < n; i++) out[i] = table[view.getUint16(2 * i, true)];
+      var b = new Uint8Array(buf), n = b.length >> 1, out = new Float32Array(n), table = halfTable();
+      for (var i = 0; i < n; i++) out[i] = table[b[i] | (b[n + i] << 8)];
       return out;
     });
   }
@@ -338,7 +339,11 @@
     function show() {
       var n = RUN.count;
       document.body.dataset.ready = "";
-      if (!n) return fail(new Error("No image has been explained yet."));
+      if (!n) {
+        $("crumbs").textContent = "No image has been explained yet.";
+        document.body.dataset.ready = "empty";
+        return;
+      }
       var i = clamp(parseInt(location.hash.slice(1), 10) || 0, 0, n - 1), size = RUN.page_size;
       var p = Math.floor(i / size) + 1, row;
       data("pages/" + p)
