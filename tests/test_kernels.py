@@ -1,4 +1,4 @@
-"""Every fused kernel against its pure-PyTorch twin in seg_xai_fast.reference.
+"""Every fused kernel against its pure-PyTorch twin in seg_xai_fast.kernels.reference.
 
 Each fused call writes into an output pre-filled with NaN (uint8: a sentinel), so an element the
 kernel forgets to write fails the comparison. Inputs are fresh random tensors on awkward shapes.

@@ -226,7 +226,7 @@ def test_evaluate_report(tmp_path):
 
 
 def test_bench_report_from_a_real_run(tmp_path):
-    from seg_xai_fast.bench import run_bench
+    from seg_xai_fast.apps.bench import run_bench
 
     lines = []
     run_bench("demo", methods=["gradcam"], size=32, repeats=1, peer=False, chart=str(tmp_path / "seg-xai-bench.png"),

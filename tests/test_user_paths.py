@@ -64,7 +64,7 @@ def test_version_flag(capsys):
 def test_readme_component_example_explains_a_predicted_object():
     readme = (ROOT / "README.md").read_text()
     block = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
-    head = block.split("frames = res.overlay")[0]  # up to the Component call
+    head = block.split("# Compact maps")[0]  # up to the Component call
     assert "sx.Component(" in head
     namespace = {}
     exec(compile(head, "README.md", "exec"), namespace)
