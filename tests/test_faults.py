@@ -567,3 +567,14 @@ def test_12_8_a_folder_without_digests_asks_for_force(tmp_path, model_file, caps
     rc, _, err = _explain(capsys, *args)
     assert rc == 2 and "format: was 1, now 2" in err and "--force" in err
     assert _explain(capsys, *args, "--force")[0] == 0
+
+
+def test_12_12_pils_own_bomb_limit_also_names_max_pixels(tmp_path, monkeypatch):
+    """Past twice PIL's MAX_IMAGE_PIXELS, PIL refuses in Image.open, before our check: the
+    reason still names --max-pixels (PIL's limit made small here instead of a 180 MP file)."""
+    from seg_xai_fast.apps.batch.inputs import read_image
+
+    Image.fromarray(_rgb(0, 100, 100)).save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"over the limit of 5,000 pixels \(--max-pixels\); PIL: Image size"):
+        read_image(str(tmp_path / "a.png"), 5000)
