@@ -430,7 +430,7 @@ def test_12_8_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, 
     """Issue 12.8: a rerun counted an image done when its .npz merely existed (a truncated file
     stayed broken, load_explanation raised a bare BadZipFile), swapped .npz files returned another
     image's maps, and an image replaced in place was "already explained" with the old maps."""
-    from seg_xai_fast.apps.batch.store import DamagedOutputError
+    from seg_xai_fast.apps.batch.store import DamagedOutputError, image_key, maps_relpath
 
     src = tmp_path / "in"
     src.mkdir()
@@ -441,7 +441,7 @@ def test_12_8_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, 
     args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
             "--no-progress")
     assert _explain(capsys, *args)[0] == 0
-    maps = {p: out / sx.apps.batch.store.maps_relpath(sx.apps.batch.store.image_key(p)) for p in paths}
+    maps = {p: out / maps_relpath(image_key(p)) for p in paths}
     data = maps[paths[0]].read_bytes()
     maps[paths[0]].write_bytes(data[: len(data) // 2])  # truncated
     b, c = maps[paths[1]].read_bytes(), maps[paths[2]].read_bytes()
@@ -469,7 +469,7 @@ def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, m
     import io
     import json
 
-    from seg_xai_fast.apps.batch.store import DamagedOutputError, content_digest, manifest_entries
+    from seg_xai_fast.apps.batch.store import DamagedOutputError, content_digest, image_key, manifest_entries
 
     src = tmp_path / "in"
     src.mkdir()
@@ -477,7 +477,7 @@ def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, m
     out = tmp_path / "out"
     assert _explain(capsys, src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch",
                     "--workers", "0", "--no-progress")[0] == 0
-    entry = manifest_entries(out)[sx.apps.batch.store.image_key(src / "a.png")]
+    entry = manifest_entries(out)[image_key(src / "a.png")]
     with np.load(out / entry["maps"]) as npz:
         arrays = dict(npz)
     arrays["classes"] = arrays["classes"][:-1]  # one class fewer than the maps
@@ -547,3 +547,34 @@ def test_12_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
     assert f"{len(good) + len(bad)} inputs, {len(good)} already explained, {len(bad)} to do" in err
     assert _failures(out) == failures
     assert time.perf_counter() - start < 30  # nothing explained: the model load and 8 failed decodes
+
+
+def test_12_8_a_folder_without_digests_asks_for_force(tmp_path, model_file, capsys):
+    """Format 1 folders have no digests to verify: a rerun names the difference and asks for --force."""
+    import json
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(0)).save(src / "a.png")
+    out = tmp_path / "out"
+    args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
+            "--no-progress")
+    assert _explain(capsys, *args)[0] == 0
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == 2
+    (out / "manifest.jsonl").write_text("\n".join([json.dumps({**header, "format": 1})] + lines[1:]) + "\n")
+    rc, _, err = _explain(capsys, *args)
+    assert rc == 2 and "format: was 1, now 2" in err and "--force" in err
+    assert _explain(capsys, *args, "--force")[0] == 0
+
+
+def test_12_12_pils_own_bomb_limit_also_names_max_pixels(tmp_path, monkeypatch):
+    """Past twice PIL's MAX_IMAGE_PIXELS, PIL refuses in Image.open, before our check: the
+    reason still names --max-pixels (PIL's limit made small here instead of a 180 MP file)."""
+    from seg_xai_fast.apps.batch.inputs import read_image
+
+    Image.fromarray(_rgb(0, 100, 100)).save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match=r"over the limit of 5,000 pixels \(--max-pixels\); PIL: Image size"):
+        read_image(str(tmp_path / "a.png"), 5000)

@@ -158,13 +158,13 @@ def _interrupt_twice_at_second_batch(monkeypatch, gap=0.05):
 
 
 def _absorb_late_sigint(timers):
-    try:  # a SIGINT that came after the call returned must not stop pytest
+    """A second SIGINT that comes after the call returned must not stop pytest."""
+    import time
+
+    try:
         for t in timers:
             t.join()
-        time_left = 0.2
-        import time
-
-        time.sleep(time_left)
+        time.sleep(0.2)  # let a pending signal be delivered here
     except KeyboardInterrupt:
         pass
 

@@ -106,7 +106,8 @@ def export_onnx(
     verify: run the file with onnxruntime (when installed) at the example size and at a second
     size and batch, and compare with PyTorch; a graph whose spatial size got baked in by the
     tracer is marked static, and OnnxExplainer then refuses other sizes with a clear error.
-    The file is written atomically (temp file in the same folder, then os.replace).
+    The file is written atomically (temp file in the same folder, then fileio.publish: never over
+    anything but a regular file).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")

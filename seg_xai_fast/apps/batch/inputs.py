@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -158,7 +159,14 @@ def decode_image(path, max_pixels: Optional[int] = None) -> torch.Tensor:
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is checked below
+            im = Image.open(path)
+    except Image.DecompressionBombError as err:  # PIL's own limit, past twice its warning size
+        raise ValueError(f"the image is over the limit of {max_pixels:,} pixels (--max-pixels); PIL: {err}"
+                         if max_pixels is not None else str(err)) from None
+    with im:
         width, height = im.size
         if max_pixels is not None and width * height > max_pixels:
             raise ValueError(f"the image is {width}×{height} = {width * height:,} pixels, over the limit of "

@@ -35,7 +35,7 @@ from ...kernels.colormaps import COLORMAP_NAMES
 from ...runtimes.choice import make_explainer
 from .engine import BatchEngine, Writer, explain_images
 from .inputs import DEFAULT_MAX_PIXELS, ImageBatches, discover_inputs, worker_init
-from .store import Store, file_digest, model_digest
+from .store import FORMAT_VERSION, Store, file_digest, model_digest
 
 SAVE_CHOICES = ("maps", "overlays")
 
@@ -144,7 +144,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     check_class_range(choice, classes)  # before anything is written to DIR
     model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
     header = {
-        "format": 1, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
+        "format": FORMAT_VERSION, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
         "method": method, "classes": classes, "map_resolution": cfg.map_resolution, "save": list(save),
         "colormap": cfg.colormap, "alpha": float(cfg.alpha), "version": __version__,
         "runtime": choice.runtime,  # informative: both runtimes give the same maps (to 1e-5)

@@ -13,8 +13,9 @@ Layout of an output folder DIR (see docs/batch.md)::
 
 Crash safety: every file is written to DIR/.tmp, fsync'ed and renamed into place (os.replace is
 atomic), and an image's manifest line is appended (and fsync'ed) only after all its files are in
-place. A line torn by a kill is ignored on read and cut off before the next append, and a line whose
-maps file is missing is not counted as done, so any crash loses at most the images in flight.
+place. A line torn by a kill is ignored on read and cut off before the next append, and an image
+counts as done only when the files of its last line have the digests recorded there and its input
+still has its recorded digest (else it is redone), so any crash loses at most the images in flight.
 
 Compact maps: the Explainer's maps are N(R(c)), with c the normalised CAM at the target layer's
 resolution (h, w), R the bilinear upsample to the model output's size and N the ReLU + per-map
@@ -253,24 +254,65 @@ def _input_digest(path: str) -> Optional[str]:
         return None
 
 
-_INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: last entry})
+_INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: offset of its last line})
 
 
-def manifest_entries(out_dir: os.PathLike | str) -> dict:
-    """{key: the current (last) manifest entry} of DIR, cached while the manifest is unchanged."""
+def manifest_index(path: Path) -> dict:
+    """{key: byte offset of its last complete line} of the manifest at `path`: ~100 bytes per
+    image, where the entries themselves (with their digests) would take several times that."""
+    index: dict = {}
+    with open(path, "rb") as f:
+        offset = 0
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # torn last line
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and record.get("type") == "image" and isinstance(record.get("key"), str):
+                index[record["key"]] = offset
+            offset += len(raw)
+    return index
+
+
+def manifest_entry(path: Path, offset: int) -> dict:
+    """The manifest line at `offset` (from manifest_index)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return json.loads(f.readline())
+
+
+def manifest_entries(out_dir: os.PathLike | str) -> "_Entries":
+    """The current (last) manifest entry of each key of DIR, read on demand: `.get(key)`; the
+    index is cached while the manifest is unchanged."""
     path = Path(out_dir) / MANIFEST
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return {}
+        return _Entries(path, {})
     stamp = (st.st_mtime_ns, st.st_size)
     cached = _INDEX_CACHE.get(str(path))
     if cached is None or cached[0] != stamp:
-        _, entries = read_manifest(out_dir)
-        cached = (stamp, {e["key"]: e for e in entries if isinstance(e.get("key"), str)})
-        _INDEX_CACHE.clear()  # one folder at a time: entries of millions of images are not small
+        cached = (stamp, manifest_index(path))
+        _INDEX_CACHE.clear()  # one folder at a time
         _INDEX_CACHE[str(path)] = cached
-    return cached[1]
+    return _Entries(path, cached[1])
+
+
+class _Entries:
+    def __init__(self, path: Path, index: dict) -> None:
+        self.path, self.index = path, index
+
+    def get(self, key: str) -> Optional[dict]:
+        offset = self.index.get(key)
+        return None if offset is None else manifest_entry(self.path, offset)
+
+    def __getitem__(self, key: str) -> dict:
+        entry = self.get(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry
 
 
 def entry_is_current(root: Path, entry: dict, input_path: str) -> bool:
@@ -419,10 +461,10 @@ class Store:
         shutil.rmtree(tmp, ignore_errors=True)  # temp files of a killed run
         real_dirs(self.root, TMP_DIR)
         check_target(self.root / MANIFEST)  # read and appended to: never through a link
-        old, entries = read_manifest(self.root)
+        old, _ = read_manifest(self.root)
         if old is not None and force:
             self._wipe()
-            old, entries = None, iter(())
+            old = None
         elif old is not None:
             diff = {k: (old.get(k), header.get(k)) for k in COMPARED_FIELDS if old.get(k) != header.get(k)}
             if diff:
@@ -437,7 +479,8 @@ class Store:
                                          "use another --out, or --force to delete them")
             self._wipe()
         self.files = StoreFiles(self.root, header)
-        self._entries = {e["key"]: e for e in entries if isinstance(e.get("key"), str)}  # the last one counts
+        # The last line of each key counts; read back on demand (is_done), an offset each until then.
+        self._entries = _Entries(self.root / MANIFEST, manifest_index(self.root / MANIFEST) if old else {})
         self.redo = 0  # images whose results were damaged, swapped or stale
         path = self.root / MANIFEST
         if old is None:
