@@ -27,10 +27,11 @@ from seg_xai_fast.cli import main as cli_main
 from seg_xai_fast.apps.batch.store import expand_maps, load_explanation, read_manifest
 
 # Inputs of the small run: name → (height, width). Small PNGs are their own thumbnails; the larger
-# one gets a thumbnail, the TIFF a thumbnail and a PNG copy (browsers can't show TIFF).
+# JPEG (stored landscape, EXIF-rotated to portrait) gets a thumbnail, the TIFF a thumbnail and a PNG
+# copy (browsers can't show TIFF).
 GOOD = {"a.png": (64, 64), "b.png": (64, 64), "sub/wide.png": (48, 72), "odd name & <b>.png": (64, 64),
-        "scan.tif": (64, 64), "big.png": (200, 336)}
-MADE_THUMBS = {"scan.tif", "big.png"}
+        "scan.tif": (64, 64), "big.jpg": (200, 336)}
+MADE_THUMBS = {"scan.tif", "big.jpg"}
 BAD = "broken.png"
 
 
@@ -46,7 +47,11 @@ def explained(tmp_path_factory):
     (root / "sub").mkdir()
     for i, (name, (h, w)) in enumerate(GOOD.items()):
         images, _ = sx.synthetic_scenes(1, seed=100 + i, size=(h, w))
-        Image.fromarray((images[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(root / name)
+        picture = Image.fromarray((images[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+        exif = Image.Exif()
+        if name.endswith(".jpg"):
+            exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+        picture.save(root / name, **({"exif": exif, "quality": 95} if name.endswith(".jpg") else {}))
     (root / BAD).write_text("not a PNG\n")
     out = tmp_path_factory.mktemp("report-out") / "xai"
     rc = cli_main(["explain", str(root), "--out", str(out), "--runtime", "torch", "--workers", "0",
@@ -92,9 +97,12 @@ def test_every_image_is_listed_in_input_order_with_its_predicted_labels(explaine
             assert row["predicted"] == [int(c) for c, m in zip(data["classes"], data["maps"]) if m.max() > 0]
         if row["name"] in MADE_THUMBS:
             assert row["thumb"] == f"thumbs/{row['key'][:2]}/{row['key']}.jpg"
-            assert max(Image.open(dest / row["thumb"]).size) == min(160, max(row["size"]))
+            h, w = row["size"]  # as explained: after the EXIF rotation
+            tw, th = Image.open(dest / row["thumb"]).size
+            assert max(tw, th) == min(160, max(h, w)) and abs(tw / th - w / h) < 0.02, (row["name"], tw, th)
         else:
             assert row["thumb"] == Path(entry["input"]).as_uri()
+    assert next(r for r in rows if r["name"] == "big.jpg")["size"] == [336, 200]  # portrait after EXIF
     assert any(len(r["predicted"]) < 4 for r in rows) and all(r["predicted"] for r in rows)
 
 

@@ -238,7 +238,7 @@ def image_files(job: tuple) -> Optional[dict]:
     if web and url and max(image_size) <= 2 * THUMB_SIZE and os.path.isfile(input_path):
         view = thumb = url  # small enough to be its own thumbnail: nothing to decode
     else:
-        picture = _display_image(input_path)
+        picture = _display_image(input_path, thumbnail_only=web)
         view = thumb = None
         if picture is not None:
             view = url
@@ -249,7 +249,7 @@ def image_files(job: tuple) -> Optional[dict]:
             picture = _display_image(str(out_dir / overlays[0]))
         if picture is not None:
             thumb = f"thumbs/{shard}/{key}.jpg"
-            picture.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            picture.thumbnail((THUMB_SIZE, THUMB_SIZE), reducing_gap=1.0)  # reduce, then resample: 2x faster
             write_bytes(dest / thumb, _encode(picture, "JPEG"))
     record = {
         "key": key, "input": input_path, "url": view,
@@ -297,14 +297,17 @@ def _npy(buf: bytes) -> Optional[np.ndarray]:
     return np.frombuffer(buf, dtype=match.group(1).decode(), count=math.prod(shape), offset=start + length).reshape(shape)
 
 
-def _display_image(path: str):
-    """The image at `path` as an 8-bit RGB PIL image, oriented as `seg-xai explain` saw it; None if unreadable."""
+def _display_image(path: str, thumbnail_only: bool = False):
+    """The image at `path` as an 8-bit RGB PIL image, oriented as `seg-xai explain` saw it; None if
+    unreadable. thumbnail_only: a JPEG may be decoded at a fraction of its size (at least 2x THUMB_SIZE)."""
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
+            if thumbnail_only:
+                im.draft("RGB", (2 * THUMB_SIZE, 2 * THUMB_SIZE))
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)
             if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16/32-bit grayscale → 8 bits
                 gray = np.clip(np.asarray(im, dtype=np.float32) / 257.0 + 0.5, 0, 255).astype(np.uint8)
                 return Image.fromarray(gray).convert("RGB")
@@ -313,7 +316,7 @@ def _display_image(path: str):
                 return Image.fromarray(gray).convert("RGB")
             if im.mode == "P" and "transparency" in im.info:
                 im = im.convert("RGBA")
-            return im.convert("RGB")
+            return im.copy() if im.mode == "RGB" else im.convert("RGB")  # outlives the closed file
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
