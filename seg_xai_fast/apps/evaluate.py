@@ -140,7 +140,7 @@ def curves_chart(results: dict, meta: Optional[dict] = None):
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207),
                (140, 86, 75), (227, 119, 194)]
     methods = [m for m in results if not m.startswith("_")]
-    panel_w, panel_h, left, top, bottom = 440, 340, 50, 40, 40
+    panel_w, panel_h, left, top, bottom = 440, 340, 64, 40, 40
     legend_h = 18 * len(methods) + 10
     picture = Image.new("RGB", (2 * panel_w, panel_h + legend_h + 24), (255, 255, 255))
     draw = ImageDraw.Draw(picture)
@@ -161,6 +161,7 @@ def curves_chart(results: dict, meta: Optional[dict] = None):
             draw.text((gx - 8, y0 + h + 4), f"{f:.2f}", fill=(0, 0, 0))
             draw.text((x0 - 34, gy - 6), f"{f:.2f}", fill=(0, 0, 0))
         draw.text((x0 + w // 2 - 60, y0 + h + 20), "fraction of pixels changed", fill=(0, 0, 0))
+        _vertical_text(picture, (x0 - 50, y0 + h // 2), "class score (mean softmax)")
         for i, m in enumerate(methods):
             curve = results[m][key]
             T = len(curve) - 1
@@ -177,6 +178,17 @@ def curves_chart(results: dict, meta: Optional[dict] = None):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _vertical_text(picture, centre: tuple, text: str) -> None:
+    """Draw `text` rotated 90° (reading upwards), centred at `centre` (x, y) of `picture`."""
+    from PIL import Image, ImageDraw
+
+    width = int(ImageDraw.Draw(picture).textlength(text)) + 4
+    label = Image.new("RGB", (width, 12), (255, 255, 255))
+    ImageDraw.Draw(label).text((2, 0), text, fill=(0, 0, 0))
+    label = label.rotate(90, expand=True)
+    picture.paste(label, (centre[0] - label.width // 2, centre[1] - label.height // 2))
 
 
 def _class_ids(classes, names) -> list[int]:
