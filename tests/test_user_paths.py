@@ -256,3 +256,47 @@ def test_video_frames_name_the_class_they_show():
     labelled = next(overlay_stream(to_frames(images).numpy(), explainer, class_names=sx.CLASS_NAMES))
     differs = np.nonzero((plain != labelled).any(axis=2))
     assert differs[0].size and differs[0].max() < 30 and differs[1].max() < 96  # only the corner changed
+
+
+# --------------------------------------------------------------------------- 13.7 evaluate's progress
+
+
+class _RecordingBar:
+    """Stands in for tqdm: records the count after every update and what is written."""
+
+    instances: list = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n, self.counts, self.lines = total, 0, [], []
+        _RecordingBar.instances.append(self)
+
+    def update(self, n):
+        self.n += n
+        self.counts.append(self.n)
+
+    def set_description(self, text):
+        pass
+
+    def write(self, text, file=None):
+        self.lines.append(text)
+
+    def close(self):
+        pass
+
+
+def test_evaluate_progress_moves_within_a_chunk_ends_at_n_and_estimates_the_run(monkeypatch):
+    import tqdm.auto
+
+    from seg_xai_fast.metrics import evaluate
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    _RecordingBar.instances.clear()
+    images, truth = sx.synthetic_scenes(3, seed=5, size=32)
+    evaluate(sx.demo_model(), "decoder", ["gradcam", "eigencam"], images, truth, [1, 2, 3], steps=1,
+             stages=["classifier"], batch_size=2, progress=True)
+    bar, = _RecordingBar.instances
+    counts = bar.counts
+    assert bar.total == 3 and counts[-1] == 3  # exactly N at the end: no float drift past the total
+    assert all(b > a for a, b in zip(counts, counts[1:]))
+    assert max(b - a for a, b in zip([0] + counts, counts)) <= 0.25  # several moves per scene
+    assert len(bar.lines) == 1 and re.search(r"s per scene .*about \d+ s for 3 scenes", bar.lines[0])
