@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+import time
 from typing import Optional, Sequence, Union
 
 import torch
@@ -556,8 +558,9 @@ def evaluate(
     class ids to explain and score (None: every output class; background classes make the
     pointing games trivial, so pass the object classes). Maps target each class's predicted
     pixels (the Explainer's default). `stages` as `randomized_models` (None: `default_stages`,
-    () skips the check). Images go through in chunks of `batch_size`; a tqdm bar on stderr
-    when `progress`.
+    () skips the check). Images go through in chunks of `batch_size`; when `progress`, a tqdm
+    bar on stderr counts scenes (it moves after each metric of a chunk, with tqdm's estimate of
+    the time left) and one line after the first chunk estimates the whole run.
 
     Returns {method: {key: float for key in METRIC_KEYS, plus "context_deletion_auc" and
     "context_insertion_auc" when `context`, "randomization_by_stage" {stage: float},
@@ -588,11 +591,23 @@ def evaluate(
     parts = {m: {key: [] for key in ("pg", "epg", "del", "ins", "cdel", "cins", "morf", "lerf", "rand")} for m in methods}
     from tqdm.auto import tqdm  # a dependency of the package; imported here to keep `import` light
 
-    bar = tqdm(total=images.shape[0] * len(methods), desc="evaluate", unit="img", disable=not progress, leave=False)
+    N = images.shape[0]
+    # Counts scenes: each (chunk, method) moves the bar by the chunk's share, in one step per metric.
+    bar = tqdm(total=N, desc="evaluate", unit="scene", disable=not progress, leave=False, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} scenes [{elapsed}<{remaining}]")
+    metric_steps = 4 + (2 if context else 0) + (1 if models else 0)  # maps+pointing, del, ins, [ctx], ROAD, [rand]
     common = dict(seed=seed, output_key=output_key, forward_batch=forward_batch)
+    start = time.perf_counter()
     try:
-        for lo in range(0, images.shape[0], batch_size):
+        for lo in range(0, N, batch_size):
             x, gt = images[lo : lo + batch_size], truth[lo : lo + batch_size]
+            steps_done, chunk_steps = 0, len(methods) * metric_steps
+
+            def advance():  # exact fractions of the chunk, so the bar ends at N (no float drift)
+                nonlocal steps_done
+                steps_done += 1
+                bar.update(lo + x.shape[0] * steps_done / chunk_steps - bar.n)
+
             regions = predicted_regions(model, x, ids, output_key=output_key, forward_batch=forward_batch)
             for method in methods:
                 bar.set_description(f"evaluate {method}")
@@ -600,20 +615,30 @@ def evaluate(
                 acc = parts[method]
                 acc["pg"].append(pointing_game(maps, gt, ids, tolerance))
                 acc["epg"].append(energy_pointing_game(maps, gt, ids))
+                advance()
                 acc["del"].append(deletion_curves(model, x, maps, ids, regions=regions, steps=steps, **common))
+                advance()
                 acc["ins"].append(insertion_curves(model, x, maps, ids, regions=regions, steps=steps, **common))
+                advance()
                 if context:
                     acc["cdel"].append(deletion_curves(model, x, maps, ids, regions=regions, steps=steps, context=True, **common))
+                    advance()
                     acc["cins"].append(insertion_curves(model, x, maps, ids, regions=regions, steps=steps, context=True, **common))
+                    advance()
                 removal = road(model, x, maps, ids, regions=regions, percentiles=percentiles, **common)
                 acc["morf"].append(removal["morf"])
                 acc["lerf"].append(removal["lerf"])
+                advance()
                 if models:
                     # The default targets are the predicted regions, so these maps equal the
                     # ones the check would compute with masks = M_c.
                     acc["rand"].append(randomization_check(model, layer, method, x, ids, models=models, maps=maps,
                                                            output_key=output_key))
-                bar.update(x.shape[0])
+                    advance()
+            if progress and lo == 0 and x.shape[0] < N:
+                per_scene = (time.perf_counter() - start) / x.shape[0]
+                bar.write(f"evaluate: {per_scene:.2f} s per scene ({len(methods)} methods): about "
+                          f"{per_scene * N:.0f} s for {N} scenes", file=sys.stderr)
     finally:
         bar.close()
     return {method: _summary(parts[method], ids, steps, list(percentiles), stages, context) for method in methods}

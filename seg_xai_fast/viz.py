@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,13 +29,29 @@ def color_labels(labels: torch.Tensor) -> np.ndarray:
     return _PALETTE[labels.cpu().numpy() % len(_PALETTE)]
 
 
+def label_legend(class_names: Sequence[str]) -> list[tuple[str, tuple]]:
+    """(name, RGB) of each class as color_labels paints it, for contact_sheet's legend."""
+    return [(name, tuple(int(v) for v in _PALETTE[i % len(_PALETTE)])) for i, name in enumerate(class_names)]
+
+
 def contact_sheet(
-    rows: Sequence[Sequence[np.ndarray]], column_titles: Sequence[str], tile: int = 160
+    rows: Sequence[Sequence[np.ndarray]],
+    column_titles: Sequence[str],
+    tile: int = 160,
+    legend: Sequence[tuple[str, tuple]] = (),
+    colormap: Optional[str] = None,
 ) -> Image.Image:
-    """A grid of uint8 [H,W,3] tiles (each resized to tile×tile) under a row of column titles."""
-    title_h = 18
+    """A grid of uint8 [H,W,3] tiles (each resized to tile×tile) under a row of column titles.
+
+    Below the grid: `legend`, (name, RGB) swatches saying what the label colours mean (see
+    label_legend), and, when `colormap` is given, its colour bar from 0 to 1 (the map values).
+    """
+    title_h, footer_row = 18, 26
     cols = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (cols * tile, title_h + len(rows) * tile), (255, 255, 255))
+    width = cols * tile
+    footer = (footer_row if legend else 0) + (footer_row + 6 if colormap else 0)
+    grid_h = title_h + len(rows) * tile
+    sheet = Image.new("RGB", (width, grid_h + footer), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for c, title in enumerate(column_titles):
         draw.text((c * tile + 4, 3), title, fill=(0, 0, 0))
@@ -43,6 +59,29 @@ def contact_sheet(
         for c, picture in enumerate(row):
             tile_img = Image.fromarray(np.ascontiguousarray(picture)).resize((tile, tile), Image.BILINEAR)
             sheet.paste(tile_img, (c * tile, title_h + r * tile))
+    y = grid_h + 6
+    if legend:
+        x = 4
+        draw.text((x, y + 1), "labels:", fill=(0, 0, 0))
+        x += 48
+        for name, colour in legend:
+            draw.rectangle([x, y, x + 14, y + 14], fill=tuple(colour), outline=(0, 0, 0))
+            draw.text((x + 19, y + 1), name, fill=(0, 0, 0))
+            x += 19 + int(draw.textlength(name)) + 16
+        y += footer_row
+    if colormap:
+        from .kernels.colormaps import colormap_lut
+
+        caption = "map value:"
+        bar_x, bar_w = 4 + 70, min(256, width - 4 - 70 - 40)
+        lut = colormap_lut(colormap).numpy()
+        ramp = lut[np.linspace(0, 255, bar_w).round().astype(int)]  # uint8 [bar_w,3]
+        sheet.paste(Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (12, bar_w, 3)))), (bar_x, y))
+        draw.rectangle([bar_x - 1, y - 1, bar_x + bar_w, y + 12], outline=(0, 0, 0))
+        draw.text((4, y), caption, fill=(0, 0, 0))
+        draw.text((bar_x, y + 14), "0", fill=(0, 0, 0))
+        draw.text((bar_x + bar_w - 6, y + 14), "1", fill=(0, 0, 0))
+        draw.text((bar_x + bar_w + 8, y), f"({colormap}; 1 = most relevant)", fill=(0, 0, 0))
     return sheet
 
 

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,102 @@ def test_a_random_torchvision_model_says_once_that_its_maps_explain_nothing(chec
     models.load_model(LRASPP, weights=checkpoints["lraspp5"])
     models.load_model("demo")
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- 13.10 pictures
+
+
+def test_contact_sheet_has_a_label_legend_and_a_colour_bar(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from seg_xai_fast.demo.run import run_demo
+    from seg_xai_fast.kernels.colormaps import colormap_lut
+    from seg_xai_fast.viz import label_legend
+
+    summary = run_demo(tmp_path, n=1, size=48, colormap="turbo")
+    sheet = np.asarray(Image.open(summary["contact_sheet"]))
+    footer = sheet[18 + 160:].reshape(-1, 3)  # below the title row and the one row of 160-px tiles
+    colours = {tuple(c) for c in footer.tolist()}
+    for name, colour in label_legend(sx.CLASS_NAMES):  # every class swatch
+        assert colour in colours, name
+    lut = colormap_lut("turbo").numpy()
+    assert tuple(lut[0]) in colours and tuple(lut[255]) in colours  # both ends of the colour bar
+
+
+def test_bench_chart_title_avoids_glyphs_the_font_lacks():
+    title = bench.chart_title("demo", "decoder", 128, 4)
+    assert "128x128" in title and "²" not in title
+
+
+def test_evaluate_curves_have_a_y_axis_label():
+    import numpy as np
+
+    from seg_xai_fast.apps.evaluate import curves_chart
+
+    results = {"gradcam": {"deletion_curve": [1.0, 0.5, 0.0], "insertion_curve": [0.0, 0.5, 1.0],
+                           "deletion_auc": 0.5, "insertion_auc": 0.5}}
+    picture = np.asarray(curves_chart(results))
+    strip = picture[100:300, 4:22]  # left of the tick labels of the deletion panel, mid-height
+    assert (strip.min(axis=2) < 100).sum() > 50  # dark text pixels: the rotated axis label
+
+
+def test_video_frames_name_the_class_they_show():
+    from seg_xai_fast.apps.video.frames import label_frames, overlay_stream
+    from seg_xai_fast.viz import to_frames
+
+    frames = torch.zeros(2, 120, 200, 3, dtype=torch.uint8)
+    label_frames(frames, torch.tensor([1, 3]), sx.CLASS_NAMES)
+    corner = frames[:, :30, :120]
+    assert corner[0].max() > 200 and not torch.equal(corner[0], corner[1])  # white text, different classes
+    assert frames[:, 40:].max() == 0  # nothing outside the corner
+    images, _ = sx.synthetic_scenes(1, seed=3, size=96)
+    explainer = sx.Explainer(sx.demo_model(), "decoder", "gradcam")
+    plain = next(overlay_stream(to_frames(images).numpy(), explainer, label=False))
+    labelled = next(overlay_stream(to_frames(images).numpy(), explainer, class_names=sx.CLASS_NAMES))
+    differs = np.nonzero((plain != labelled).any(axis=2))
+    assert differs[0].size and differs[0].max() < 30 and differs[1].max() < 96  # only the corner changed
+
+
+# --------------------------------------------------------------------------- 13.7 evaluate's progress
+
+
+class _RecordingBar:
+    """Stands in for tqdm: records the count after every update and what is written."""
+
+    instances: list = []
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n, self.counts, self.lines = total, 0, [], []
+        _RecordingBar.instances.append(self)
+
+    def update(self, n):
+        self.n += n
+        self.counts.append(self.n)
+
+    def set_description(self, text):
+        pass
+
+    def write(self, text, file=None):
+        self.lines.append(text)
+
+    def close(self):
+        pass
+
+
+def test_evaluate_progress_moves_within_a_chunk_ends_at_n_and_estimates_the_run(monkeypatch):
+    import tqdm.auto
+
+    from seg_xai_fast.metrics import evaluate
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
+    _RecordingBar.instances.clear()
+    images, truth = sx.synthetic_scenes(3, seed=5, size=32)
+    evaluate(sx.demo_model(), "decoder", ["gradcam", "eigencam"], images, truth, [1, 2, 3], steps=1,
+             stages=["classifier"], batch_size=2, progress=True)
+    bar, = _RecordingBar.instances
+    counts = bar.counts
+    assert bar.total == 3 and counts[-1] == 3  # exactly N at the end: no float drift past the total
+    assert all(b > a for a, b in zip(counts, counts[1:]))
+    assert max(b - a for a, b in zip([0] + counts, counts)) <= 0.25  # several moves per scene
+    assert len(bar.lines) == 1 and re.search(r"s per scene .*about \d+ s for 3 scenes", bar.lines[0])

@@ -214,10 +214,15 @@ def run_bench(
     rows.append(row)
     log(format_table(rows))
     if chart:
-        save_png(bar_chart([(r["row"], r["ms"]) for r in rows], f"{loaded.name} · {layer} · {size}² · "
-                           f"{len(classes)} classes (ms, lower is better)"), chart)
+        save_png(bar_chart([(r["row"], r["ms"]) for r in rows], chart_title(loaded.name, layer, size, len(classes))),
+                 chart)
         log(f"chart: {chart}")
     return rows
+
+
+def chart_title(model: str, layer: str, size: int, classes: int) -> str:
+    # "128x128", not "128²": PIL's default font has no superscript two (it drew "128□").
+    return f"{model} · {layer} · {size}x{size} · {classes} classes (ms, lower is better)"
 
 
 def format_table(rows: list[dict]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..apps.evaluate import DEFAULT_CLASSES, EVAL_SEED, format_table, run_evaluate, summary_table
+from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
 from ..engine.methods import METHODS
 from .common import add_model_arguments, model_spec
 from .exits import EXIT_OK
@@ -14,14 +14,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
     add_model_arguments(p)  # the model must predict the scenes' classes (background, disc, square, triangle)
     p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
-    p.add_argument("--n", type=int, default=200, help="number of scenes (default: %(default)s)")
+    p.add_argument("--n", type=int, default=DEFAULT_N,
+                   help="number of scenes; each costs about 5 CPU-seconds with the default settings, the "
+                        "progress bar shows the time left (default: %(default)s)")
     p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="scene seed, not used in training (default: %(default)s)")
     p.add_argument("--classes", default=None, help=f"comma-separated names or ids (default: {DEFAULT_CLASSES})")
     p.add_argument("--steps", type=int, default=16, help="deletion/insertion steps T (default: %(default)s)")
     p.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in pixels (default: %(default)s)")
     p.add_argument("--context", action="store_true", help="also the context-only deletion/insertion AUCs")
-    p.add_argument("--batch-size", type=int, default=8, help="scenes per chunk (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                   help="scenes per chunk; the run's estimate is printed after the first (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
     p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

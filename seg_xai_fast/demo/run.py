@@ -9,7 +9,7 @@ from .model import demo_model
 from ..engine.explainer import Explainer
 from ..kernels import overlay
 from .scenes import CLASS_NAMES, synthetic_scenes
-from ..viz import color_labels, contact_sheet, save_png, to_frames
+from ..viz import color_labels, contact_sheet, label_legend, save_png, to_frames
 
 DEMO_LAYER = "decoder"  # the late decoder features that feed the 1×1 classifier
 
@@ -44,7 +44,8 @@ def run_demo(
             row.append(picture)
         rows.append(row)
     titles = ["image", "ground truth", "prediction"] + [f"{method}: {CLASS_NAMES[c]}" for c in res.classes]
-    sheet = save_png(contact_sheet(rows, titles), out_dir / "contact_sheet.png")
+    legend = label_legend(CLASS_NAMES)  # the colours of the truth and prediction columns
+    sheet = save_png(contact_sheet(rows, titles, legend=legend, colormap=colormap), out_dir / "contact_sheet.png")
     accuracy = (res.labels == truth).float().mean().item()
     return {"files": [str(f) for f in files], "contact_sheet": str(sheet), "seconds": seconds,
             "pixel_accuracy": accuracy, "classes": res.classes, "method": method}

@@ -11,6 +11,7 @@ predicted pixels (the Seg-Grad-CAM default), so each frame's map explains what t
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -57,12 +58,14 @@ class FrameExplainer:
     every class and picks the shown ones.
     """
 
-    def __init__(self, explainer, classes: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, explainer, classes: Optional[Sequence[int]] = None,
+                 class_names: Optional[Sequence[str]] = None) -> None:
         if not isinstance(explainer, (Explainer, OnnxExplainer)):
             raise TypeError(f"explainer must be an sx.Explainer or sx.OnnxExplainer, got {type(explainer).__name__}")
         self.explainer = explainer
         self.onnx = isinstance(explainer, OnnxExplainer)
         self.classes = None if classes is None else [int(c) for c in classes]
+        self.class_names = None if class_names is None else tuple(class_names)  # for the frames' labels
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images float [B,3,H,W] in [0,1] → (maps float32 [B,H,W] in [0,1], shown class int64 [B])."""
@@ -92,15 +95,49 @@ def to_images(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2).contiguous().float().div_(255)
 
 
-def overlay_maps(frames: torch.Tensor, maps: torch.Tensor, colormap: str = "jet", alpha: float = 0.5) -> torch.Tensor:
-    """frames uint8 [B,H,W,3], maps float [B,H,W] → overlaid uint8 [B,H,W,3] on the CPU (fused kernel)."""
-    return kernels.overlay(frames.to(maps.device), maps, colormap=colormap, alpha=alpha).cpu()
+def overlay_maps(frames: torch.Tensor, maps: torch.Tensor, colormap: str = "jet", alpha: float = 0.5,
+                 shown: Optional[torch.Tensor] = None, class_names: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """frames uint8 [B,H,W,3], maps float [B,H,W] → overlaid uint8 [B,H,W,3] on the CPU (fused kernel).
+
+    shown: int64 [B], the class each map explains: written in the top-left corner of its frame
+    (its name from `class_names`, else "class N"), so a viewer knows what the colours mean.
+    """
+    out = kernels.overlay(frames.to(maps.device), maps, colormap=colormap, alpha=alpha).cpu()
+    if shown is not None:
+        label_frames(out, shown, class_names)
+    return out
 
 
-def overlay_batch(frames: torch.Tensor, engine: FrameExplainer, colormap: str = "jet", alpha: float = 0.5):
-    """frames uint8 [B,H,W,3] (CPU) → (overlaid uint8 [B,H,W,3] on the CPU, shown class int64 [B])."""
+def label_frames(frames: torch.Tensor, shown: torch.Tensor, class_names: Optional[Sequence[str]] = None) -> None:
+    """Stamp each frame's class (int64 [B]) into the top-left corner of frames uint8 [B,H,W,3], in place."""
+    H, W = frames.shape[1:3]
+    size = max(10, min(32, H // 24))  # text height: readable from 240p to 4K
+    for b, c in enumerate(shown.tolist()):
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else None
+        label = _label_image(f"{name} ({c})" if name else f"class {c}", size)
+        h, w = min(label.shape[0], H), min(label.shape[1], W)
+        frames[b, :h, :w] = label[:h, :w]
+
+
+@lru_cache(maxsize=256)
+def _label_image(text: str, size: int) -> torch.Tensor:
+    """White `text` on black, uint8 [h,w,3]: rendered once per (text, size), then only copied."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    pad = max(2, size // 4)
+    picture = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0))
+    ImageDraw.Draw(picture).text((pad - left, pad - top), text, font=font, fill=(255, 255, 255))
+    return torch.from_numpy(np.asarray(picture).copy())
+
+
+def overlay_batch(frames: torch.Tensor, engine: FrameExplainer, colormap: str = "jet", alpha: float = 0.5,
+                  label: bool = True):
+    """frames uint8 [B,H,W,3] (CPU) → (overlaid uint8 [B,H,W,3] on the CPU, shown class int64 [B]);
+    `label`: each frame names its class in a corner (label_frames)."""
     maps, shown = engine(to_images(frames))
-    return overlay_maps(frames, maps, colormap, alpha), shown.cpu()
+    return overlay_maps(frames, maps, colormap, alpha, shown if label else None, engine.class_names), shown.cpu()
 
 
 def _as_frame(frame, index: int) -> torch.Tensor:
@@ -121,6 +158,8 @@ def overlay_stream(
     classes: Optional[Sequence[int]] = None,
     colormap: str = "jet",
     alpha: float = 0.5,
+    label: bool = True,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Iterator:
     """Overlay the explanation on every frame of any iterator of RGB frames (a webcam, a decoder).
 
@@ -128,16 +167,18 @@ def overlay_stream(
     Frames are explained `batch_size` at a time (a batch also ends where the frame size
     changes); each yields, in order, as the same kind it came as (numpy array or CPU tensor),
     uint8 [H,W,3]. The class shown per frame follows the module docstring's rule.
-    This generator works in the caller's thread; explain_video adds threads for file I/O.
+    `label`: each frame names the class it shows in its top-left corner (`class_names[c]` when
+    given, else "class c"). This generator works in the caller's thread; explain_video adds
+    threads for file I/O.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    engine = FrameExplainer(explainer, classes)
+    engine = FrameExplainer(explainer, classes, class_names)
     pending: list[torch.Tensor] = []
     as_numpy = True
 
     def flush():
-        out, _ = overlay_batch(torch.stack(pending), engine, colormap, alpha)
+        out, _ = overlay_batch(torch.stack(pending), engine, colormap, alpha, label)
         pending.clear()
         return [o.numpy() if as_numpy else o for o in out]
 
