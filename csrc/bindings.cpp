@@ -111,6 +111,25 @@ PYBIND11_MODULE(_core, m) {
     seeds_from_masks(masks, align_corners, out, make_exec(threads, stream));
   }, nogil, "Target seeds Up*(masks).", py::arg("masks"), py::arg("align_corners"), out_arg,
      threads_arg, stream_arg);
+  m.def("region_scores", [](Tv logits, Tv masks, Tv classes, const std::string& score, Tv labels,
+                            Tv out, int threads, Ptr stream) {
+    region_scores(logits, masks, classes, parse_score("region_scores", score), labels, out,
+                  make_exec(threads, stream));
+  }, nogil, "Region scores of all K classes on N perturbed outputs.", py::arg("logits"),
+     py::arg("masks"), py::arg("classes"), py::arg("score"), py::arg("reference_labels"), out_arg,
+     threads_arg, stream_arg);
+  m.def("scorecam_inputs", [](Tv image, Tv a, float eps, Tv out, int threads, Ptr stream) {
+    scorecam_inputs(image, a, eps, out, make_exec(threads, stream));
+  }, nogil, "Score-CAM inputs: image x minmax(upsample(A_c)) for a chunk of channels.",
+     py::arg("image"), py::arg("activations"), eps_arg, out_arg, threads_arg, stream_arg);
+  m.def("rise_inputs", [](Tv image, Tv grids, Tv shifts, Tv out, int threads, Ptr stream) {
+    rise_inputs(image, grids, shifts, out, make_exec(threads, stream));
+  }, nogil, "RISE inputs: image x mask_i, the masks generated from the grids on the fly.",
+     py::arg("image"), py::arg("grids"), py::arg("shifts"), out_arg, threads_arg, stream_arg);
+  m.def("rise_accumulate", [](Tv scores, Tv grids, Tv shifts, Tv out, int threads, Ptr stream) {
+    rise_accumulate(scores, grids, shifts, out, make_exec(threads, stream));
+  }, nogil, "Sum over masks of scores[i,k] * mask_i for every class, masks regenerated on the fly.",
+     py::arg("scores"), py::arg("grids"), py::arg("shifts"), out_arg, threads_arg, stream_arg);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();

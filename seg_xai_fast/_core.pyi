@@ -132,6 +132,48 @@ def seeds_from_masks(
 ) -> None:
     """Target seeds Up*(masks)."""
 
+def region_scores(
+    logits: TensorView,  # float32 [N,L,h,w]
+    masks: TensorView,  # float32 [K,h,w]
+    classes: TensorView,  # int64 [K]
+    score: str,  # "logit" | "probability" | "dice"
+    reference_labels: TensorView,  # int64 [h,w] (read for "dice" only)
+    out: TensorView,  # float32 [N,K]
+    threads: int,
+    stream: int,
+) -> None:
+    """Region scores of all K classes on N perturbed outputs."""
+
+def scorecam_inputs(
+    image: TensorView,  # float32 [3,H,W]
+    activations: TensorView,  # float32 [n,h,w]
+    eps: float,
+    out: TensorView,  # float32 [n,3,H,W]
+    threads: int,
+    stream: int,
+) -> None:
+    """Score-CAM inputs: image x minmax(upsample(A_c)) for a chunk of channels."""
+
+def rise_inputs(
+    image: TensorView,  # float32 [3,H,W]
+    grids: TensorView,  # float32 [N,s,s]
+    shifts: TensorView,  # int64 [N,2]
+    out: TensorView,  # float32 [N,3,H,W]
+    threads: int,
+    stream: int,
+) -> None:
+    """RISE inputs: image x mask_i, the masks generated from the grids on the fly."""
+
+def rise_accumulate(
+    scores: TensorView,  # float32 [N,K]
+    grids: TensorView,  # float32 [N,s,s]
+    shifts: TensorView,  # int64 [N,2]
+    out: TensorView,  # float32 [K,H,W]
+    threads: int,
+    stream: int,
+) -> None:
+    """Sum over masks of scores[i,k] * mask_i for every class, masks regenerated on the fly."""
+
 def build_info() -> dict[str, Any]:
     """How the core was built and what it finds now (see _backend.build_info).
 

@@ -27,4 +27,14 @@ void seeds_from_labels_cpu(const TensorView& labels, const TensorView& classes, 
 void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,
                           const Exec& exec);
 
+void region_scores_cpu(const TensorView& logits, const TensorView& masks, const TensorView& classes,
+                       Score score, const TensorView& reference_labels, const TensorView& out,
+                       const Exec& exec);
+void scorecam_inputs_cpu(const TensorView& image, const TensorView& activations, float eps,
+                         const TensorView& out, const Exec& exec);
+void rise_inputs_cpu(const TensorView& image, const TensorView& grids, const TensorView& shifts,
+                     const TensorView& out, const Exec& exec);
+void rise_accumulate_cpu(const TensorView& scores, const TensorView& grids,
+                         const TensorView& shifts, const TensorView& out, const Exec& exec);
+
 }  // namespace seg_xai::cpu

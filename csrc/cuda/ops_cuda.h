@@ -31,6 +31,17 @@ void seeds_from_labels_cuda(const TensorView& labels, const TensorView& classes,
 void seeds_from_masks_cuda(const TensorView& masks, bool align_corners, const TensorView& out,
                            const Exec& exec);
 
+void region_scores_cuda(const TensorView& logits, const TensorView& masks,
+                        const TensorView& classes, Score score,
+                        const TensorView& reference_labels, const TensorView& out,
+                        const Exec& exec);
+void scorecam_inputs_cuda(const TensorView& image, const TensorView& activations, float eps,
+                          const TensorView& out, const Exec& exec);
+void rise_inputs_cuda(const TensorView& image, const TensorView& grids, const TensorView& shifts,
+                      const TensorView& out, const Exec& exec);
+void rise_accumulate_cuda(const TensorView& scores, const TensorView& grids,
+                          const TensorView& shifts, const TensorView& out, const Exec& exec);
+
 // build_info_cuda.cu
 int runtime_version_cuda();  // CUDART_VERSION
 int device_count_cuda();     // 0 without driver or device; never throws

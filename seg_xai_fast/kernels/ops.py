@@ -526,11 +526,16 @@ def _perturb_fused(op: str, backend: str, device: torch.device, *dtypes: torch.d
     """_use_fused for an op of the perturbation family; a core built before these ops existed
     serves "auto" through the twins and makes "fused" an error naming the op."""
     fused = _use_fused(backend, device, *dtypes)
+    reason = None
     if fused and not hasattr(core, op):
-        if backend == "fused":
-            raise TypeError(f"backend='fused': the compiled core has no op {op!r}; rebuild it")
-        return False
-    return fused
+        reason = f"the compiled core has no op {op!r}; rebuild it"
+    elif fused and any(d != torch.float32 for d in dtypes):
+        reason = f"{op} runs float32 only, got {', '.join(str(d).replace('torch.', '') for d in dtypes)}"
+    if reason is None:
+        return fused
+    if backend == "fused":
+        raise TypeError(f"backend='fused': {reason}")
+    return False
 
 
 def _image(name: str, image) -> torch.Tensor:

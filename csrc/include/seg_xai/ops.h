@@ -101,6 +101,44 @@ void seeds_from_labels(const TensorView& labels, const TensorView& classes, bool
 void seeds_from_masks(const TensorView& masks, bool align_corners, const TensorView& out,
                       const Exec& exec);
 
+// ---- The perturbation family (csrc/perturbation.cpp): float32 only, on CPU and CUDA.
+
+enum class Score { Logit, Probability, Dice };
+Score parse_score(const char* op, const std::string& name);
+
+// Region scores of all K classes on N perturbed outputs of one image, in one pass:
+//   Logit: Σ_p M[k,p]·logits[n,classes[k],p]; Probability: Σ_p M[k,p]·softmax(logits[n,:,p])_k
+//   / Σ_p M[k,p] (0 for an empty region); Dice: 2ΣM·P·O / (ΣM·P + ΣM·O) with P = [argmax_n = k],
+//   O = [reference_labels = k] (1 when the denominator is 0).
+//   logits:           float32 [N,L,h,w]
+//   masks:            float32 [K,h,w]
+//   classes:          int64 [K] in [0, L)
+//   reference_labels: int64 [h,w] (read for Dice only)
+//   out:              float32 [N,K]
+void region_scores(const TensorView& logits, const TensorView& masks, const TensorView& classes,
+                   Score score, const TensorView& reference_labels, const TensorView& out,
+                   const Exec& exec);
+
+// Score-CAM inputs: out[i] = image × (U_i − min U_i) / (max U_i − min U_i + eps), U_i the bilinear
+// (align_corners=True) upsample of channel i to the image size.
+//   image:       float32 [3,H,W]
+//   activations: float32 [n,h,w]
+//   out:         float32 [n,3,H,W]
+void scorecam_inputs(const TensorView& image, const TensorView& activations, float eps,
+                     const TensorView& out, const Exec& exec);
+
+// RISE mask i at (y, x): the bilinear (align_corners=False) upsample of grids[i] to
+// ((s+1)·ceil(H/s), (s+1)·ceil(W/s)) read at (y + dy_i, x + dx_i); generated on the fly.
+//   image:  float32 [3,H,W];  grids: float32 [N,s,s];  shifts: int64 [N,2] (dy, dx)
+//   out:    float32 [N,3,H,W] = image × mask_i
+void rise_inputs(const TensorView& image, const TensorView& grids, const TensorView& shifts,
+                 const TensorView& out, const Exec& exec);
+
+// out[k] = Σ_i scores[i,k]·mask_i for all K classes; N×H×W masks are never stored.
+//   scores: float32 [N,K];  grids, shifts: as rise_inputs;  out: float32 [K,H,W]
+void rise_accumulate(const TensorView& scores, const TensorView& grids, const TensorView& shifts,
+                     const TensorView& out, const Exec& exec);
+
 // Build facts for _backend.build_info().
 struct BuildInfo {
   std::string version;           // package version baked in at build time
