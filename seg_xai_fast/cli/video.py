@@ -19,7 +19,8 @@ def register(subparsers) -> None:
         description="Decode INPUT, explain every frame (the class covering the most pixels, background only "
                     "when nothing else is predicted, unless --classes), overlay the maps and encode OUTPUT "
                     "(H.264 when available). The last line printed is 'frames=N fps=F'. Exit status: 0 done, "
-                    "2 unusable input or arguments, 130 interrupted (a playable partial OUTPUT is kept).")
+                    "2 unusable input or arguments, 130 interrupted (the playable partial output is kept beside "
+                    "OUTPUT as NAME.partial.EXT).")
     p.add_argument("input", metavar="INPUT", help="a video file FFmpeg can read")
     p.add_argument("output", metavar="OUTPUT", help=f"the video to write ({', '.join(CONTAINERS)})")
     add_model_arguments(p, onnx=True)
