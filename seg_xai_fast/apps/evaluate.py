@@ -29,7 +29,7 @@ from ..viz import save_png
 EVAL_SEED = 4242  # scenes never seen in training (train seeds >= 1_000_000, validation 7, test 20240)
 DEFAULT_CLASSES = "disc,square,triangle"  # object classes; background makes the pointing games trivial
 CONTEXT_KEYS = ("context_deletion_auc", "context_insertion_auc")
-# About 5 CPU-seconds a scene with the defaults (2 methods, 128², 16 steps): 12 scenes take about a
+# About 6 CPU-seconds a scene with the defaults (2 methods, 128², 16 steps): 12 scenes take about a
 # minute on 2 cores; chunks of 4 give the run's estimate early (metrics.evaluate's progress).
 DEFAULT_N, DEFAULT_BATCH = 12, 4
 

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     add_model_arguments(p)  # the model must predict the scenes' classes (background, disc, square, triangle)
     p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
     p.add_argument("--n", type=int, default=DEFAULT_N,
-                   help="number of scenes; each costs about 5 CPU-seconds with the default settings, the "
+                   help="number of scenes; each costs about 6 CPU-seconds with the default settings, the "
                         "progress bar shows the time left (default: %(default)s)")
     p.add_argument("--size", type=int, default=128, help="scene size in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="scene seed, not used in training (default: %(default)s)")
