@@ -1,8 +1,7 @@
 """Model specs for the command line: the bundled demo model, torchvision architectures, files.
 
-One loading path for every command: `load_model(spec, weights, num_classes)`. A ModelSpec is the
-spec string carrying --weights and --num-classes along, so code that only hands the spec on (a
-batch job, the video pipeline) passes them unchanged.
+One loading path for every command: `load_model(spec, weights, num_classes)`; the commands
+pass --weights and --num-classes through to it (cli/common.py).
 """
 from __future__ import annotations
 
@@ -25,28 +24,6 @@ class LoadedModel:
     name: str
     class_names: Optional[tuple] = None
     image_size: int = 256  # a sensible input size for demos and benchmarks
-
-
-class ModelSpec(str):
-    """A model spec ("demo" | "torchvision:NAME" | model.pt | model.onnx) with the --weights file
-    and --num-classes that go with it; everywhere else it is the plain spec string."""
-
-    def __new__(cls, spec: str, weights: Optional[str] = None, num_classes: Optional[int] = None):
-        obj = super().__new__(cls, spec)
-        obj.weights, obj.num_classes = weights, num_classes
-        return obj
-
-    def __reduce__(self):  # pickles (e.g. to Ray workers) with its options
-        return (ModelSpec, (str(self), self.weights, self.num_classes))
-
-
-def model_options(spec: str, weights: Optional[str] = None, num_classes: Optional[int] = None):
-    """(weights, num_classes) for `spec`: the arguments given, else those a ModelSpec carries."""
-    if weights is None:
-        weights = getattr(spec, "weights", None)
-    if num_classes is None:
-        num_classes = getattr(spec, "num_classes", None)
-    return weights, num_classes
 
 
 # Default target layers of torchvision's segmentation architectures: the input of the final
@@ -74,10 +51,8 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: O
     architecture, random-initialised unless `weights` names a state-dict file; nothing is
     downloaded), or a path to a whole model saved with torch.save (``.pt``/``.pth``).
     num_classes: the class count of torchvision:NAME; default: read from `weights` (its final
-    classifier), else 21. A ModelSpec's own weights/num_classes apply when these are None.
+    classifier), else 21.
     """
-    weights, num_classes = model_options(spec, weights, num_classes)
-    spec = str(spec)
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes (--num-classes) must be a positive int, got {num_classes!r}")
     if spec.startswith("torchvision:"):

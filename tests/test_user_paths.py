@@ -157,9 +157,9 @@ def test_class_count_is_read_from_the_checkpoint(checkpoints):
     assert model_logits(loaded.model, torch.rand(1, 3, 32, 32)).shape[1] == 5
     with pytest.raises(ValueError, match="--num-classes 3 does not fit.*has 5 classes"):
         models.load_model(LRASPP, weights=checkpoints["lraspp5"], num_classes=3)
-    # A random model of another class count, and a ModelSpec carrying the options through make_explainer.
+    # A random model of another class count, and the options passed through make_explainer.
     assert model_logits(models.load_model(LRASPP, num_classes=3).model, torch.rand(1, 3, 32, 32)).shape[1] == 3
-    choice = make_explainer(models.ModelSpec(LRASPP, weights=checkpoints["lraspp5"]), runtime="torch")
+    choice = make_explainer(LRASPP, weights=checkpoints["lraspp5"], runtime="torch")
     assert choice.explainer(torch.rand(1, 3, 32, 32)).maps.shape[1] == 5
 
 

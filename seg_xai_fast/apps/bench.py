@@ -154,12 +154,18 @@ def run_bench(
     peer_repeats: int = 2,
     chart: Optional[str] = None,
     log: Callable[[str], None] = print,
+    weights: Optional[str] = None,
+    model_classes: Optional[int] = None,
 ) -> list[dict]:
-    """Run the comparison; print a table through `log`; return its rows; draw `chart` (PNG) if given."""
+    """Run the comparison; print a table through `log`; return its rows; draw `chart` (PNG) if given.
+
+    num_classes: explain the first N classes (None: all); weights, model_classes: the model's
+    state dict and class count (models.load_model's weights and num_classes).
+    """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     peer_repeats = min(peer_repeats, repeats)  # the peer never gets more samples than we do
-    loaded = load_model(model_spec)
+    loaded = load_model(model_spec, weights=weights, num_classes=model_classes)
     model, layer = loaded.model, require_layer(loaded, layer)
     size = size or loaded.image_size
     torch.manual_seed(0)

@@ -62,14 +62,16 @@ def run_evaluate(
     batch_size: int = DEFAULT_BATCH,
     out: Optional[str] = None,
     progress: bool = True,
+    weights: Optional[str] = None,
+    num_classes: Optional[int] = None,
 ) -> dict:
     """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `metrics.evaluate`'s dict
-    plus "_meta" (settings, seconds, files written). `model`: a model spec (models.load_model; a ModelSpec
-    carries --weights and --num-classes) whose classes are the scenes' CLASS_NAMES. `classes`: names or ids
+    plus "_meta" (settings, seconds, files written). `model`, `weights`, `num_classes`: as models.load_model's;
+    the model's classes are the scenes' CLASS_NAMES. `classes`: names or ids
     (None: the object classes)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    loaded = load_model(model)
+    loaded = load_model(model, weights=weights, num_classes=num_classes)
     layer = require_layer(loaded, layer)
     ids = _class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
     images, truth = synthetic_scenes(n, seed=seed, size=size)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..apps.bench import run_bench
-from .common import add_model_arguments, model_spec
+from .common import add_model_arguments
 from .exits import EXIT_OK
 
 
@@ -20,6 +20,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run_bench(model_spec(args), methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
+    run_bench(args.model, weights=args.weights, model_classes=args.num_classes, methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
               repeats=args.repeats, peer=not args.no_peer, chart=args.chart)
     return EXIT_OK

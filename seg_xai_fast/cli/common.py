@@ -1,7 +1,7 @@
 """What several commands share: the model arguments (--model, --weights, --num-classes, --layer)."""
 from __future__ import annotations
 
-from ..models import ModelSpec
+from ..models import LoadedModel, load_model
 
 
 def add_model_arguments(parser, onnx: bool = False, positional: bool = False, layer_help: str = "") -> None:
@@ -24,6 +24,11 @@ def add_model_arguments(parser, onnx: bool = False, positional: bool = False, la
                                            "(default: the model's)")
 
 
-def model_spec(args) -> ModelSpec:
-    """The model the arguments name, with its --weights and --num-classes (models.ModelSpec)."""
-    return ModelSpec(args.model, weights=args.weights, num_classes=args.num_classes)
+def model_options(args) -> dict:
+    """--weights and --num-classes as keyword arguments of load_model / make_explainer / the apps."""
+    return {"weights": args.weights, "num_classes": args.num_classes}
+
+
+def load_model_of(args) -> LoadedModel:
+    """The model the arguments name (--model, --weights, --num-classes)."""
+    return load_model(args.model, **model_options(args))

@@ -6,7 +6,7 @@ import sys
 
 from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
 from ..engine.methods import METHODS
-from .common import add_model_arguments, model_spec
+from .common import add_model_arguments, model_options
 from .exits import EXIT_OK
 
 
@@ -36,7 +36,7 @@ def run(args) -> int:
     if not names:
         raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
-    results = run_evaluate(model_spec(args), args.layer, names, n=args.n, size=args.size, seed=args.seed, classes=classes,
+    results = run_evaluate(args.model, args.layer, names, **model_options(args), n=args.n, size=args.size, seed=args.seed, classes=classes,
                            steps=args.steps, tolerance=args.tolerance, context=args.context,
                            batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
     meta = results["_meta"]

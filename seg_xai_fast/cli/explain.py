@@ -7,7 +7,7 @@ from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
 from ..engine.methods import METHODS
 from ..runtimes.choice import RUNTIMES
-from .common import add_model_arguments, model_spec
+from .common import add_model_arguments, model_options
 from .exits import EXIT_FAILURES, EXIT_OK
 
 
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     cfg = JobConfig(
-        inputs=args.inputs, out=args.out, model=model_spec(args), layer=args.layer, method=args.method,
+        inputs=args.inputs, out=args.out, model=args.model, **model_options(args), layer=args.layer, method=args.method,
         classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
         map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
         force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,

@@ -5,9 +5,9 @@ import json
 
 import torch
 
-from ..models import load_model, require_layer
+from ..models import require_layer
 from ..runtimes.export import EXPORTERS, METADATA_KEY, export_onnx
-from .common import add_model_arguments, model_spec
+from .common import add_model_arguments, load_model_of
 from .exits import EXIT_OK
 
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.size is not None and len(args.size) not in (1, 2):
         raise ValueError(f"--size takes S or H W, got {args.size}")
-    loaded = load_model(model_spec(args))
+    loaded = load_model_of(args)
     layer = require_layer(loaded, args.layer)
     h, w = (args.size * 2)[:2] if args.size else (loaded.image_size, loaded.image_size)
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))

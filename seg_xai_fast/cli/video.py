@@ -9,7 +9,7 @@ from ..engine.methods import METHODS
 from ..errors import VideoError
 from ..kernels.colormaps import COLORMAP_NAMES
 from ..runtimes.choice import RUNTIMES
-from .common import add_model_arguments, model_spec
+from .common import add_model_arguments, model_options
 from .exits import EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -44,8 +44,8 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise VideoError(f"--batch-size must be a positive int, got {args.batch_size}")
-    summary = run_video(args.input, args.output, model=model_spec(args), runtime=args.runtime, layer=args.layer,
-                        method=args.method, classes=args.classes, weights=args.weights, batch_size=args.batch_size,
+    summary = run_video(args.input, args.output, model=args.model, **model_options(args), runtime=args.runtime, layer=args.layer,
+                        method=args.method, classes=args.classes, batch_size=args.batch_size,
                         colormap=args.colormap, alpha=args.alpha, progress=not args.no_progress, log=log)
     for line in summary.lines():
         print(line)

@@ -18,7 +18,7 @@ from .._version import __version__
 from ..demo.model import WEIGHTS_PATH
 from ..engine.explainer import Explainer
 from ..engine.methods import get_method
-from ..models import load_model, model_options, require_layer
+from ..models import load_model, require_layer
 from .export import FORMAT_VERSION, export_onnx
 from .onnx_explainer import OnnxExplainer, import_onnxruntime
 
@@ -87,14 +87,13 @@ def make_explainer(
     "onnxruntime" exports the PyTorch model once to the cache (cache_dir(), key cache_key()) and
     explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when it is
     installed and can serve the method at this layer (a linear head, or eigencam), else torch.
-    `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model (a
-    ModelSpec carries its own).
+    `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     method = get_method(method).name
     if model_spec.endswith(".onnx"):
-        if any(model_options(model_spec, weights, num_classes)):
+        if weights is not None or num_classes is not None:
             raise ValueError(f"model {model_spec!r} is an ONNX file with its weights inside: --weights and "
                              "--num-classes do not apply")
         if runtime == "torch":
@@ -104,11 +103,10 @@ def make_explainer(
             raise ValueError(f"{model_spec!r} was exported for layer {explainer.layer_name!r}, got --layer {layer!r}: "
                              "export the model again for that layer")
         return RuntimeChoice(explainer, "onnxruntime", Path(model_spec).stem, explainer.layer_name)
-    weights, num_classes = model_options(model_spec, weights, num_classes)
     loaded = load_model(model_spec, weights=weights, num_classes=num_classes)
     layer = require_layer(loaded, layer)
     # Resolves (and so checks) the layer before anything is exported or logged.
-    explainer = Explainer(loaded.model, layer, method)
+    explainer = Explainer(loaded.model, layer, method, class_names=loaded.class_names)
     layer = explainer.layer_name
     note = ""
     if runtime != "torch":

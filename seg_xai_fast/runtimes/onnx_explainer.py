@@ -276,7 +276,7 @@ class OnnxExplainer:
                                       labels=labels, resolution=resolution)
         else:
             res = explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend,
-                                labels=labels, resolution=resolution)
+                                labels=labels, resolution=resolution, masks=masks)  # masks checked as for every method
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 

@@ -47,6 +47,8 @@ class JobConfig:
     inputs: list
     out: str
     model: str = "demo"
+    weights: Optional[str] = None  # state dict for torchvision:NAME (models.load_model)
+    num_classes: Optional[int] = None  # class count of torchvision:NAME; None: from the weights, else 21
     layer: Optional[str] = None
     method: str = "gradcam"
     classes: Optional[str] = None  # "1,3" or class names; None: every class
@@ -137,7 +139,7 @@ def prepare(cfg: JobConfig) -> Prepared:
         raise UsageError("--runtime onnxruntime runs on the CPU: use --device cpu, or --runtime torch on the GPU")
     workers = _workers(cfg)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) - workers)
-    choice = make_choice(cfg.model, cfg.layer, method, runtime, threads)
+    choice = make_choice(cfg.model, cfg.layer, method, runtime, threads, cfg.weights, cfg.num_classes)
     if choice.runtime == "onnxruntime":
         device = torch.device("cpu")
     classes = parse_class_spec(cfg.classes, choice.class_names)
@@ -165,10 +167,11 @@ def _workers(cfg: JobConfig) -> int:
     return min(2, os.cpu_count() or 1) if cfg.workers is None else cfg.workers
 
 
-def make_choice(model: str, layer: Optional[str], method: str, runtime: str, threads: Optional[int] = None):
+def make_choice(model: str, layer: Optional[str], method: str, runtime: str, threads: Optional[int] = None,
+                weights: Optional[str] = None, num_classes: Optional[int] = None):
     """runtimes.make_explainer with its errors turned into UsageErrors naming the option."""
     try:
-        return make_explainer(model, layer, method, runtime, threads=threads)
+        return make_explainer(model, layer, method, runtime, threads=threads, weights=weights, num_classes=num_classes)
     except FileNotFoundError as err:
         raise UsageError(f"--model: {err}") from None
     except ImportError as err:

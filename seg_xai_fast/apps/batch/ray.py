@@ -35,9 +35,11 @@ class _ExplainActor:
     """A Ray Data actor: model + explainer loaded once; __call__ explains a batch of paths."""
 
     def __init__(self, root: str, header: dict, model_spec: str, overlays: bool, map_resolution: str,
-                 max_pixels: int, decode_threads: int = 4) -> None:
+                 max_pixels: int, decode_threads: int = 4, weights: Optional[str] = None,
+                 num_classes: Optional[int] = None) -> None:
         # One thread per actor: each actor holds one CPU of the cluster.
-        choice = make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1)
+        choice = make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1,
+                             weights=weights, num_classes=num_classes)
         digest = choice_digest(choice, model_spec)
         if digest != header["model_digest"]:  # e.g. another model.pt at the same path on this node
             raise RuntimeError(f"model {model_spec!r} on this node has digest {digest}, "
@@ -141,7 +143,8 @@ def run_on_ray(cfg: JobConfig, prep: Prepared) -> Summary:
             # The header's model: a file's absolute path (the actors' working directory is Ray's).
             fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=prep.header["model"],
                                        overlays="overlays" in prep.save, map_resolution=cfg.map_resolution,
-                                       max_pixels=cfg.max_pixels),
+                                       max_pixels=cfg.max_pixels, num_classes=cfg.num_classes,
+                                       weights=cfg.weights and os.path.abspath(cfg.weights)),
             compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,
         )
         start = time.perf_counter()

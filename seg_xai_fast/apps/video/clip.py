@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...demo.model import DemoSegNet, demo_model
-from ...demo.scenes import synthetic_scenes
+from ...demo.scenes import CLASS_NAMES, synthetic_scenes
 from ...engine.explainer import Explainer
 from .io import write_clip
 from .pipeline import explain_video
@@ -42,7 +42,8 @@ def write_demo_video(
         torch.manual_seed(seed)
         model, model_name = DemoSegNet().eval(), "demo (untrained: weights file missing)"
     overlay = out_dir / f"scenes_{method}.mp4"
-    summary = explain_video(clip, overlay, Explainer(model, "decoder", method), batch_size=8, colormap=colormap,
+    summary = explain_video(clip, overlay, Explainer(model, "decoder", method), batch_size=8, class_names=CLASS_NAMES,
+                            colormap=colormap,
                             progress=progress)
     return {"clip": str(clip), "overlay": str(overlay), "summary": summary, "model": model_name}
 

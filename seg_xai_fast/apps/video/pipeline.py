@@ -218,8 +218,8 @@ class _Overlayer(_Stage):
 
     def step(self, item):
         frames, state = item
-        maps, _ = self.engine.explain(state)
-        return overlay_maps(frames, maps, self.colormap, self.alpha).numpy()
+        maps, shown = self.engine.explain(state)  # each frame is labelled with the class it shows
+        return overlay_maps(frames, maps, self.colormap, self.alpha, shown, self.engine.class_names).numpy()
 
 
 class _Encoder(_Stage):
@@ -302,6 +302,7 @@ def explain_video(
     *,
     batch_size: int = 4,
     classes: Optional[Sequence[int]] = None,
+    class_names: Optional[Sequence[str]] = None,
     colormap: str = "jet",
     alpha: float = 0.5,
     progress: bool = True,
@@ -311,6 +312,7 @@ def explain_video(
     """Write `output`: every frame of `input` with its explanation overlaid (see the module docstring).
 
     explainer: sx.Explainer or sx.OnnxExplainer. queue_batches: batches each queue holds.
+    class_names: names of the model's classes, for the label on each frame ("class N" without).
     opened: (container, stream) from open_input(input), to reuse one already open.
     Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
     interrupted=True after finishing the partial output.
@@ -320,7 +322,7 @@ def explain_video(
     colormap_lut(colormap)  # an unknown colormap fails here, before any work
     input = str(input)
     output = _check_output(input, output)
-    engine = FrameExplainer(explainer, classes)
+    engine = FrameExplainer(explainer, classes, class_names)
     container, stream = opened or open_input(input)
     width, height = stream.codec_context.width, stream.codec_context.height
     out_w, out_h = width - width % 2, height - height % 2  # 4:2:0 chroma needs even sizes
@@ -433,6 +435,7 @@ def run_video(
     method: str = "gradcam",
     classes: Optional[str] = None,
     weights: Optional[str] = None,
+    num_classes: Optional[int] = None,
     batch_size: int = 8,
     colormap: str = "jet",
     alpha: float = 0.5,
@@ -445,9 +448,11 @@ def run_video(
     container, stream = open_input(input)
     try:
         size = (stream.codec_context.height, stream.codec_context.width)
-        choice = make_explainer(model, layer, method, runtime, weights=weights, image_size=size, log=log)
+        choice = make_explainer(model, layer, method, runtime, weights=weights, num_classes=num_classes,
+                                image_size=size, log=log)
         class_ids = parse_class_spec(classes, choice.class_names)
         summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
+                                class_names=choice.class_names,
                                 colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream))
     except BaseException:
         container.close()
