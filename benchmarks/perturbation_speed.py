@@ -1,0 +1,129 @@
+"""Perturbation methods: all classes from one set of perturbed forwards, against the peer's one
+call per class and against the floor (the same perturbed forwards with no explanation work).
+
+LRASPP-MobileNetV3 (random init), one 160×160 image, 21 classes each with its own box region,
+target layer backbone.6 (40 channels):
+- scorecam / ablationcam for all 21 classes vs grad-cam 1.5.7's ScoreCAM / AblationCAM called
+  once per class (21 calls) and vs the floor: the 40 perturbed forwards (batch 32) alone;
+- rise with 1000 masks vs the floor: its 1000 forwards (batch 32) on precomputed inputs.
+Timings alternate between the rows of one comparison in one run; medians are printed.
+
+    python benchmarks/perturbation_speed.py [--repeats 3] [--size 160] [--masks 1000] [--peer-repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision.models.segmentation as tvseg
+
+import seg_xai_fast as sx
+from seg_xai_fast.engine.perturbation import rise_grids
+from seg_xai_fast.kernels import reference
+
+
+class _OutOnly(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)["out"]
+
+
+def _boxes(classes, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(1, classes, size, size)
+    for k in range(classes):
+        y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
+        masks[0, k, y0:y0 + h, x0:x0 + w] = 1.0
+    return masks
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _forwards(model, inputs, batch):
+    with torch.no_grad():
+        for lo in range(0, inputs.shape[0], batch):
+            model(inputs[lo:lo + batch])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--masks", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--peer-repeats", type=int, default=1)
+    args = ap.parse_args()
+
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    torch.manual_seed(0)
+    model = tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).eval()
+    layer = "backbone.6"
+    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    K = 21
+    masks = _boxes(K, args.size)
+    with torch.no_grad():
+        acts = []
+        h = model.get_submodule(layer).register_forward_hook(lambda m, i, o: acts.append(o))
+        model(image)
+        h.remove()
+    A = acts[0]
+    C = A.shape[1]
+    print(f"LRASPP-MobileNetV3 (random init), {args.size}x{args.size}, {K} classes with box regions, "
+          f"layer {layer} ({C} channels), torch threads {torch.get_num_threads()}")
+
+    targets = [SemanticSegmentationTarget(k, masks[0, k].numpy()) for k in range(K)]
+    wrapped = _OutOnly(model)
+
+    def peer(cls):
+        cam = cls(model=wrapped, target_layers=[model.get_submodule(layer)])
+        if cls is pgc.ScoreCAM:
+            cam.batch_size = 32  # the same forwards per batch as ours and the floor
+        for t in targets:
+            cam(input_tensor=image, targets=[t])
+
+    rows = []
+    for method, peer_cls in (("scorecam", pgc.ScoreCAM), ("ablationcam", pgc.AblationCAM)):
+        ex = sx.Explainer(model, layer, method)
+        if method == "scorecam":
+            perturbed = reference.scorecam_inputs(image[0], A[0])  # [C,3,H,W]
+        else:  # ablated forwards: the image C times (the layer swap itself costs nothing here)
+            perturbed = image.expand(C, -1, -1, -1).contiguous()
+        ex(image, masks=masks)  # warm-up
+        ours, floor = [], []
+        for _ in range(args.repeats):
+            ours.append(_timed(lambda: ex(image, masks=masks)))
+            floor.append(_timed(lambda: _forwards(wrapped, perturbed, 32)))
+        peer_t = [_timed(lambda: peer(peer_cls)) for _ in range(args.peer_repeats)]
+        o, f, p = statistics.median(ours), statistics.median(floor), statistics.median(peer_t)
+        rows.append((method, o, f, p))
+        print(f"{method:12s} ours {o * 1e3:8.1f} ms | floor ({C} forwards) {f * 1e3:8.1f} ms | "
+              f"grad-cam ({K} calls) {p * 1e3:9.1f} ms | ours/floor {o / f:5.2f}x | grad-cam/ours {p / o:6.1f}x")
+
+    # RISE: its N forwards on precomputed inputs vs the whole method (mask generation, scores of
+    # all classes, accumulation).
+    N = args.masks
+    ex = sx.Explainer(model, None, "rise", options={"n_masks": N, "batch_size": 32})
+    grids, shifts = rise_grids(N, 7, 0.5, 0, (args.size, args.size))
+    ours, floor = [], []
+    for _ in range(args.repeats):
+        ours.append(_timed(lambda: ex(image, masks=masks)))
+        perturbed = reference.rise_inputs(image[0], grids, shifts)  # outside the timed floor
+        floor.append(_timed(lambda: _forwards(wrapped, perturbed, 32)))
+        del perturbed
+    o, f = statistics.median(ours), statistics.median(floor)
+    print(f"{'rise':12s} ours {o * 1e3:8.1f} ms | floor ({N} forwards) {f * 1e3:8.1f} ms | ours/floor {o / f:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
