@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from .demo.model import demo_model
 from .demo.scenes import CLASS_NAMES
+from .hub import load_hub_model
 
 
 @dataclass
@@ -42,6 +43,8 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: i
     """
     if spec == "demo":
         return LoadedModel(demo_model(), "decoder", "demo", CLASS_NAMES, 160)
+    if spec.startswith(("hf:", "smp:")):  # Hugging Face / segmentation-models-pytorch: hub.py
+        return LoadedModel(*load_hub_model(spec, weights, num_classes))
     if spec.startswith("torchvision:"):
         import torchvision.models.segmentation as tvseg
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .. import kernels
+from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, resolve_layer, select_output
 from .checks import check_classes, check_images, check_resolution
@@ -48,6 +49,11 @@ class Explainer:
     gradient_path: "auto" (closed form when the target layer feeds a linear head, verified on the
     first call; autograd otherwise), "analytic" (require the closed form) or "autograd".
     After a call, ``explainer.gradient_path`` reports the path used: "analytic" or "autograd".
+    reshape: None (token layers [B,N,C] and channels-last [B,h,w,C] are reshaped to [B,C,h,w]
+    automatically, see adapters.infer_reshape) or a callable with pytorch-grad-cam's
+    reshape_transform signature (the layer's output → [B,C,h,w], a linear rearrangement).
+    A Hugging Face model is wrapped with ``sx.as_segmenter`` (logits at the input's resolution);
+    ``explainer.model`` is then the wrapper, the model itself is unchanged.
 
     The model is left as found: hooks are removed after every call (also on errors), and
     ``requires_grad`` flags and train/eval mode are restored.
@@ -65,10 +71,13 @@ class Explainer:
         class_chunk: Optional[int] = None,
         vjp: str = "loop",
         gradient_path: str = "auto",
+        reshape=None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"reshape must be None or a callable (layer output → [B,C,h,w]), got {type(reshape).__name__}")
+        self.reshape = reshape
         self.method = get_method(method).name
         if isinstance(target_layer, str) and target_layer.endswith(":input"):
             target_layer = InputOf(target_layer[: -len(":input")])
@@ -76,6 +85,7 @@ class Explainer:
         self.layer_name, self.target_layer = resolve_layer(model, target_layer.layer if self.use_input else target_layer)
         if self.use_input:
             self.layer_name = f"{self.layer_name}:input"
+        self.model = as_segmenter(model, output_key) if needs_adapter(model) else model
         if backend not in ("auto", "fused", "torch"):
             raise ValueError(f"backend must be 'auto', 'fused' or 'torch', got {backend!r}")
         if vjp not in ("loop", "batched"):
@@ -210,7 +220,8 @@ class Explainer:
 
     def capture(self, leaf: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
-        return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf)
+        return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
+                              reshape=self.reshape)
 
     def _check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device."""
