@@ -15,6 +15,7 @@ from . import metrics
 from .apps.batch import load_explanation
 from .apps.video import overlay_stream, write_demo_video
 from .demo import CLASS_NAMES, demo_model, synthetic_scenes
+from .engine.adapters import as_segmenter
 from .engine import Box, Component, Explainer, Explanation, ForwardPass, InputOf, Pixel, upsample_maps
 from .engine.methods import methods
 from .kernels import cam_from_gradients, overlay
@@ -31,6 +32,7 @@ __all__ = [
     "OnnxExplainer",
     "Pixel",
     "__version__",
+    "as_segmenter",
     "build_info",
     "cam_from_gradients",
     "demo_model",

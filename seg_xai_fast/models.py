@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from .demo.model import demo_model
 from .demo.scenes import CLASS_NAMES
+from .hub import load_hub_model
 
 
 @dataclass
@@ -55,6 +56,8 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: O
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes (--num-classes) must be a positive int, got {num_classes!r}")
+    if spec.startswith(("hf:", "smp:")):  # Hugging Face / segmentation-models-pytorch: hub.py
+        return LoadedModel(*load_hub_model(spec, weights, num_classes))
     if spec.startswith("torchvision:"):
         return _torchvision(spec.split(":", 1)[1], weights, num_classes)
     if weights is not None or num_classes is not None:

@@ -20,7 +20,7 @@ LAYERS = [
     {"_version", "_core", "errors", "fileio"},
     {"kernels"},
     {"demo", "engine", "viz"},
-    {"runtimes", "models", "metrics"},
+    {"runtimes", "models", "hub", "metrics"},
     {"apps"},
     {"cli"},
 ]

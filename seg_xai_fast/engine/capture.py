@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .adapters import layer_activations, output_hint
 from .analytic import FOLDABLE, LinearHead, fold_chain, is_linear_conv
 
 
@@ -56,7 +57,8 @@ def select_output(output, key: str, batch: int) -> torch.Tensor:
     """The logits [B,L,H,W] inside the model's output (a Tensor, a dict or a tuple/list)."""
     if isinstance(output, dict):
         if key not in output:
-            raise ValueError(f"the model returned a dict without output_key {key!r}; keys: {sorted(output)}")
+            raise ValueError(f"the model returned a dict without output_key {key!r}; keys: {sorted(output)}"
+                             + output_hint(output))
         output = output[key]
     elif isinstance(output, (tuple, list)):
         if not output:
@@ -65,7 +67,7 @@ def select_output(output, key: str, batch: int) -> torch.Tensor:
     if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != batch:
         got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ValueError(
-            f"the model output is not a segmentation map: expected logits [B={batch},L,H,W], got {got}"
+            f"the model output is not a segmentation map: expected logits [B={batch},L,H,W], got {got}{output_hint(output)}"
         )
     return output
 
@@ -146,21 +148,27 @@ class ForwardCapture:
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module, layer_name: str, use_input: bool = False,
-                 leaf: bool = False) -> None:
+                 leaf: bool = False, reshape=None) -> None:
         self.model, self.layer, self.layer_name = model, layer, layer_name
+        self.reshape = reshape  # token / channels-last layers: see adapters.layer_activations
+        self.image_size: Optional[tuple] = None
         self.use_input, self.make_leaf = use_input, leaf
         self.handles: list = []
         self.leaf: Optional[torch.Tensor] = None
         self.calls = 0
-        self.latest_by_channels: dict[int, torch.Tensor] = {}
+        self.latest_by_channels: dict[int, list] = {}  # channel count → tensors, oldest first
         self.fed_by_leaf: list = []  # (tensor computed from A by foldable modules only, their chain)
         self.convs: list = []  # (1×1 conv fed by such a tensor, the chain before it)
+        self.upsampled: list = []  # outputs of nn.Upsample modules, skipped as z candidates
 
     def __enter__(self):
+        self.handles.append(self.model.register_forward_pre_hook(self._on_input))
+        # prepend: hooks installed by the model itself (Hugging Face's output recorders, added on its
+        # first forward) must see the leaf, or the paths through what they record miss the gradient
         if self.use_input:
-            self.handles.append(self.layer.register_forward_pre_hook(self._on_target_input))
+            self.handles.append(self.layer.register_forward_pre_hook(self._on_target_input, prepend=True))
         else:
-            self.handles.append(self.layer.register_forward_hook(self._on_target))
+            self.handles.append(self.layer.register_forward_hook(self._on_target, prepend=True))
         if self.make_leaf:
             for module in self.model.modules():
                 if module is not self.model and (self.use_input or module is not self.layer):
@@ -172,7 +180,17 @@ class ForwardCapture:
             handle.remove()
         self.handles.clear()
 
+    def _on_input(self, module, inputs):
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
+            self.image_size = tuple(inputs[0].shape[-2:])  # the grid of token layers follows from it
+
     def _capture(self, tensor, what: str) -> torch.Tensor:
+        if isinstance(tensor, torch.Tensor):  # tokens / channels-last → A [B,C,h,w] (adapters.py)
+            activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf)
+            if feed is not None or activations is not tensor:
+                self.calls += 1
+                self.leaf, self.fed_by_leaf = activations, []
+                return feed if feed is not None else tensor
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
             got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got {got}")
@@ -182,6 +200,9 @@ class ForwardCapture:
         return self.leaf
 
     def _on_target(self, module, inputs, output):
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):  # Hugging Face layers
+            leaf = self._capture(output[0], "output")
+            return (leaf,) + output[1:] if self.make_leaf else None
         leaf = self._capture(output, "output")
         return leaf if self.make_leaf else None
 
@@ -192,7 +213,12 @@ class ForwardCapture:
     def _on_module(self, module, inputs, output):
         if not isinstance(output, torch.Tensor) or output.ndim != 4 or not output.requires_grad:
             return
-        self.latest_by_channels[output.shape[1]] = output
+        if isinstance(module, nn.Upsample) or any(output is t for t in self.upsampled) or (inputs and output is inputs[0]):
+            # an upsample module (DPT, smp heads), a container returning its output, or an identity:
+            # z is the tensor before it
+            self.upsampled.append(output)
+            return
+        self.latest_by_channels.setdefault(output.shape[1], []).append(output)
         source = inputs[0] if inputs else None
         chain = next((c for t, c in self.fed_by_leaf if t is source), None)
         if chain is None:
@@ -218,9 +244,11 @@ class ForwardCapture:
         If the logits are F.interpolate(z, bilinear) of a tensor z seen during the forward, start
         from z (seeds Up*(M)); otherwise from the logits themselves (seeds M).
         """
-        z = self.latest_by_channels.get(logits.shape[1])
-        if z is not None and z is not logits and z.shape[-2:] != logits.shape[-2:]:
-            size = tuple(logits.shape[-2:])
+        size = tuple(logits.shape[-2:])
+        # latest first: an auxiliary head computed after the main one (DPT's) is passed over
+        for z in reversed(self.latest_by_channels.get(logits.shape[1], [])[-4:]):
+            if z is logits or z.shape[-2:] == size:
+                continue
             with torch.no_grad():
                 for align in (False, True):
                     up = F.interpolate(z.detach(), size=size, mode="bilinear", align_corners=align)

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from .. import kernels
 from ..kernels import reference
+from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images, check_resolution
@@ -57,6 +58,11 @@ class Explainer:
     options: the method's options as one dict (see perturbation.DEFAULTS); unknown keys are errors.
     normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
     the output resolution, for every method; the gradient methods then take the autograd path).
+    reshape: None (token layers [B,N,C] and channels-last [B,h,w,C] are reshaped to [B,C,h,w]
+    automatically, see adapters.infer_reshape) or a callable with pytorch-grad-cam's
+    reshape_transform signature (the layer's output → [B,C,h,w], a linear rearrangement).
+    A Hugging Face model is wrapped with ``sx.as_segmenter`` (logits at the input's resolution);
+    ``explainer.model`` is then the wrapper, the model itself is unchanged.
 
     The model is left as found: hooks are removed after every call (also on errors), and
     ``requires_grad`` flags and train/eval mode are restored. Calls may come from several threads:
@@ -80,6 +86,7 @@ class Explainer:
         vjp: str = "loop",
         gradient_path: str = "auto",
         class_names: Optional[Sequence[str]] = None,
+        reshape=None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -89,6 +96,9 @@ class Explainer:
             target_layer = target_layer[len("_orig_mod."):]  # the compiled wrapper's name for the same module
         self.model = model
         self.class_names = check_class_names(class_names)
+        if reshape is not None and not callable(reshape):
+            raise TypeError(f"reshape must be None or a callable (layer output → [B,C,h,w]), got {type(reshape).__name__}")
+        self.reshape = reshape
         self.method = get_method(method).name
         check_layer(self.method, target_layer)
         self.options = check_options(self.method, options)  # {} for the methods without options
@@ -102,6 +112,7 @@ class Explainer:
             resolve_layer(model, target_layer.layer if self.use_input else target_layer)
         if self.use_input:
             self.layer_name = f"{self.layer_name}:input"
+        self.model = as_segmenter(model, output_key) if needs_adapter(model) else model
         if backend not in ("auto", "fused", "torch"):
             raise ValueError(f"backend must be 'auto', 'fused' or 'torch', got {backend!r}")
         if vjp not in ("loop", "batched"):
@@ -254,7 +265,8 @@ class Explainer:
 
     def capture(self, leaf: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
-        return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf)
+        return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
+                              reshape=self.reshape)
 
     def _check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64

@@ -112,6 +112,7 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     explainer = Explainer(model, target_layer, "gradcam", output_key=output_key)
+    model = explainer.model  # a Hugging Face model as its adapter (engine.adapters.as_segmenter)
     if example_input is None:
         first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         channels = first_conv.in_channels if first_conv is not None else 3

@@ -1,0 +1,230 @@
+"""Adapters for the models people run: Hugging Face outputs, reduced-resolution logits,
+mask-classification models and token / channels-last target layers.
+
+- as_segmenter(model): an nn.Module whose output is logits [B,L,H,W] at the input's resolution,
+  from a Tensor, a dict, a Hugging Face output with ``.logits`` (SegFormer's at 1/4, upsampled
+  bilinearly with align_corners=False as the library's post-processing does) or a
+  mask-classification output (Mask2Former, MaskFormer, OneFormer: semantic logits
+  seg_k(p) = Σ_q softmax(class_q)[k]·sigmoid(mask_q(p)), the no-object column dropped). The final
+  upsample is a plain F.interpolate of a module's output, so the engine starts its backward passes
+  below it (Up*(M) seeds) and finds a linear head before it.
+- layer_activations: a target layer's output as A [B,C,h,w]. Tokens [B,N,C] (prefix tokens —
+  CLS, distillation, registers — found from N and the grid the image size implies) and
+  channels-last [B,h,w,C] are reshaped; ``reshape=`` takes pytorch-grad-cam's reshape_transform.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Mask2Former's semantic post-processing first resizes the mask logits to the size its image
+# processor feeds the model, whatever the input was; MaskFormer's and OneFormer's do not.
+MASK2FORMER_POSTPROCESS_SIZE = (384, 384)
+MAX_PREFIX_TOKENS = 16  # CLS + distillation + registers in practice stay far below
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    """A Hugging Face transformers model (whose output is a ModelOutput, not logits)."""
+    return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
+
+
+def needs_adapter(model: nn.Module) -> bool:
+    return is_hf_model(model) and not isinstance(model, Segmenter)
+
+
+def output_hint(output) -> str:
+    """A hint for an error about a model output that as_segmenter would turn into logits."""
+    if hasattr(output, "logits") or hasattr(output, "masks_queries_logits"):
+        return " (a Hugging Face output: wrap the model with sx.as_segmenter(model))"
+    return ""
+
+
+class MaskSemantic(nn.Module):
+    """Mask-classification outputs → semantic logits float [B,L,h,w], as the libraries' semantic
+    post-processing: Σ_q softmax(class_q)[:L]·sigmoid(mask_q). A module, so the engine's hooks see
+    its output as the logits before the final upsample."""
+
+    def forward(self, class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        # class_logits: [B,Q,L+1] (last column: no object); mask_logits: [B,Q,h,w]
+        probs = class_logits.softmax(dim=-1)[..., :-1]
+        return torch.einsum("bql,bqhw->blhw", probs, mask_logits.sigmoid())
+
+
+class Segmenter(nn.Module):
+    """`model` with its output turned into logits [B,L,H,W] at the input's (H, W); see as_segmenter.
+
+    Target layers may be named as in the wrapped model ("decode_head.classifier") or with the
+    "model." prefix.
+    """
+
+    def __init__(self, model: nn.Module, output_key: str = "out", **forward_kwargs) -> None:
+        super().__init__()
+        self.model = model
+        self.semantic = MaskSemantic()
+        self.output_key = output_key
+        self.forward_kwargs = forward_kwargs
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # float [B,3,H,W] → [B,L,H,W]
+        output = self.model(images, **self.forward_kwargs)
+        if hasattr(output, "masks_queries_logits") and hasattr(output, "class_queries_logits"):
+            masks = output.masks_queries_logits
+            if type(output).__name__.startswith("Mask2Former"):
+                masks = F.interpolate(masks, size=MASK2FORMER_POSTPROCESS_SIZE, mode="bilinear", align_corners=False)
+            logits = self.semantic(output.class_queries_logits, masks)
+        elif isinstance(getattr(output, "logits", None), torch.Tensor):
+            logits = output.logits
+        elif isinstance(output, dict):
+            if self.output_key not in output:
+                raise ValueError(f"the model returned a dict without output_key {self.output_key!r}; keys: {sorted(output)}")
+            logits = output[self.output_key]
+        elif isinstance(output, (tuple, list)) and output:
+            logits = output[0]
+        else:
+            logits = output
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
+            got = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"the model output holds no segmentation logits [B,L,h,w], got {got}")
+        if tuple(logits.shape[-2:]) != tuple(images.shape[-2:]):
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    # The wrapper's train/eval mode is the wrapped model's, so ModelState sees a model in train mode.
+    @property
+    def training(self) -> bool:
+        return self.model.training if "model" in self._modules else False
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        pass  # train()/eval() reach the wrapped model through the children
+
+    def get_submodule(self, target: str) -> nn.Module:
+        try:
+            return super().get_submodule(target)
+        except AttributeError:
+            return self.model.get_submodule(target)
+
+
+def as_segmenter(model: nn.Module, output_key: str = "out", **forward_kwargs) -> nn.Module:
+    """`model` as an nn.Module mapping float [B,3,H,W] images to logits [B,L,H,W] at (H, W).
+
+    Accepts Hugging Face segmentation models (outputs with ``.logits``, e.g. SegFormer at 1/4
+    resolution, DPT, UperNet), mask-classification models (Mask2Former, MaskFormer, OneFormer:
+    semantic logits as their semantic post-processing computes them before its argmax), and any
+    model returning a Tensor, a dict (``output_key``) or a tuple. Lower-resolution logits are
+    upsampled bilinearly (align_corners=False). `forward_kwargs` go to every call of the model
+    (e.g. OneFormer's ``task_inputs``). The model itself is not changed; an already adapted model
+    is returned as is.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, Segmenter):
+        return model
+    return Segmenter(model, output_key, **forward_kwargs)
+
+
+# --------------------------------------------------------------------------- token layers
+
+
+def _grid_like(h: int, w: int, image_size: tuple) -> bool:
+    """(h, w) is the image's (H, W) divided by one integer stride (rounded either way)."""
+    H, W = image_size
+    if not (0 < h <= H and 0 < w <= W):
+        return False
+    for s in {H // h, -(-H // h)}:
+        if s >= 1 and h in (H // s, -(-H // s)) and w in (W // s, -(-W // s)):
+            return True
+    return False
+
+
+def _grid_of(n: int, image_size: tuple) -> Optional[tuple]:
+    """The grid (h, w) with h·w = n that the image size implies for some integer stride, or None."""
+    H, W = image_size
+    for s in range(1, max(H, W) + 1):
+        for h in {H // s, -(-H // s)}:
+            for w in {W // s, -(-W // s)}:
+                if h * w == n and h > 0 and w > 0:
+                    return h, w
+    return None
+
+
+def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str) -> Optional[Callable]:
+    """The reshape of a target layer's output `shape` to [B,C,h,w], or None when it is one already.
+
+    [B,C,h,w] when (h, w) fits the image; [B,h,w,C] (channels-last: Swin, ConvNeXt blocks) when
+    only (h, w) = shape[1:3] does; tokens [B,N,C] → the last h·w tokens on the grid the image
+    implies, the first P = N − h·w (CLS, distillation, register tokens) dropped, smallest P first.
+    """
+    example = ("reshape=lambda t: t[:, P:].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2) "
+               "(pytorch-grad-cam's reshape_transform signature)")
+    if len(shape) == 4:
+        if image_size is None or _grid_like(shape[2], shape[3], image_size):
+            return None
+        if _grid_like(shape[1], shape[2], image_size):
+            return channels_last_to_first
+        return None
+    if len(shape) == 3 and image_size is not None:
+        n = shape[1]
+        for prefix in range(min(n - 1, MAX_PREFIX_TOKENS) + 1):
+            grid = _grid_of(n - prefix, image_size)
+            if grid is not None:
+                return TokenGrid(prefix, *grid)
+        raise ValueError(
+            f"target_layer {layer_name!r} outputs tokens [B,N={n},C={shape[2]}] and no grid h×w with "
+            f"h·w = N − P (P ≤ {MAX_PREFIX_TOKENS} prefix tokens) fits the {image_size[0]}×{image_size[1]} "
+            f"input at an integer stride; pass {example}"
+        )
+    raise ValueError(
+        f"target_layer {layer_name!r} must output a Tensor [B,C,h,w], channels-last [B,h,w,C] or tokens "
+        f"[B,N,C], got shape {list(shape)}; for other layouts pass {example}"
+    )
+
+
+def channels_last_to_first(t: torch.Tensor) -> torch.Tensor:  # [B,h,w,C] → [B,C,h,w]
+    return t.permute(0, 3, 1, 2)
+
+
+class TokenGrid:
+    """tokens [B,N,C] → [B,C,h,w]: the first `prefix` tokens dropped, the rest row-major on h×w."""
+
+    def __init__(self, prefix: int, h: int, w: int) -> None:
+        self.prefix, self.h, self.w = prefix, h, w
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        return t[:, self.prefix:].reshape(t.shape[0], self.h, self.w, t.shape[2]).permute(0, 3, 1, 2)
+
+    def __repr__(self) -> str:
+        return f"TokenGrid(prefix={self.prefix}, h={self.h}, w={self.w})"
+
+
+def layer_activations(tensor: torch.Tensor, reshape: Optional[Callable], image_size: Optional[tuple],
+                      layer_name: str, make_leaf: bool) -> tuple:
+    """(A float [B,C,h,w], what the model gets instead of `tensor`, or None to keep it).
+
+    Without a reshape (a [B,C,h,w] output and reshape=None) returns (tensor, None): the caller
+    keeps its own path. Otherwise A = reshape(tensor); with make_leaf, A is a leaf that requires
+    grad and the model gets tensor + r*(A − A₀), numerically `tensor` itself, where r* is the
+    adjoint of the (linear) reshape: the gradient reaching A is then reshape(gradient at the
+    layer's output), as pytorch-grad-cam applies reshape_transform to the gradients, while every
+    dropped (prefix) token keeps its value and the graph still starts at the target layer.
+    """
+    if reshape is None:
+        reshape = infer_reshape(tuple(tensor.shape), image_size, layer_name)
+        if reshape is None:
+            return tensor, None
+    raw = tensor.detach()
+    activations = reshape(raw)
+    if not isinstance(activations, torch.Tensor) or activations.ndim != 4 or activations.shape[0] != tensor.shape[0]:
+        got = list(activations.shape) if isinstance(activations, torch.Tensor) else type(activations).__name__
+        raise ValueError(f"reshape of target_layer {layer_name!r}'s output {list(tensor.shape)} must give "
+                         f"[B={tensor.shape[0]},C,h,w], got {got}")
+    activations = activations.contiguous()
+    if not make_leaf:
+        return activations, None
+    leaf = activations.clone().requires_grad_(True)
+    with torch.enable_grad():
+        x = raw.clone().requires_grad_(True)
+        (back,) = torch.autograd.grad(reshape(x), x, leaf - leaf.detach(), create_graph=True)
+    return leaf, raw + back
