@@ -1,4 +1,4 @@
-"""Issue-5 benchmark: the analytic (closed-form) path vs one forward pass, pytorch-grad-cam and ONNX Runtime.
+"""Benchmark: the analytic (closed-form) path vs one forward pass, pytorch-grad-cam and ONNX Runtime.
 
     python benchmarks/analytic_speed.py [--size 256] [--classes 21] [--method gradcam++] [--repeats 7]
 

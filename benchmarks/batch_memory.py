@@ -1,4 +1,4 @@
-"""Issue-6 benchmark: peak memory of `seg-xai explain` does not grow with the number of inputs.
+"""Benchmark: peak memory of `seg-xai explain` does not grow with the number of inputs.
 
     python benchmarks/batch_memory.py [--n 2000] [--size 128] [--batch-size 8] [--workers 2]
 

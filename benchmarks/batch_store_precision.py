@@ -1,4 +1,4 @@
-"""Issue-6 check: precision and size of the compact map store (layer-resolution float16 maps, store.expand_maps).
+"""Check: precision and size of the compact map store (layer-resolution float16 maps, store.expand_maps).
 
     python benchmarks/batch_store_precision.py
 

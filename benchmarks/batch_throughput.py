@@ -1,4 +1,4 @@
-"""Issue-6 benchmark: `seg-xai explain` throughput vs plain inference of the same model.
+"""Benchmark: `seg-xai explain` throughput vs plain inference of the same model.
 
     python benchmarks/batch_throughput.py [--n 300] [--size 160] [--batch-size 8] [--workers 2] [--rounds 5]
                                           [--threads 1] [--runtime both|torch|onnxruntime]

@@ -1,4 +1,4 @@
-"""Issue-3 check: peak memory of one explanation of DeepLabV3-ResNet50 at 520×520, 21 classes.
+"""Check: peak memory of one explanation of DeepLabV3-ResNet50 at 520×520, 21 classes.
 
     python benchmarks/engine_memory.py [--size 520] [--method gradcam++] [--layer backbone.layer4]
                                        [--max-memory-mb 1024] [--masks dense|predicted]

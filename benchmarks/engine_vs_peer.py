@@ -1,4 +1,4 @@
-"""Issue-3 benchmark: the explainer vs its floor and pytorch-grad-cam on deeplabv3_mobilenet_v3_large.
+"""Benchmark: the explainer vs its floor and pytorch-grad-cam on deeplabv3_mobilenet_v3_large.
 
     python benchmarks/engine_vs_peer.py [--size 256] [--classes 21] [--repeats 5]
 

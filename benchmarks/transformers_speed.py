@@ -1,4 +1,4 @@
-"""Issue-15 benchmark: 19-class SegFormer explanations vs a plain forward pass and pytorch-grad-cam.
+"""Benchmark: 19-class SegFormer explanations vs a plain forward pass and pytorch-grad-cam.
 
     python benchmarks/transformers_speed.py [--size 256] [--classes 19] [--method gradcam++] [--repeats 5]
 

@@ -1,4 +1,4 @@
-"""Issue-5 benchmark: `seg-xai video` end to end vs the model alone in ONNX Runtime.
+"""Benchmark: `seg-xai video` end to end vs the model alone in ONNX Runtime.
 
     python benchmarks/video_speed.py [--frames 192] [--batch-size 8] [--rounds 3] [--method gradcam]
 

@@ -1,4 +1,4 @@
-"""The engine under faults and odd inputs (issues 12 and 13): changed weights, threads, odd
+"""The engine under faults and odd inputs: changed weights, threads, odd
 dtypes and sizes, odd class lists and regions, huge masks, inference mode, compiled models,
 class ids and names in overlays. Each case would otherwise fail obscurely or, worse, silently."""
 import copy

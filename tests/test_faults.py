@@ -61,8 +61,8 @@ def _explain(capsys, *argv):
 # --------------------------------------------------------------------------- 13.1, 13.2: output files
 
 
-def test_13_1_writes_refuse_symlinks_and_fifos(tmp_path):
-    """Issue 13.1: an atomic write renamed over whatever was at the path (a device became a file,
+def test_writes_refuse_symlinks_and_fifos(tmp_path):
+    """An atomic write renamed over whatever was at the path (a device became a file,
     a symlink was replaced). Now anything but a regular file is refused and left as it was."""
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -87,7 +87,7 @@ def test_13_1_writes_refuse_symlinks_and_fifos(tmp_path):
     assert Image.open(regular).size == (4, 4)
 
 
-def test_13_1_explain_never_writes_through_links_in_its_folder(tmp_path, model_file, capsys):
+def test_explain_never_writes_through_links_in_its_folder(tmp_path, model_file, capsys):
     """The store's own files and folders: a symlink planted at DIR/maps or DIR/.lock is not followed."""
     src = tmp_path / "in"
     src.mkdir()
@@ -112,8 +112,8 @@ def test_13_1_explain_never_writes_through_links_in_its_folder(tmp_path, model_f
     assert not (elsewhere / "lockfile").exists()
 
 
-def test_13_2_files_respect_the_umask(tmp_path, model_file, capsys):
-    """Issue 13.2: PNGs, npz maps and manifest.jsonl were 0600 (mkstemp's mode) whatever the umask."""
+def test_files_respect_the_umask(tmp_path, model_file, capsys):
+    """PNGs, npz maps and manifest.jsonl were 0600 (mkstemp's mode) whatever the umask."""
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(_rgb(1)).save(src / "a.png")
@@ -132,7 +132,7 @@ def test_13_2_files_respect_the_umask(tmp_path, model_file, capsys):
         assert {str(p): oct(_mode(p)) for p in written} == {str(p): oct(want) for p in written}
 
 
-def test_13_2_video_output_respects_the_umask(tmp_path):
+def test_video_output_respects_the_umask(tmp_path):
     pytest.importorskip("av")
     from seg_xai_fast.apps.video.clip import scene_frames
     from seg_xai_fast.apps.video.io import write_clip
@@ -181,8 +181,8 @@ def _failures(out):
         return {row["path"]: row["reason"] for row in csv.DictReader(f)}
 
 
-def test_12_2_an_onnx_runtime_error_fails_one_image_not_the_run(tmp_path, even_onnx, capsys):
-    """Issue 12.2: ORT raises its own exception types, which killed the run (exit 1, traceback) on
+def test_an_onnx_runtime_error_fails_one_image_not_the_run(tmp_path, even_onnx, capsys):
+    """ORT raises its own exception types, which killed the run (exit 1, traceback) on
     every rerun. 16 images 64×64 + one 65×65, --batch-size 4."""
     src = tmp_path / "in"
     src.mkdir()
@@ -198,7 +198,7 @@ def test_12_2_an_onnx_runtime_error_fails_one_image_not_the_run(tmp_path, even_o
     assert rc == 3 and _last(stdout) == (0, 1)
 
 
-def test_12_2_batchmates_of_a_failing_image_are_explained(tmp_path, model_file, capsys, monkeypatch):
+def test_batchmates_of_a_failing_image_are_explained(tmp_path, model_file, capsys, monkeypatch):
     """A batch that fails with any exception type is retried image by image."""
     from seg_xai_fast.apps.batch import engine as batch_engine
 
@@ -224,8 +224,8 @@ def test_12_2_batchmates_of_a_failing_image_are_explained(tmp_path, model_file, 
     assert "ForeignError: Non-zero status" in _failures(tmp_path / "out")[str(src / "black.png")]
 
 
-def test_12_3_a_nan_float_tiff_is_a_failure_not_a_usage_error(tmp_path, model_file, capsys):
-    """Issue 12.3: a float TIFF with a NaN pixel aborted the run as a usage error (exit 2) with its
+def test_a_nan_float_tiff_is_a_failure_not_a_usage_error(tmp_path, model_file, capsys):
+    """A float TIFF with a NaN pixel aborted the run as a usage error (exit 2) with its
     same-size batchmates, on every rerun. It comes first here, in a batch of four."""
     src = tmp_path / "in"
     src.mkdir()
@@ -244,8 +244,8 @@ def test_12_3_a_nan_float_tiff_is_a_failure_not_a_usage_error(tmp_path, model_fi
 
 
 @pytest.mark.parametrize("model", ["demo", "file", "onnx"])
-def test_13_5_out_of_range_classes_fail_before_writing(tmp_path, model_file, even_onnx, capsys, model):
-    """Issue 13.5: --classes 7 was caught only after DIR was written, so the corrected command
+def test_out_of_range_classes_fail_before_writing(tmp_path, model_file, even_onnx, capsys, model):
+    """--classes 7 was caught only after DIR was written, so the corrected command
     was then refused ("holds results of other settings")."""
     src = tmp_path / "in"
     src.mkdir()
@@ -279,8 +279,8 @@ def _deadline(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_12_4_non_utf8_file_names(tmp_path, model_file, capsys):
-    """Issue 12.4: a file name that is not UTF-8 (caf\\xe9_bad.png) crashed writing failures.csv
+def test_non_utf8_file_names(tmp_path, model_file, capsys):
+    """A file name that is not UTF-8 (caf\\xe9_bad.png) crashed writing failures.csv
     (UnicodeEncodeError, exit 2) on every rerun."""
     src = tmp_path / "in"
     src.mkdir()
@@ -298,8 +298,8 @@ def test_12_4_non_utf8_file_names(tmp_path, model_file, capsys):
     assert rc == 3 and _last(stdout) == (0, 1)
 
 
-def test_12_7_symlink_loops_fifos_and_recursive_globs(tmp_path, model_file, capsys, monkeypatch):
-    """Issue 12.7: a symlink loop gave a traceback, a '**' glob over a folder symlink loop never
+def test_symlink_loops_fifos_and_recursive_globs(tmp_path, model_file, capsys, monkeypatch):
+    """A symlink loop gave a traceback, a '**' glob over a folder symlink loop never
     ended, a FIFO named pipe.png hung a decode worker forever (with its batchmates)."""
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -324,8 +324,8 @@ def test_12_7_symlink_loops_fifos_and_recursive_globs(tmp_path, model_file, caps
     assert rc == 3 and _last(stdout) == (3, 2), err
 
 
-def test_12_12_oversized_images_fail_with_the_limit(tmp_path, model_file, capsys):
-    """Issue 12.12: a 6000×6000 PNG took the job to 9.4 GB. Now the header is checked against
+def test_oversized_images_fail_with_the_limit(tmp_path, model_file, capsys):
+    """A 6000×6000 PNG took the job to 9.4 GB. Now the header is checked against
     --max-pixels (default 4096²) before decoding, and the image is recorded as a failure."""
     src = tmp_path / "in"
     src.mkdir()
@@ -347,8 +347,8 @@ def test_12_12_oversized_images_fail_with_the_limit(tmp_path, model_file, capsys
 
 
 @pytest.mark.slow  # three runs in subprocesses (each imports torch)
-def test_12_1_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, model_file):
-    """Issue 12.1: after SIGKILL, the decode workers inherited the lock and outlived the parent, so
+def test_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, model_file):
+    """After SIGKILL, the decode workers inherited the lock and outlived the parent, so
     an immediate rerun was refused ("another run is writing"); SIGTERM gave rc -15, worker
     tracebacks and a refused rerun. Now: SIGTERM → exit 130 without a traceback; SIGKILL → the
     rerun (started at once, without waiting for any worker) resumes and completes."""
@@ -393,8 +393,8 @@ def test_12_1_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, m
 # --------------------------------------------------------------------------- 12.6: --force
 
 
-def test_12_6_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys):
-    """Issue 12.6: --force deleted the whole maps/ and overlays/ folders, a user's
+def test_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys):
+    """--force deleted the whole maps/ and overlays/ folders, a user's
     maps/city.geojson with them."""
     src = tmp_path / "in"
     src.mkdir()
@@ -426,8 +426,8 @@ def test_12_6_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys
 # --------------------------------------------------------------------------- 12.8: damaged and stale outputs
 
 
-def test_12_8_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model_file, capsys):
-    """Issue 12.8: a rerun counted an image done when its .npz merely existed (a truncated file
+def test_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model_file, capsys):
+    """A rerun counted an image done when its .npz merely existed (a truncated file
     stayed broken, load_explanation raised a bare BadZipFile), swapped .npz files returned another
     image's maps, and an image replaced in place was "already explained" with the old maps."""
     from seg_xai_fast.apps.batch.store import DamagedOutputError, image_key, maps_relpath
@@ -463,7 +463,7 @@ def test_12_8_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, 
     assert rc == 0 and _last(stdout) == (0, 0) and "redoing" not in err
 
 
-def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, model_file, capsys):
+def test_load_checks_the_classes_and_input_against_the_manifest(tmp_path, model_file, capsys):
     """A maps file whose classes or input do not match its manifest entry is refused, even when
     the manifest's digest was made to match."""
     import io
@@ -492,11 +492,11 @@ def test_12_8_load_checks_the_classes_and_input_against_the_manifest(tmp_path, m
         sx.load_explanation(out, src / "a.png")
 
 
-# --------------------------------------------------------------------------- issue 12: done when
+# --------------------------------------------------------------------------- every bad input at once
 
 
-def test_12_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
-    """Issue 12's done-when: a folder mixing every bad input (bad files, a NaN float TIFF, a
+def test_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
+    """A folder mixing every bad input (bad files, a NaN float TIFF, a
     non-UTF-8 name, a FIFO named pipe.png, a symlink loop, an oversized image, an image that makes
     ONNX Runtime raise) with good images → exit 3, every good image loadable, every bad one in
     failures.csv; a rerun finishes at once with the same result."""
@@ -549,7 +549,7 @@ def test_12_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
     assert time.perf_counter() - start < 30  # nothing explained: the model load and 8 failed decodes
 
 
-def test_12_8_a_folder_without_digests_asks_for_force(tmp_path, model_file, capsys):
+def test_a_folder_without_digests_asks_for_force(tmp_path, model_file, capsys):
     """Format 1 folders have no digests to verify: a rerun names the difference and asks for --force."""
     import json
 
@@ -569,7 +569,7 @@ def test_12_8_a_folder_without_digests_asks_for_force(tmp_path, model_file, caps
     assert _explain(capsys, *args, "--force")[0] == 0
 
 
-def test_12_12_pils_own_bomb_limit_also_names_max_pixels(tmp_path, monkeypatch):
+def test_pils_own_bomb_limit_also_names_max_pixels(tmp_path, monkeypatch):
     """Past twice PIL's MAX_IMAGE_PIXELS, PIL refuses in Image.open, before our check: the
     reason still names --max-pixels (PIL's limit made small here instead of a 180 MP file)."""
     from seg_xai_fast.apps.batch.inputs import read_image

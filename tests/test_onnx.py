@@ -244,8 +244,8 @@ def _with_metadata(source, tmp_path, name, edit=None, meta_from=None):
     return path
 
 
-def test_12_11_metadata_from_another_graph_is_refused(demo_file, tmp_path):
-    """Issue 12.11: a graph from model B carrying model A's metadata gave wrong maps silently.
+def test_metadata_from_another_graph_is_refused(demo_file, tmp_path):
+    """A graph from model B carrying model A's metadata gave wrong maps silently.
     Same architecture, other weights: only the graph digest tells them apart."""
     torch.manual_seed(1)
     other = export_onnx(DemoSegNet().eval(), "decoder", tmp_path / "b.onnx", torch.rand(1, 3, 64, 64))
@@ -268,14 +268,14 @@ def test_12_11_metadata_from_another_graph_is_refused(demo_file, tmp_path):
     (lambda m: {**m, "graph_digest": "0" * 16}, "not written for this graph"),
     (lambda m: {**m, "channels": m["channels"] + 1, "head": None}, "the graph's activation channels"),
 ])
-def test_12_11_broken_metadata_is_a_value_error_naming_the_file(demo_file, tmp_path, edit, message):
-    """Issue 12.11: broken metadata gave KeyError / JSONDecodeError / "cannot reshape array"."""
+def test_broken_metadata_is_a_value_error_naming_the_file(demo_file, tmp_path, edit, message):
+    """Broken metadata gave KeyError / JSONDecodeError / "cannot reshape array"."""
     path = _with_metadata(demo_file, tmp_path, "broken.onnx", edit)
     with pytest.raises(ValueError, match=r"broken\.onnx.*" + message):
         OnnxExplainer(path, "eigencam")
 
 
-def test_12_11_wrong_class_count_in_older_formats_fails_at_the_forward(demo_file, tmp_path):
+def test_wrong_class_count_in_older_formats_fails_at_the_forward(demo_file, tmp_path):
     """Format 3 files carry no digest: a class count that the logits contradict is caught when they come."""
     path = _with_metadata(demo_file, tmp_path, "old.onnx",
                           lambda m: {**{k: v for k, v in m.items() if k != "graph_digest"}, "format": 3,

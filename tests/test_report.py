@@ -1,4 +1,4 @@
-"""`seg-xai report` (issue 18): the static report of explain / evaluate / bench output folders.
+"""`seg-xai report`: the static report of explain / evaluate / bench output folders.
 
 The files are checked in Python (everything local, maps exactly as stored, every image listed),
 then the pages in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by selenium):

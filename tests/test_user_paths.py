@@ -1,4 +1,4 @@
-"""What a new user hits: the paths of issue 13 (models, classes, hints, pictures), each on tiny sizes."""
+"""What a new user hits: the paths (models, classes, hints, pictures), each on tiny sizes."""
 import pathlib
 import re
 import subprocess

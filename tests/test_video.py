@@ -169,8 +169,8 @@ def _absorb_late_sigint(timers):
         pass
 
 
-def test_10_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path, monkeypatch):
-    """Issue 12.10: a second Ctrl-C 50 ms after the first deleted the partial output ("nothing
+def test_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path, monkeypatch):
+    """A second Ctrl-C 50 ms after the first deleted the partial output ("nothing
     was written")."""
     root, model_file, clip = files
     timers = _interrupt_twice_at_second_batch(monkeypatch)
@@ -184,8 +184,8 @@ def test_10_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_pa
     assert not out.exists()
 
 
-def test_10_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeypatch):
-    """Issue 12.10: Ctrl-C during a rerun replaced a complete OUTPUT with a partial one."""
+def test_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeypatch):
+    """Ctrl-C during a rerun replaced a complete OUTPUT with a partial one."""
     root, model_file, clip = files
     out = tmp_path / "out.mp4"
     explain_video(clip, out, Explainer(_model(), "decoder"), batch_size=4, progress=False)
@@ -200,8 +200,8 @@ def test_10_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeyp
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "out.partial.mp4"]
 
 
-def test_10_a_full_disk_or_unwritable_output_is_a_clear_error(files, tmp_path, capsys):
-    """Issue 12.10: an unwritable or full output filesystem gave a traceback. A full disk is
+def test_a_full_disk_or_unwritable_output_is_a_clear_error(files, tmp_path, capsys):
+    """An unwritable or full output filesystem gave a traceback. A full disk is
     simulated with RLIMIT_FSIZE (writes past the limit fail with EFBIG)."""
     import resource
     import signal
@@ -226,7 +226,7 @@ def test_10_a_full_disk_or_unwritable_output_is_a_clear_error(files, tmp_path, c
     assert os.listdir(out.parent) == []  # the temp file removed
 
 
-def test_13_1_video_refuses_a_symlink_output(files, tmp_path, capsys):
+def test_video_refuses_a_symlink_output(files, tmp_path, capsys):
     root, model_file, clip = files
     victim = tmp_path / "victim.mp4"
     victim.write_bytes(b"keep")

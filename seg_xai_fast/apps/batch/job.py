@@ -203,7 +203,7 @@ def class_count(choice) -> Optional[int]:
 
 
 def check_class_range(choice, classes: Optional[list]) -> None:
-    """UsageError for --classes beyond the model's classes (issue: caught only after DIR was written)."""
+    """UsageError for --classes beyond the model's classes (checked before DIR is written)."""
     if not classes:
         return
     count = class_count(choice)
