@@ -168,7 +168,9 @@ def test_providers(demo_file):
 def test_bad_inputs_and_methods(demo_file):
     explainer = OnnxExplainer(demo_file)
     with pytest.raises(ValueError, match="method must be one of"):
-        explainer.method = "scorecam"
+        explainer.method = "scorecam++"
+    with pytest.raises(ValueError, match="'rise' \\(a perturbation method\\) is not served by OnnxExplainer"):
+        explainer.method = "rise"
     with pytest.raises(ValueError, match=r"images must have 3 channels"):
         explainer(torch.rand(1, 4, 64, 64))
     with pytest.raises(TypeError, match="images must be a torch.Tensor"):
