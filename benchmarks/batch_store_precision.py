@@ -11,7 +11,7 @@ import torch
 
 import seg_xai_fast as sx
 from seg_xai_fast.demo.model import DemoSegNet
-from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.engine.methods import CLI_METHODS
 from seg_xai_fast.apps.batch.store import expand_maps
 
 
@@ -26,7 +26,7 @@ def main() -> None:
           f"{'KB stored':>9} {'KB f16 full':>11}")
     worst = 0.0
     for layer in ("decoder", "encoder.stage3"):
-        for method in sorted(METHODS):
+        for method in CLI_METHODS:
             explainer = sx.Explainer(model, layer, method)
             for size in ((160, 160), (161, 99), (256, 320)):
                 images, _ = sx.synthetic_scenes(4, seed=7, size=size)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..apps.video.clip import write_demo_video
 from ..demo.run import run_demo
-from ..engine.methods import METHODS
+from ..engine.methods import CLI_METHODS
 from ..kernels.colormaps import COLORMAP_NAMES
 from .exits import EXIT_OK
 
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="seg-xai-demo", help="output folder (default: %(default)s)")
     p.add_argument("--n", type=int, default=4, help="number of scenes (default: %(default)s)")
     p.add_argument("--size", type=int, default=160, help="scene size in pixels (default: %(default)s)")
-    p.add_argument("--method", default="gradcam", choices=sorted(METHODS))
+    p.add_argument("--method", default="gradcam", choices=CLI_METHODS)
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--colormap", default="jet", choices=COLORMAP_NAMES)
     p.add_argument("--video", action="store_true",

@@ -5,7 +5,7 @@ import json
 import sys
 
 from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
-from ..engine.methods import METHODS
+from ..engine.methods import CLI_METHODS
 from .common import add_model_arguments, model_options
 from .exits import EXIT_OK
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    names = sorted(METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    names = list(CLI_METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     if not names:
         raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]

@@ -5,7 +5,7 @@ import sys
 
 from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
-from ..engine.methods import METHODS
+from ..engine.methods import CLI_METHODS
 from ..runtimes.choice import RUNTIMES
 from .common import add_model_arguments, model_options
 from .exits import EXIT_FAILURES, EXIT_OK
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
                         "else torch (default: %(default)s)")
-    p.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="CAM method (default: %(default)s)")
+    p.add_argument("--method", default="gradcam", choices=CLI_METHODS, help="CAM method (default: %(default)s)")
     p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: all classes)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,

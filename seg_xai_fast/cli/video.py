@@ -5,7 +5,7 @@ import sys
 
 from ..apps.video.io import CONTAINERS
 from ..apps.video.pipeline import run_video
-from ..engine.methods import METHODS
+from ..engine.methods import CLI_METHODS
 from ..errors import VideoError
 from ..kernels.colormaps import COLORMAP_NAMES
 from ..runtimes.choice import RUNTIMES
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime when installed and it serves the method at this layer, else torch "
                         "(default: %(default)s)")
-    p.add_argument("--method", default="gradcam", choices=sorted(METHODS), help="(default: %(default)s)")
+    p.add_argument("--method", default="gradcam", choices=CLI_METHODS, help="(default: %(default)s)")
     p.add_argument("--classes", default=None,
                    help="comma-separated class ids or names to choose from per frame (default: every class)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default: %(default)s)")

@@ -31,6 +31,9 @@ _SPECS = (
                "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False),
 )
 METHODS = {spec.name: spec for spec in _SPECS}
+# The methods the command-line applications (explain, video, demo, evaluate) run so far: the
+# perturbation family is served by the Python API only, for now.
+CLI_METHODS = tuple(sorted(spec.name for spec in _SPECS if spec.family != "perturbation"))
 
 
 def methods() -> dict[str, str]:
