@@ -316,3 +316,17 @@ def test_info_shows_a_specs_default_layer(capsys):
     assert main(["info", "--model", "smp:FPN:resnet18", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"default_layer": "decoder"' in out and '"model": "smp:FPN:resnet18"' in out
+
+
+def test_smp_heads_with_an_upsample_module_take_the_closed_form():
+    """smp's DeepLabV3+ head: 1×1 conv → nn.Upsample(×4) → Activation(Identity); the upsample
+    module is passed over, so the conv's output is the pre-upsample logits and a linear head."""
+    torch.manual_seed(0)
+    model = smp.DeepLabV3Plus("resnet18", encoder_weights=None, classes=4).eval()
+    images = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(8))
+    analytic = sx.Explainer(model, "decoder", "gradcam++")
+    fast = analytic(images)
+    slow = sx.Explainer(model, "decoder", "gradcam++", gradient_path="autograd")(images)
+    assert analytic.gradient_path == "analytic"
+    assert slow.info["backward_start"] == "logits before upsample"
+    assert (fast.maps - slow.maps).abs().max().item() <= 1e-4

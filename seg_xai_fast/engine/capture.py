@@ -213,9 +213,8 @@ class ForwardCapture:
     def _on_module(self, module, inputs, output):
         if not isinstance(output, torch.Tensor) or output.ndim != 4 or not output.requires_grad:
             return
-        if isinstance(module, nn.Upsample) or any(output is t for t in self.upsampled) or (inputs and output is inputs[0]):
-            # an upsample module (DPT, smp heads), a container returning its output, or an identity:
-            # z is the tensor before it
+        if isinstance(module, nn.Upsample) or any(output is t for t in self.upsampled):
+            # an upsample module (DPT's, smp's heads) or a container returning its output: z is before it
             self.upsampled.append(output)
             return
         self.latest_by_channels.setdefault(output.shape[1], []).append(output)
