@@ -37,7 +37,8 @@ def make_store(root: Path, n: int, size: int) -> Path:
     from PIL import Image
 
     import seg_xai_fast as sx
-    from seg_xai_fast.apps.batch.store import MANIFEST, FAILURES, image_key, load_explanation, maps_relpath
+    from seg_xai_fast.apps.batch.store import (FAILURES, FORMAT_VERSION, MANIFEST, content_digest, image_key,
+                                               load_explanation, maps_relpath)
 
     images, _ = sx.synthetic_scenes(16, seed=7, size=size)
     explainer = sx.Explainer(sx.demo_model(), target_layer="decoder", method="gradcam")
@@ -52,7 +53,7 @@ def make_store(root: Path, n: int, size: int) -> Path:
     inputs, out = root / "inputs", root / "xai"
     inputs.mkdir(parents=True)
     out.mkdir()
-    header = {"type": "run", "format": 1, "model": "demo", "model_digest": "synthetic", "layer": "decoder",
+    header = {"type": "run", "format": FORMAT_VERSION, "model": "demo", "model_digest": "synthetic", "layer": "decoder",
               "method": "gradcam", "classes": None, "map_resolution": "layer", "save": ["maps"], "colormap": "jet",
               "alpha": 0.5, "version": sx.__version__, "runtime": "torch", "class_names": list(sx.CLASS_NAMES),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -67,11 +68,15 @@ def make_store(root: Path, n: int, size: int) -> Path:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             made.add(rel[:7])
         meta = json.dumps({"input": path, "model": "demo", "layer": "decoder", "method": "gradcam"})
-        np.savez(out / rel, maps=maps16[i % 16], classes=np.asarray(res.classes, np.int64),
+        buf = io.BytesIO()  # the store's own layout and digests (format FORMAT_VERSION)
+        np.savez(buf, maps=maps16[i % 16], classes=np.asarray(res.classes, np.int64),
                  map_size=np.asarray(map_size, np.int64), image_size=np.asarray([size, size], np.int64),
                  meta=np.array(meta))
+        (out / rel).write_bytes(buf.getvalue())
         lines.append(json.dumps({"type": "image", "input": path, "key": key, "maps": rel, "overlays": [],
-                                 "size": [size, size], "classes": res.classes}))
+                                 "size": [size, size], "classes": res.classes,
+                                 "input_digest": content_digest(pngs[i % 16]),
+                                 "digests": {rel: content_digest(buf.getvalue())}}))
     (out / MANIFEST).write_text("\n".join(lines) + "\n")
     (out / FAILURES).write_text("path,reason\n" + "".join(
         f"{inputs}/broken_{i:03d}.png,UnidentifiedImageError: cannot identify image file\n" for i in range(50)))
