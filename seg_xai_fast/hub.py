@@ -40,15 +40,16 @@ HF_SPECS = {
                     "model.pixel_level_module.decoder.mask_projection", 384),
 }
 SMP_LAYER = "decoder"  # the decoder's output: the input of every smp segmentation head
+DEFAULT_CLASSES = 21  # as torchvision's architectures, when neither --num-classes nor the weights say
 
 
-def load_hub_model(spec: str, weights: Optional[str] = None, num_classes: int = 21) -> HubModel:
+def load_hub_model(spec: str, weights: Optional[str] = None, num_classes: Optional[int] = None) -> HubModel:
     """The model named by `spec` ("hf:NAME" or "smp:ARCH:ENCODER"), in eval mode, adapted."""
     kind, _, rest = spec.partition(":")
     if kind == "hf":
-        return _hf_model(rest, weights, num_classes)
+        return _hf_model(rest, weights, num_classes or DEFAULT_CLASSES)
     if kind == "smp":
-        return _smp_model(rest, weights, num_classes)
+        return _smp_model(rest, weights, num_classes or DEFAULT_CLASSES)
     raise ValueError(f"model spec must start with 'hf:' or 'smp:', got {spec!r}")
 
 

@@ -316,6 +316,9 @@ def test_info_shows_a_specs_default_layer(capsys):
     assert main(["info", "--model", "smp:FPN:resnet18", "--json"]) == 0
     out = capsys.readouterr().out
     assert '"default_layer": "decoder"' in out and '"model": "smp:FPN:resnet18"' in out
+    # without --num-classes or weights: the default class count (21)
+    assert main(["info", "--model", "hf:segformer", "--json"]) == 0
+    assert '"default_layer": "decode_head.activation"' in capsys.readouterr().out
 
 
 def test_smp_heads_with_an_upsample_module_take_the_closed_form():
