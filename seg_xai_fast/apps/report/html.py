@@ -133,7 +133,8 @@ def explain_page(kind: str, summary: dict, nav: Sequence[tuple], current: str) -
 
 def evaluate_page(metrics: dict, folder: Path, dest: Path, nav: Sequence[tuple], current: str) -> str:
     """Tables and deletion/insertion curves from folder/metrics.json (`seg-xai evaluate --out folder`)."""
-    methods = [m for m in metrics if not m.startswith("_") and isinstance(metrics[m], dict)]
+    methods = [m for m in metrics if not m.startswith("_") and isinstance(metrics[m], dict)] \
+        if isinstance(metrics, dict) else []
     if not methods:
         raise ValueError(f"{str(folder / 'metrics.json')!r} holds no method's results")
     meta = metrics.get("_meta", {})
@@ -209,13 +210,20 @@ def read_bench(source: Path) -> dict:
     that `bench.run_bench` returns)."""
     if source.suffix == ".txt":
         return parse_bench_text(source.read_text(encoding="utf-8"))
-    data = json.loads(source.read_text(encoding="utf-8"))
+    data = read_json(source)
     if isinstance(data, list):
         data = {"rows": data}
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ValueError(f"{str(source)!r} must hold a list of rows or an object with a 'rows' list, "
                          f"got {type(data).__name__}")
     return data
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
 
 
 def bench_page(source: Path, dest: Path, nav: Sequence[tuple], current: str) -> str:
