@@ -169,14 +169,13 @@ def test_one_version_source():
 
 
 def test_no_file_cites_documents_outside_the_repository():
-    outside = ("ALGORITHMS.md", "PEERS.md", "STYLE.md", "shared/docs")
+    # The workplace's own notes, spelt so that this file does not name them itself.
+    outside = tuple(name + ".md" for name in ("ALGORITHMS", "PEERS", "STYLE")) + ("shared" + "/docs",)
     offenders = []
     for path in list(ROOT.glob("*.md")) + [p for d in ("seg_xai_fast", "csrc", "docs", "tests", "benchmarks", "tools")
                                            for p in (ROOT / d).rglob("*") if p.is_file()]:
         if path.suffix not in (".py", ".md", ".cpp", ".h", ".cu", ".cuh", ".inc", ".sh", ".txt", ".pyi", ".toml"):
             continue
         text = path.read_text(errors="replace")
-        if path.name == "test_architecture.py":
-            continue
         offenders += [f"{path.relative_to(ROOT)} cites {name}" for name in outside if name in text]
     assert offenders == []

@@ -123,8 +123,6 @@ def _occlusion_tolerance(model, images, c, mask, scale):
 @pytest.mark.parametrize("window, stride", [((16, 16), (8, 8)), ((12, 20), (5, 7))])
 def test_occlusion_matches_captum(case, window, stride):
     name, model, images, _ = case
-    if name != "demo" and window == (16, 16):
-        pytest.skip("one window per torchvision model keeps the suite quick")
     images = images[:1]
     classes = [0, 2]
     masks = _box_masks(1, classes, images.shape[-1], seed=9)
