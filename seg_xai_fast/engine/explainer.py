@@ -29,7 +29,7 @@ from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_la
 from .checks import check_class_names, check_classes, check_images, check_resolution
 from .methods import get_method
 from .perturbation import check_layer, check_options, explain_perturbation
-from .outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head, labels_and_seeds
+from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
 
 
 class Explainer:
@@ -240,19 +240,16 @@ class Explainer:
         if not outputs.has_outputs:  # autograd path: the whole call, graph and all
             return self(outputs.images, classes, masks, resolution=resolution)
         class_ids = check_classes(classes, outputs.logits.shape[1], self.class_names)
-        if not get_method(self.method).needs_gradients:
-            res = explain_eigen(outputs.activations, outputs.logits, class_ids, layer=self.layer_name,
-                                backend=self.backend, labels=outputs.labels, resolution=resolution, masks=masks)
-            if not self.normalize:
-                raw = reference.eigen_cam(outputs.activations).unsqueeze(1)
-                raw = reference.resize_bilinear(raw, outputs.logits.shape[-2:]) if resolution == "full" else raw
-                res.maps = raw.expand_as(res.maps).contiguous()
-        else:
+        head = outputs.head
+        if head is not None:
             self.gradient_path = "analytic"
-            head = outputs.head
-            res = explain_linear_head(outputs.activations, outputs.logits, head.weight, head.upsample, class_ids,
-                                      masks, self.method, layer=self.layer_name, backend=self.backend,
-                                      max_memory_mb=self.max_memory_mb, labels=outputs.labels, resolution=resolution)
+        weight, upsample = (head.weight, head.upsample) if head is not None else (None, None)
+        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name, backend=self.backend,
+                                   max_memory_mb=self.max_memory_mb, resolution=resolution)
+        if not self.normalize and head is None:  # Eigen-CAM's raw map: the projection, resized
+            raw = reference.eigen_cam(outputs.activations).unsqueeze(1)
+            raw = reference.resize_bilinear(raw, outputs.logits.shape[-2:]) if resolution == "full" else raw
+            res.maps = raw.expand_as(res.maps).contiguous()
         res.class_names = self.class_names
         return res
 

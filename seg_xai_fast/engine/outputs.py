@@ -16,6 +16,7 @@ from .. import kernels
 from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
 from .checks import check_classes, check_resolution, class_position
+from .methods import get_method
 from .targets import Region, target_masks
 
 MaskSpec = Union[None, torch.Tensor, Region, Sequence[Region]]
@@ -171,3 +172,26 @@ def upsample_maps(
         got = list(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
         raise ValueError(f"maps must be a Tensor [B,K,h,w], got {got}")
     return kernels.resize_normalize(maps.float(), tuple(int(s) for s in size), backend=backend)
+
+
+def explain_forward_pass(
+    outputs: ForwardPass,
+    method: str,
+    head_weight: Optional[torch.Tensor],  # float [L,C] of the linear head (gradient methods), or None
+    head_upsample: Optional[tuple],  # ((h, w), align_corners) after the head, or None
+    classes: Optional[Sequence[int]],
+    masks: MaskSpec,
+    *,
+    layer: str = "",
+    backend: str = "auto",
+    max_memory_mb: float = 1024.0,
+    resolution: str = "full",
+) -> Explanation:
+    """The CAM stage on one forward pass's outputs, for any runtime: the closed form of the
+    linear head for the gradient methods, Eigen-CAM otherwise."""
+    if get_method(method).needs_gradients:
+        return explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
+                                   method, layer=layer, backend=backend, max_memory_mb=max_memory_mb,
+                                   labels=outputs.labels, resolution=resolution)
+    return explain_eigen(outputs.activations, outputs.logits, classes, layer=layer, backend=backend,
+                         labels=outputs.labels, resolution=resolution, masks=masks)

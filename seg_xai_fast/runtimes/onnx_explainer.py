@@ -23,7 +23,7 @@ import torch
 from .. import kernels
 from ..engine.checks import check_images
 from ..engine.methods import get_method
-from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_eigen, explain_linear_head
+from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
                      READABLE_FORMATS, graph_digest)
 
@@ -268,15 +268,10 @@ class OnnxExplainer:
         resolution: str = "full",
     ) -> Explanation:
         """The CAM stage on forward()'s result; classes, masks and resolution as sx.Explainer's."""
-        activations, logits, labels = outputs.activations, outputs.logits, outputs.labels
-        if get_method(self.method).needs_gradients:
-            upsample = None if self.align_corners is None else (tuple(activations.shape[-2:]), self.align_corners)
-            res = explain_linear_head(activations, logits, self.head_weight, upsample, classes, masks, self.method,
-                                      layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
-                                      labels=labels, resolution=resolution)
-        else:
-            res = explain_eigen(activations, logits, classes, layer=self.layer_name, backend=self.backend,
-                                labels=labels, resolution=resolution, masks=masks)  # masks checked as for every method
+        upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
+        res = explain_forward_pass(outputs, self.method, self.head_weight, upsample, classes, masks,
+                                   layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
+                                   resolution=resolution)
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 
