@@ -23,15 +23,11 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from seg_xai_fast.apps.bench import median_seconds
+
 
 def per_frame_ms(fn, frames: int, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3 / frames
+    return median_seconds(fn, repeats) * 1e3 / frames
 
 
 def main() -> int:
@@ -97,7 +93,7 @@ def main() -> int:
     engine = FrameExplainer(explainer)
     state = engine.forward(images)
     maps, _ = engine.explain(state)
-    labels = state[3]  # ("outputs", activations, logits, labels, head): the forward's labels
+    labels = state.labels  # the forward's labels (ForwardPass)
 
     def decode():
         with av.open(str(clip)) as container:
@@ -116,7 +112,7 @@ def main() -> int:
         "ORT forward, + activations + labels": per_frame_ms(lambda: engine.forward(images), bs),
         "CAM stage (class choice + explain_outputs)": per_frame_ms(lambda: engine.explain(state), bs),
         "  of which Up* seeds (label_seeds)": per_frame_ms(
-            lambda: kernels.label_seeds(labels, [0], tuple(state[1].shape[-2:]), False), bs),
+            lambda: kernels.label_seeds(labels, [0], tuple(state.activations.shape[-2:]), False), bs),
         "overlay kernel": per_frame_ms(lambda: overlay_maps(first, maps), bs),
         f"encode ({pick_encoder()}, from RGB)": per_frame_ms(encode, len(frames)),
     }
