@@ -27,8 +27,9 @@ from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images, check_resolution
-from .methods import get_method
-from .perturbation import check_layer, check_options, explain_perturbation
+from .methods import check_layer, get_method
+from .options import check_options
+from .perturbation import explain_perturbation
 from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
 
 
@@ -55,7 +56,7 @@ class Explainer:
     ``Explanation.overlay`` accept names as well as ids.
     Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
     target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py).
-    options: the method's options as one dict (see perturbation.DEFAULTS); unknown keys are errors.
+    options: the method's options as one dict (each method's options and defaults: ``sx.method_options(name)``); unknown keys are errors.
     normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
     the output resolution, for every method; the gradient methods then take the autograd path).
     reshape: None (token layers [B,N,C] and channels-last [B,h,w,C] are reshaped to [B,C,h,w]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_BATCH = (("batch_size", 32),)
+_SCORE = (("score", "logit"),)
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -11,6 +14,7 @@ class MethodSpec:
     description: str
     family: str = "gradient"  # "gradient", "activation" (Eigen-CAM) or "perturbation"
     needs_layer: bool = True  # False: input-space methods, which take target_layer=None
+    options: tuple = ()  # ((name, default), ...): the keys of Explainer(options={...}), checked in options.py
 
 
 _SPECS = (
@@ -22,13 +26,15 @@ _SPECS = (
     MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
                "activation"),
     MethodSpec("scorecam", False, "Score-CAM: channels weighted by the softmax of the scores of the input masked by each "
-               "channel (Wang et al. 2020)", "perturbation"),
+               "channel (Wang et al. 2020)", "perturbation", options=_BATCH + _SCORE),
     MethodSpec("ablationcam", False, "Ablation-CAM: channels weighted by the score drop when each is ablated "
-               "(Desai & Ramaswamy 2020)", "perturbation"),
+               "(Desai & Ramaswamy 2020)", "perturbation", options=_BATCH + _SCORE),
     MethodSpec("rise", False, "RISE: the mean of random smooth input masks weighted by their scores "
-               "(Petsiuk et al. 2018)", "perturbation", needs_layer=False),
+               "(Petsiuk et al. 2018)", "perturbation", needs_layer=False,
+               options=(("n_masks", 4000), ("grid", 7), ("p", 0.5), ("seed", 0)) + _BATCH + _SCORE),
     MethodSpec("occlusion", False, "Occlusion: the score drop when a sliding window of the input is replaced by a "
-               "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False),
+               "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False,
+               options=(("window", 16), ("stride", 8), ("baseline", 0.0)) + _BATCH + _SCORE),
 )
 METHODS = {spec.name: spec for spec in _SPECS}
 # The methods the command-line applications (explain, video, demo, evaluate) run so far: the
@@ -41,8 +47,23 @@ def methods() -> dict[str, str]:
     return {spec.name: spec.description for spec in _SPECS}
 
 
+def method_options(name: str) -> dict:
+    """The options method `name` takes (``Explainer(options={...})``) with their defaults."""
+    return dict(get_method(name).options)
+
+
 def get_method(name: str) -> MethodSpec:
     """The spec of method `name`, or a ValueError listing the valid names."""
     if not isinstance(name, str) or name.lower() not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name.lower()]
+
+
+def check_layer(method: str, target_layer) -> None:
+    """target_layer must be given to the layer methods and None for the input-space ones."""
+    spec = get_method(method)
+    if spec.needs_layer and target_layer is None:
+        raise ValueError(f"target_layer is required for method {spec.name!r} (a module or its dotted name), got None")
+    if not spec.needs_layer and target_layer is not None:
+        raise ValueError(f"target_layer must be None for method {spec.name!r}, which perturbs the input, "
+                         f"got {target_layer!r}")

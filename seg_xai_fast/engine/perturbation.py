@@ -37,80 +37,6 @@ from .methods import get_method
 from .outputs import Explanation
 from .targets import target_masks
 
-#: Each method's options and their defaults.
-DEFAULTS = {
-    "scorecam": {"batch_size": 32, "score": "logit"},
-    "ablationcam": {"batch_size": 32, "score": "logit"},
-    "rise": {"n_masks": 4000, "grid": 7, "p": 0.5, "seed": 0, "batch_size": 32, "score": "logit"},
-    "occlusion": {"window": 16, "stride": 8, "baseline": 0.0, "batch_size": 32, "score": "logit"},
-}
-BASELINES = ("mean", "blur")
-
-
-def check_layer(method: str, target_layer) -> None:
-    """target_layer must be given to the layer methods and None for the input-space ones."""
-    spec = get_method(method)
-    if spec.needs_layer and target_layer is None:
-        raise ValueError(f"target_layer is required for method {spec.name!r} (a module or its dotted name), got None")
-    if not spec.needs_layer and target_layer is not None:
-        raise ValueError(f"target_layer must be None for method {spec.name!r}, which perturbs the input, "
-                         f"got {target_layer!r}")
-
-
-def check_options(method: str, options: Optional[dict]) -> dict:
-    """The options of `method` with defaults filled in; errors name the option, what was expected
-    and what came. Methods outside the perturbation family take no options."""
-    name = get_method(method).name
-    valid = DEFAULTS.get(name, {})
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        known = sorted(valid) if valid else "none"
-        raise ValueError(f"options {unknown} are not options of method {name!r}; valid options: {known}")
-    opts = {**valid, **options}
-    for key in ("batch_size", "n_masks"):
-        if key in opts:
-            _int(key, opts[key], 1)
-    if "grid" in opts:
-        _int("grid", opts["grid"], 2)
-    if "seed" in opts:
-        _int("seed", opts["seed"], None)
-    if "p" in opts and not (isinstance(opts["p"], (int, float)) and not isinstance(opts["p"], bool)
-                            and 0 < opts["p"] < 1):
-        raise ValueError(f"option 'p' must be a probability in (0, 1), got {opts['p']!r}")
-    if "score" in opts and opts["score"] not in reference.SCORE_TYPES:
-        raise ValueError(f"option 'score' must be one of {list(reference.SCORE_TYPES)}, got {opts['score']!r}")
-    for key in ("window", "stride"):
-        if key in opts:
-            opts[key] = _pair(key, opts[key])
-    if "baseline" in opts:
-        b = opts["baseline"]
-        if isinstance(b, str) and b in BASELINES:
-            pass
-        elif not isinstance(b, (int, float)) or isinstance(b, bool) or not math.isfinite(b):
-            raise TypeError(f"option 'baseline' must be a finite float, 'mean' or 'blur', got {b!r}")
-    return opts
-
-
-def _int(key, value, low):
-    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
-        bound = f" ≥ {low}" if low is not None else ""
-        raise ValueError(f"option {key!r} must be an int{bound}, got {value!r}")
-
-
-def _pair(key, value) -> tuple:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
-        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints, got {value!r}")
-    if min(pair) < 1:
-        raise ValueError(f"option {key!r} must be ≥ 1 in both dimensions, got {value!r}")
-    return tuple(pair)
-
-
 class _LogitsProbe:
     """Finds, during the unperturbed forward, the module whose output z is bilinearly upsampled
     to the logits (the pre-upsample logits), then captures z in the perturbed forwards, so the
@@ -373,11 +299,4 @@ def _occlusion(run: _Run) -> torch.Tensor:
     return out.div_(count)
 
 
-def describe_options(method: str) -> str:
-    """`method`'s options with their defaults, for help texts."""
-    opts = DEFAULTS.get(get_method(method).name, {})
-    return ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "none"
-
-
-__all__ = ["DEFAULTS", "check_layer", "check_options", "explain_perturbation", "rise_grids", "occlusion_windows",
-           "occlusion_baseline", "describe_options"]
+__all__ = ["explain_perturbation", "rise_grids", "occlusion_windows", "occlusion_baseline"]

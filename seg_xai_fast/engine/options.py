@@ -1,0 +1,93 @@
+"""Method options: one dict per explainer (``options={...}``), checked against the method's spec.
+
+Each method's spec (methods.py) lists its options with their defaults; this module checks a
+user's dict against them. Every error names the option, what was expected and what came.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from ..kernels.reference import SCORE_TYPES
+from .methods import get_method
+
+BASELINES = ("mean", "blur")
+
+
+def _int(low: Optional[int]) -> Callable:
+    def check(key, value):
+        if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+            bound = f" ≥ {low}" if low is not None else ""
+            raise ValueError(f"option {key!r} must be an int{bound}, got {value!r}")
+        return value
+    return check
+
+
+def _pair(key, value) -> tuple:
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"option {key!r} must be ≥ 1 in both dimensions, got {value!r}")
+    return tuple(pair)
+
+
+def _probability(key, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1):
+        raise ValueError(f"option {key!r} must be a probability in (0, 1), got {value!r}")
+    return value
+
+
+def _one_of(choices: tuple) -> Callable:
+    def check(key, value):
+        if value not in choices:
+            raise ValueError(f"option {key!r} must be one of {list(choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _baseline(key, value):
+    if isinstance(value, str) and value in BASELINES:
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"option {key!r} must be a finite float, {' or '.join(map(repr, BASELINES))}, got {value!r}")
+    return value
+
+
+def _bool(key, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"option {key!r} must be True or False, got {value!r}")
+    return value
+
+
+#: How each option is checked (and normalised: windows become pairs).
+CHECKS: dict[str, Callable] = {
+    "batch_size": _int(1),
+    "n_masks": _int(1),
+    "grid": _int(2),
+    "seed": _int(None),
+    "p": _probability,
+    "score": _one_of(SCORE_TYPES),
+    "window": _pair,
+    "stride": _pair,
+    "baseline": _baseline,
+}
+
+
+def check_options(method: str, options: Optional[dict]) -> dict:
+    """The options of `method` with its defaults filled in, each checked."""
+    spec = get_method(method)
+    valid = dict(spec.options)
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        known = sorted(valid) if valid else "none"
+        raise ValueError(f"options {unknown} are not options of method {spec.name!r}; valid options: {known}")
+    return {key: CHECKS.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
+
+
+__all__ = ["BASELINES", "CHECKS", "check_options"]
