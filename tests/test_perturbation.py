@@ -13,7 +13,7 @@ import torch
 import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
-from seg_xai_fast.engine.perturbation import rise_grids
+from seg_xai_fast.engine.perturbation import TorchForwards, rise_grids
 from seg_xai_fast.kernels import reference
 
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency: pip install '.[test]'")
@@ -40,7 +40,16 @@ def _torchvision(name, size, batch=1):
     return model, torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
+def _smp_unet(size):
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    model = smp.Unet("resnet18", encoder_weights=None, classes=5).eval()
+    return model, torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
 CASES = {
+    # the Unet's skip connections concatenate encoder features: ablation repeats the image
+    "smp_unet_resnet18": lambda: (*_smp_unet(64), "encoder.layer3"),
     "demo": lambda: (sx.demo_model(), sx.synthetic_scenes(2, seed=777, size=64)[0], "decoder"),
     "lraspp_mobilenet_v3_large": lambda: (*_torchvision("lraspp_mobilenet_v3_large", 64), "backbone.6"),
     "deeplabv3_mobilenet_v3_large": lambda: (*_torchvision("deeplabv3_mobilenet_v3_large", 64), "backbone.4"),
@@ -94,6 +103,31 @@ def test_layer_methods_match_grad_cam(case, method):
         _OutOnly(model)(images[:1])
     handle.remove()
     assert ours.info["perturbed_forwards"] == images.shape[0] * acts[0]
+
+
+@pytest.mark.parametrize("model_name, layer, shares", [
+    ("lraspp", "backbone.6", True),  # the low-level branch from before the layer is added: it broadcasts
+    ("unet", "encoder.layer3", False),  # concatenated with encoder features from before the layer
+    ("unet", "decoder.blocks.3", True),  # after the last concatenation
+])
+def test_ablation_runs_what_precedes_the_layer_once_where_the_model_allows(model_name, layer, shares, monkeypatch):
+    model, images = (_torchvision("lraspp_mobilenet_v3_large", 64) if model_name == "lraspp" else _smp_unet(64))
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    batches = []
+    handle = first_conv.register_forward_hook(lambda m, i, o: batches.append(o.shape[0]))
+    try:
+        ours = sx.Explainer(model, layer, "ablationcam")(images, classes=[1, 2])
+    finally:
+        handle.remove()
+    channels = ours.info["perturbed_forwards"]
+    assert (max(batches) == 1) == shares, batches
+    if not shares:
+        assert sum(batches) >= channels  # every ablated sample ran the whole model
+    # the same maps as repeating the image for every ablated channel (the parity tests compare
+    # that with grad-cam, whose AblationCAM cannot replace smp's decoder blocks: they take keywords)
+    monkeypatch.setattr(TorchForwards, "_prefix_works", lambda self, image, logits: False)
+    repeated = sx.Explainer(model, layer, "ablationcam")(images, classes=[1, 2])
+    assert (ours.maps - repeated.maps).abs().max().item() <= 1e-5  # float32 sums in another order
 
 
 def _captum_occlusion(model, images, classes, masks, window, stride, baseline):

@@ -29,7 +29,7 @@ from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_la
 from .checks import check_class_names, check_classes, check_images, check_resolution
 from .methods import check_layer, get_method
 from .options import check_options
-from .perturbation import explain_perturbation
+from .perturbation import TorchForwards, explain_perturbation
 from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
 
 
@@ -165,7 +165,7 @@ class Explainer:
         images = self._check_images(images)
         check_resolution(resolution)
         if get_method(self.method).family == "perturbation":
-            return explain_perturbation(self, images, classes, masks, resolution)
+            return explain_perturbation(self, TorchForwards(self), images, classes, masks, resolution)
         key = tuple(images.shape[1:])
         head = self._cached_head(key) if self.normalize else None  # raw maps come from the autograd path
         if head is not None or not get_method(self.method).needs_gradients:

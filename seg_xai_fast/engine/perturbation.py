@@ -79,68 +79,78 @@ class _LogitsProbe:
         self.z = output
 
 
-class _Run:
-    """One call's state: the model, the scoring of perturbed outputs and the forward count."""
+class TorchForwards:
+    """The forwards of a PyTorch explainer's model: the unperturbed one (target-layer activations,
+    logits, and the pre-upsample logits z the probe finds) and the perturbed ones."""
 
-    def __init__(self, ex, images: torch.Tensor, opts: dict) -> None:
-        self.ex, self.images, self.opts = ex, images, opts
+    runtime = "torch"
+
+    def __init__(self, ex) -> None:
+        self.ex = ex
         self.probe = _LogitsProbe(ex.model)
-        self.forwards = 0
+        self.shares_prefix: Optional[bool] = None  # may layer replacements run the prefix once? (checked once)
 
-    def original(self, classes, masks):
-        """The unperturbed forward: activations (layer methods), logits, labels, the masks M
-        [B,K,H,W] and what the scores of image b are read against."""
-        ex, images = self.ex, self.images
+    def state(self):
+        return ModelState(self.ex.model)
+
+    @property
+    def upsample(self):
+        """((h', w'), align_corners) of the model's final bilinear upsample, or None."""
+        return self.probe.upsample
+
+    def sample_elements(self, images: torch.Tensor, logits: torch.Tensor) -> int:
+        """Elements per perturbed sample of a forward's largest live tensors (memory estimate)."""
+        return 3 * self.probe.largest
+
+    def original(self, images: torch.Tensor, need_layer: bool) -> tuple:
+        """The unperturbed forward of images float [B,3,H,W] → (A [B,C,h,w] or None, logits
+        [B,L,H,W], z [B,L,h',w'] or None)."""
+        ex = self.ex
         with ExitStack() as stack, torch.no_grad():
-            cap = stack.enter_context(ex.capture()) if get_method(ex.method).needs_layer else None
+            cap = stack.enter_context(ex.capture()) if need_layer else None
             self.probe.find(stack)
             logits = select_output(ex.model(images), ex.output_key, images.shape[0])
             A = cap.activations() if cap is not None else None
             self.probe.resolve(logits)
-        class_ids = check_classes(classes, logits.shape[1])
-        labels = kernels.class_argmax(logits, ex.backend)
-        M = target_masks(labels, class_ids, masks)  # [B,K,H,W]
-        self.class_ids, self.labels, self.L = class_ids, labels, logits.shape[1]
-        self.from_z = self.opts["score"] == "logit" and self.probe.module is not None
-        if self.from_z:
-            low, align = self.probe.upsample
-            self.read_masks = kernels.mask_seeds(M, low, align, backend=ex.backend)  # [B,K,h',w']
-        else:
-            self.read_masks = M
-        z = self.probe.z  # the unperturbed pre-upsample logits, when found
-        self.original_scores = torch.cat([self.scores_of(b, logits[b:b + 1], None if z is None else z[b:b + 1])
-                                          for b in range(images.shape[0])])  # [B,K]
-        self.probe.z = None
-        active = M.flatten(2).ne(0).any(dim=2)  # [B,K]
-        return A, logits, active
+        z, self.probe.z = self.probe.z, None
+        return A, logits, z
 
-    def scores_of(self, b: int, logits: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
-        """Scores float32 [n,K] of image b's perturbed outputs (logits [n,L,H,W], z [n,L,h',w'])."""
-        source = z if self.from_z else logits
-        return kernels.region_scores(source, self.read_masks[b], self.class_ids, self.opts["score"],
-                                     self.labels[b] if self.opts["score"] == "dice" else None,
-                                     backend=self.ex.backend)
-
-    def score(self, b: int, inputs: torch.Tensor, layer_output=None) -> torch.Tensor:
-        """One perturbed forward of `inputs` float [n,3,H,W] of image b → scores float32 [n,K].
-        layer_output: a function (module output → replacement) hooked on the target layer."""
+    def perturbed(self, inputs: torch.Tensor, layer_output=None, batch: Optional[int] = None) -> tuple:
+        """A forward of inputs float [n,3,H,W] → (logits [m,L,H,W], z or None); layer_output: a
+        function (the target layer's output → its replacement of `batch` = m samples, default n)
+        hooked on the layer."""
         ex = self.ex
         with ExitStack() as stack, torch.no_grad():
             self.probe.capture(stack)
             if layer_output is not None:
                 stack.callback(_replace_layer(ex, layer_output).remove)
-            logits = select_output(ex.model(inputs), ex.output_key, inputs.shape[0])
+            logits = select_output(ex.model(inputs), ex.output_key, batch or inputs.shape[0])
             z, self.probe.z = self.probe.z, None
-        self.forwards += inputs.shape[0]
-        return self.scores_of(b, logits, z)
+        return logits, z
 
-    def chunk(self) -> int:
-        """Perturbed samples per forward: batch_size, fewer when max_memory_mb asks. Per sample: the
-        input, the logits and a softmax temporary, and three times the largest module output (a
-        stated estimate of a no-grad forward's live tensors, not a measurement)."""
-        H, W = self.images.shape[-2:]
-        per_sample = 4 * (3 * H * W + 2 * self.L * H * W + 3 * self.probe.largest)
-        return max(1, min(self.opts["batch_size"], int(self.ex.max_memory_mb * 2**20 // per_sample)))
+    def layer_batch(self, image: torch.Tensor, replacement, n: int, reference_logits: torch.Tensor) -> tuple:
+        """n forwards of image float [1,3,H,W] whose target-layer output is replaced(output) [n,C,h,w].
+
+        What precedes the layer does not depend on the replacement, so it runs once for the batch,
+        with batch 1: modules after the layer then see n samples, and the batch-1 tensors they meet
+        from before it (skip connections) broadcast. Whether the model allows that (no concatenation
+        across the two, no reshape by the input's batch size) is checked once per call: two copies
+        of the unchanged activations must give the original logits `reference_logits` [1,L,H,W];
+        otherwise the image is repeated n times, as the peers do. (A TorchForwards serves one call.)
+        """
+        if self.shares_prefix is None:
+            self.shares_prefix = self._prefix_works(image, reference_logits)
+        if self.shares_prefix:
+            return self.perturbed(image, replacement, n)
+        return self.perturbed(image.expand(n, -1, -1, -1), replacement)
+
+    def _prefix_works(self, image, reference_logits) -> bool:
+        try:
+            logits, _ = self.perturbed(image, lambda output: torch.cat([output, output]), 2)
+        except (RuntimeError, ValueError):  # e.g. concatenating batch-1 and batch-2 tensors, or logits of batch 1
+            return False
+        return (logits.shape == (2,) + reference_logits.shape[1:]
+                and bool(torch.allclose(logits, reference_logits.expand_as(logits), rtol=1e-4, atol=1e-5)))
 
 
 def _replace_layer(ex, fn):
@@ -150,29 +160,89 @@ def _replace_layer(ex, fn):
     return ex.target_layer.register_forward_hook(lambda m, inputs, output: fn(output))
 
 
-def explain_perturbation(ex, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
-    """The perturbation methods for the PyTorch Explainer `ex` on checked images float [B,3,H,W]."""
-    spec = get_method(ex.method)
+class PerturbationRun:
+    """One call's state: the forwards, the targets, the scoring of perturbed outputs and the
+    count of perturbed samples. `settings` is the explainer (method, options, backend, normalize,
+    max_memory_mb, class_names)."""
+
+    def __init__(self, settings, forwards, images: torch.Tensor) -> None:
+        self.settings, self.forwards, self.images = settings, forwards, images
+        self.opts, self.backend = settings.options, settings.backend
+        self.count = 0
+
+    def original(self, classes, masks):
+        """The unperturbed forward: activations (layer methods), logits, the masks M [B,K,H,W],
+        and what the scores of image b are read against."""
+        images = self.images
+        A, logits, z = self.forwards.original(images, get_method(self.settings.method).needs_layer)
+        class_ids = check_classes(classes, logits.shape[1], getattr(self.settings, "class_names", None))
+        labels = kernels.class_argmax(logits, self.backend)
+        M = target_masks(labels, class_ids, masks)  # [B,K,H,W]
+        self.class_ids, self.labels, self.logits = class_ids, labels, logits
+        self.per_sample = 3 * images[0].numel() + 2 * logits[0].numel() + self.forwards.sample_elements(images, logits)
+        self.from_z = self.opts["score"] == "logit" and self.forwards.upsample is not None and z is not None
+        if self.from_z:
+            low, align = self.forwards.upsample
+            self.read_masks = kernels.mask_seeds(M, low, align, backend=self.backend)  # [B,K,h',w']
+        else:
+            self.read_masks = M
+        self.original_scores = torch.cat([self.scores_of(b, logits[b:b + 1], None if z is None else z[b:b + 1])
+                                          for b in range(images.shape[0])])  # [B,K]
+        active = M.flatten(2).ne(0).any(dim=2)  # [B,K]
+        return A, logits, active
+
+    def scores_of(self, b: int, logits: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
+        """Scores float32 [n,K] of image b's perturbed outputs (logits [n,L,H,W], z [n,L,h',w'])."""
+        source = z if self.from_z else logits
+        return kernels.region_scores(source, self.read_masks[b], self.class_ids, self.opts["score"],
+                                     self.labels[b] if self.opts["score"] == "dice" else None,
+                                     backend=self.backend)
+
+    def score(self, b: int, inputs: torch.Tensor) -> torch.Tensor:
+        """The forward of perturbed `inputs` float [n,3,H,W] of image b → scores float32 [n,K]."""
+        logits, z = self.forwards.perturbed(inputs)
+        self.count += inputs.shape[0]
+        return self.scores_of(b, logits, z)
+
+    def score_layer(self, b: int, replacement, n: int) -> torch.Tensor:
+        """n forwards of image b with the target layer's output replaced → scores float32 [n,K]."""
+        logits, z = self.forwards.layer_batch(self.images[b:b + 1], replacement, n, self.logits[b:b + 1])
+        self.count += n
+        return self.scores_of(b, logits, z)
+
+    def chunk(self) -> int:
+        """Perturbed samples per forward: batch_size, fewer when max_memory_mb asks. Per sample: the
+        input, the logits and a softmax temporary, and the runtime's estimate of a forward's live
+        tensors (a stated estimate, not a measurement)."""
+        budget = self.settings.max_memory_mb * 2**20
+        return max(1, min(self.opts["batch_size"], int(budget // (4 * self.per_sample))))
+
+
+def explain_perturbation(settings, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """The perturbation methods on checked images float [B,3,H,W]: `settings` is the explainer
+    (method, options, backend, normalize, max_memory_mb, layer_name, class_names), `forwards` its
+    runtime's forwards (TorchForwards, or ONNX Runtime's)."""
+    spec = get_method(settings.method)
     if resolution == "layer" and not spec.needs_layer:
         raise ValueError(f"resolution='layer' needs a target layer; method {spec.name!r} works in input space: "
                          "use resolution='full'")
-    run = _Run(ex, images, ex.options)
-    with ModelState(ex.model):
+    run = PerturbationRun(settings, forwards, images)
+    with forwards.state():
         A, logits, active = run.original(classes, masks)
-        B, _, H, W = images.shape
         if spec.name in ("scorecam", "ablationcam"):
             weights = (_scorecam if spec.name == "scorecam" else _ablationcam)(run, A)  # [B,K,C]
             size = tuple(logits.shape[-2:]) if resolution == "full" else None
-            maps = _weighted_maps(A, weights, size, ex.normalize, ex.backend)
+            maps = _weighted_maps(A, weights, size, settings.normalize, settings.backend)
         else:
             raw = (_rise if spec.name == "rise" else _occlusion)(run)  # [B,K,H,W], signed
-            maps = kernels.normalize_maps(raw, backend=ex.backend) if ex.normalize else raw
+            maps = kernels.normalize_maps(raw, backend=settings.backend) if settings.normalize else raw
     maps = maps * active[:, :, None, None]  # an empty region explains nothing: exact zeros
-    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.forwards,
-            "score": ex.options["score"],
+    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.count,
+            "score": settings.options["score"],
             "score_from": "logits before upsample" if run.from_z else "model output"}
     return Explanation(maps=maps, classes=run.class_ids, labels=run.labels, active=active, method=spec.name,
-                       layer=ex.layer_name if spec.needs_layer else "input", info=info)
+                       layer=settings.layer_name if spec.needs_layer else "input", info=info,
+                       class_names=getattr(settings, "class_names", None))
 
 
 def _weighted_maps(A, weights, size, normalize: bool, backend: str) -> torch.Tensor:
@@ -185,18 +255,18 @@ def _weighted_maps(A, weights, size, normalize: bool, backend: str) -> torch.Ten
     return maps if size is None else kernels.resize_normalize(maps, size, backend=backend)
 
 
-def _scorecam(run: _Run, A: torch.Tensor) -> torch.Tensor:
+def _scorecam(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
     B, C = A.shape[:2]
     chunk = run.chunk()
     scores = torch.empty(B, C, len(run.class_ids), device=A.device)
     for b in range(B):
         for lo in range(0, C, chunk):
-            inputs = kernels.scorecam_inputs(run.images[b], A[b, lo:lo + chunk], backend=run.ex.backend)
+            inputs = kernels.scorecam_inputs(run.images[b], A[b, lo:lo + chunk], backend=run.backend)
             scores[b, lo:lo + chunk] = run.score(b, inputs)
     return torch.softmax(scores, dim=1).transpose(1, 2).contiguous()  # softmax over channels → [B,K,C]
 
 
-def _ablationcam(run: _Run, A: torch.Tensor) -> torch.Tensor:
+def _ablationcam(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
     B, C = A.shape[:2]
     batch = run.opts["batch_size"]  # the ablation value depends on a channel's place in the peer's batch
     chunk = run.chunk()
@@ -211,8 +281,7 @@ def _ablationcam(run: _Run, A: torch.Tensor) -> torch.Tensor:
                 out[torch.arange(len(ids)), ids] = values[ids % batch][:, None, None].to(out.dtype)
                 return out
 
-            inputs = run.images[b:b + 1].expand(len(ids), -1, -1, -1)
-            scores[b, lo:lo + chunk] = run.score(b, inputs, layer_output=ablate)
+            scores[b, lo:lo + chunk] = run.score_layer(b, ablate, len(ids))
     S = run.original_scores[:, None, :]  # [B,1,K]
     weights = torch.where(S != 0, (S - scores) / torch.where(S != 0, S, 1), torch.zeros_like(scores))
     return weights.transpose(1, 2).contiguous()
@@ -228,7 +297,7 @@ def rise_grids(n: int, grid: int, p: float, seed: int, size: tuple) -> tuple:
     return grids, shifts
 
 
-def _rise(run: _Run) -> torch.Tensor:
+def _rise(run: PerturbationRun) -> torch.Tensor:
     o = run.opts
     images = run.images
     B, _, H, W = images.shape
@@ -239,9 +308,9 @@ def _rise(run: _Run) -> torch.Tensor:
     for b in range(B):
         scores = torch.empty(o["n_masks"], len(run.class_ids), device=images.device)
         for lo in range(0, o["n_masks"], chunk):
-            inputs = kernels.rise_inputs(images[b], grids[lo:lo + chunk], shifts[lo:lo + chunk], backend=run.ex.backend)
+            inputs = kernels.rise_inputs(images[b], grids[lo:lo + chunk], shifts[lo:lo + chunk], backend=run.backend)
             scores[lo:lo + chunk] = run.score(b, inputs)
-        kernels.rise_accumulate(scores, grids, shifts, (H, W), backend=run.ex.backend, out=out[b])
+        kernels.rise_accumulate(scores, grids, shifts, (H, W), backend=run.backend, out=out[b])
     return out.div_(o["n_masks"] * o["p"])
 
 
@@ -275,7 +344,7 @@ def occlusion_baseline(image: torch.Tensor, baseline, window: tuple) -> torch.Te
     return torch.full_like(image, float(baseline))
 
 
-def _occlusion(run: _Run) -> torch.Tensor:
+def _occlusion(run: PerturbationRun) -> torch.Tensor:
     o = run.opts
     images = run.images
     B, _, H, W = images.shape
@@ -299,4 +368,4 @@ def _occlusion(run: _Run) -> torch.Tensor:
     return out.div_(count)
 
 
-__all__ = ["explain_perturbation", "rise_grids", "occlusion_windows", "occlusion_baseline"]
+__all__ = ["PerturbationRun", "TorchForwards", "explain_perturbation", "rise_grids", "occlusion_windows", "occlusion_baseline"]

@@ -12,6 +12,7 @@ from those tensors through the same closed form (or Eigen-CAM) the PyTorch runti
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,9 @@ import torch
 from .. import kernels
 from ..engine.checks import check_images
 from ..engine.methods import get_method
+from ..engine.options import check_options
 from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass
+from ..engine.perturbation import explain_perturbation
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
                      READABLE_FORMATS, graph_digest)
 
@@ -53,7 +56,10 @@ class OnnxExplainer:
     """CAM explanations from a graph written by sx.export_onnx, run with ONNX Runtime.
 
     path: the .onnx file. method: one of sx.methods(); the gradient methods need the file's
-    linear head (see export_onnx), eigencam does not.
+    linear head (see export_onnx); eigencam, scorecam (at the exported layer), rise and occlusion
+    need only forwards. ablationcam replaces the layer inside the graph, which ONNX Runtime cannot.
+    options, normalize: as sx.Explainer's (the perturbation methods' options; raw maps,
+    ``normalize=False``, are served for the perturbation methods).
     providers: ONNX Runtime execution providers in order of preference; None: TensorRT and CUDA
     (when onnxruntime-gpu provides them), then CPU.
     backend: the CAM stage's kernels, as sx.Explainer's ("auto" | "fused" | "torch").
@@ -78,6 +84,8 @@ class OnnxExplainer:
         max_memory_mb: float = 1024.0,
         threads: Optional[int] = None,
         spin: bool = False,
+        options: Optional[dict] = None,
+        normalize: bool = True,
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
@@ -87,13 +95,13 @@ class OnnxExplainer:
             raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {backend!r}")
         self.backend, self.max_memory_mb = backend, float(max_memory_mb)
         self.providers = self._check_providers(ort, providers)
-        options = ort.SessionOptions()
+        session_options = ort.SessionOptions()
         if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+            session_options.intra_op_num_threads = int(threads)
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), session_options, providers=self.providers)
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ValueError(f"cannot load {str(self.path)!r} as an ONNX model: {err}") from None
         self.meta = self._read_metadata()
@@ -105,8 +113,12 @@ class OnnxExplainer:
         if self.meta["head"] is not None:
             self.head_weight, self.align_corners = self._read_head(self.meta["head"])
         self._check_graph()
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        self.normalize = normalize
+        self.class_names = None
         self.method = method
-        self._check_method(self.method)
+        self.options = check_options(self.method, options)
 
     @staticmethod
     def _check_providers(ort, providers) -> list[str]:
@@ -212,9 +224,13 @@ class OnnxExplainer:
 
     def _check_method(self, method: str) -> str:
         spec = get_method(method)
-        if spec.family == "perturbation":
-            raise ValueError(f"method {spec.name!r} (a perturbation method) is not served by OnnxExplainer yet; "
-                             "explain the PyTorch model with sx.Explainer")
+        if spec.name == "ablationcam":
+            raise ValueError("method 'ablationcam' replaces the target layer's output inside the model, which an "
+                             "ONNX Runtime graph does not allow: explain the PyTorch model with sx.Explainer, or "
+                             "use 'scorecam', 'rise' or 'occlusion'")
+        if not self.normalize and spec.family != "perturbation":
+            raise ValueError(f"normalize=False (raw maps) is served on ONNX Runtime for the perturbation methods, "
+                             f"not {spec.name!r}: use sx.Explainer for raw gradient maps")
         if spec.needs_gradients and self.head_weight is None:
             raise ValueError(
                 f"method {spec.name!r} needs gradients, and {str(self.path)!r} was exported without a linear head "
@@ -230,6 +246,7 @@ class OnnxExplainer:
     @method.setter
     def method(self, name: str) -> None:
         self._method = self._check_method(name)
+        self.options = check_options(self._method, None)
 
     @property
     def provider(self) -> str:
@@ -247,17 +264,30 @@ class OnnxExplainer:
 
     def forward(self, images: torch.Tensor) -> ForwardPass:
         """One ORT run of images float [B,3,H,W] → ForwardPass with activations float32 [B,C,h,w],
-        logits float32 [B,L,H,W] and labels int64 [B,H,W] (argmax over classes), on the CPU."""
+        logits float32 [B,L,H,W] and labels int64 [B,H,W] (argmax over classes), on the CPU.
+        For a perturbation method it keeps only the images: explain_outputs runs its forwards."""
         images = self._check_images(images)
-        names = [LOGITS_NAME, ACTIVATIONS_NAME] + ([LABELS_NAME] if self.graph_labels else [])
-        out = self.session.run(names, {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
+        if get_method(self.method).family == "perturbation":
+            return ForwardPass(images)
+        logits, activations, labels = self.run(images, labels=True)
+        return ForwardPass(images, activations, logits, labels)
+
+    def run(self, images: torch.Tensor, activations: bool = True, labels: bool = False) -> tuple:
+        """The graph's outputs for checked images float [B,3,H,W]: (logits float32 [B,L,H,W],
+        activations float32 [B,C,h,w] or None, labels int64 [B,H,W] or None), on the CPU."""
+        names = [LOGITS_NAME] + ([ACTIVATIONS_NAME] if activations else [])
+        graph_labels = labels and self.graph_labels
+        out = self.session.run(names + ([LABELS_NAME] if graph_labels else []),
+                               {INPUT_NAME: images.detach().float().cpu().contiguous().numpy()})
         logits = torch.from_numpy(out[0])
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:  # formats without a digest
             raise ValueError(f"{str(self.path)!r}: the graph's logits have shape {list(logits.shape)}, its metadata "
                              f"says {self.num_classes} classes: export the model again with sx.export_onnx")
+        A = torch.from_numpy(out[1]) if activations else None
+        if not labels:
+            return logits, A, None
         # Format-3 graphs leave the labels to the core's one-pass argmax (format 2 carried them).
-        labels = torch.from_numpy(out[2]) if self.graph_labels else kernels.class_argmax(logits, self.backend)
-        return ForwardPass(images, torch.from_numpy(out[1]), logits, labels)
+        return logits, A, torch.from_numpy(out[-1]) if graph_labels else kernels.class_argmax(logits, self.backend)
 
     def explain_outputs(
         self,
@@ -268,6 +298,10 @@ class OnnxExplainer:
         resolution: str = "full",
     ) -> Explanation:
         """The CAM stage on forward()'s result; classes, masks and resolution as sx.Explainer's."""
+        if not outputs.has_outputs:  # a perturbation method: its forwards run here
+            res = explain_perturbation(self, OnnxForwards(self), outputs.images, classes, masks, resolution)
+            res.info.update(runtime="onnxruntime", provider=self.provider)
+            return res
         upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
         res = explain_forward_pass(outputs, self.method, self.head_weight, upsample, classes, masks,
                                    layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
@@ -289,3 +323,31 @@ class OnnxExplainer:
                 f"spatial size), got {list(images.shape[2:])}: resize the images or export at this size"
             )
         return images
+
+
+class OnnxForwards:
+    """The perturbation methods' forwards on ONNX Runtime (engine.perturbation's TorchForwards
+    for a graph): the scores are read from the full-resolution logits."""
+
+    runtime = "onnxruntime"
+    upsample = None  # the graph does not expose the logits before the final upsample
+
+    def __init__(self, explainer: OnnxExplainer) -> None:
+        self.explainer = explainer
+
+    def state(self):
+        return contextlib.nullcontext()
+
+    def sample_elements(self, images: torch.Tensor, logits: torch.Tensor) -> int:
+        """ORT's arena holds a few of the forward's largest intermediates per sample: estimated as
+        four logits-sized tensors (a stated estimate, not a measurement)."""
+        return 4 * logits[0].numel()
+
+    def original(self, images: torch.Tensor, need_layer: bool) -> tuple:
+        logits, A, _ = self.explainer.run(images, activations=need_layer)
+        return A, logits, None
+
+    def perturbed(self, inputs: torch.Tensor, layer_output=None) -> tuple:
+        if layer_output is not None:  # refused earlier, by OnnxExplainer's method check
+            raise ValueError("ONNX Runtime cannot replace a layer inside the graph")
+        return self.explainer.run(inputs, activations=False)[0], None
