@@ -2,7 +2,8 @@
 
     python benchmarks/batch_store_precision.py
 
-For every method, two target layers of the demo model (decoder at 1/2, encoder.stage3 at 1/8) and a
+For every CAM method (those of the gradient and activation families, whose maps have a layer
+resolution; the perturbation family's cost many forwards and is checked by its own tests), two target layers of the demo model (decoder at 1/2, encoder.stage3 at 1/8) and a
 few image sizes (odd ones included): max and mean |read back − Explainer maps|, and bytes per image
 stored (float16 at the layer's resolution) vs float16 / float32 at full size.
 The demo model's weights are used when present, else a random-initialised DemoSegNet.
@@ -11,7 +12,7 @@ import torch
 
 import seg_xai_fast as sx
 from seg_xai_fast.demo.model import DemoSegNet
-from seg_xai_fast.engine.methods import CLI_METHODS
+from seg_xai_fast.engine.methods import METHODS
 from seg_xai_fast.apps.batch.store import expand_maps
 
 
@@ -26,7 +27,7 @@ def main() -> None:
           f"{'KB stored':>9} {'KB f16 full':>11}")
     worst = 0.0
     for layer in ("decoder", "encoder.stage3"):
-        for method in CLI_METHODS:
+        for method in sorted(m for m, spec in METHODS.items() if spec.family in ("gradient", "activation")):
             explainer = sx.Explainer(model, layer, method)
             for size in ((160, 160), (161, 99), (256, 320)):
                 images, _ = sx.synthetic_scenes(4, seed=7, size=size)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .engine.capture import model_logits
 from .engine.checks import check_images, describe
 from .engine.explainer import Explainer
+from .engine.methods import check_options_used, layer_for, options_for
 
 METRIC_KEYS = (
     "pointing_game",
@@ -430,6 +431,12 @@ def randomized_models(model: nn.Module, stages: Sequence[str], seed: int = 0) ->
     return out
 
 
+def _explainer(model, layer, method: str, output_key: str, options: Optional[dict]) -> Explainer:
+    """`method`'s explainer: at `layer`, or in input space; the entries of `options` it takes."""
+    return Explainer(model, layer_for(method, layer), method, output_key=output_key,
+                     options=options_for(method, options))
+
+
 def randomization_check(
     model: nn.Module,
     layer: Union[str, nn.Module],
@@ -442,6 +449,7 @@ def randomization_check(
     output_key: str = "out",
     maps: Optional[torch.Tensor] = None,
     models: Optional[list] = None,
+    options: Optional[dict] = None,
 ) -> dict:
     """Spearman rank correlation between the maps of the model and of its cascading randomised copies.
 
@@ -449,7 +457,7 @@ def randomization_check(
     works with stages re-resolved by name, so pass names). Both models explain the same targets:
     the regions M_c predicted by the original model, so only the parameters differ.
     maps: the original model's maps float [B,K,H,W] if already computed; models: the output of
-    `randomized_models` to reuse copies across calls.
+    `randomized_models` to reuse copies across calls. options: the method's (Explainer(options=)).
     Returns {stage: float32 [B,K]} (cascade order; each entry has that stage and all above it
     randomised), NaN where M_c is empty. The check passes when the correlation collapses.
     """
@@ -460,12 +468,12 @@ def randomization_check(
     regions = predicted_regions(model, images, ids, output_key=output_key)
     targets = regions.float()
     if maps is None:
-        maps = Explainer(model, layer, method, output_key=output_key)(images, classes=ids, masks=targets).maps
+        maps = _explainer(model, layer, method, output_key, options)(images, classes=ids, masks=targets).maps
     maps = _check_maps(maps)
     valid = regions.flatten(2).any(dim=2)
     out = {}
     for name, randomized in models:
-        other = Explainer(randomized, layer, method, output_key=output_key)(images, classes=ids, masks=targets).maps
+        other = _explainer(randomized, layer, method, output_key, options)(images, classes=ids, masks=targets).maps
         rho = spearman(maps.flatten(2).float(), other.flatten(2).float())
         out[name] = _counted(rho.cpu(), valid.cpu())
     return out
@@ -551,6 +559,7 @@ def evaluate(
     seed: int = 0,
     output_key: str = "out",
     progress: bool = False,
+    options: Optional[dict] = None,
 ) -> dict:
     """Every metric of this module for each method, on images with ground truth.
 
@@ -560,7 +569,9 @@ def evaluate(
     pixels (the Explainer's default). `stages` as `randomized_models` (None: `default_stages`,
     () skips the check). Images go through in chunks of `batch_size`; when `progress`, a tqdm
     bar on stderr counts scenes (it moves after each metric of a chunk, with tqdm's estimate of
-    the time left) and one line after the first chunk estimates the whole run.
+    the time left) and one line after the first chunk estimates the whole run. `layer` serves
+    the layer methods (the input-space ones take none); `options`: method options, each method
+    taking the entries it knows (every entry must be some method's).
 
     Returns {method: {key: float for key in METRIC_KEYS, plus "context_deletion_auc" and
     "context_insertion_auc" when `context`, "randomization_by_stage" {stage: float},
@@ -585,8 +596,9 @@ def evaluate(
     ids = _check_class_ids(classes)
     stages = default_stages(model) if stages is None else list(stages)
     models = randomized_models(model, stages, seed) if stages else []
-    for method in methods:  # fail early on a bad name or layer, before any work
-        Explainer(model, layer, method, output_key=output_key)
+    check_options_used(methods, options)
+    for method in methods:  # fail early on a bad name, layer or option, before any work
+        _explainer(model, layer, method, output_key, options)
 
     parts = {m: {key: [] for key in ("pg", "epg", "del", "ins", "cdel", "cins", "morf", "lerf", "rand")} for m in methods}
     from tqdm.auto import tqdm  # a dependency of the package; imported here to keep `import` light
@@ -611,7 +623,7 @@ def evaluate(
             regions = predicted_regions(model, x, ids, output_key=output_key, forward_batch=forward_batch)
             for method in methods:
                 bar.set_description(f"evaluate {method}")
-                maps = Explainer(model, layer, method, output_key=output_key)(x, classes=ids).maps
+                maps = _explainer(model, layer, method, output_key, options)(x, classes=ids).maps
                 acc = parts[method]
                 acc["pg"].append(pointing_game(maps, gt, ids, tolerance))
                 acc["epg"].append(energy_pointing_game(maps, gt, ids))
@@ -633,7 +645,7 @@ def evaluate(
                     # The default targets are the predicted regions, so these maps equal the
                     # ones the check would compute with masks = M_c.
                     acc["rand"].append(randomization_check(model, layer, method, x, ids, models=models, maps=maps,
-                                                           output_key=output_key))
+                                                           output_key=output_key, options=options))
                     advance()
             if progress and lo == 0 and x.shape[0] < N:
                 per_scene = (time.perf_counter() - start) / x.shape[0]

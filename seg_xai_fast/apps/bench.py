@@ -12,6 +12,11 @@ Rows (all for the same model, layer, image and K classes):
 - <method> pytorch-grad-cam: the peer, one call (forward + full backward) per class, same targets;
 - predicted targets: the default Seg-Grad-CAM target (each class's predicted pixels); classes
   predicted nowhere cost us nothing and the peer still one forward + backward each.
+Perturbation methods (scorecam, ablationcam, rise, occlusion) get their own floor: the same number
+of perturbed forwards (the image, in batches of the method's batch_size) with no explanation work;
+their peer is pytorch-grad-cam (scorecam, ablationcam) or captum (occlusion), one call per class.
+ablationcam runs what precedes the layer once per batch where the model allows, so it can beat
+that floor.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import torch
 from .. import kernels
 from ..engine.capture import ModelState, model_logits, select_output
 from ..engine.explainer import Explainer
+from ..engine.methods import check_options_used, get_method, layer_for, options_for
 from ..models import load_model, require_layer
 from ..viz import bar_chart, save_png
 
@@ -111,8 +117,7 @@ def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = 
     `output_key`); raises ImportError when the package is not installed."""
     import pytorch_grad_cam as pgc
 
-    cam_class = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
-                 "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
+    cam_class = getattr(pgc, PEER_CLASSES[method])
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -126,14 +131,23 @@ def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = 
         yield cam
 
 
-def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
-    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int,
+                 options: Optional[dict] = None) -> Optional[float]:
+    """The peer explaining the same targets, one call per class (its API): pytorch-grad-cam, or
+    captum for occlusion; None if it is not installed or has no such method."""
+    if method == "occlusion":
+        return captum_occlusion_seconds(model, images, classes, masks, output_key, repeats, options or {})
+    if method not in PEER_CLASSES:
+        return None
     try:
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
     except ImportError:
         return None
     targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
     with peer_cam(model, layer, method, output_key) as cam:
+        if "batch_size" in (options or {}) and hasattr(cam, "batch_size"):
+            cam.batch_size = options["batch_size"]  # the same perturbed batches as ours
+
         def run():
             for target in targets:
                 cam(input_tensor=images, targets=[target])
@@ -141,6 +155,64 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
     model.requires_grad_(True)  # the peer leaves parameter .grad filled; clear it for fairness
     model.zero_grad(set_to_none=True)
     return seconds
+
+
+#: pytorch-grad-cam's class for each method it has.
+PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
+                "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
+
+
+def captum_occlusion_seconds(model, images, classes, masks, output_key: str, repeats: int, options: dict):
+    """captum's Occlusion, one call per class, its target the class's logits summed over the
+    region (our "logit" score); None if captum is not installed."""
+    try:
+        from captum.attr import Occlusion
+    except ImportError:
+        return None
+    window, stride = options.get("window", (16, 16)), options.get("stride", (8, 8))
+
+    def run():
+        for k, c in enumerate(classes):
+            def score(x, c=c, k=k):
+                return (select_output(model(x), output_key, x.shape[0])[:, c] * masks[:, k]).flatten(1).sum(1)
+            Occlusion(score).attribute(images, sliding_window_shapes=(3, *window), strides=(3, *stride),
+                                       baselines=float(options.get("baseline", 0.0)),
+                                       perturbations_per_eval=options.get("batch_size", 32))
+
+    with torch.no_grad():
+        return median_seconds(run, repeats)
+
+
+def perturbation_rows(model, layer: str, method: str, images, classes, masks, options: dict, repeats: int,
+                      peer_repeats: int, peer: bool) -> list[dict]:
+    """Ours (fused and torch backends), the floor (as many plain forwards, batched alike) and the peer."""
+    timings, forwards = {}, 0
+    for backend in ("fused", "torch"):
+        explainer = Explainer(model, layer_for(method, layer), method, backend=backend,
+                              options=options_for(method, options))
+        forwards = explainer(images, classes=classes, masks=masks).info["perturbed_forwards"]  # also the warm-up
+        timings[backend] = median_seconds(lambda: explainer(images, classes=classes, masks=masks), repeats, warmup=0)
+    batch = explainer.options["batch_size"]
+    plain = images.expand(min(batch, forwards), -1, -1, -1).contiguous()
+
+    def floor():
+        with torch.no_grad():
+            for lo in range(0, forwards, batch):
+                model(plain[:min(batch, forwards - lo)])
+
+    floor_s = median_seconds(floor, repeats, warmup=0)
+    rows = [{"row": f"{method} floor ({forwards} forwards)", "ms": floor_s * 1e3}]
+    peer_s = (peer_seconds(model, layer, method, images, classes, masks, "out", peer_repeats, explainer.options)
+              if peer else None)
+    for backend, seconds in timings.items():
+        row = {"row": f"{method} {backend}", "ms": seconds * 1e3, "x_floor": seconds / floor_s}
+        if peer_s is not None:
+            row["peer_over_ours"] = peer_s / seconds
+        rows.append(row)
+    if peer_s is not None:
+        name = "captum" if method == "occlusion" else "pytorch-grad-cam"
+        rows.append({"row": f"{method} {name}", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+    return rows
 
 
 def run_bench(
@@ -156,15 +228,18 @@ def run_bench(
     log: Callable[[str], None] = print,
     weights: Optional[str] = None,
     model_classes: Optional[int] = None,
+    options: Optional[dict] = None,
 ) -> list[dict]:
     """Run the comparison; print a table through `log`; return its rows; draw `chart` (PNG) if given.
 
     num_classes: explain the first N classes (None: all); weights, model_classes: the model's
-    state dict and class count (models.load_model's weights and num_classes).
+    state dict and class count (models.load_model's weights and num_classes); options: the
+    methods' options (each takes the entries it knows).
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     peer_repeats = min(peer_repeats, repeats)  # the peer never gets more samples than we do
+    check_options_used(methods, options)
     loaded = load_model(model_spec, weights=weights, num_classes=model_classes)
     model, layer = loaded.model, require_layer(loaded, layer)
     size = size or loaded.image_size
@@ -192,6 +267,10 @@ def run_bench(
             {"row": f"VJP batched ({len(classes)} classes)", "ms": statistics.median(vjp["batched"]) * 1e3},
             {"row": "floor = fastest forward + fastest VJP", "ms": floor_s * 1e3}]
     for method in methods:
+        if get_method(method).family == "perturbation":
+            rows += perturbation_rows(model, layer, method, images, classes, masks, options or {}, repeats,
+                                      peer_repeats, peer)
+            continue
         timings = {}
         for backend in ("fused", "torch"):
             explainer = Explainer(model, layer, method, backend=backend)
@@ -205,22 +284,31 @@ def run_bench(
         if peer_s is not None:
             rows.append({"row": f"{method} pytorch-grad-cam", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
     # The default target: only the classes the model actually predicts cost a VJP.
-    explainer = Explainer(model, layer, methods[0])
+    gradient_methods = [m for m in methods if get_method(m).family != "perturbation"]
+    if not gradient_methods:
+        return _finish(rows, loaded.name, layer, size, classes, chart, log)
+    first = gradient_methods[0]
+    explainer = Explainer(model, layer, first)
     ours_s = median_seconds(lambda: explainer(images, classes=classes), repeats)
     predicted = (out.argmax(1, keepdim=True) == torch.tensor(classes).view(1, -1, 1, 1)).float()
-    row = {"row": f"{methods[0]} predicted targets", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s,
+    row = {"row": f"{first} predicted targets", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s,
            "predicted_classes": int(predicted.flatten(2).any(2).sum())}
     if peer:
-        peer_s = peer_seconds(model, layer, methods[0], images, classes, predicted, "out", peer_repeats)
+        peer_s = peer_seconds(model, layer, first, images, classes, predicted, "out", peer_repeats)
         if peer_s is not None:
             row["peer_over_ours"] = peer_s / ours_s
             rows.append(row)
-            row = {"row": f"{methods[0]} predicted targets pytorch-grad-cam", "ms": peer_s * 1e3,
+            row = {"row": f"{first} predicted targets pytorch-grad-cam", "ms": peer_s * 1e3,
                    "x_floor": peer_s / floor_s}
     rows.append(row)
+    return _finish(rows, loaded.name, layer, size, classes, chart, log)
+
+
+def _finish(rows, model_name, layer, size, classes, chart, log) -> list[dict]:
+    """Print the table; draw the chart."""
     log(format_table(rows))
     if chart:
-        save_png(bar_chart([(r["row"], r["ms"]) for r in rows], chart_title(loaded.name, layer, size, len(classes))),
+        save_png(bar_chart([(r["row"], r["ms"]) for r in rows], chart_title(model_name, layer, size, len(classes))),
                  chart)
         log(f"chart: {chart}")
     return rows

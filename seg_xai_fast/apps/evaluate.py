@@ -64,11 +64,12 @@ def run_evaluate(
     progress: bool = True,
     weights: Optional[str] = None,
     num_classes: Optional[int] = None,
+    options: Optional[dict] = None,
 ) -> dict:
     """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `metrics.evaluate`'s dict
     plus "_meta" (settings, seconds, files written). `model`, `weights`, `num_classes`: as models.load_model's;
     the model's classes are the scenes' CLASS_NAMES. `classes`: names or ids
-    (None: the object classes)."""
+    (None: the object classes). `options`: the methods' options (each takes the entries it knows)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     loaded = load_model(model, weights=weights, num_classes=num_classes)
@@ -81,7 +82,8 @@ def run_evaluate(
                          f"got {out_classes} output channels")
     start = time.perf_counter()
     results = evaluate(loaded.model, layer, list(methods), images, truth, ids, tolerance=tolerance, steps=steps,
-                       percentiles=percentiles, context=context, batch_size=batch_size, progress=progress)
+                       percentiles=percentiles, context=context, batch_size=batch_size, progress=progress,
+                       options=options)
     seconds = time.perf_counter() - start
     meta = {"model": loaded.name, "layer": layer, "n": n, "size": size, "seed": seed, "steps": steps,
             "tolerance": tolerance, "classes": [CLASS_NAMES[c] for c in ids], "seconds": seconds,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from .._version import __version__
-from . import bench, demo, evaluate, explain, export_onnx, info, report, video
+from . import bench, demo, evaluate, explain, export_onnx, info, methods, report, video
 from .exits import run_command
 
-COMMANDS = (info, demo, bench, explain, video, export_onnx, evaluate, report)
+COMMANDS = (info, methods, demo, bench, explain, video, export_onnx, evaluate, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from ..apps.bench import run_bench
-from .common import add_model_arguments
+from .common import add_method_arguments, add_model_arguments, method_names, parse_options
 from .exits import EXIT_OK
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time the explainer against its floor, its reference and pytorch-grad-cam")
     add_model_arguments(p)
-    p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated (default: %(default)s)")
+    add_method_arguments(p, methods=True, default="gradcam,gradcam++")
     p.add_argument("--classes", type=int, default=None, help="explain the first N classes (default: all)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's)")
     p.add_argument("--repeats", type=int, default=5)
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run_bench(args.model, weights=args.weights, model_classes=args.num_classes, methods=methods, num_classes=args.classes, size=args.size, layer=args.layer,
-              repeats=args.repeats, peer=not args.no_peer, chart=args.chart)
+    run_bench(args.model, weights=args.weights, model_classes=args.num_classes, methods=method_names(args.methods),
+              num_classes=args.classes, size=args.size, layer=args.layer, repeats=args.repeats,
+              peer=not args.no_peer, chart=args.chart, options=parse_options(args.option))
     return EXIT_OK

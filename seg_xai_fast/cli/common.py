@@ -1,5 +1,10 @@
-"""What several commands share: the model arguments (--model, --weights, --num-classes, --layer)."""
+"""What several commands share: the model arguments (--model, --weights, --num-classes, --layer)
+and the method arguments (--method or --methods, --option)."""
 from __future__ import annotations
+
+import json
+
+from ..engine.methods import METHODS
 
 from ..models import LoadedModel, load_model
 
@@ -32,3 +37,44 @@ def model_options(args) -> dict:
 def load_model_of(args) -> LoadedModel:
     """The model the arguments name (--model, --weights, --num-classes)."""
     return load_model(args.model, **model_options(args))
+
+
+def add_method_arguments(parser, methods: bool = False, default: str = "gradcam") -> None:
+    """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command."""
+    if methods:
+        parser.add_argument("--methods", default=default,
+                            help="comma-separated, or 'all' (default: %(default)s); see `seg-xai methods`")
+    else:
+        parser.add_argument("--method", default=default, choices=sorted(METHODS), metavar="METHOD",
+                            help="explanation method (default: %(default)s); see `seg-xai methods`")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method option, repeatable, e.g. --option n_masks=1000 --option window=16,16 "
+                             "(each method's options: `seg-xai methods`)")
+
+
+def method_names(spec: str) -> list:
+    """--methods: 'all' or a comma-separated list of method names."""
+    names = sorted(METHODS) if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--methods must name at least one method, got {spec!r}")
+    return names
+
+
+def parse_options(items) -> dict:
+    """--option KEY=VALUE items → {key: value}: numbers and true/false/null as such, "a,b" as a
+    tuple of them (window=16,16), anything else as a string (baseline=mean)."""
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option must be KEY=VALUE, got {item!r}")
+        parts = [_value(p.strip()) for p in text.split(",")]
+        options[key.strip()] = parts[0] if len(parts) == 1 else tuple(parts)
+    return options
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

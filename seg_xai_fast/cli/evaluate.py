@@ -5,15 +5,14 @@ import json
 import sys
 
 from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
-from ..engine.methods import CLI_METHODS
-from .common import add_model_arguments, model_options
+from .common import add_method_arguments, add_model_arguments, method_names, model_options, parse_options
 from .exits import EXIT_OK
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="explanation-quality metrics on generated scenes with ground truth")
     add_model_arguments(p)  # the model must predict the scenes' classes (background, disc, square, triangle)
-    p.add_argument("--methods", default="gradcam,gradcam++", help="comma-separated, or 'all' (default: %(default)s)")
+    add_method_arguments(p, methods=True, default="gradcam,gradcam++")
     p.add_argument("--n", type=int, default=DEFAULT_N,
                    help="number of scenes; each costs about 6 CPU-seconds with the default settings, the "
                         "progress bar shows the time left (default: %(default)s)")
@@ -32,11 +31,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    names = list(CLI_METHODS) if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not names:
-        raise ValueError(f"--methods must name at least one method, got {args.methods!r}")
+    names = method_names(args.methods)
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
-    results = run_evaluate(args.model, args.layer, names, **model_options(args), n=args.n, size=args.size, seed=args.seed, classes=classes,
+    results = run_evaluate(args.model, args.layer, names, **model_options(args), options=parse_options(args.option), n=args.n, size=args.size, seed=args.seed, classes=classes,
                            steps=args.steps, tolerance=args.tolerance, context=args.context,
                            batch_size=args.batch_size, out=args.out, progress=not args.no_progress)
     meta = results["_meta"]

@@ -5,9 +5,8 @@ import sys
 
 from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
-from ..engine.methods import CLI_METHODS
 from ..runtimes.choice import RUNTIMES
-from .common import add_model_arguments, model_options
+from .common import add_method_arguments, add_model_arguments, model_options, parse_options
 from .exits import EXIT_FAILURES, EXIT_OK
 
 
@@ -24,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
                         "else torch (default: %(default)s)")
-    p.add_argument("--method", default="gradcam", choices=CLI_METHODS, help="CAM method (default: %(default)s)")
+    add_method_arguments(p)
     p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: all classes)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,
@@ -35,7 +34,8 @@ def register(subparsers) -> None:
                                                   "(default: %(default)s; maps are always saved)")
     p.add_argument("--map-resolution", default="layer", choices=("layer", "full"),
                    help="store maps at the target layer's resolution (compact, exact up to float16) or at "
-                        "image size (default: %(default)s)")
+                        "image size; the input-space methods (rise, occlusion) store them at image size "
+                        "(default: %(default)s)")
     p.add_argument("--colormap", default="jet", help="overlay colormap (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
@@ -54,6 +54,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     cfg = JobConfig(
         inputs=args.inputs, out=args.out, model=args.model, **model_options(args), layer=args.layer, method=args.method,
+        options=parse_options(args.option),
         classes=args.classes, batch_size=args.batch_size, workers=args.workers, threads=args.threads, save=args.save,
         map_resolution=args.map_resolution, colormap=args.colormap, alpha=args.alpha, device=args.device,
         force=args.force, runtime=args.runtime, ray=args.ray, progress=not args.no_progress,

@@ -5,11 +5,10 @@ import sys
 
 from ..apps.video.io import CONTAINERS
 from ..apps.video.pipeline import run_video
-from ..engine.methods import CLI_METHODS
 from ..errors import VideoError
 from ..kernels.colormaps import COLORMAP_NAMES
 from ..runtimes.choice import RUNTIMES
-from .common import add_model_arguments, model_options
+from .common import add_method_arguments, add_model_arguments, model_options, parse_options
 from .exits import EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -27,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="auto: onnxruntime when installed and it serves the method at this layer, else torch "
                         "(default: %(default)s)")
-    p.add_argument("--method", default="gradcam", choices=CLI_METHODS, help="(default: %(default)s)")
+    add_method_arguments(p)
     p.add_argument("--classes", default=None,
                    help="comma-separated class ids or names to choose from per frame (default: every class)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the map (default: %(default)s)")
@@ -45,7 +44,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise VideoError(f"--batch-size must be a positive int, got {args.batch_size}")
     summary = run_video(args.input, args.output, model=args.model, **model_options(args), runtime=args.runtime, layer=args.layer,
-                        method=args.method, classes=args.classes, batch_size=args.batch_size,
+                        method=args.method, options=parse_options(args.option), classes=args.classes, batch_size=args.batch_size,
                         colormap=args.colormap, alpha=args.alpha, progress=not args.no_progress, log=log)
     for line in summary.lines():
         print(line)

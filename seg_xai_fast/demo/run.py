@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 
 from .model import demo_model
 from ..engine.explainer import Explainer
+from ..engine.methods import layer_for
 from ..kernels import overlay
 from .scenes import CLASS_NAMES, synthetic_scenes
 from ..viz import color_labels, contact_sheet, label_legend, save_png, to_frames
@@ -21,6 +23,7 @@ def run_demo(
     method: str = "gradcam",
     seed: int = 2024,
     colormap: str = "jet",
+    options: Optional[dict] = None,
 ) -> dict:
     """Explain all classes of `n` scenes; write one overlay PNG per (scene, class) and a contact sheet.
 
@@ -29,7 +32,7 @@ def run_demo(
     out_dir = Path(out_dir)
     model = demo_model()
     images, truth = synthetic_scenes(n, seed=seed, size=size)
-    explainer = Explainer(model, DEMO_LAYER, method)
+    explainer = Explainer(model, layer_for(method, DEMO_LAYER), method, options=options)
     start = time.perf_counter()
     res = explainer(images)  # every class, one forward pass
     seconds = time.perf_counter() - start

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 _BATCH = (("batch_size", 32),)
 _SCORE = (("score", "logit"),)
@@ -37,9 +38,6 @@ _SPECS = (
                options=(("window", 16), ("stride", 8), ("baseline", 0.0)) + _BATCH + _SCORE),
 )
 METHODS = {spec.name: spec for spec in _SPECS}
-# The methods the command-line applications (explain, video, demo, evaluate) run so far: the
-# perturbation family is served by the Python API only, for now.
-CLI_METHODS = tuple(sorted(spec.name for spec in _SPECS if spec.family != "perturbation"))
 
 
 def methods() -> dict[str, str]:
@@ -67,3 +65,24 @@ def check_layer(method: str, target_layer) -> None:
     if not spec.needs_layer and target_layer is not None:
         raise ValueError(f"target_layer must be None for method {spec.name!r}, which perturbs the input, "
                          f"got {target_layer!r}")
+
+
+def layer_for(method: str, layer):
+    """The target_layer argument `method` takes: `layer` for the layer methods, None for the
+    input-space ones (so that one --layer serves a command explaining with several methods)."""
+    return layer if get_method(method).needs_layer else None
+
+
+def options_for(method: str, options: Optional[dict]) -> dict:
+    """The entries of `options` that `method` takes (one --option list serves several methods)."""
+    valid = dict(get_method(method).options)
+    return {key: value for key, value in (options or {}).items() if key in valid}
+
+
+def check_options_used(methods, options: Optional[dict]) -> None:
+    """Every option must be an option of at least one of `methods`."""
+    known = {key for name in methods for key, _ in get_method(name).options}
+    unused = sorted(set(options or {}) - known)
+    if unused:
+        raise ValueError(f"options {unused} are not options of {', '.join(map(repr, methods))}; valid options: "
+                         f"{sorted(known) if known else 'none'}")

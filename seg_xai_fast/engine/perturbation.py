@@ -237,7 +237,7 @@ def explain_perturbation(settings, forwards, images: torch.Tensor, classes, mask
             raw = (_rise if spec.name == "rise" else _occlusion)(run)  # [B,K,H,W], signed
             maps = kernels.normalize_maps(raw, backend=settings.backend) if settings.normalize else raw
     maps = maps * active[:, :, None, None]  # an empty region explains nothing: exact zeros
-    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.count,
+    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.count, "batch": run.chunk(),
             "score": settings.options["score"],
             "score_from": "logits before upsample" if run.from_z else "model output"}
     return Explanation(maps=maps, classes=run.class_ids, labels=run.labels, active=active, method=spec.name,

@@ -17,7 +17,7 @@ import torch.nn as nn
 from .._version import __version__
 from ..demo.model import WEIGHTS_PATH
 from ..engine.explainer import Explainer
-from ..engine.methods import get_method
+from ..engine.methods import get_method, layer_for
 from ..models import load_model, require_layer
 from .export import FORMAT_VERSION, export_onnx
 from .onnx_explainer import OnnxExplainer, import_onnxruntime
@@ -80,13 +80,16 @@ def make_explainer(
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,  # ONNX Runtime intra-op threads (None: its default)
     log=None,
+    options: Optional[dict] = None,  # the method's options (Explainer(options=...))
 ) -> RuntimeChoice:
     """The explainer the command line uses for `model_spec` ("demo" | "torchvision:NAME" | a .pt
     file | a .onnx file written by export_onnx) on `runtime`.
 
     "onnxruntime" exports the PyTorch model once to the cache (cache_dir(), key cache_key()) and
     explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when it is
-    installed and can serve the method at this layer (a linear head, or eigencam), else torch.
+    installed and can serve the method at this layer (a linear head, or a method that needs only
+    forwards: eigencam, scorecam, rise, occlusion), else torch. The input-space methods (rise,
+    occlusion) take no layer; their ONNX export uses the model's default layer.
     `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model.
     """
     if runtime not in RUNTIMES:
@@ -98,16 +101,21 @@ def make_explainer(
                              "--num-classes do not apply")
         if runtime == "torch":
             raise ValueError(f"model {model_spec!r} is an ONNX file: it runs with --runtime onnxruntime (or auto)")
-        explainer = OnnxExplainer(model_spec, method, providers=providers, threads=threads)
+        explainer = OnnxExplainer(model_spec, method, providers=providers, threads=threads, options=options)
         if layer and layer != explainer.layer_name:
             raise ValueError(f"{model_spec!r} was exported for layer {explainer.layer_name!r}, got --layer {layer!r}: "
                              "export the model again for that layer")
         return RuntimeChoice(explainer, "onnxruntime", Path(model_spec).stem, explainer.layer_name)
     loaded = load_model(model_spec, weights=weights, num_classes=num_classes)
-    layer = require_layer(loaded, layer)
-    # Resolves (and so checks) the layer before anything is exported or logged.
-    explainer = Explainer(loaded.model, layer, method, class_names=loaded.class_names)
-    layer = explainer.layer_name
+    if layer is not None and not get_method(method).needs_layer:
+        raise ValueError(f"method {method!r} perturbs the input and takes no target_layer, got --layer {layer!r}")
+    if get_method(method).needs_layer:
+        layer = require_layer(loaded, layer)
+    # Resolves (and so checks) the layer and the options before anything is exported or logged.
+    explainer = Explainer(loaded.model, layer_for(method, layer), method, class_names=loaded.class_names,
+                          options=options)
+    # The exported graph exposes a layer's activations; the input-space methods read only its logits.
+    layer = explainer.layer_name if get_method(method).needs_layer else (loaded.layer or _first_conv(loaded.model))
     note = ""
     if runtime != "torch":
         try:
@@ -126,12 +134,24 @@ def make_explainer(
                         log(f"exporting {loaded.name} at layer {layer} to {path} (cached for next time)")
                     example = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
                     export_onnx(loaded.model, layer, path, example, require_head=get_method(method).needs_gradients)
-                explainer = OnnxExplainer(path, method, providers=providers, threads=threads)
-                return RuntimeChoice(explainer, "onnxruntime", loaded.name, explainer.layer_name, f"graph {path}",
-                                     loaded.class_names, loaded.model)
+                explainer = OnnxExplainer(path, method, providers=providers, threads=threads, options=options)
+                explainer.class_names = loaded.class_names
+                return RuntimeChoice(explainer, "onnxruntime", loaded.name, _layer_shown(method, layer),
+                                     f"graph {path}", loaded.class_names, loaded.model)
             except (ValueError, RuntimeError) as err:
                 if runtime == "onnxruntime":
                     raise ValueError(f"runtime onnxruntime cannot serve {method} at layer {layer!r} (the torch "
                                      f"runtime can, with autograd): {err}") from None
                 note = f"auto chose torch: {err}"
-    return RuntimeChoice(explainer, "torch", loaded.name, explainer.layer_name, note, loaded.class_names, loaded.model)
+    return RuntimeChoice(explainer, "torch", loaded.name, _layer_shown(method, layer), note, loaded.class_names,
+                         loaded.model)
+
+
+def _first_conv(model: nn.Module) -> Optional[str]:
+    """The name of the model's first 2-D convolution (a layer to export at when none is named)."""
+    return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _layer_shown(method: str, layer: str) -> str:
+    """The layer a method explains: the target layer, or "input" for the input-space methods."""
+    return layer if get_method(method).needs_layer else "input"

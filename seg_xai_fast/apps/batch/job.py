@@ -17,6 +17,7 @@ Exit status: 0 every input explained, 3 finished with failures (DIR/failures.csv
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from ..._version import __version__
 from ...engine.capture import model_logits
 from ...engine.checks import parse_class_spec
 from ...engine.methods import get_method
+from ...engine.options import check_options
 from ...errors import UsageError
 from ...kernels.colormaps import COLORMAP_NAMES
 from ...runtimes.choice import make_explainer
@@ -51,6 +53,7 @@ class JobConfig:
     num_classes: Optional[int] = None  # class count of torchvision:NAME; None: from the weights, else 21
     layer: Optional[str] = None
     method: str = "gradcam"
+    options: Optional[dict] = None  # the method's options (--option KEY=VALUE)
     classes: Optional[str] = None  # "1,3" or class names; None: every class
     batch_size: int = 8
     workers: Optional[int] = None  # None: min(2, cpu count)
@@ -125,6 +128,12 @@ def prepare(cfg: JobConfig) -> Prepared:
         method = get_method(cfg.method).name
     except ValueError as err:
         raise UsageError(f"--method: {err}") from None
+    try:
+        options = check_options(method, cfg.options)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--option: {err}") from None
+    # The input-space methods have no layer resolution: their maps are stored at image size.
+    map_resolution = cfg.map_resolution if get_method(method).needs_layer else "full"
     inputs = discover_inputs(cfg.inputs)
     # Never explain our own outputs (overlays) when DIR lies inside an input folder.
     out_prefix = os.path.join(os.path.realpath(cfg.out), "")
@@ -139,7 +148,7 @@ def prepare(cfg: JobConfig) -> Prepared:
         raise UsageError("--runtime onnxruntime runs on the CPU: use --device cpu, or --runtime torch on the GPU")
     workers = _workers(cfg)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) - workers)
-    choice = make_choice(cfg.model, cfg.layer, method, runtime, threads, cfg.weights, cfg.num_classes)
+    choice = make_choice(cfg.model, cfg.layer, method, runtime, threads, cfg.weights, cfg.num_classes, options)
     if choice.runtime == "onnxruntime":
         device = torch.device("cpu")
     classes = parse_class_spec(cfg.classes, choice.class_names)
@@ -147,12 +156,14 @@ def prepare(cfg: JobConfig) -> Prepared:
     model_spec = cfg.model if cfg.model == "demo" or cfg.model.startswith("torchvision:") else os.path.realpath(cfg.model)
     header = {
         "format": FORMAT_VERSION, "model": model_spec, "model_digest": choice_digest(choice, cfg.model), "layer": choice.layer,
-        "method": method, "classes": classes, "map_resolution": cfg.map_resolution, "save": list(save),
+        "method": method, "classes": classes, "map_resolution": map_resolution, "save": list(save),
         "colormap": cfg.colormap, "alpha": float(cfg.alpha), "version": __version__,
         "runtime": choice.runtime,  # informative: both runtimes give the same maps (to 1e-5)
         "class_names": list(choice.class_names) if choice.class_names else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if options:  # as JSON reads them back (pairs become lists), so that a rerun compares equal
+        header["options"] = json.loads(json.dumps(options))
     store = Store(cfg.out, header, force=cfg.force)
     try:
         todo = [p for p in inputs if not store.is_done(p)]  # digests of the inputs and outputs checked
@@ -168,10 +179,11 @@ def _workers(cfg: JobConfig) -> int:
 
 
 def make_choice(model: str, layer: Optional[str], method: str, runtime: str, threads: Optional[int] = None,
-                weights: Optional[str] = None, num_classes: Optional[int] = None):
+                weights: Optional[str] = None, num_classes: Optional[int] = None, options: Optional[dict] = None):
     """runtimes.make_explainer with its errors turned into UsageErrors naming the option."""
     try:
-        return make_explainer(model, layer, method, runtime, threads=threads, weights=weights, num_classes=num_classes)
+        return make_explainer(model, layer, method, runtime, threads=threads, weights=weights, num_classes=num_classes,
+                              options=options)
     except FileNotFoundError as err:
         raise UsageError(f"--model: {err}") from None
     except ImportError as err:
@@ -244,7 +256,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     # (measured up to 10x slower forwards on the shared 2-core machine), so leave them room.
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or min(threads_before, prep.threads))
-    engine = BatchEngine(prep.choice.explainer, prep.classes, device, cfg.map_resolution)
+    engine = BatchEngine(prep.choice.explainer, prep.classes, device, prep.header["map_resolution"])
     dataset = ImageBatches(prep.todo, cfg.batch_size, cfg.max_pixels)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=None, num_workers=workers,

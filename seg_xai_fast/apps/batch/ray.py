@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ...engine.methods import layer_for
 from ...errors import UsageError
 from .engine import BatchEngine, explain_images
 from .inputs import failure_reason, read_image, stack_images
@@ -38,8 +39,9 @@ class _ExplainActor:
                  max_pixels: int, decode_threads: int = 4, weights: Optional[str] = None,
                  num_classes: Optional[int] = None) -> None:
         # One thread per actor: each actor holds one CPU of the cluster.
-        choice = make_choice(model_spec, header["layer"], header["method"], header.get("runtime", "torch"), threads=1,
-                             weights=weights, num_classes=num_classes)
+        choice = make_choice(model_spec, layer_for(header["method"], header["layer"]), header["method"],
+                             header.get("runtime", "torch"), threads=1, weights=weights, num_classes=num_classes,
+                             options=header.get("options"))
         digest = choice_digest(choice, model_spec)
         if digest != header["model_digest"]:  # e.g. another model.pt at the same path on this node
             raise RuntimeError(f"model {model_spec!r} on this node has digest {digest}, "
@@ -142,7 +144,7 @@ def run_on_ray(cfg: JobConfig, prep: Prepared) -> Summary:
             _ExplainActor, batch_size=cfg.batch_size, batch_format="numpy",
             # The header's model: a file's absolute path (the actors' working directory is Ray's).
             fn_constructor_kwargs=dict(root=os.path.abspath(cfg.out), header=prep.header, model_spec=prep.header["model"],
-                                       overlays="overlays" in prep.save, map_resolution=cfg.map_resolution,
+                                       overlays="overlays" in prep.save, map_resolution=prep.header["map_resolution"],
                                        max_pixels=cfg.max_pixels, num_classes=cfg.num_classes,
                                        weights=cfg.weights and os.path.abspath(cfg.weights)),
             compute=ray.data.ActorPoolStrategy(size=actors), **per_actor,

@@ -50,7 +50,7 @@ FAILURES = "failures.csv"
 TMP_DIR = ".tmp"
 LOCK = ".lock"
 # Header fields that must match for a rerun to resume into the same folder (the rest is informative).
-COMPARED_FIELDS = ("format", "model", "model_digest", "layer", "method", "classes", "map_resolution",
+COMPARED_FIELDS = ("format", "model", "model_digest", "layer", "method", "options", "classes", "map_resolution",
                    "save", "colormap", "alpha")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ import torch
 from ...demo.model import DemoSegNet, demo_model
 from ...demo.scenes import CLASS_NAMES, synthetic_scenes
 from ...engine.explainer import Explainer
+from ...engine.methods import layer_for
 from .io import write_clip
 from .pipeline import explain_video
 
@@ -26,6 +27,7 @@ def write_demo_video(
     seed: int = 2024,
     colormap: str = "jet",
     progress: bool = False,
+    options: Optional[dict] = None,
 ) -> dict:
     """A sample clip from the scene generator and its overlay, written to `out_dir`.
 
@@ -42,7 +44,7 @@ def write_demo_video(
         torch.manual_seed(seed)
         model, model_name = DemoSegNet().eval(), "demo (untrained: weights file missing)"
     overlay = out_dir / f"scenes_{method}.mp4"
-    summary = explain_video(clip, overlay, Explainer(model, "decoder", method), batch_size=8, class_names=CLASS_NAMES,
+    summary = explain_video(clip, overlay, Explainer(model, layer_for(method, "decoder"), method, options=options), batch_size=8, class_names=CLASS_NAMES,
                             colormap=colormap,
                             progress=progress)
     return {"clip": str(clip), "overlay": str(overlay), "summary": summary, "model": model_name}

@@ -435,6 +435,7 @@ def run_video(
     method: str = "gradcam",
     classes: Optional[str] = None,
     weights: Optional[str] = None,
+    options: Optional[dict] = None,
     num_classes: Optional[int] = None,
     batch_size: int = 8,
     colormap: str = "jet",
@@ -449,7 +450,7 @@ def run_video(
     try:
         size = (stream.codec_context.height, stream.codec_context.width)
         choice = make_explainer(model, layer, method, runtime, weights=weights, num_classes=num_classes,
-                                image_size=size, log=log)
+                                image_size=size, log=log, options=options)
         class_ids = parse_class_spec(classes, choice.class_names)
         summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
                                 class_names=choice.class_names,
