@@ -249,7 +249,7 @@ def test_nonfinite_gradients_are_reported():
 def test_methods_listing():
     listed = sx.methods()
     assert set(listed) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-                           "scorecam", "ablationcam", "rise", "occlusion"}
+                           "scorecam", "ablationcam", "rise", "occlusion", "shapleycam", "fullgrad"}
     assert all(isinstance(d, str) and d for d in listed.values())
 
 

@@ -159,7 +159,8 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
 
 #: pytorch-grad-cam's class for each method it has.
 PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-                "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM"}
+                "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM",
+                "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
 
 
 def captum_occlusion_seconds(model, images, classes, masks, output_key: str, repeats: int, options: dict):
@@ -273,7 +274,8 @@ def run_bench(
             continue
         timings = {}
         for backend in ("fused", "torch"):
-            explainer = Explainer(model, layer, method, backend=backend)
+            explainer = Explainer(model, layer_for(method, layer), method, backend=backend,
+                                  options=options_for(method, options))
             timings[backend] = median_seconds(lambda: explainer(images, classes=classes, masks=masks), repeats)
         peer_s = peer_seconds(model, layer, method, images, classes, masks, "out", peer_repeats) if peer else None
         for backend, seconds in timings.items():
@@ -288,7 +290,7 @@ def run_bench(
     if not gradient_methods:
         return _finish(rows, loaded.name, layer, size, classes, chart, log)
     first = gradient_methods[0]
-    explainer = Explainer(model, layer, first)
+    explainer = Explainer(model, layer_for(first, layer), first, options=options_for(first, options))
     ours_s = median_seconds(lambda: explainer(images, classes=classes), repeats)
     predicted = (out.argmax(1, keepdim=True) == torch.tensor(classes).view(1, -1, 1, 1)).float()
     row = {"row": f"{first} predicted targets", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s,

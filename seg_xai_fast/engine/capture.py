@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -145,11 +146,15 @@ class ForwardCapture:
     starts there, and every other module is watched for two things: the last low-resolution
     tensor with a given channel count computed from A (the candidate pre-upsample logits z), and
     the 1×1 convolutions fed by A through foldable modules (the candidate linear head).
+    With tangent=True (inside torch.autograd.forward_ad.dual_level(), for ShapleyCAM) the model
+    gets A as a dual tensor whose tangent is A itself, so the gradients computed from the pass
+    carry the Hessian-vector products H·A as their tangents (forward-over-reverse).
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module, layer_name: str, use_input: bool = False,
-                 leaf: bool = False, reshape=None) -> None:
+                 leaf: bool = False, reshape=None, tangent: bool = False) -> None:
         self.model, self.layer, self.layer_name = model, layer, layer_name
+        self.tangent = tangent
         self.reshape = reshape  # token / channels-last layers: see adapters.layer_activations
         self.image_size: Optional[tuple] = None
         self.use_input, self.make_leaf = use_input, leaf
@@ -188,6 +193,9 @@ class ForwardCapture:
         if isinstance(tensor, torch.Tensor):  # tokens / channels-last → A [B,C,h,w] (adapters.py)
             activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf)
             if feed is not None or activations is not tensor:
+                if self.tangent:
+                    raise ValueError(f"target_layer {self.layer_name!r} outputs {list(tensor.shape)}, not [B,C,h,w]: "
+                                     "the Hessian-vector products (ShapleyCAM) need a layer with a [B,C,h,w] output")
                 self.calls += 1
                 self.leaf, self.fed_by_leaf = activations, []
                 return feed if feed is not None else tensor
@@ -196,8 +204,9 @@ class ForwardCapture:
             raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got {got}")
         self.calls += 1
         self.leaf = tensor.detach().requires_grad_(True) if self.make_leaf else tensor.detach()
-        self.fed_by_leaf = [(self.leaf, [])]
-        return self.leaf
+        fed = fwAD.make_dual(self.leaf, self.leaf.detach()) if self.tangent and self.make_leaf else self.leaf
+        self.fed_by_leaf = [(fed, [])]
+        return fed
 
     def _on_target(self, module, inputs, output):
         if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):  # Hugging Face layers

@@ -16,9 +16,11 @@ plain no-grad forward plus matrix products (the "analytic" gradient path, see an
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 
 from .. import kernels
@@ -27,10 +29,12 @@ from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images, check_resolution
-from .methods import check_layer, get_method
+from .combine import explain_augmented, explain_layers, layer_list
+from .fullgrad import explain_fullgrad
+from .methods import CAM_STAGE_OF, check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards, explain_perturbation
-from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
+from .outputs import Explanation, ForwardPass, MaskSpec, class_cotangents, explain_forward_pass, labels_and_seeds
 
 
 class Explainer:
@@ -41,7 +45,8 @@ class Explainer:
     is the logits).
     target_layer: an nn.Module inside ``model`` or its dotted name (``"backbone.layer4"``,
     ``"classifier.3"``); its output is the activation map A [B,C,h,w]. ``InputOf(layer)`` (or a
-    name ending in ``":input"``) takes the module's first input instead.
+    name ending in ``":input"``) takes the module's first input instead. A list of them (gradient
+    methods): each layer's map, resized, averaged over the layers and normalised (combine.py).
     method: one of ``sx.methods()``.
     backend: "auto" (fused kernels when the compiled core serves the device and dtype), "fused"
     or "torch" (the pure-PyTorch reference).
@@ -101,10 +106,16 @@ class Explainer:
             raise TypeError(f"reshape must be None or a callable (layer output → [B,C,h,w]), got {type(reshape).__name__}")
         self.reshape = reshape
         self.method = get_method(method).name
+        layers = layer_list(self.method, target_layer)  # several target layers, or None
+        if layers is not None:
+            target_layer = layers[0]  # checked and resolved below; its own explainer is built at the end
         check_layer(self.method, target_layer)
         self.options = check_options(self.method, options)  # {} for the methods without options
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be True or False, got {normalize!r}")
+        if layers is not None and not normalize:
+            raise ValueError("normalize=False is not available with a list of target layers: their maps are "
+                             "combined after each is normalised (pass one target_layer for raw maps)")
         self.normalize = normalize
         if isinstance(target_layer, str) and target_layer.endswith(":input"):
             target_layer = InputOf(target_layer[: -len(":input")])
@@ -134,6 +145,21 @@ class Explainer:
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
         self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
+        # --- several target layers: one explainer per layer, their maps combined (combine.py) ---
+        self.layer_explainers: Optional[list] = None
+        if layers is not None:
+            single = {k: v for k, v in self.options.items() if k != "aug_smooth"}  # smoothing wraps the combination
+            self.layer_explainers = []
+            for i, layer in enumerate(layers):
+                try:  # raw maps: combine.py normalises each layer's once, as the peer (its eps matters)
+                    self.layer_explainers.append(Explainer(
+                        model, layer, self.method, options=single, normalize=False, backend=backend, output_key=output_key,
+                        max_memory_mb=max_memory_mb, class_chunk=class_chunk, vjp=vjp, gradient_path=gradient_path,
+                        class_names=class_names, reshape=reshape))
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"target_layer[{i}]: {e}") from None
+            self.layer_name = ", ".join(e.layer_name for e in self.layer_explainers)
+            self.target_layer = tuple(e.target_layer for e in self.layer_explainers)
 
     # The explainer holds no hooks between calls; the context manager is for symmetry with
     # pytorch-grad-cam's API and to make the lifetime explicit in user code.
@@ -164,6 +190,16 @@ class Explainer:
         """
         images = self._check_images(images)
         check_resolution(resolution)
+        if self.options.get("aug_smooth"):  # test-time augmentation around explain_plain (combine.py)
+            return explain_augmented(self, images, classes, masks, resolution)
+        return self.explain_plain(images, classes, masks, resolution)
+
+    def explain_plain(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
+        """__call__ without test-time augmentation, on checked `images` float [B,3,H,W]."""
+        if self.layer_explainers is not None:
+            return explain_layers(self, images, classes, masks, resolution)
+        if self.method == "fullgrad":
+            return explain_fullgrad(self, images, classes, masks, resolution)
         if get_method(self.method).family == "perturbation":
             return explain_perturbation(self, TorchForwards(self), images, classes, masks, resolution)
         key = tuple(images.shape[1:])
@@ -177,7 +213,9 @@ class Explainer:
                 "explainer outside torch.inference_mode() (it makes no parameter gradients and leaves the "
                 "model unchanged)"
             )
-        with ModelState(self.model):
+        # ShapleyCAM: a dual level for the Hessian-vector products' tangents (ForwardCapture's tangent)
+        second_order = fwAD.dual_level() if self.method == "shapleycam" else contextlib.nullcontext()
+        with ModelState(self.model), second_order:
             with self.capture(leaf=True) as cap:
                 with torch.enable_grad():
                     logits = select_output(self.model(images), self.output_key, images.shape[0])
@@ -221,8 +259,9 @@ class Explainer:
         """
         images = self._check_images(images)
         head = None
-        if get_method(self.method).family == "perturbation":
-            return ForwardPass(images)  # explain_outputs runs the perturbed forwards
+        if (get_method(self.method).family == "perturbation" or self.method == "fullgrad"
+                or self.layer_explainers is not None or self.options.get("aug_smooth")):
+            return ForwardPass(images)  # explain_outputs runs the whole explanation
         if get_method(self.method).needs_gradients:
             head = self.linear_head(images)
             if head is None:
@@ -264,7 +303,7 @@ class Explainer:
     def capture(self, leaf: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
         return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
-                              reshape=self.reshape)
+                              reshape=self.reshape, tangent=leaf and self.method == "shapleycam")
 
     def _check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
@@ -318,26 +357,27 @@ class Explainer:
         chunk = self._chunk_size(A, H * W)
         for lo in range(0, len(todo), chunk):
             ks = todo[lo:lo + chunk]
-            cot = torch.zeros((len(ks),) + tuple(start.shape), device=start.device, dtype=start.dtype)
-            for i, k in enumerate(ks):
-                cot[i, :, class_ids[k]] = seeds[:, k]
-            G = self._vjp(start, activations, cot)  # [n,B,C,h,w]
+            cot = class_cotangents(start, seeds, class_ids, ks)
+            G = self._vjp(start, activations, cot)  # [n,B,C,h,w] (ShapleyCAM: g − ½·H·A)
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
                     f"gradients at target_layer {self.layer_name!r} contain NaN or Inf "
                     f"(classes {[class_ids[k] for k in ks]})"
                 )
             G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
+            cam = CAM_STAGE_OF.get(self.method, self.method)
             if self.normalize:
-                maps[:, ks] = kernels.cam_from_gradients(A, G, self.method, output_size, backend=self.backend)
+                maps[:, ks] = kernels.cam_from_gradients(A, G, cam, output_size, backend=self.backend)
             else:  # the signed CAM, bilinearly resized
-                raw = reference.raw_cam(A, G, self.method)
+                raw = reference.raw_cam(A, G, cam)
                 maps[:, ks] = raw if output_size is None else reference.resize_bilinear(raw, output_size)
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]
 
     def _vjp(self, start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
         """cotangents [n,*start.shape] → gradients [n,*leaf.shape], keeping the graph for the next chunk."""
+        if self.method == "shapleycam":
+            return shapley_gradients(start, leaf, cotangents, self.layer_name, self.vjp == "batched")
         if self.vjp == "batched" and cotangents.shape[0] > 1:
             (g,) = torch.autograd.grad(start, leaf, cotangents, retain_graph=True, is_grads_batched=True)
             return g
@@ -354,3 +394,35 @@ class Explainer:
         per_class = 4 * (3 * A.numel() + A.shape[0] * output_pixels)
         return max(1, int(self.max_memory_mb * 2**20 // per_class))
 
+
+
+# --- ShapleyCAM: gradients and Hessian-vector products in one batched pass -------------------------
+
+
+def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor, layer_name: str,
+                      batched: bool) -> torch.Tensor:
+    """g − ½·H·A for every cotangent: [n,*start.shape] → float [n,*leaf.shape].
+
+    start was computed from the dual of `leaf` A [B,C,h,w] whose tangent is A (ForwardCapture's
+    tangent, inside a forward_ad.dual_level), so each gradient's tangent is the Hessian-vector
+    product H·A (forward-over-reverse). Unlike a second backward from g, which would sum the
+    products of a batch of cotangents, the tangents stay one per cotangent, so a chunk of classes
+    goes through one batched backward (`batched`, vjp="batched") or one backward each. A target
+    linear in A leaves no tangent: H·A = 0, as the peer's unused Hessian.
+    """
+    def vjp(cot, is_batched):
+        try:
+            (g,) = torch.autograd.grad(start, leaf, cot, retain_graph=True, create_graph=True,
+                                       is_grads_batched=is_batched)
+        except RuntimeError as e:
+            if "not implemented" not in str(e) and "does not support" not in str(e):
+                raise
+            raise ValueError(f"method 'shapleycam' needs second derivatives of the model above target_layer "
+                             f"{layer_name!r}, and an operation there has none in torch ({e}); choose a later "
+                             "layer") from e
+        primal, hvp = fwAD.unpack_dual(g)
+        return primal.detach() if hvp is None else primal.detach() - 0.5 * hvp.detach()
+
+    if batched and cotangents.shape[0] > 1:
+        return vjp(cotangents, True)
+    return torch.stack([vjp(c, False) for c in cotangents])

@@ -6,6 +6,8 @@ from typing import Optional
 
 _BATCH = (("batch_size", 32),)
 _SCORE = (("score", "logit"),)
+# Test-time augmentation (engine/combine.py): every gradient method takes it.
+_AUG = (("aug_smooth", False),)
 
 
 @dataclass(frozen=True)
@@ -18,12 +20,26 @@ class MethodSpec:
     options: tuple = ()  # ((name, default), ...): the keys of Explainer(options={...}), checked in options.py
 
 
+# --- ShapleyCAM (second order) and FullGrad (input space, every bias) --------------------------
+_SECOND_ORDER_AND_INPUT_SPECS = (
+    MethodSpec("shapleycam", True, "ShapleyCAM: channels weighted by the mean of g − ½·H·A, the gradient and the "
+               "Hessian-vector product along A (Cai 2025)", options=_AUG),
+    MethodSpec("fullgrad", True, "FullGrad: |x·∂S/∂x| plus |b·∂S/∂z| of every Conv2d/BatchNorm2d bias, each "
+               "channel min-max normalised, summed (Srinivas & Fleuret 2019)", needs_layer=False, options=_AUG),
+)
+#: The CAM stage a method shares once its gradients are formed: ShapleyCAM is Grad-CAM on g − ½·H·A,
+#: and Grad-CAM itself when the target is linear in A (a linear head: the Hessian vanishes).
+CAM_STAGE_OF = {"shapleycam": "gradcam"}
+# ---------------------------------------------------------------------------------------------
+
+
 _SPECS = (
-    MethodSpec("gradcam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)"),
-    MethodSpec("gradcam++", True, "Grad-CAM++: positive gradients weighted by 1/(2 + S·g) (Chattopadhyay et al. 2018)"),
-    MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)"),
-    MethodSpec("hirescam", True, "HiResCAM: element-wise Σ_c g⊙A, faithful to the target (Draelos & Carin 2020)"),
-    MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)"),
+    MethodSpec("gradcam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)", options=_AUG),
+    MethodSpec("gradcam++", True, "Grad-CAM++: positive gradients weighted by 1/(2 + S·g) (Chattopadhyay et al. 2018)", options=_AUG),
+    MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)", options=_AUG),
+    MethodSpec("hirescam", True, "HiResCAM: element-wise Σ_c g⊙A, faithful to the target (Draelos & Carin 2020)",
+               options=_AUG),
+    MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)", options=_AUG),
     MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
                "activation"),
     MethodSpec("scorecam", False, "Score-CAM: channels weighted by the softmax of the scores of the input masked by each "
@@ -36,7 +52,7 @@ _SPECS = (
     MethodSpec("occlusion", False, "Occlusion: the score drop when a sliding window of the input is replaced by a "
                "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False,
                options=(("window", 16), ("stride", 8), ("baseline", 0.0)) + _BATCH + _SCORE),
-)
+) + _SECOND_ORDER_AND_INPUT_SPECS
 METHODS = {spec.name: spec for spec in _SPECS}
 
 
@@ -63,7 +79,7 @@ def check_layer(method: str, target_layer) -> None:
     if spec.needs_layer and target_layer is None:
         raise ValueError(f"target_layer is required for method {spec.name!r} (a module or its dotted name), got None")
     if not spec.needs_layer and target_layer is not None:
-        raise ValueError(f"target_layer must be None for method {spec.name!r}, which perturbs the input, "
+        raise ValueError(f"target_layer must be None for method {spec.name!r}, which works on the input, "
                          f"got {target_layer!r}")
 
 

@@ -72,6 +72,7 @@ CHECKS: dict[str, Callable] = {
     "window": _pair,
     "stride": _pair,
     "baseline": _baseline,
+    "aug_smooth": _bool,  # test-time augmentation of the gradient methods (combine.py)
 }
 
 

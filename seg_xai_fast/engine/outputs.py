@@ -16,7 +16,7 @@ from .. import kernels
 from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
 from .checks import check_classes, check_resolution, class_position
-from .methods import get_method
+from .methods import CAM_STAGE_OF, get_method
 from .targets import Region, target_masks
 
 MaskSpec = Union[None, torch.Tensor, Region, Sequence[Region]]
@@ -161,6 +161,15 @@ def labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tup
 
 
 
+def class_cotangents(start: torch.Tensor, seeds: torch.Tensor, class_ids: list, ks: list) -> torch.Tensor:
+    """The cotangents at `start` (logits [B,L,h',w']) of explained classes `ks` (positions in
+    class_ids) → [n,B,L,h',w']: row i holds the seeds float [B,K,h',w'] of class ks[i] in its channel."""
+    cot = torch.zeros((len(ks),) + tuple(start.shape), device=start.device, dtype=start.dtype)
+    for i, k in enumerate(ks):
+        cot[i, :, class_ids[k]] = seeds[:, k]
+    return cot
+
+
 def upsample_maps(
     maps: torch.Tensor,  # float [B,K,h,w] from explain(..., resolution="layer")
     size: Sequence[int],  # (H, W): the model output's size, where resolution="full" puts the maps
@@ -189,9 +198,15 @@ def explain_forward_pass(
 ) -> Explanation:
     """The CAM stage on one forward pass's outputs, for any runtime: the closed form of the
     linear head for the gradient methods, Eigen-CAM otherwise."""
-    if get_method(method).needs_gradients:
-        return explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
-                                   method, layer=layer, backend=backend, max_memory_mb=max_memory_mb,
-                                   labels=outputs.labels, resolution=resolution)
+    spec = get_method(method)
+    if spec.needs_gradients and not spec.needs_layer:
+        raise ValueError(f"method {spec.name!r} differentiates down to the input and has no closed form from one "
+                         "forward pass's outputs: explain the PyTorch model with sx.Explainer")
+    if spec.needs_gradients:
+        res = explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
+                                  CAM_STAGE_OF.get(spec.name, spec.name), layer=layer, backend=backend,
+                                  max_memory_mb=max_memory_mb, labels=outputs.labels, resolution=resolution)
+        res.method = spec.name  # ShapleyCAM of a linear head is its Grad-CAM (no Hessian term)
+        return res
     return explain_eigen(outputs.activations, outputs.logits, classes, layer=layer, backend=backend,
                          labels=outputs.labels, resolution=resolution, masks=masks)

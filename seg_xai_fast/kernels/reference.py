@@ -374,3 +374,39 @@ def ablation_values(minimum: float, n: int) -> torch.Tensor:
         m = m - torch.tensor(1e7, dtype=torch.float32)
         values.append(m.clone())
     return torch.stack(values) if values else torch.zeros(0)
+
+
+# --------------------------------------------------------------------------- FullGrad
+#
+# FullGrad (Srinivas & Fleuret 2019) sums, over the input and every bias b of the network, the
+# magnitude of b times the gradient at the biased layer's output, each channel min-max normalised
+# on its own grid and resized to the input (pytorch-grad-cam's scale_accross_batch_and_channels).
+# n classes, B images, C_l channels of layer l on its (h_l, w_l) grid, (H, W) the input size.
+
+
+def normalized_channel_sum(saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Σ_c R(N(saliency_c)): each channel min-max normalised (eps 1e-7), summed, resized bilinearly.
+
+    saliency: float [..., C, h, w], non-negative → float32 [..., H, W] with (H, W) = size. The sum
+    is taken before the resize (one resize per map instead of per channel): the same by linearity.
+    """
+    summed = normalize_maps(saliency).sum(dim=-3)
+    lead = summed.shape[:-2]
+    flat = summed.reshape(-1, 1, *summed.shape[-2:])
+    if tuple(flat.shape[-2:]) != tuple(size):
+        flat = resize_bilinear(flat, size)
+    return flat.reshape(*lead, *size)
+
+
+def fullgrad_map(
+    inputs: torch.Tensor,  # float [B,3,H,W]
+    input_gradients: torch.Tensor,  # float [n,B,3,H,W] ∂S/∂x of n classes
+    bias_terms: list,  # [(bias float [C_l], gradients float [n,B,C_l,h_l,w_l] at the biased output)]
+) -> torch.Tensor:
+    """FullGrad's raw map float32 [n,B,H,W] (non-negative, before the final min-max):
+    Σ_c R(N(|x·∂S/∂x|_c)) + Σ_l Σ_c R(N(|b_l·∂S/∂z_l|_c))."""
+    size = tuple(inputs.shape[-2:])
+    total = normalized_channel_sum((inputs.float() * input_gradients.float()).abs(), size)
+    for bias, grads in bias_terms:
+        total += normalized_channel_sum((bias.float()[:, None, None] * grads.float()).abs(), size)
+    return total
