@@ -5,10 +5,12 @@ LRASPP-MobileNetV3 (random init), one 160×160 image, 21 classes each with its o
 target layer backbone.6 (40 channels):
 - scorecam / ablationcam for all 21 classes vs grad-cam 1.5.7's ScoreCAM / AblationCAM called
   once per class (21 calls) and vs the floor: the 40 perturbed forwards (batch 32) alone;
-- rise with 1000 masks vs the floor: its 1000 forwards (batch 32) on precomputed inputs.
+- rise with 1000 masks vs the floor: its 1000 forwards (batch 32) on precomputed inputs;
+- the same rows on ONNX Runtime (the model exported at backbone.6) against ORT's own forwards
+  (ablationcam excepted: a graph's layer cannot be replaced).
 Timings alternate between the rows of one comparison in one run; medians are printed.
 
-    python benchmarks/perturbation_speed.py [--repeats 3] [--size 160] [--masks 1000] [--peer-repeats 1]
+    python benchmarks/perturbation_speed.py [--repeats 3] [--size 160] [--masks 1000] [--peer-repeats 1] [--no-onnx]
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def main() -> None:
     ap.add_argument("--masks", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--peer-repeats", type=int, default=1)
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
     args = ap.parse_args()
 
     import pytorch_grad_cam as pgc
@@ -120,9 +123,36 @@ def main() -> None:
         ours.append(_timed(lambda: ex(image, masks=masks)))
         perturbed = reference.rise_inputs(image[0], grids, shifts)  # outside the timed floor
         floor.append(_timed(lambda: _forwards(wrapped, perturbed, 32)))
-        del perturbed
     o, f = statistics.median(ours), statistics.median(floor)
     print(f"{'rise':12s} ours {o * 1e3:8.1f} ms | floor ({N} forwards) {f * 1e3:8.1f} ms | ours/floor {o / f:5.2f}x")
+    if not args.no_onnx:
+        onnx_rows(model, layer, image, masks, A, grids, shifts, args)
+
+
+def onnx_rows(model, layer, image, masks, A, grids, shifts, args) -> None:
+    """scorecam and rise on ONNX Runtime against the same forwards run by ORT alone."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = sx.export_onnx(model, layer, f"{tmp}/lraspp.onnx", image, require_head=False)
+        cases = (("scorecam", sx.OnnxExplainer(path, "scorecam"), reference.scorecam_inputs(image[0], A[0])),
+                 ("rise", sx.OnnxExplainer(path, "rise", options={"n_masks": args.masks, "batch_size": 32}),
+                  reference.rise_inputs(image[0], grids, shifts)))
+        for method, explainer, perturbed in cases:
+            session = explainer.session
+
+            def forwards():
+                for lo in range(0, perturbed.shape[0], 32):
+                    session.run(["logits"], {"images": perturbed[lo:lo + 32].numpy()})
+
+            explainer(image, masks=masks)  # warm-up
+            ours, floor = [], []
+            for _ in range(args.repeats):
+                ours.append(_timed(lambda: explainer(image, masks=masks)))
+                floor.append(_timed(forwards))
+            o, f = statistics.median(ours), statistics.median(floor)
+            print(f"{method + ' ORT':12s} ours {o * 1e3:8.1f} ms | floor ({perturbed.shape[0]} ORT forwards) "
+                  f"{f * 1e3:8.1f} ms | ours/floor {o / f:5.2f}x")
 
 
 if __name__ == "__main__":
