@@ -30,6 +30,7 @@ from .checks import check_class_names, check_classes, check_images, check_resolu
 from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards, explain_perturbation
+from .segments import explain_segments
 from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
 
 
@@ -55,7 +56,8 @@ class Explainer:
     class_names: one name per output class (e.g. ``sx.CLASS_NAMES``), so that ``classes`` and
     ``Explanation.overlay`` accept names as well as ids.
     Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
-    target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py).
+    target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py);
+    so do the segment attributions (featureablation, kernelshap, lime; engine/segments.py).
     options: the method's options as one dict (each method's options and defaults: ``sx.method_options(name)``); unknown keys are errors.
     normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
     the output resolution, for every method; the gradient methods then take the autograd path).
@@ -164,6 +166,8 @@ class Explainer:
         """
         images = self._check_images(images)
         check_resolution(resolution)
+        if get_method(self.method).family == "segment":  # segment attributions: engine/segments.py
+            return explain_segments(self, TorchForwards(self), images, classes, masks, resolution)
         if get_method(self.method).family == "perturbation":
             return explain_perturbation(self, TorchForwards(self), images, classes, masks, resolution)
         key = tuple(images.shape[1:])
@@ -221,7 +225,7 @@ class Explainer:
         """
         images = self._check_images(images)
         head = None
-        if get_method(self.method).family == "perturbation":
+        if get_method(self.method).perturbs:  # perturbation family and segment attributions
             return ForwardPass(images)  # explain_outputs runs the perturbed forwards
         if get_method(self.method).needs_gradients:
             head = self.linear_head(images)
