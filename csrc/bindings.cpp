@@ -130,6 +130,12 @@ PYBIND11_MODULE(_core, m) {
     rise_accumulate(scores, grids, shifts, out, make_exec(threads, stream));
   }, nogil, "Sum over masks of scores[i,k] * mask_i for every class, masks regenerated on the fly.",
      py::arg("scores"), py::arg("grids"), py::arg("shifts"), out_arg, threads_arg, stream_arg);
+  m.def("segment_inputs", [](Tv image, Tv baseline, Tv segments, Tv keep, Tv out, int threads,
+                             Ptr stream) {
+    segment_inputs(image, baseline, segments, keep, out, make_exec(threads, stream));
+  }, nogil, "Segment coalitions: image where keep[i, segments[p]], else the baseline.",
+     py::arg("image"), py::arg("baseline"), py::arg("segments"), py::arg("keep"), out_arg,
+     threads_arg, stream_arg);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();

@@ -1,5 +1,6 @@
-// The perturbation family (Score-CAM, Ablation-CAM, RISE, occlusion): region scores of every
-// class on a batch of perturbed outputs, the perturbed inputs, and RISE's accumulation.
+// The perturbation family (Score-CAM, Ablation-CAM, RISE, occlusion, segment attributions): region
+// scores of every class on a batch of perturbed outputs, the perturbed inputs, and RISE's
+// accumulation.
 #include "dispatch.h"
 
 namespace seg_xai {
@@ -103,6 +104,29 @@ void rise_accumulate(const TensorView& scores, const TensorView& grids, const Te
     SEG_XAI_CUDA_CALL(op, cuda::rise_accumulate_cuda(scores, grids, shifts, out, exec));
   else
     cpu::rise_accumulate_cpu(scores, grids, shifts, out, exec);
+}
+
+void segment_inputs(const TensorView& image, const TensorView& baseline, const TensorView& segments,
+                    const TensorView& keep, const TensorView& out, const Exec& exec) {
+  constexpr const char* op = "segment_inputs";
+  check_same_device(op, {{"image", &image}, {"baseline", &baseline}, {"segments", &segments},
+                         {"keep", &keep}, {"out", &out}});
+  check_layout(op, {{{"image", &image}, 3}, {{"baseline", &baseline}, 3}, {{"segments", &segments}, 2},
+                    {{"keep", &keep}, 2}, {{"out", &out}, 4}});
+  check_f32(op, "image", image);
+  check_f32(op, "baseline", baseline);
+  check_f32(op, "out", out);
+  check_dtype(op, "segments", segments, {DType::Int64});
+  check_dtype(op, "keep", keep, {DType::UInt8});
+  for (int d = 0; d < 3; ++d) check_dim(op, "baseline", baseline, d, image.shape[d], "as image");
+  check_dim(op, "segments", segments, 0, image.shape[1], "H, as image");
+  check_dim(op, "segments", segments, 1, image.shape[2], "W, as image");
+  check_dim(op, "out", out, 0, keep.shape[0], "n, as keep");
+  for (int d = 0; d < 3; ++d) check_dim(op, "out", out, d + 1, image.shape[d], "as image");
+  if (image.device == DeviceType::CUDA)
+    SEG_XAI_CUDA_CALL(op, cuda::segment_inputs_cuda(image, baseline, segments, keep, out, exec));
+  else
+    cpu::segment_inputs_cpu(image, baseline, segments, keep, out, exec);
 }
 
 }  // namespace seg_xai

@@ -174,6 +174,17 @@ def rise_accumulate(
 ) -> None:
     """Sum over masks of scores[i,k] * mask_i for every class, masks regenerated on the fly."""
 
+def segment_inputs(
+    image: TensorView,  # float32 [3,H,W]
+    baseline: TensorView,  # float32 [3,H,W]
+    segments: TensorView,  # int64 [H,W] in [0, M)
+    keep: TensorView,  # uint8 [n,M]
+    out: TensorView,  # float32 [n,3,H,W]
+    threads: int,
+    stream: int,
+) -> None:
+    """Segment coalitions: image where keep[i, segments[p]], else the baseline."""
+
 def build_info() -> dict[str, Any]:
     """How the core was built and what it finds now (see _backend.build_info).
 

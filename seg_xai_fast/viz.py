@@ -108,3 +108,41 @@ def bar_chart(bars: Sequence[tuple[str, float]], title: str, width: int = 900) -
         draw.rectangle([label_w, y + 3, label_w + length, y + row_h - 3], fill=colour)
         draw.text((label_w + length + 6, y + 4), f"{value:.1f}", fill=(0, 0, 0))
     return chart
+
+
+def heatmap_table(
+    values: np.ndarray,  # float [R,C]
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    title: str,
+    cell: tuple = (64, 22),
+) -> Image.Image:
+    """A table of signed values as coloured cells (red positive, blue negative, white 0; the
+    colour scale is symmetric about 0 at the largest magnitude), each value printed in its cell."""
+    values = np.asarray(values, dtype=np.float64)
+    R, C = values.shape
+    cw, ch = cell
+    draw_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = 12 + max((int(draw_probe.textlength(s)) for s in row_labels), default=0)
+    top = 30 + 2 * ch  # title, then column labels on two lines
+    width = max(label_w + C * cw, 12 + int(draw_probe.textlength(title))) + 8
+    table = Image.new("RGB", (width, top + R * ch + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(table)
+    draw.text((6, 6), title, fill=(0, 0, 0))
+    scale = float(np.abs(values).max()) or 1.0
+    for j, label in enumerate(column_labels):
+        first, _, second = label.partition(" ")
+        draw.text((label_w + j * cw + 3, 30), first, fill=(0, 0, 0))
+        draw.text((label_w + j * cw + 3, 30 + ch - 6), second, fill=(0, 0, 0))
+    for i, label in enumerate(row_labels):
+        y = top + i * ch
+        draw.text((6, y + 5), label, fill=(0, 0, 0))
+        for j in range(C):
+            t = values[i, j] / scale  # in [-1, 1]
+            fade = int(255 * (1 - abs(t)))
+            colour = (255, fade, fade) if t > 0 else (fade, fade, 255)
+            x = label_w + j * cw
+            draw.rectangle([x, y, x + cw - 1, y + ch - 1], fill=colour, outline=(200, 200, 200))
+            ink = (255, 255, 255) if abs(t) > 0.6 else (0, 0, 0)  # readable on the dark cells
+            draw.text((x + 3, y + 5), f"{values[i, j]:+.3g}", fill=ink)
+    return table

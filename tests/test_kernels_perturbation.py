@@ -1,6 +1,7 @@
 """The perturbation family's fused kernels against their twins in kernels.reference: region
-scores, Score-CAM inputs, RISE inputs and RISE accumulation, on random awkward shapes, every
-fused call writing into a NaN-poisoned output (an element the kernel forgets fails)."""
+scores, Score-CAM inputs, RISE inputs and RISE accumulation, segment coalitions, on random
+awkward shapes, every fused call writing into a NaN-poisoned output (an element the kernel
+forgets fails)."""
 from __future__ import annotations
 
 import pytest
@@ -137,7 +138,37 @@ def test_ablation_values_follow_the_peer_rule():
     assert v.dtype == torch.float32 and v.tolist() == expected
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n, M, H, W", [(1, 1, 1, 1), (3, 5, 7, 13), (17, 64, 33, 1), (2, 4096, 64, 64),
+                                        (65, 9, 160, 96)])
+def test_segment_inputs(device, n, M, H, W):
+    g = _gen(n * 7 + M + H)
+    image = torch.rand(3, H, W, generator=g).to(device)
+    baseline = torch.randn(3, H, W, generator=g).to(device)
+    segments = torch.randint(0, M, (H, W), generator=g).to(device)
+    keep = (torch.rand(n, M, generator=g) < 0.5).to(device)
+    want = reference.segment_inputs(image, baseline, segments, keep)
+    for k in (keep, keep.to(torch.uint8)):
+        out = _nan((n, 3, H, W), device)
+        got = kernels.segment_inputs(image, baseline, segments, k, backend="fused", out=out)
+        assert got is out
+        assert not torch.isnan(got).any(), "an output element was not written"
+        assert torch.equal(got.cpu(), want.cpu())  # a selection: bit-exact
+    # the twin itself: each element is the image's where its segment is kept, else the baseline's
+    kept = keep[:, segments]
+    assert torch.equal(want, torch.where(kept[:, None], image[None], baseline[None]))
+
+
 @pytest.mark.parametrize("call, match", [
+    (lambda: kernels.segment_inputs(torch.zeros(3, 4, 4), torch.zeros(3, 4, 5), torch.zeros(4, 4, dtype=torch.long),
+                                    torch.ones(2, 1, dtype=torch.bool)), "argument 'baseline' must have size 4"),
+    (lambda: kernels.segment_inputs(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.zeros(4, 4),
+                                    torch.ones(2, 1, dtype=torch.bool)), "argument 'segments' must be an int64"),
+    (lambda: kernels.segment_inputs(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.full((4, 4), 2),
+                                    torch.ones(2, 2, dtype=torch.bool)), r"must hold ids in \[0, 2\)"),
+    (lambda: kernels.segment_inputs(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long),
+                                    torch.ones(2, 1)), "argument 'keep' must be a bool or uint8"),
+
     (lambda: kernels.region_scores(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 5), [0, 1]), "argument 'masks' must have size 4"),
     (lambda: kernels.region_scores(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), [0, 3]), "argument 'classes' must hold K=2 ids in"),
     (lambda: kernels.region_scores(torch.zeros(2, 3, 4, 4), torch.zeros(1, 4, 4), [0], "iou"), "argument 'score' must be one of"),

@@ -36,5 +36,8 @@ void rise_inputs_cpu(const TensorView& image, const TensorView& grids, const Ten
                      const TensorView& out, const Exec& exec);
 void rise_accumulate_cpu(const TensorView& scores, const TensorView& grids,
                          const TensorView& shifts, const TensorView& out, const Exec& exec);
+void segment_inputs_cpu(const TensorView& image, const TensorView& baseline,
+                        const TensorView& segments, const TensorView& keep, const TensorView& out,
+                        const Exec& exec);
 
 }  // namespace seg_xai::cpu

@@ -185,4 +185,27 @@ void rise_accumulate_cpu(const TensorView& scores, const TensorView& grids,
   }
 }
 
+// One (coalition, row) per iteration: the row's segment ids are read once for the 3 channels.
+void segment_inputs_cpu(const TensorView& image, const TensorView& baseline,
+                        const TensorView& segments, const TensorView& keep, const TensorView& out,
+                        const Exec& exec) {
+  const int64_t n = keep.shape[0], M = keep.shape[1];
+  const int64_t H = image.shape[1], W = image.shape[2], HW = H * W;
+  const float* img = image.ptr<float>();
+  const float* base = baseline.ptr<float>();
+  const int64_t* seg = segments.ptr<int64_t>();
+#pragma omp parallel for num_threads(exec.num_threads) schedule(static) collapse(2)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < H; ++y) {
+      const uint8_t* k = keep.ptr<uint8_t>() + i * M;
+      const int64_t* s = seg + y * W;
+      float* o = out.ptr<float>() + i * 3 * HW + y * W;
+      for (int64_t c = 0; c < 3; ++c) {
+        const float* a = img + c * HW + y * W;
+        const float* b = base + c * HW + y * W;
+        for (int64_t x = 0; x < W; ++x) o[c * HW + x] = k[s[x]] ? a[x] : b[x];
+      }
+    }
+}
+
 }  // namespace seg_xai::cpu

@@ -41,6 +41,9 @@ void rise_inputs_cuda(const TensorView& image, const TensorView& grids, const Te
                       const TensorView& out, const Exec& exec);
 void rise_accumulate_cuda(const TensorView& scores, const TensorView& grids,
                           const TensorView& shifts, const TensorView& out, const Exec& exec);
+void segment_inputs_cuda(const TensorView& image, const TensorView& baseline,
+                         const TensorView& segments, const TensorView& keep, const TensorView& out,
+                         const Exec& exec);
 
 // build_info_cuda.cu
 int runtime_version_cuda();  // CUDART_VERSION

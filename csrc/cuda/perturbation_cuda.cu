@@ -130,6 +130,17 @@ __global__ void rise_accumulate_kernel(const float* scores, const float* grids,
   out[t] = acc;
 }
 
+// One thread per (coalition i, pixel p), the three channels in turn.
+__global__ void segment_inputs_kernel(const float* img, const float* base, const int64_t* seg,
+                                      const uint8_t* keep, float* out, int64_t M, int64_t HW,
+                                      int64_t total) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // = i*HW + p
+  if (t >= total) return;
+  const int64_t i = t / HW, p = t % HW;
+  const bool kept = keep[i * M + seg[p]] != 0;
+  for (int c = 0; c < 3; ++c) out[(i * 3 + c) * HW + p] = kept ? img[c * HW + p] : base[c * HW + p];
+}
+
 // (sy, sx) of RISE's upsample from s to (s+1)·ceil(n/s) per axis.
 inline float rise_scale(int64_t s, int64_t n) { return axis_scale(s, (s + 1) * ((n + s - 1) / s), false); }
 
@@ -177,6 +188,17 @@ void rise_accumulate_cuda(const TensorView& scores, const TensorView& grids,
   rise_accumulate_kernel<<<blocks_for(K * H * W), kThreads, 0, stream_of(exec)>>>(
       scores.ptr<float>(), grids.ptr<float>(), shifts.ptr<int64_t>(), out.ptr<float>(), N, K, s,
       H, W, rise_scale(s, H), rise_scale(s, W));
+  SEG_XAI_LAUNCH_CHECK();
+}
+
+void segment_inputs_cuda(const TensorView& image, const TensorView& baseline,
+                         const TensorView& segments, const TensorView& keep, const TensorView& out,
+                         const Exec& exec) {
+  DeviceGuard guard(image);
+  const int64_t n = keep.shape[0], HW = image.shape[1] * image.shape[2];
+  segment_inputs_kernel<<<blocks_for(n * HW), kThreads, 0, stream_of(exec)>>>(
+      image.ptr<float>(), baseline.ptr<float>(), segments.ptr<int64_t>(), keep.ptr<uint8_t>(),
+      out.ptr<float>(), keep.shape[1], HW, n * HW);
   SEG_XAI_LAUNCH_CHECK();
 }
 

@@ -268,7 +268,7 @@ def run_bench(
             {"row": f"VJP batched ({len(classes)} classes)", "ms": statistics.median(vjp["batched"]) * 1e3},
             {"row": "floor = fastest forward + fastest VJP", "ms": floor_s * 1e3}]
     for method in methods:
-        if get_method(method).family == "perturbation":
+        if get_method(method).perturbs:
             rows += perturbation_rows(model, layer, method, images, classes, masks, options or {}, repeats,
                                       peer_repeats, peer)
             continue
@@ -286,7 +286,7 @@ def run_bench(
         if peer_s is not None:
             rows.append({"row": f"{method} pytorch-grad-cam", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
     # The default target: only the classes the model actually predicts cost a VJP.
-    gradient_methods = [m for m in methods if get_method(m).family != "perturbation"]
+    gradient_methods = [m for m in methods if not get_method(m).perturbs]
     if not gradient_methods:
         return _finish(rows, loaded.name, layer, size, classes, chart, log)
     first = gradient_methods[0]

@@ -11,7 +11,7 @@ from ..engine.explainer import Explainer
 from ..engine.methods import layer_for
 from ..kernels import overlay
 from .scenes import CLASS_NAMES, synthetic_scenes
-from ..viz import color_labels, contact_sheet, label_legend, save_png, to_frames
+from ..viz import color_labels, contact_sheet, heatmap_table, label_legend, save_png, to_frames
 
 DEMO_LAYER = "decoder"  # the late decoder features that feed the 1×1 classifier
 
@@ -50,5 +50,16 @@ def run_demo(
     legend = label_legend(CLASS_NAMES)  # the colours of the truth and prediction columns
     sheet = save_png(contact_sheet(rows, titles, legend=legend, colormap=colormap), out_dir / "contact_sheet.png")
     accuracy = (res.labels == truth).float().mean().item()
+    context = _context_table(model, images[:1], out_dir / "context_scene00.png")
     return {"files": [str(f) for f in files], "contact_sheet": str(sheet), "seconds": seconds,
-            "pixel_accuracy": accuracy, "classes": res.classes, "method": method}
+            "pixel_accuracy": accuracy, "classes": res.classes, "method": method, "context_table": str(context)}
+
+
+def _context_table(model, image, path: Path) -> Path:
+    """The context table of scene 0 (docs/segments.md) as a picture: for every class (rows), the
+    effect on its score of removing each predicted segment (columns), from one feature-ablation pass."""
+    ctx = Explainer(model, None, "featureablation", class_names=CLASS_NAMES)(image).context[0]
+    columns = [f"#{m} {CLASS_NAMES[c]}" for m, c in enumerate(ctx.segment_classes)]
+    rows = [CLASS_NAMES[c] for c in ctx.classes]
+    title = "scene 0: score drop S - S(segment removed) of each class (rows) for each predicted segment (columns)"
+    return save_png(heatmap_table(ctx.effects.cpu().numpy(), rows, columns, title), path)

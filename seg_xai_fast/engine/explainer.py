@@ -34,6 +34,7 @@ from .fullgrad import explain_fullgrad
 from .methods import CAM_STAGE_OF, check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards, explain_perturbation
+from .segments import explain_segments
 from .outputs import Explanation, ForwardPass, MaskSpec, class_cotangents, explain_forward_pass, labels_and_seeds
 
 
@@ -60,7 +61,8 @@ class Explainer:
     class_names: one name per output class (e.g. ``sx.CLASS_NAMES``), so that ``classes`` and
     ``Explanation.overlay`` accept names as well as ids.
     Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
-    target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py).
+    target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py);
+    so do the segment attributions (featureablation, kernelshap, lime; engine/segments.py).
     options: the method's options as one dict (each method's options and defaults: ``sx.method_options(name)``); unknown keys are errors.
     normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
     the output resolution, for every method; the gradient methods then take the autograd path).
@@ -200,6 +202,8 @@ class Explainer:
             return explain_layers(self, images, classes, masks, resolution)
         if self.method == "fullgrad":
             return explain_fullgrad(self, images, classes, masks, resolution)
+        if get_method(self.method).family == "segment":  # segment attributions: engine/segments.py
+            return explain_segments(self, TorchForwards(self), images, classes, masks, resolution)
         if get_method(self.method).family == "perturbation":
             return explain_perturbation(self, TorchForwards(self), images, classes, masks, resolution)
         key = tuple(images.shape[1:])
@@ -259,7 +263,7 @@ class Explainer:
         """
         images = self._check_images(images)
         head = None
-        if (get_method(self.method).family == "perturbation" or self.method == "fullgrad"
+        if (get_method(self.method).perturbs or self.method == "fullgrad"
                 or self.layer_explainers is not None or self.options.get("aug_smooth")):
             return ForwardPass(images)  # explain_outputs runs the whole explanation
         if get_method(self.method).needs_gradients:

@@ -8,6 +8,10 @@ _BATCH = (("batch_size", 32),)
 _SCORE = (("score", "logit"),)
 # Test-time augmentation (engine/combine.py): every gradient method takes it.
 _AUG = (("aug_smooth", False),)
+# Segment attributions (engine/segments.py): the input's segments (features) kept or replaced by
+# a baseline in coalitions; every class scored on the same coalitions.
+_SEGMENTS = (("features", "predicted"), ("n_segments", 64), ("baseline", 0.0))
+_SAMPLES = (("seed", 0),) + _BATCH + _SCORE + (("context", False),)
 
 
 @dataclass(frozen=True)
@@ -15,9 +19,15 @@ class MethodSpec:
     name: str
     needs_gradients: bool  # False: no gradient (Eigen-CAM's activations alone, or perturbed forwards)
     description: str
-    family: str = "gradient"  # "gradient", "activation" (Eigen-CAM) or "perturbation"
+    family: str = "gradient"  # "gradient", "activation" (Eigen-CAM), "perturbation" or "segment"
     needs_layer: bool = True  # False: input-space methods, which take target_layer=None
     options: tuple = ()  # ((name, default), ...): the keys of Explainer(options={...}), checked in options.py
+
+    @property
+    def perturbs(self) -> bool:
+        """True for the families explained from perturbed forwards alone (no gradient, no layer
+        replacement needed by the runtime): the perturbation family and segment attributions."""
+        return self.family in ("perturbation", "segment")
 
 
 # --- ShapleyCAM (second order) and FullGrad (input space, every bias) --------------------------
@@ -52,6 +62,15 @@ _SPECS = (
     MethodSpec("occlusion", False, "Occlusion: the score drop when a sliding window of the input is replaced by a "
                "baseline (Zeiler & Fergus 2014)", "perturbation", needs_layer=False,
                options=(("window", 16), ("stride", 8), ("baseline", 0.0)) + _BATCH + _SCORE),
+    MethodSpec("featureablation", False, "Feature ablation: the score drop when each segment alone is replaced by a "
+               "baseline (captum's FeatureAblation; Zeiler & Fergus 2014)", "segment", needs_layer=False,
+               options=_SEGMENTS + _BATCH + _SCORE + (("context", False),)),
+    MethodSpec("kernelshap", False, "Kernel SHAP: Shapley values of the segments by weighted least squares on "
+               "sampled coalitions, exact when all are enumerated (Lundberg & Lee 2017)", "segment",
+               needs_layer=False, options=_SEGMENTS + (("n_samples", 2048),) + _SAMPLES),
+    MethodSpec("lime", False, "LIME: a weighted linear surrogate of the scores on random coalitions of segments "
+               "(Ribeiro et al. 2016)", "segment", needs_layer=False,
+               options=_SEGMENTS + (("n_samples", 1024), ("kernel_width", 0.25)) + _SAMPLES),
 ) + _SECOND_ORDER_AND_INPUT_SPECS
 METHODS = {spec.name: spec for spec in _SPECS}
 

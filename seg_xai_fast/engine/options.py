@@ -8,10 +8,14 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+import torch
+
 from ..kernels.reference import SCORE_TYPES
 from .methods import get_method
 
 BASELINES = ("mean", "blur")
+FEATURES = ("predicted", "slic")
+MAX_FEATURES = 4096  # segments per image: coalitions are [n, M] and the least squares [n, M+1]
 
 
 def _int(low: Optional[int]) -> Callable:
@@ -61,6 +65,26 @@ def _bool(key, value):
     return value
 
 
+def _features(key, value):
+    """"predicted", "slic" or an int64 label map [B,H,W] (its shape is checked against the images
+    when the explainer is called, in segments.py)."""
+    if isinstance(value, str) and value in FEATURES:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.int64 or value.ndim != 3:
+            raise TypeError(f"option {key!r} must be a label map: an int64 (torch.long) Tensor [B,H,W], got "
+                            f"{value.dtype} of shape {list(value.shape)}")
+        return value
+    raise TypeError(f"option {key!r} must be {' or '.join(map(repr, FEATURES))} or an int64 Tensor [B,H,W] "
+                    f"label map, got {value!r}")
+
+
+def _positive(key, value):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ValueError(f"option {key!r} must be a positive finite float, got {value!r}")
+    return float(value)
+
+
 #: How each option is checked (and normalised: windows become pairs).
 CHECKS: dict[str, Callable] = {
     "batch_size": _int(1),
@@ -73,6 +97,11 @@ CHECKS: dict[str, Callable] = {
     "stride": _pair,
     "baseline": _baseline,
     "aug_smooth": _bool,  # test-time augmentation of the gradient methods (combine.py)
+    "features": _features,
+    "n_segments": _int(1),
+    "n_samples": _int(1),
+    "kernel_width": _positive,
+    "context": _bool,
 }
 
 
@@ -91,4 +120,4 @@ def check_options(method: str, options: Optional[dict]) -> dict:
     return {key: CHECKS.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
 
 
-__all__ = ["BASELINES", "CHECKS", "check_options"]
+__all__ = ["BASELINES", "CHECKS", "FEATURES", "MAX_FEATURES", "check_options"]

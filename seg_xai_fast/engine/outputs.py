@@ -45,6 +45,25 @@ class ForwardPass:
 
 
 @dataclass
+class SegmentContext:
+    """The context table of one image (segment attributions, see docs/segments.md): the effect of
+    removing each predicted segment on every explained class's region score.
+
+    segments: int64 [H,W], the image's predicted segments (8-connected components of the
+    predicted label map) numbered 0..M−1 in raster order of their first pixel.
+    segment_classes: the predicted class of each of the M segments.
+    classes: the K explained class ids.
+    effects: float32 [K,M]; effects[k, m] = S_k − S_k(segment m replaced by the baseline), positive
+    when segment m supports class k's score.
+    """
+
+    segments: torch.Tensor
+    segment_classes: list[int]
+    classes: list[int]
+    effects: torch.Tensor
+
+
+@dataclass
 class Explanation:
     """What an Explainer call returns.
 
@@ -52,6 +71,8 @@ class Explanation:
     classes: the K class ids. labels: int64 [B,H,W] predicted class per pixel.
     active: bool [B,K], False where the target region was empty (the map is all zeros).
     class_names: one name per model class when the explainer knows them, else None.
+    context: segment attributions only: one SegmentContext per image, when computed (see
+    docs/segments.md), else None.
     """
 
     maps: torch.Tensor
@@ -62,6 +83,7 @@ class Explanation:
     layer: str
     info: dict = field(default_factory=dict)
     class_names: Optional[tuple] = None
+    context: Optional[list] = None
 
     def map_of(self, class_id=None) -> torch.Tensor:
         """The maps float32 [B,H,W] of class `class_id` (an id, or a name when class_names are

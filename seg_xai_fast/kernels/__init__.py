@@ -23,6 +23,7 @@ from .ops import (
     rise_accumulate,
     rise_inputs,
     scorecam_inputs,
+    segment_inputs,
     weighted_cam,
 )
 
@@ -46,5 +47,6 @@ __all__ = [
     "rise_accumulate",
     "rise_inputs",
     "scorecam_inputs",
+    "segment_inputs",
     "weighted_cam",
 ]

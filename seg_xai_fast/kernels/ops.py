@@ -669,3 +669,39 @@ def rise_accumulate(
     core.rise_accumulate(_view(scores.contiguous()), _view(grids.contiguous()), _view(shifts.contiguous()),
                          _view(result), *_exec(device))
     return result
+
+
+def segment_inputs(
+    image: torch.Tensor,  # float [3,H,W]
+    baseline: torch.Tensor,  # float [3,H,W], what replaces a removed segment
+    segments: torch.Tensor,  # int64 [H,W], segment ids in [0, M)
+    keep: torch.Tensor,  # bool or uint8 [n,M], the n coalitions (nonzero: the segment is kept)
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [n,3,H,W]
+) -> torch.Tensor:
+    """The inputs of n coalitions of segments: image where keep[i, segments[p]], else the baseline
+    (reference.segment_inputs) → float32 [n,3,H,W]. Only these n inputs are ever in memory."""
+    _image("image", image)
+    _image("baseline", baseline)
+    H, W = image.shape[-2:]
+    _match("baseline", baseline, 1, H, "H, as image")
+    _match("baseline", baseline, 2, W, "W, as image")
+    if (not isinstance(segments, torch.Tensor) or segments.dtype != torch.int64
+            or tuple(segments.shape) != (H, W)):
+        raise ValueError(f"argument 'segments' must be an int64 Tensor [H,W] = [{H}, {W}], got {_describe(segments)}")
+    if not isinstance(keep, torch.Tensor) or keep.dtype not in (torch.bool, torch.uint8) or keep.dim() != 2:
+        raise ValueError(f"argument 'keep' must be a bool or uint8 Tensor [n,M], got {_describe(keep)}")
+    device = _same_device(image=image, baseline=baseline, segments=segments, keep=keep)
+    M = keep.shape[1]
+    low, high = int(segments.min()), int(segments.max())
+    if low < 0 or high >= M:
+        raise ValueError(f"argument 'segments' must hold ids in [0, {M}) (M = keep.shape[1]), got values in "
+                         f"[{low}, {high}]")
+    if not _perturb_fused("segment_inputs", backend, device, image.dtype, baseline.dtype):
+        return _into(out, reference.segment_inputs(image, baseline, segments, keep))
+    result = _out(out, (keep.shape[0], 3, H, W), torch.float32, device)
+    if keep.shape[0]:
+        core.segment_inputs(_view(image.contiguous()), _view(baseline.contiguous()), _view(segments.contiguous()),
+                            _view(keep.contiguous().view(torch.uint8)), _view(result), *_exec(device))
+    return result

@@ -359,6 +359,15 @@ def rise_accumulate(scores: torch.Tensor, grids: torch.Tensor, shifts: torch.Ten
     return out
 
 
+def segment_inputs(image: torch.Tensor, baseline: torch.Tensor, segments: torch.Tensor,
+                   keep: torch.Tensor) -> torch.Tensor:
+    """Coalition i of the segments: image where keep[i, segments[p]], else the baseline.
+    image, baseline: float [3,H,W]; segments: int64 [H,W] in [0, M); keep: bool [n,M]
+    → float32 [n,3,H,W]."""
+    kept = keep.bool()[:, segments]  # [n,H,W]
+    return torch.where(kept[:, None], image.float()[None], baseline.float()[None])
+
+
 def ablation_values(minimum: float, n: int) -> torch.Tensor:
     """pytorch-grad-cam's AblationLayer value for the n channels of one ablated batch → float32 [n].
 

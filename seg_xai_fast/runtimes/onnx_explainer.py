@@ -27,6 +27,7 @@ from ..engine.methods import get_method
 from ..engine.options import check_options
 from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass
 from ..engine.perturbation import explain_perturbation
+from ..engine.segments import explain_segments
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
                      READABLE_FORMATS, graph_digest)
 
@@ -56,8 +57,9 @@ class OnnxExplainer:
     """CAM explanations from a graph written by sx.export_onnx, run with ONNX Runtime.
 
     path: the .onnx file. method: one of sx.methods(); the gradient methods need the file's
-    linear head (see export_onnx); eigencam, scorecam (at the exported layer), rise and occlusion
-    need only forwards. ablationcam replaces the layer inside the graph, which ONNX Runtime cannot.
+    linear head (see export_onnx); eigencam, scorecam (at the exported layer), rise, occlusion and
+    the segment attributions (featureablation, kernelshap, lime) need only forwards. ablationcam
+    replaces the layer inside the graph, which ONNX Runtime cannot.
     options, normalize: as sx.Explainer's (the perturbation methods' options; raw maps,
     ``normalize=False``, are served for the perturbation methods).
     providers: ONNX Runtime execution providers in order of preference; None: TensorRT and CUDA
@@ -228,7 +230,7 @@ class OnnxExplainer:
             raise ValueError("method 'ablationcam' replaces the target layer's output inside the model, which an "
                              "ONNX Runtime graph does not allow: explain the PyTorch model with sx.Explainer, or "
                              "use 'scorecam', 'rise' or 'occlusion'")
-        if not self.normalize and spec.family != "perturbation":
+        if not self.normalize and not spec.perturbs:
             raise ValueError(f"normalize=False (raw maps) is served on ONNX Runtime for the perturbation methods, "
                              f"not {spec.name!r}: use sx.Explainer for raw gradient maps")
         if spec.needs_gradients and self.head_weight is None:
@@ -267,7 +269,7 @@ class OnnxExplainer:
         logits float32 [B,L,H,W] and labels int64 [B,H,W] (argmax over classes), on the CPU.
         For a perturbation method it keeps only the images: explain_outputs runs its forwards."""
         images = self._check_images(images)
-        if get_method(self.method).family == "perturbation":
+        if get_method(self.method).perturbs:  # perturbation family and segment attributions
             return ForwardPass(images)
         logits, activations, labels = self.run(images, labels=True)
         return ForwardPass(images, activations, logits, labels)
@@ -299,7 +301,8 @@ class OnnxExplainer:
     ) -> Explanation:
         """The CAM stage on forward()'s result; classes, masks and resolution as sx.Explainer's."""
         if not outputs.has_outputs:  # a perturbation method: its forwards run here
-            res = explain_perturbation(self, OnnxForwards(self), outputs.images, classes, masks, resolution)
+            explain = explain_segments if get_method(self.method).family == "segment" else explain_perturbation
+            res = explain(self, OnnxForwards(self), outputs.images, classes, masks, resolution)
             res.info.update(runtime="onnxruntime", provider=self.provider)
             return res
         upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)

@@ -139,6 +139,13 @@ void rise_inputs(const TensorView& image, const TensorView& grids, const TensorV
 void rise_accumulate(const TensorView& scores, const TensorView& grids, const TensorView& shifts,
                      const TensorView& out, const Exec& exec);
 
+// Segment attributions' inputs: coalition i keeps the segments s with keep[i,s] ≠ 0 and replaces
+// the others by the baseline: out[i,c,p] = keep[i, segments[p]] ? image[c,p] : baseline[c,p].
+//   image, baseline: float32 [3,H,W];  segments: int64 [H,W] in [0, M) (checked by the caller)
+//   keep: uint8 [n,M];  out: float32 [n,3,H,W]
+void segment_inputs(const TensorView& image, const TensorView& baseline, const TensorView& segments,
+                    const TensorView& keep, const TensorView& out, const Exec& exec);
+
 // Build facts for _backend.build_info().
 struct BuildInfo {
   std::string version;           // package version baked in at build time
