@@ -82,8 +82,8 @@ def main() -> None:
 
             torch.manual_seed(0)
             model = tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21).eval()
-            cfg["onnx"] = str(sx.export_onnx(model, "backbone.6", f"{tmp}/lraspp.onnx",
-                                             torch.rand(1, 3, args.size, args.size)))
+            example = torch.rand(1, 3, args.size, args.size)
+            cfg["onnx"] = str(sx.export_onnx(model, "backbone.6", f"{tmp}/lraspp.onnx", example, require_head=False))
         rise = run({**cfg, "mode": "rise"})
         forwards = run({**cfg, "mode": "forwards", "batch": rise["batch"]})
     print(f"LRASPP-MobileNetV3 {args.size}×{args.size}, 21 classes, {args.masks} masks, {args.runtime}, "

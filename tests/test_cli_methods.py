@@ -64,7 +64,7 @@ def test_parse_options():
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
-@pytest.mark.parametrize("method", ["rise", "scorecam"])
+@pytest.mark.parametrize("method", ["rise", "scorecam", "featureablation"])
 def test_explain_runs_perturbation_methods_on_both_runtimes(model_file, image_dir, tmp_path, capsys, method, runtime,
                                                             monkeypatch):
     monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path / "cache"))
@@ -76,8 +76,8 @@ def test_explain_runs_perturbation_methods_on_both_runtimes(model_file, image_di
     header, entries = read_manifest(out)
     assert header["method"] == method and header["runtime"] == runtime and len(list(entries)) == 2
     assert header["options"]["n_masks" if method == "rise" else "batch_size"] in (24, 12)
-    assert header["map_resolution"] == ("full" if method == "rise" else "layer")
-    assert header["layer"] == ("input" if method == "rise" else "decoder")
+    assert header["map_resolution"] == ("layer" if method == "scorecam" else "full")
+    assert header["layer"] == ("decoder" if method == "scorecam" else "input")
     model = torch.load(model_file, weights_only=False)
     options = {k: v for k, v in FAST_OPTIONS.items() if k in sx.method_options(method)}
     explainer = sx.Explainer(model, "decoder" if method == "scorecam" else None, method, options=options)

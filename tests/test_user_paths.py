@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_export_onnx_without_a_head_names_the_cli_flag(tmp_path, capsys):
     assert cli.main(["export-onnx", "demo", str(tmp_path / "m.onnx"), "--layer", "encoder.stage4", "--size", "32"]) == 2
     err = capsys.readouterr().err
-    assert "--eigencam-only" in err
+    assert "--gradient-free" in err
 
 
 def test_missing_onnx_package_asks_for_onnx_not_onnxscript(tmp_path, monkeypatch):

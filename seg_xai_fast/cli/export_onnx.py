@@ -21,8 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="S",
                    help="example input size: S or H W (default: the model's; axes stay dynamic)")
     p.add_argument("--exporter", default="auto", choices=EXPORTERS, help="(default: %(default)s)")
-    p.add_argument("--eigencam-only", action="store_true",
-                   help="allow a layer without a linear head (the file then serves eigencam only)")
+    p.add_argument("--gradient-free", "--eigencam-only", dest="gradient_free", action="store_true",
+                   help="allow a layer without a linear head (the file then serves the methods that need no "
+                        "gradient: eigencam, the perturbation family, segment attributions)")
     p.set_defaults(func=run, usage_errors=(RuntimeError,))
 
 
@@ -33,12 +34,12 @@ def run(args) -> int:
     layer = require_layer(loaded, args.layer)
     h, w = (args.size * 2)[:2] if args.size else (loaded.image_size, loaded.image_size)
     example = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    path = export_onnx(loaded.model, layer, args.out, example, require_head=not args.eigencam_only,
+    path = export_onnx(loaded.model, layer, args.out, example, require_head=not args.gradient_free,
                        exporter=args.exporter)
     import onnx  # present: export_onnx needs it
 
     meta = json.loads({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}[METADATA_KEY])
-    head = "linear head found (all methods)" if meta["head"] else "no linear head (eigencam only)"
+    head = "linear head found (all methods)" if meta["head"] else "no linear head (gradient-free methods only)"
     axes = "dynamic batch and spatial axes" if meta["dynamic_spatial"] else f"fixed spatial size {h}x{w}"
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): layer {meta['layer']}, {head}, {axes}, "
           f"exporter {meta['exporter']}")

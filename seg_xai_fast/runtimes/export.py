@@ -101,7 +101,7 @@ def export_onnx(
 
     target_layer: as for sx.Explainer (module, dotted name, InputOf or "name:input").
     require_head: raise when the layer does not feed a linear head (the gradient methods need
-    one); False writes a graph that serves eigencam only.
+    one); False writes a graph that serves the gradient-free methods only.
     exporter: "auto" | "torchscript" | "dynamo" (see the module docstring).
     verify: run the file with onnxruntime (when installed) at the example size and at a second
     size and batch, and compare with PyTorch; a graph whose spatial size got baked in by the
@@ -129,7 +129,7 @@ def export_onnx(
         raise ValueError(
             f"target_layer {explainer.layer_name!r} does not feed a linear head (a 1×1 convolution whose output "
             "is the logits or is bilinearly upsampled to them), so ONNX Runtime cannot serve the gradient "
-            f"methods for it: {NO_HEAD_HINT}. To export for eigencam only, pass require_head=False (seg-xai export-onnx: --eigencam-only)."
+            f"methods for it: {NO_HEAD_HINT}. To export for the methods that need no gradient (eigencam, the perturbation family, segment attributions), pass require_head=False (seg-xai export-onnx: --gradient-free)."
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)
