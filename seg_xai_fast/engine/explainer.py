@@ -30,7 +30,8 @@ from .checks import check_class_names, check_classes, check_images, check_resolu
 from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import explain_perturbation
-from .outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass, labels_and_seeds
+from .outputs import (Explanation, ForwardPass, MaskSpec, cam_stage, explain_forward_pass, finer_coefficients,
+                      labels_and_seeds)
 
 
 class Explainer:
@@ -206,7 +207,10 @@ class Explainer:
                 labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
                 active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
                 output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size)
+                mix = None  # Finer-CAM: class k's cotangent at logit l is mix[b,k,l]·seed_k
+                if self.method == "finercam":
+                    mix = finer_coefficients(logits.detach(), labels, class_ids, masks, self.options)
+                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum())})
@@ -245,12 +249,9 @@ class Explainer:
         if head is not None:
             self.gradient_path = "analytic"
         weight, upsample = (head.weight, head.upsample) if head is not None else (None, None)
-        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name, backend=self.backend,
-                                   max_memory_mb=self.max_memory_mb, resolution=resolution)
-        if not self.normalize and head is None:  # Eigen-CAM's raw map: the projection, resized
-            raw = reference.eigen_cam(outputs.activations).unsqueeze(1)
-            raw = reference.resize_bilinear(raw, outputs.logits.shape[-2:]) if resolution == "full" else raw
-            res.maps = raw.expand_as(res.maps).contiguous()
+        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name,
+                                   backend=self.backend, max_memory_mb=self.max_memory_mb, resolution=resolution,
+                                   options=self.options, normalize=self.normalize)
         res.class_names = self.class_names
         return res
 
@@ -304,12 +305,15 @@ class Explainer:
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                            method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
-    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size) -> torch.Tensor:
+    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size, mix=None) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
         activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
-        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution.
+        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution;
+        mix: None (class k's cotangent is seed_k at logit class_ids[k]) or float [B,K,L]
+        (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores).
         """
+        stage, options = cam_stage(self.method, self.options)
         B, K = active.shape
         H, W = output_size or tuple(activations.shape[-2:])
         A = activations.detach()
@@ -320,7 +324,10 @@ class Explainer:
             ks = todo[lo:lo + chunk]
             cot = torch.zeros((len(ks),) + tuple(start.shape), device=start.device, dtype=start.dtype)
             for i, k in enumerate(ks):
-                cot[i, :, class_ids[k]] = seeds[:, k]
+                if mix is None:
+                    cot[i, :, class_ids[k]] = seeds[:, k]
+                else:
+                    cot[i] = mix[:, k, :, None, None].to(cot) * seeds[:, k, None].to(cot)
             G = self._vjp(start, activations, cot)  # [n,B,C,h,w]
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
@@ -329,9 +336,10 @@ class Explainer:
                 )
             G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
             if self.normalize:
-                maps[:, ks] = kernels.cam_from_gradients(A, G, self.method, output_size, backend=self.backend)
+                maps[:, ks] = kernels.cam_from_gradients(A, G, stage, output_size, backend=self.backend,
+                                                         options=options)
             else:  # the signed CAM, bilinearly resized
-                raw = reference.raw_cam(A, G, self.method)
+                raw = reference.raw_cam(A, G, stage, options)
                 maps[:, ks] = raw if output_size is None else reference.resize_bilinear(raw, output_size)
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]

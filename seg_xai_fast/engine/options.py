@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from ..kernels.reference import SCORE_TYPES
+from ..kernels.reference import GRADIENT_CAM_METHODS, KPCA_KERNELS, POOL_REDUCTIONS, SCORE_TYPES
 from .methods import get_method
 
 BASELINES = ("mean", "blur")
@@ -61,6 +61,28 @@ def _bool(key, value):
     return value
 
 
+def _finite(key, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"option {key!r} must be a finite number, got {value!r}")
+    return value
+
+
+def _gamma(key, value):
+    if value is None:
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"option {key!r} must be None (1/channels) or a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _ranks(key, value) -> tuple:
+    if (not isinstance(value, (tuple, list)) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise ValueError(f"option {key!r} must be a non-empty sequence of ints ≥ 1 (ranks of the most similar "
+                         f"classes; rank 0 is the target itself), got {value!r}")
+    return tuple(value)
+
+
 #: How each option is checked (and normalised: windows become pairs).
 CHECKS: dict[str, Callable] = {
     "batch_size": _int(1),
@@ -72,6 +94,15 @@ CHECKS: dict[str, Callable] = {
     "window": _pair,
     "stride": _pair,
     "baseline": _baseline,
+    "eigen_smooth": _bool,
+    "pool": _int(1),
+    "reduce": _one_of(POOL_REDUCTIONS),
+    "kernel": _one_of(KPCA_KERNELS),
+    "gamma": _gamma,
+    "k": _finite,
+    "alpha": _finite,
+    "comparison_categories": _ranks,
+    "base_method": _one_of(GRADIENT_CAM_METHODS),
 }
 
 
