@@ -169,7 +169,8 @@ def kpca_projection(activations: torch.Tensor, kernel: str = "sigmoid", gamma: f
     activations: float [B,C,h,w] → raw maps float32 [B,h,w] (class-agnostic). As pytorch-grad-cam
     with scikit-learn's KernelPCA(n_components=1, kernel, gamma): X = the (h·w)×C matrix with
     centred columns (NaN → 0); the kernel matrix K over positions (gamma None: 1/C; poly degree 3,
-    coef0 1; sigmoid coef0 1), double-centred; map = √λ₁·u₁ of its top eigenpair. The sign follows
+    coef0 1; sigmoid coef0 1), double-centred; map = √λ₁·u₁ of its top eigenpair (all zeros when λ₁
+    is at rounding level). The sign follows
     fix_sign (the same as scikit-learn's svd_flip: the largest-magnitude value positive).
     Cost: an (h·w)×(h·w) eigen-solve per image, in float64.
     """
@@ -195,9 +196,14 @@ def kpca_projection(activations: torch.Tensor, kernel: str = "sigmoid", gamma: f
         norm = X.norm(dim=2, keepdim=True)
         Xn = X / torch.where(norm > 0, norm, torch.ones_like(norm))
         K = Xn @ Xn.transpose(1, 2)
+    scale = K.abs().amax(dim=(1, 2))  # [B]
     K = K - K.mean(dim=1, keepdim=True) - K.mean(dim=2, keepdim=True) + K.mean(dim=(1, 2), keepdim=True)
     evals, evecs = torch.linalg.eigh(K)
-    proj = evecs[..., -1] * evals[:, -1:].clamp_min(0).sqrt()
+    # A top eigenvalue at rounding level (a constant kernel: the centring cancels it) is zero, as
+    # scikit-learn's eigenvalue check makes it: the map is then all zeros, not rounding noise.
+    top = evals[:, -1:]
+    top = torch.where(top > K.shape[-1] * torch.finfo(K.dtype).eps * scale[:, None], top, torch.zeros_like(top))
+    proj = evecs[..., -1] * top.sqrt()
     return fix_sign(proj).reshape(B, h, w).float()
 
 
