@@ -3,6 +3,8 @@ out here, RandomCAM's statistics, the closed form against autograd, fused agains
 ONNX Runtime against PyTorch, and the option errors. Parity with the peer: test_parity_methods.py.
 """
 import math
+import pathlib
+import re
 
 import pytest
 import torch
@@ -104,7 +106,7 @@ def test_randomcam_maps(model, images):
     assert (alone.maps[0, 0] - res.maps[1, 2]).abs().max() <= 1e-6
     # and is the weighted sum of the activations with the seeded weights
     A, _ = _layer_and_gradient(model, images, 0, torch.ones(images.shape[-2:]))
-    w = reference.random_weights(res.labels.new_zeros(0).numel() + 4, A.shape[1], 4)
+    w = reference.random_weights(res.maps.shape[1], A.shape[1], 4)  # every class of the model, seed 4
     expected = reference.postprocess(reference.weighted_combine(A, w[None].expand(A.shape[0], -1, -1)), images.shape[-2:])
     assert (res.maps - expected).abs().max() <= 1e-5
 
@@ -193,3 +195,15 @@ def test_every_new_method_has_a_spec_and_options():
     assert sx.method_options("randomcam") == {"seed": 0, "eigen_smooth": False}
     assert sx.method_options("finercam") == {"alpha": 1.0, "comparison_categories": (1, 2, 3),
                                              "base_method": "gradcam", "eigen_smooth": False}
+
+
+def test_methods_doc_examples_run():
+    """Every Python block of docs/methods.md runs, and its shape comments are what it prints."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 7
+    for block in blocks:
+        scope = {}
+        exec(compile(block, "docs/methods.md", "exec"), scope)
+        shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
+        assert str(scope["res"].maps.shape) == shape
