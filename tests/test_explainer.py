@@ -249,7 +249,8 @@ def test_nonfinite_gradients_are_reported():
 def test_methods_listing():
     listed = sx.methods()
     assert set(listed) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-                           "scorecam", "ablationcam", "rise", "occlusion"}
+                           "gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam",
+                           "kpcacam", "fem", "randomcam", "scorecam", "ablationcam", "rise", "occlusion"}
     assert all(isinstance(d, str) and d for d in listed.values())
 
 

@@ -166,6 +166,12 @@ def test_onnx_runtime_serves_the_new_methods(model, images, tmp_path):
         ours = sx.Explainer(model, "decoder", method)(images).maps
         onnx = OnnxExplainer(path, method)(images).maps
         assert (ours - onnx).abs().max() <= 1e-4, method
+    options = {"pool": 3, "reduce": "mean"}
+    ours = sx.Explainer(model, "decoder", "segxrescam", options=options)(images).maps
+    onnx_explainer = OnnxExplainer(path, "segxrescam", options=options)
+    assert (ours - onnx_explainer(images).maps).abs().max() <= 1e-4
+    onnx_explainer.method = "fem"  # a new method starts from its own defaults
+    assert onnx_explainer.options == {"k": 2}
 
 
 @pytest.mark.parametrize("method,options,error,match", [

@@ -105,14 +105,21 @@ def peer_target_layer(model: torch.nn.Module, layer: str):
         handle.remove()
 
 
+# The peer's class of each method it runs with a SemanticSegmentationTarget as we do (Finer-CAM
+# needs a classifier's output, Seg-XRes-CAM has no peer class: neither gets a peer row).
+PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
+                "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+                "gradcam_elementwise": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
+                "segeigencam": "SegEigenCAM", "kpcacam": "KPCA_CAM", "fem": "FEM", "randomcam": "RandomCAM"}
+
+
 @contextmanager
 def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = "out"):
     """pytorch-grad-cam's CAM object for `method` at `layer` of `model` (its logits selected by
     `output_key`); raises ImportError when the package is not installed."""
     import pytorch_grad_cam as pgc
 
-    cam_class = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
-                 "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}[method]
+    cam_class = getattr(pgc, PEER_CLASSES[method])
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -127,7 +134,10 @@ def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = 
 
 
 def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int) -> Optional[float]:
-    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not installed."""
+    """pytorch-grad-cam explaining the same targets, one call per class (its API); None if not
+    installed or it has no class for `method` (PEER_CLASSES)."""
+    if method not in PEER_CLASSES:
+        return None
     try:
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
     except ImportError:

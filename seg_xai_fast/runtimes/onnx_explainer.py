@@ -23,6 +23,7 @@ import torch
 from .. import kernels
 from ..engine.checks import check_images
 from ..engine.methods import get_method
+from ..engine.options import check_options
 from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
                      READABLE_FORMATS, graph_digest)
@@ -58,6 +59,8 @@ class OnnxExplainer:
     (when onnxruntime-gpu provides them), then CPU.
     backend: the CAM stage's kernels, as sx.Explainer's ("auto" | "fused" | "torch").
     threads: ONNX Runtime intra-op threads (None: its default, one per physical core).
+    options: the method's options, as sx.Explainer's (``sx.method_options(method)``); setting
+    ``explainer.method`` later resets them to the new method's defaults.
     spin: let ORT's idle worker threads busy-wait for work (its default). Off here: between
     forward passes the CAM stage, and in the video pipeline the decoder and encoder threads,
     need those cores; busy-waiting workers then slow everything down (measured on 2 cores).
@@ -78,6 +81,7 @@ class OnnxExplainer:
         max_memory_mb: float = 1024.0,
         threads: Optional[int] = None,
         spin: bool = False,
+        options: Optional[dict] = None,
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
@@ -87,13 +91,13 @@ class OnnxExplainer:
             raise ValueError(f"backend must be one of {kernels.BACKENDS}, got {backend!r}")
         self.backend, self.max_memory_mb = backend, float(max_memory_mb)
         self.providers = self._check_providers(ort, providers)
-        options = ort.SessionOptions()
+        session_options = ort.SessionOptions()
         if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+            session_options.intra_op_num_threads = int(threads)
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), session_options, providers=self.providers)
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ValueError(f"cannot load {str(self.path)!r} as an ONNX model: {err}") from None
         self.meta = self._read_metadata()
@@ -107,6 +111,7 @@ class OnnxExplainer:
         self._check_graph()
         self.method = method
         self._check_method(self.method)
+        self.options = check_options(self.method, options)
 
     @staticmethod
     def _check_providers(ort, providers) -> list[str]:
@@ -219,7 +224,7 @@ class OnnxExplainer:
             raise ValueError(
                 f"method {spec.name!r} needs gradients, and {str(self.path)!r} was exported without a linear head "
                 f"after target layer {self.layer_name!r} (ONNX Runtime computes no gradients, only the closed form "
-                f"of a linear head): {NO_HEAD_HINT}; or use method 'eigencam'"
+                f"of a linear head): {NO_HEAD_HINT}; or use a gradient-free method (eigencam, kpcacam, fem, randomcam)"
             )
         return spec.name
 
@@ -230,6 +235,7 @@ class OnnxExplainer:
     @method.setter
     def method(self, name: str) -> None:
         self._method = self._check_method(name)
+        self.options = check_options(self._method, None)  # a new method starts from its defaults
 
     @property
     def provider(self) -> str:
@@ -271,7 +277,7 @@ class OnnxExplainer:
         upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
         res = explain_forward_pass(outputs, self.method, self.head_weight, upsample, classes, masks,
                                    layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
-                                   resolution=resolution)
+                                   resolution=resolution, options=self.options)
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 
