@@ -156,8 +156,6 @@ class _RegionMeans(torch.nn.Module):
                                      {"base_method": "layercam"}])
 def test_finercam_matches_peer_on_region_means(case, options):
     name, model, images, layer = case
-    if options and name != "demo":
-        pytest.skip("the options are checked on the demo model; the other architectures run the defaults")
     classes = [1, 3]
     masks = _box_masks(images.shape[0], classes, images.shape[-1], seed=7)
     ours = sx.Explainer(model, layer, "finercam", options=options)(images, classes=classes, masks=masks).maps
