@@ -15,7 +15,7 @@ import seg_xai_fast as sx
 
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency: pip install '.[test]'")
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
-from test_parity_gradcam import TOL, _box_masks, _OutOnly  # noqa: E402
+from test_parity_gradcam import TOL, _box_masks, _OutOnly, fix_peer_projection_sign  # noqa: E402
 
 PEER = {
     "gradcam": pgc.GradCAM,
@@ -61,20 +61,7 @@ def case(request):
 
 @pytest.fixture(autouse=True)
 def peer_sign(monkeypatch):
-    """The peer's projections in our sign convention (negated where |min| > |max|)."""
-    import pytorch_grad_cam.utils.svd_on_activations as svd
-
-    def signed(fn):
-        def wrapper(*args, **kwargs):
-            out = fn(*args, **kwargs)
-            flat = out.reshape(out.shape[0], -1)
-            flip = np.abs(flat.min(axis=1)) > np.abs(flat.max(axis=1))
-            return np.where(flip[:, None], -flat, flat).reshape(out.shape).astype(np.float32)
-        return wrapper
-
-    for module in ("base_cam", "eigen_cam", "eigen_grad_cam", "grad_cam_elementwise", "hirescam", "layer_cam"):
-        monkeypatch.setattr(f"pytorch_grad_cam.{module}.get_2d_projection", signed(svd.get_2d_projection))
-    monkeypatch.setattr("pytorch_grad_cam.kpca_cam.get_2d_projection_kernel", signed(svd.get_2d_projection_kernel))
+    fix_peer_projection_sign(monkeypatch)
 
 
 def _compare(name, method, ours, peer, classes):
