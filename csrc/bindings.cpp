@@ -92,8 +92,15 @@ PYBIND11_MODULE(_core, m) {
                               int threads, Ptr stream) {
     elementwise_cam(a, g, parse_method("elementwise_cam", method), out, minmax, eps,
                     make_exec(threads, stream));
-  }, nogil, "HiResCAM or LayerCAM, then ReLU + per-map min-max.", py::arg("activations"),
-     py::arg("gradients"), py::arg("method"), out_arg, minmax_arg, eps_arg, threads_arg, stream_arg);
+  }, nogil, "HiResCAM, LayerCAM or Grad-CAM element-wise, then ReLU + per-map min-max.",
+     py::arg("activations"), py::arg("gradients"), py::arg("method"), out_arg, minmax_arg, eps_arg,
+     threads_arg, stream_arg);
+  m.def("pooled_cam", [](Tv a, Tv g, int64_t pool, bool mean, Tv out, Tv minmax, float eps,
+                         int threads, Ptr stream) {
+    pooled_cam(a, g, pool, mean, out, minmax, eps, make_exec(threads, stream));
+  }, nogil, "Seg-XRes-CAM: gradients pooled in windows, times activations, then ReLU + min-max.",
+     py::arg("activations"), py::arg("gradients"), py::arg("pool"), py::arg("mean"), out_arg,
+     minmax_arg, eps_arg, threads_arg, stream_arg);
   m.def("overlay", [](Tv images, Tv maps, Tv lut, double alpha, Tv out, int threads, Ptr stream) {
     overlay(images, maps, lut, alpha, out, make_exec(threads, stream));
   }, nogil, "Colour maps through a LUT and blend them onto images.", py::arg("images"),

@@ -77,7 +77,9 @@ Method parse_method(const char* op, const std::string& name) {
   if (name == "xgradcam") return Method::XGradCAM;
   if (name == "hirescam") return Method::HiResCAM;
   if (name == "layercam") return Method::LayerCAM;
-  fail(op, "argument 'method' must be one of gradcam, gradcam++, xgradcam, hirescam, layercam, got '",
+  if (name == "gradcam_elementwise") return Method::GradCAMElementWise;
+  fail(op, "argument 'method' must be one of gradcam, gradcam++, xgradcam, hirescam, layercam, "
+       "gradcam_elementwise, got '",
        name, "'");
 }
 

@@ -6,7 +6,7 @@ void elementwise_cam(const TensorView& activations, const TensorView& gradients,
                      const TensorView& out, const TensorView& minmax, float eps,
                      const Exec& exec) {
   constexpr const char* op = "elementwise_cam";
-  if (is_weighted(method)) fail(op, "argument 'method' must be hirescam or layercam");
+  if (is_weighted(method)) fail(op, "argument 'method' must be hirescam, layercam or gradcam_elementwise");
   const TensorView& A = activations;
   check_same_device(op, {{"activations", &A}, {"gradients", &gradients}, {"out", &out},
                          {"minmax", &minmax}});

@@ -85,14 +85,27 @@ def weighted_cam(
 def elementwise_cam(
     activations: TensorView,  # float [B,C,h,w]
     gradients: TensorView,  # float [B,K,C,h,w]
-    method: Literal["hirescam", "layercam"],
+    method: Literal["hirescam", "layercam", "gradcam_elementwise"],
     out: TensorView,  # float32 [B,K,h,w]
     minmax: TensorView,  # int32 [B*K,2] workspace (CUDA only)
     eps: float,
     threads: int,
     stream: int,
 ) -> None:
-    """HiResCAM or LayerCAM, then ReLU + per-map min-max."""
+    """HiResCAM, LayerCAM or Grad-CAM element-wise, then ReLU + per-map min-max."""
+
+def pooled_cam(
+    activations: TensorView,  # float [B,C,h,w]
+    gradients: TensorView,  # float [B,K,C,h,w]
+    pool: int,  # window side >= 1
+    mean: bool,  # False: max-pooling, True: mean-pooling
+    out: TensorView,  # float32 [B,K,h,w]
+    minmax: TensorView,  # int32 [B*K,2] workspace (CUDA only)
+    eps: float,
+    threads: int,
+    stream: int,
+) -> None:
+    """Seg-XRes-CAM: gradients pooled in windows, times activations, then ReLU + min-max."""
 
 def overlay(
     images: TensorView,  # uint8 [B,H,W,3]

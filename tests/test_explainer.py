@@ -249,7 +249,9 @@ def test_nonfinite_gradients_are_reported():
 def test_methods_listing():
     listed = sx.methods()
     assert set(listed) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-                           "scorecam", "ablationcam", "rise", "occlusion", "shapleycam", "fullgrad"}
+                           "gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam",
+                           "kpcacam", "fem", "randomcam", "scorecam", "ablationcam", "rise", "occlusion",
+                           "shapleycam", "fullgrad", "featureablation", "kernelshap", "lime"}
     assert all(isinstance(d, str) and d for d in listed.values())
 
 

@@ -14,7 +14,9 @@ void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradie
   const int64_t B = gradients.shape[0], K = gradients.shape[1], C = gradients.shape[2];
   const int64_t n = gradients.shape[3] * gradients.shape[4];
   const int64_t tiles = (n + kTile - 1) / kTile;
-  const bool relu_g = method == Method::LayerCAM;
+  const Product product = method == Method::LayerCAM            ? Product::ReluGrad
+                          : method == Method::GradCAMElementWise ? Product::ReluProduct
+                                                                 : Product::Plain;
   const float* A = activations.ptr<float>();
   const float* G = gradients.ptr<float>();
   float* O = out.ptr<float>();
@@ -30,7 +32,7 @@ void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradie
       for (int64_t c0 = 0; c0 < C; c0 += kChannelChunk) {
         std::fill_n(part.data(), len, 0.f);
         for (int64_t c = c0; c < std::min(C, c0 + kChannelChunk); ++c)
-          mul_acc(G + (m * C + c) * n + p0, A + (b * C + c) * n + p0, part.data(), len, relu_g);
+          mul_acc(G + (m * C + c) * n + p0, A + (b * C + c) * n + p0, part.data(), len, product);
         axpy(1.f, part.data(), o, len);
       }
     }

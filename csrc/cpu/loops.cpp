@@ -112,9 +112,14 @@ SEG_XAI_CLONES void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-SEG_XAI_CLONES void mul_acc(const float* g, const float* x, float* y, int64_t n, bool relu_g) {
-  if (relu_g)
+SEG_XAI_CLONES void mul_acc(const float* g, const float* x, float* y, int64_t n, Product product) {
+  if (product == Product::ReluGrad)
     for (int64_t i = 0; i < n; ++i) y[i] += (g[i] > 0.f ? g[i] : 0.f) * x[i];
+  else if (product == Product::ReluProduct)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = g[i] * x[i];
+      y[i] += v > 0.f ? v : 0.f;
+    }
   else
     for (int64_t i = 0; i < n; ++i) y[i] += g[i] * x[i];
 }

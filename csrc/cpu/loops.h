@@ -35,8 +35,10 @@ void argmax_step(const float* x, float* best, int32_t* label, int32_t l, int64_t
 void widen_i32(const int32_t* x, int64_t* y, int64_t n);
 // y += a·x. x, y: [n]
 void axpy(float a, const float* x, float* y, int64_t n);
-// y += g⊙x (relu_g: y += relu(g)⊙x). g, x, y: [n]
-void mul_acc(const float* g, const float* x, float* y, int64_t n, bool relu_g);
+// What mul_acc accumulates: g⊙x (hirescam), relu(g)⊙x (layercam), relu(g⊙x) (gradcam_elementwise).
+enum class Product { Plain, ReluGrad, ReluProduct };
+// y += f(g, x) element-wise, f as `product`. g, x, y: [n]
+void mul_acc(const float* g, const float* x, float* y, int64_t n, Product product);
 // y = x0·w0 + x1·w1, the bilinear lerp of two rows in ATen's operation order. x0, x1, y: [n]
 void lerp(const float* x0, const float* x1, float w0, float w1, float* y, int64_t n);
 // y = clamp((relu(x0·w0 + x1·w1) − lo) · inv_denom, 0, 1): lerp then the min-max scaling in

@@ -19,6 +19,8 @@ void weighted_cam_cpu(const TensorView& activations, const TensorView& weights,
                       const TensorView& out, float eps, const Exec& exec);
 void elementwise_cam_cpu(const TensorView& activations, const TensorView& gradients,
                          Method method, const TensorView& out, float eps, const Exec& exec);
+void pooled_cam_cpu(const TensorView& activations, const TensorView& gradients, int64_t pool,
+                    bool mean, const TensorView& out, float eps, const Exec& exec);
 void overlay_cpu(const TensorView& images, const TensorView& maps, const TensorView& lut,
                  double alpha, const TensorView& out, const Exec& exec);
 void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const Exec& exec);

@@ -3,10 +3,11 @@
 
 namespace seg_xai::cuda {
 
-// raw[b,k,p] = Σ_c f(G[b,k,c,p])·A[b,c,p], f = identity (hirescam) or relu (layercam); one thread
-// per (b,k,p), coalesced over p; min/max fused. Grid (position blocks, B*K).
+// raw[b,k,p] = Σ_c f(G[b,k,c,p], A[b,c,p]) with f = g·a (hirescam), relu(g)·a (layercam) or
+// relu(g·a) (gradcam_elementwise); one thread per (b,k,p), coalesced over p; min/max fused.
+// Grid (position blocks, B*K).
 // A: [B,C,n], G: [B,K,C,n] → out: float32 [B,K,n]; ws: int32 [B*K,2].
-template <typename T, bool kReluG>
+template <typename T, int kProduct>  // 0 plain, 1 relu(g), 2 relu(g·a)
 __global__ void elementwise_kernel(const T* A, const T* G, float* out, int* ws, int64_t K,
                                    int64_t C, int64_t n) {
   const int64_t m = blockIdx.y, b = m / K;
@@ -16,7 +17,8 @@ __global__ void elementwise_kernel(const T* A, const T* G, float* out, int* ws, 
   if (active)
     for (int64_t c = 0; c < C; ++c) {
       const float g = to_float(G[(m * C + c) * n + p]);
-      acc += (kReluG ? relu0(g) : g) * to_float(A[(b * C + c) * n + p]);
+      const float a = to_float(A[(b * C + c) * n + p]);
+      acc += kProduct == 1 ? relu0(g) * a : kProduct == 2 ? relu0(g * a) : g * a;
     }
   if (active) out[m * n + p] = acc;
   const float v = relu0(acc);
@@ -38,9 +40,11 @@ void elementwise_cam_cuda(const TensorView& activations, const TensorView& gradi
     const T* A = activations.ptr<T>();
     const T* G = gradients.ptr<T>();
     if (method == Method::LayerCAM)
-      elementwise_kernel<T, true><<<grid, kThreads, 0, st>>>(A, G, out.ptr<float>(), ws, K, C, n);
+      elementwise_kernel<T, 1><<<grid, kThreads, 0, st>>>(A, G, out.ptr<float>(), ws, K, C, n);
+    else if (method == Method::GradCAMElementWise)
+      elementwise_kernel<T, 2><<<grid, kThreads, 0, st>>>(A, G, out.ptr<float>(), ws, K, C, n);
     else
-      elementwise_kernel<T, false><<<grid, kThreads, 0, st>>>(A, G, out.ptr<float>(), ws, K, C, n);
+      elementwise_kernel<T, 0><<<grid, kThreads, 0, st>>>(A, G, out.ptr<float>(), ws, K, C, n);
     SEG_XAI_LAUNCH_CHECK();
   });
   minmax_apply_inplace(out.ptr<float>(), ws, B * K, n, eps, st);

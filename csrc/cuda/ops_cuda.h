@@ -23,6 +23,9 @@ void weighted_cam_cuda(const TensorView& activations, const TensorView& weights,
 void elementwise_cam_cuda(const TensorView& activations, const TensorView& gradients,
                           Method method, const TensorView& out, const TensorView& minmax,
                           float eps, const Exec& exec);
+void pooled_cam_cuda(const TensorView& activations, const TensorView& gradients, int64_t pool,
+                     bool mean, const TensorView& out, const TensorView& minmax, float eps,
+                     const Exec& exec);
 void overlay_cuda(const TensorView& images, const TensorView& maps, const TensorView& lut,
                   double alpha, const TensorView& out, const Exec& exec);
 void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec);

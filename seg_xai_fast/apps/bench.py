@@ -111,6 +111,15 @@ def peer_target_layer(model: torch.nn.Module, layer: str):
         handle.remove()
 
 
+# The peer's class of each method it runs with a SemanticSegmentationTarget as we do (Finer-CAM
+# needs a classifier's output, Seg-XRes-CAM has no peer class: neither gets a peer row).
+PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
+                "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+                "gradcam_elementwise": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
+                "segeigencam": "SegEigenCAM", "kpcacam": "KPCA_CAM", "fem": "FEM", "randomcam": "RandomCAM",
+                "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
+
+
 @contextmanager
 def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = "out"):
     """pytorch-grad-cam's CAM object for `method` at `layer` of `model` (its logits selected by
@@ -155,12 +164,6 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
     model.requires_grad_(True)  # the peer leaves parameter .grad filled; clear it for fairness
     model.zero_grad(set_to_none=True)
     return seconds
-
-
-#: pytorch-grad-cam's class for each method it has.
-PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM", "hirescam": "HiResCAM",
-                "layercam": "LayerCAM", "eigencam": "EigenCAM", "scorecam": "ScoreCAM", "ablationcam": "AblationCAM",
-                "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
 
 
 def captum_occlusion_seconds(model, images, classes, masks, output_key: str, repeats: int, options: dict):

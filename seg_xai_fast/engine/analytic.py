@@ -5,7 +5,9 @@ Dropout in between folded in) and the logits are z, or z bilinearly upsampled, t
 S_k = ⟨M_k, Up(z_k)⟩ has the gradient g_kc(u) = W_kc·R_k(u) with R_k = Up*(M_k)
 (docs/algorithms.md). Each CAM method then reduces to matrix products over W, A and R, so all K
 classes cost about as much as the head's own 1×1 convolution and G is never materialised.
-Only Grad-CAM++ needs an element-wise pass, done here in class chunks.
+Grad-CAM++ needs an element-wise pass (a fused kernel); the methods without a matrix form
+(Grad-CAM element-wise, the principal-component maps) form G = W_kc·R_k in class chunks, still
+without any backward pass.
 """
 from __future__ import annotations
 
@@ -110,32 +112,49 @@ def analytic_cam(
     output_size: Optional[tuple],
     backend: str = "auto",
     max_memory_mb: float = 1024.0,
+    options: Optional[dict] = None,
 ) -> torch.Tensor:
-    """All K classes' maps from a linear head, G never formed (except Grad-CAM++ chunks).
+    """All K classes' maps from a linear head, G never formed where a matrix form exists.
 
-    activations: float [B,C,h,w]; weight: float [K,C] rows of the explained classes;
-    seeds: float [B,K,h,w] (R_k, at A's resolution). Returns float32 [B,K,H,W] in [0, 1].
-    Equals reference.analytic_cam.
+    activations: float [B,C,h,w]; weight: float [K,C] rows of the explained classes, or [B,K,C]
+    when the row differs per image (Finer-CAM's combination of rows); seeds: float [B,K,h,w]
+    (R_k, at A's resolution); options: the method's CAM-stage options. Returns float32
+    [B,K,H,W] in [0, 1]. Equals reference.analytic_cam.
     """
+    options = options or {}
     if backend == "torch":
-        return reference.analytic_cam(activations, weight, seeds, method, output_size)
+        return reference.analytic_cam(activations, weight, seeds, method, output_size, options)
     A = activations.float().flatten(2)  # [B,C,N]
     R = seeds.float().flatten(2)  # [B,K,N]
     W = weight.float()
+    Wb = W if W.dim() == 3 else W[None]  # [B or 1,K,C]
     B, C, N = A.shape
-    K = W.shape[0]
+    K = R.shape[1]
     h, w = activations.shape[-2:]
+    size = (h, w) if output_size is None else tuple(output_size)
+    if reference.uses_projection(method, options) or method == "gradcam_elementwise" or (
+            method == "gradcam++" and W.dim() == 3):
+        # No matrix form (a projection, or a function of each W_kc·R_k·A_c): G in class chunks.
+        return _chunked_cam(activations, W, seeds, method, size, backend, max_memory_mb, options)
     if method == "gradcam":  # mean_u W_kc R_k(u)
-        weights = W[None] * R.mean(dim=2)[:, :, None]
+        weights = Wb * R.mean(dim=2)[:, :, None]
     elif method == "xgradcam":  # Σ_u W_kc R_k(u) A_c(u) / (Σ_u A_c(u) + eps)
         channel_sum = A.sum(dim=2)  # [B,C]
-        weights = W[None] * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS)
+        weights = Wb * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS)
     elif method == "gradcam++":
         weights = _gradcampp_weights(A, W, R, max_memory_mb, backend)
     elif method == "hirescam":  # Σ_c W_kc R_k A_c = R_k ⊙ (W·A)_k
         raw = R * (W @ A)
     elif method == "layercam":  # Σ_c relu(W_kc R_k) A_c, split by the signs of W and R
         raw = torch.relu(R) * (torch.relu(W) @ A) + torch.relu(-R) * (torch.relu(-W) @ A)
+    elif method == "segxrescam":  # pool(W_kc R_k) = W_kc·pool(R_k), max-pool split by the sign of W_kc
+        pool, reduce = options.get("pool", 2), options.get("reduce", "max")
+        R2 = seeds.float()
+        if reduce == "mean":
+            raw = reference.pool_gradients(R2, pool, "mean").flatten(2) * (W @ A)
+        else:  # max(W·R) = W·max(R) where W ≥ 0, W·min(R) = −W·max(−R) where W < 0
+            raw = (reference.pool_gradients(R2, pool, "max").flatten(2) * (torch.relu(W) @ A)
+                   + reference.pool_gradients(-R2, pool, "max").flatten(2) * (torch.relu(-W) @ A))
     else:
         raise ValueError(f"method {method!r} has no closed form here")
     if method in reference.WEIGHTED_METHODS:
@@ -145,8 +164,22 @@ def analytic_cam(
         maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
     else:
         maps = kernels.normalize_maps(raw.view(B, K, h, w), backend=backend)
-    size = (h, w) if output_size is None else tuple(output_size)
     return kernels.resize_normalize(maps, size, backend=backend)
+
+
+def _chunked_cam(activations, weight, seeds, method, size, backend, max_memory_mb, options) -> torch.Tensor:
+    """The CAM stage on G = W_kc·R_k formed a few classes at a time (about max_memory_mb each, with
+    the method's temporaries of G's size). weight: [K,C] or [B,K,C] → float32 [B,K,H,W]."""
+    B, C, h, w = activations.shape
+    K = seeds.shape[1]
+    maps = torch.empty(B, K, *size, device=activations.device)
+    chunk = max(1, int(max_memory_mb * 2**20 // (3 * 4 * B * C * h * w)))
+    for lo in range(0, K, chunk):
+        W = weight[..., lo:lo + chunk, :]
+        G = reference.analytic_gradients(W, seeds[:, lo:lo + chunk])  # [B,k,C,h,w]
+        maps[:, lo:lo + chunk] = kernels.cam_from_gradients(activations.float(), G, method, size, backend=backend,
+                                                            options=options)
+    return maps
 
 
 def _gradcampp_weights(A: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float,

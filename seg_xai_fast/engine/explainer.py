@@ -35,7 +35,8 @@ from .methods import CAM_STAGE_OF, check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards, explain_perturbation
 from .segments import explain_segments
-from .outputs import Explanation, ForwardPass, MaskSpec, class_cotangents, explain_forward_pass, labels_and_seeds
+from .outputs import (Explanation, ForwardPass, MaskSpec, cam_stage, class_cotangents, explain_forward_pass,
+                      finer_coefficients, labels_and_seeds)
 
 
 class Explainer:
@@ -248,7 +249,10 @@ class Explainer:
                 labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
                 active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
                 output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size)
+                mix = None  # Finer-CAM: class k's cotangent at logit l is mix[b,k,l]·seed_k
+                if self.method == "finercam":
+                    mix = finer_coefficients(logits.detach(), labels, class_ids, masks, self.options)
+                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum())})
@@ -288,12 +292,9 @@ class Explainer:
         if head is not None:
             self.gradient_path = "analytic"
         weight, upsample = (head.weight, head.upsample) if head is not None else (None, None)
-        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name, backend=self.backend,
-                                   max_memory_mb=self.max_memory_mb, resolution=resolution)
-        if not self.normalize and head is None:  # Eigen-CAM's raw map: the projection, resized
-            raw = reference.eigen_cam(outputs.activations).unsqueeze(1)
-            raw = reference.resize_bilinear(raw, outputs.logits.shape[-2:]) if resolution == "full" else raw
-            res.maps = raw.expand_as(res.maps).contiguous()
+        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name,
+                                   backend=self.backend, max_memory_mb=self.max_memory_mb, resolution=resolution,
+                                   options=self.options, normalize=self.normalize)
         res.class_names = self.class_names
         return res
 
@@ -347,12 +348,15 @@ class Explainer:
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                            method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
-    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size) -> torch.Tensor:
+    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size, mix=None) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
         activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
-        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution.
+        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution;
+        mix: None (class k's cotangent is seed_k at logit class_ids[k]) or float [B,K,L]
+        (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores).
         """
+        stage, options = cam_stage(self.method, self.options)
         B, K = active.shape
         H, W = output_size or tuple(activations.shape[-2:])
         A = activations.detach()
@@ -361,7 +365,7 @@ class Explainer:
         chunk = self._chunk_size(A, H * W)
         for lo in range(0, len(todo), chunk):
             ks = todo[lo:lo + chunk]
-            cot = class_cotangents(start, seeds, class_ids, ks)
+            cot = class_cotangents(start, seeds, class_ids, ks, mix)
             G = self._vjp(start, activations, cot)  # [n,B,C,h,w] (ShapleyCAM: g − ½·H·A)
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
@@ -369,11 +373,11 @@ class Explainer:
                     f"(classes {[class_ids[k] for k in ks]})"
                 )
             G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
-            cam = CAM_STAGE_OF.get(self.method, self.method)
             if self.normalize:
-                maps[:, ks] = kernels.cam_from_gradients(A, G, cam, output_size, backend=self.backend)
+                maps[:, ks] = kernels.cam_from_gradients(A, G, stage, output_size, backend=self.backend,
+                                                         options=options)
             else:  # the signed CAM, bilinearly resized
-                raw = reference.raw_cam(A, G, cam)
+                raw = reference.raw_cam(A, G, stage, options)
                 maps[:, ks] = raw if output_size is None else reference.resize_bilinear(raw, output_size)
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]

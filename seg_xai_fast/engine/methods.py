@@ -19,7 +19,7 @@ class MethodSpec:
     name: str
     needs_gradients: bool  # False: no gradient (Eigen-CAM's activations alone, or perturbed forwards)
     description: str
-    family: str = "gradient"  # "gradient", "activation" (Eigen-CAM), "perturbation" or "segment"
+    family: str = "gradient"  # "gradient", "activation" (no gradient: Eigen-CAM, KPCA-CAM, FEM, RandomCAM), "perturbation" or "segment"
     needs_layer: bool = True  # False: input-space methods, which take target_layer=None
     options: tuple = ()  # ((name, default), ...): the keys of Explainer(options={...}), checked in options.py
 
@@ -43,15 +43,37 @@ CAM_STAGE_OF = {"shapleycam": "gradcam"}
 # ---------------------------------------------------------------------------------------------
 
 
+_EIGEN = (("eigen_smooth", False),)  # the CAM replaced by the first principal component of its terms
+
+
 _SPECS = (
-    MethodSpec("gradcam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)", options=_AUG),
-    MethodSpec("gradcam++", True, "Grad-CAM++: positive gradients weighted by 1/(2 + S·g) (Chattopadhyay et al. 2018)", options=_AUG),
-    MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)", options=_AUG),
+    MethodSpec("gradcam", True, "Grad-CAM: channels weighted by their mean gradient (Selvaraju et al. 2017)",
+               options=_AUG + _EIGEN),
+    MethodSpec("gradcam++", True, "Grad-CAM++: positive gradients weighted by 1/(2 + S·g) (Chattopadhyay et al. 2018)",
+               options=_AUG + _EIGEN),
+    MethodSpec("xgradcam", True, "XGrad-CAM: channels weighted by Σ A·g / Σ A (Fu et al. 2020)", options=_AUG + _EIGEN),
     MethodSpec("hirescam", True, "HiResCAM: element-wise Σ_c g⊙A, faithful to the target (Draelos & Carin 2020)",
-               options=_AUG),
-    MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)", options=_AUG),
+               options=_AUG + _EIGEN),
+    MethodSpec("layercam", True, "LayerCAM: element-wise Σ_c relu(g)⊙A (Jiang et al. 2021)", options=_AUG + _EIGEN),
+    MethodSpec("gradcam_elementwise", True, "Grad-CAM element-wise: Σ_c relu(g⊙A), pytorch-grad-cam's "
+               "GradCAMElementWise (Gildenblat et al. 2021)", options=_AUG + _EIGEN),
+    MethodSpec("segxrescam", True, "Seg-XRes-CAM: HiResCAM with the gradients max- or mean-pooled in s×s windows "
+               "(Hasany et al. 2023)", options=(("pool", 2), ("reduce", "max")) + _AUG + _EIGEN),
+    MethodSpec("eigengradcam", True, "Eigen-Grad-CAM: first principal component of g⊙A (Gildenblat et al. 2021, "
+               "after Muhammad & Yeasin 2020)", options=_AUG),
+    MethodSpec("segeigencam", True, "Seg-Eigen-CAM: first principal component of |g|⊙A, sign-corrected "
+               "(Chung & Ying 2025)", options=_AUG),
+    MethodSpec("finercam", True, "Finer-CAM: the target's region score minus α times those of its most similar "
+               "classes, explained by a base method (Zhang et al. 2025)",
+               options=(("alpha", 1.0), ("comparison_categories", (1, 2, 3)), ("base_method", "gradcam")) + _EIGEN),
     MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
                "activation"),
+    MethodSpec("kpcacam", False, "KPCA-CAM: first kernel principal component of the activations, class-agnostic "
+               "(Karmani et al. 2024)", "activation", options=(("kernel", "sigmoid"), ("gamma", None))),
+    MethodSpec("fem", False, "FEM: channels weighted by the share of positions above mean + k·std, class-agnostic "
+               "(Fuad et al. 2020)", "activation", options=(("k", 2),)),
+    MethodSpec("randomcam", False, "RandomCAM: random channel weights uniform in (-1, 1), a sanity-check baseline "
+               "(pytorch-grad-cam's RandomCAM)", "activation", options=(("seed", 0),) + _EIGEN),
     MethodSpec("scorecam", False, "Score-CAM: channels weighted by the softmax of the scores of the input masked by each "
                "channel (Wang et al. 2020)", "perturbation", options=_BATCH + _SCORE),
     MethodSpec("ablationcam", False, "Ablation-CAM: channels weighted by the score drop when each is ablated "

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..kernels.reference import SCORE_TYPES
+from ..kernels.reference import GRADIENT_CAM_METHODS, KPCA_KERNELS, POOL_REDUCTIONS, SCORE_TYPES
 from .methods import get_method
 
 BASELINES = ("mean", "blur")
@@ -85,6 +85,28 @@ def _positive(key, value):
     return float(value)
 
 
+def _finite(key, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"option {key!r} must be a finite number, got {value!r}")
+    return value
+
+
+def _gamma(key, value):
+    if value is None:
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"option {key!r} must be None (1/channels) or a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _ranks(key, value) -> tuple:
+    if (not isinstance(value, (tuple, list)) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise ValueError(f"option {key!r} must be a non-empty sequence of ints ≥ 1 (ranks of the most similar "
+                         f"classes; rank 0 is the target itself), got {value!r}")
+    return tuple(value)
+
+
 #: How each option is checked (and normalised: windows become pairs).
 CHECKS: dict[str, Callable] = {
     "batch_size": _int(1),
@@ -102,6 +124,15 @@ CHECKS: dict[str, Callable] = {
     "n_samples": _int(1),
     "kernel_width": _positive,
     "context": _bool,
+    "eigen_smooth": _bool,
+    "pool": _int(1),
+    "reduce": _one_of(POOL_REDUCTIONS),
+    "kernel": _one_of(KPCA_KERNELS),
+    "gamma": _gamma,
+    "k": _finite,
+    "alpha": _finite,
+    "comparison_categories": _ranks,
+    "base_method": _one_of(GRADIENT_CAM_METHODS),
 }
 
 

@@ -2,8 +2,9 @@
 
 A runtime (PyTorch, ONNX Runtime) runs the model once and hands over a ForwardPass: the target
 layer's activations A [B,C,h,w], the logits [B,L,H,W] and their argmax. When gradients are not
-needed (Eigen-CAM) or come in closed form (a linear head, see analytic.py), the CAMs of every
-requested class follow from these tensors alone: explain_linear_head and explain_eigen.
+needed (Eigen-CAM, KPCA-CAM, FEM, RandomCAM) or come in closed form (a linear head, see
+analytic.py), the CAMs of every requested class follow from these tensors alone:
+explain_linear_head and explain_activations.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
 from .checks import check_classes, check_resolution, class_position
 from .methods import CAM_STAGE_OF, get_method
-from .targets import Region, target_masks
+from .options import check_options
+from .targets import Region, region_logit_sums, target_masks
 
 MaskSpec = Union[None, torch.Tensor, Region, Sequence[Region]]
 
@@ -113,6 +115,7 @@ def explain_linear_head(
     max_memory_mb: float = 1024.0,
     labels: Optional[torch.Tensor] = None,
     resolution: str = "full",
+    options: Optional[dict] = None,
 ) -> Explanation:
     """Closed-form explanation from one forward pass's tensors, whatever runtime produced them.
 
@@ -121,51 +124,90 @@ def explain_linear_head(
     upsample from the head output to the logits, or None when the logits are the head output.
     labels: int64 [B,H,W] argmax of the logits when the runtime already has it.
     resolution: "full" (maps [B,K,H,W]) or "layer" (maps [B,K,h,w], see Explainer.__call__).
+    options: the method's options (check_options; None: its defaults).
     """
     check_resolution(resolution)
+    options = check_options(method, options)
     class_ids = check_classes(classes, logits.shape[1])
     labels, seeds = labels_and_seeds(logits, labels, class_ids, masks, upsample, backend)  # [B,H,W], [B,K,h,w]
     active = seeds.flatten(2).ne(0).any(dim=2)
-    weight = head_weight.to(activations.device)[class_ids]
+    head_weight = head_weight.to(activations.device).float()
+    if method == "finercam":  # the target mixes the head's rows: T_k = Σ_l coef_kl·S_kl
+        weight = torch.einsum("bkl,lc->bkc", finer_coefficients(logits, labels, class_ids, masks, options), head_weight)
+    else:
+        weight = head_weight[class_ids]
     output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-    maps = analytic_cam(activations, weight, seeds, method, output_size, backend=backend, max_memory_mb=max_memory_mb)
+    stage, stage_options = cam_stage(method, options)
+    maps = analytic_cam(activations, weight, seeds, stage, output_size, backend=backend, max_memory_mb=max_memory_mb,
+                        options=stage_options)
     if not bool(active.all()):  # classes with an empty region: exact zeros
         maps.mul_(active[:, :, None, None])
     return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                        method=method, layer=layer, info={"gradient_path": "analytic", "backward_passes": 0})
 
 
-def explain_eigen(
+def cam_stage(method: str, options: dict) -> tuple:
+    """(method, options) of the CAM stage that turns `method`'s gradients into maps: Finer-CAM's
+    base method, ShapleyCAM's Grad-CAM (on its corrected gradients), every other gradient method itself."""
+    if method == "finercam":
+        return options["base_method"], options
+    return CAM_STAGE_OF.get(method, method), options
+
+
+def finer_coefficients(logits: torch.Tensor, labels: torch.Tensor, class_ids: list, masks: MaskSpec,
+                       options: dict) -> torch.Tensor:
+    """Finer-CAM's coefficients float32 [B,K,L] (reference.finer_coefficients) from the logits
+    float [B,L,H,W] and each class's target region (labels int64 [B,H,W], masks as Explainer)."""
+    scores, areas = region_logit_sums(logits, labels, class_ids, masks)
+    return reference.finer_coefficients(scores, areas, class_ids, options["alpha"], options["comparison_categories"])
+
+
+def explain_activations(
     activations: torch.Tensor,
     logits: torch.Tensor,
     classes: Optional[Sequence[int]],
+    method: str = "eigencam",
     *,
     layer: str = "",
     backend: str = "auto",
     labels: Optional[torch.Tensor] = None,
     resolution: str = "full",
     masks: MaskSpec = None,
+    options: Optional[dict] = None,
+    normalize: bool = True,
 ) -> Explanation:
-    """Eigen-CAM from one forward pass's tensors, whatever runtime produced them: one
-    class-agnostic map shared by every requested class. activations: float [B,C,h,w];
-    logits: float [B,L,H,W]; labels: optional int64 [B,H,W] argmax of the logits;
-    resolution: "full" or "layer" (see Explainer.__call__). masks: checked as for every other
-    method (a wrong shape or region is an error), though they do not change the class-agnostic map."""
+    """A gradient-free method (Eigen-CAM, KPCA-CAM, FEM, RandomCAM) from one forward pass's tensors,
+    whatever runtime produced them: one class-agnostic map shared by every requested class, or
+    RandomCAM's map per class. activations: float [B,C,h,w]; logits: float [B,L,H,W]; labels:
+    optional int64 [B,H,W] argmax of the logits; resolution: "full" or "layer" (see
+    Explainer.__call__); normalize: False gives the raw signed maps (bilinearly resized). masks:
+    checked as for every other method (a wrong shape or region is an error), though they do not
+    change these maps."""
     check_resolution(resolution)
+    options = check_options(method, options)
     class_ids = check_classes(classes, logits.shape[1])
     if labels is None:
         labels = kernels.class_argmax(logits, backend)
     if masks is not None:
         target_masks(labels, class_ids, masks)
-    raw = reference.eigen_cam(activations).unsqueeze(1)  # [B,1,h,w]
-    maps = kernels.normalize_maps(raw, backend=backend)
-    if resolution == "full":
-        maps = kernels.resize_normalize(maps, tuple(logits.shape[-2:]), backend=backend)
+    size = tuple(logits.shape[-2:])
+    if not normalize:
+        maps = reference.activation_cam(activations, method, class_ids, logits.shape[1], options)
+        maps = reference.resize_bilinear(maps, size) if resolution == "full" else maps
+    else:
+        if method in ("fem", "randomcam") and not options.get("eigen_smooth"):
+            weights = reference.activation_weights(activations, method, class_ids, logits.shape[1], options)
+            maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
+        else:
+            raw = reference.activation_cam(activations, method, class_ids, logits.shape[1], options)
+            maps = kernels.normalize_maps(raw, backend=backend)
+        if resolution == "full":
+            maps = kernels.resize_normalize(maps, size, backend=backend)
     B, K = logits.shape[0], len(class_ids)
     active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
     return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
                        labels=labels, active=active,
-                       method="eigencam", layer=layer, info={"gradient_path": "none", "backward_passes": 0})
+                       method=method, layer=layer, info={"gradient_path": "none", "backward_passes": 0})
 
 
 def labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tuple:
@@ -183,12 +225,18 @@ def labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tup
 
 
 
-def class_cotangents(start: torch.Tensor, seeds: torch.Tensor, class_ids: list, ks: list) -> torch.Tensor:
+def class_cotangents(start: torch.Tensor, seeds: torch.Tensor, class_ids: list, ks: list,
+                     mix: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The cotangents at `start` (logits [B,L,h',w']) of explained classes `ks` (positions in
-    class_ids) → [n,B,L,h',w']: row i holds the seeds float [B,K,h',w'] of class ks[i] in its channel."""
+    class_ids) → [n,B,L,h',w']: row i holds the seeds float [B,K,h',w'] of class ks[i] in its
+    channel, or, with mix float [B,K,L] (a target combining several classes' scores, Finer-CAM),
+    seed_k·mix[b,k,l] in every channel l."""
     cot = torch.zeros((len(ks),) + tuple(start.shape), device=start.device, dtype=start.dtype)
     for i, k in enumerate(ks):
-        cot[i, :, class_ids[k]] = seeds[:, k]
+        if mix is None:
+            cot[i, :, class_ids[k]] = seeds[:, k]
+        else:
+            cot[i] = mix[:, k, :, None, None].to(cot) * seeds[:, k, None].to(cot)
     return cot
 
 
@@ -217,9 +265,12 @@ def explain_forward_pass(
     backend: str = "auto",
     max_memory_mb: float = 1024.0,
     resolution: str = "full",
+    options: Optional[dict] = None,
+    normalize: bool = True,
 ) -> Explanation:
     """The CAM stage on one forward pass's outputs, for any runtime: the closed form of the
-    linear head for the gradient methods, Eigen-CAM otherwise."""
+    linear head for the gradient methods, the gradient-free methods otherwise. options: the
+    method's options (None: its defaults); normalize=False (gradient-free methods only): the raw maps."""
     spec = get_method(method)
     if spec.needs_gradients and not spec.needs_layer:
         raise ValueError(f"method {spec.name!r} differentiates down to the input and has no closed form from one "
@@ -227,8 +278,10 @@ def explain_forward_pass(
     if spec.needs_gradients:
         res = explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
                                   CAM_STAGE_OF.get(spec.name, spec.name), layer=layer, backend=backend,
-                                  max_memory_mb=max_memory_mb, labels=outputs.labels, resolution=resolution)
+                                  max_memory_mb=max_memory_mb, labels=outputs.labels, resolution=resolution,
+                                  options=options)
         res.method = spec.name  # ShapleyCAM of a linear head is its Grad-CAM (no Hessian term)
         return res
-    return explain_eigen(outputs.activations, outputs.logits, classes, layer=layer, backend=backend,
-                         labels=outputs.labels, resolution=resolution, masks=masks)
+    return explain_activations(outputs.activations, outputs.logits, classes, method, layer=layer, backend=backend,
+                               labels=outputs.labels, resolution=resolution, masks=masks, options=options,
+                               normalize=normalize)

@@ -97,6 +97,29 @@ def target_masks(
     return out
 
 
+def region_logit_sums(
+    logits: torch.Tensor,  # float [B,L,H,W]
+    labels: torch.Tensor,  # int64 [B,H,W] predicted class per pixel
+    classes: Sequence[int],  # the K class ids
+    masks: Union[None, torch.Tensor, Region, Sequence[Region]],  # as target_masks
+) -> tuple:
+    """(scores float32 [B,K,L], areas float32 [B,K]): the region score Σ_p M_k(p)·logit_l(p) of every
+    model class l on class k's target region, and Σ_p M_k(p). With the predicted regions the logits
+    are summed per label in one pass (no K full-resolution masks are formed)."""
+    B, L = logits.shape[:2]
+    flat = logits.detach().float().flatten(2)  # [B,L,P]
+    if masks is None:
+        index = labels.flatten(1)  # [B,P]
+        sums = torch.zeros(B, L, L, device=logits.device)
+        for b in range(B):  # sums[b, j] = Σ over the pixels labelled j of the logits
+            sums[b].index_add_(0, index[b], flat[b].t())
+        cls = torch.as_tensor(list(classes), device=logits.device)
+        areas = torch.stack([torch.bincount(index[b], minlength=L) for b in range(B)]).float()
+        return sums[:, cls], areas[:, cls]
+    M = target_masks(labels, classes, masks).flatten(2)  # [B,K,P]
+    return torch.einsum("bkp,blp->bkl", M, flat), M.sum(dim=2)
+
+
 def _region_mask(region: Region, labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """One image's masks float32 [K,H,W] for `region`; labels: int64 [H,W]."""
     H, W = labels.shape

@@ -329,12 +329,12 @@ def _weighted_cam_into(A: torch.Tensor, Wt: torch.Tensor, result: torch.Tensor) 
 def elementwise_cam(
     activations: torch.Tensor,  # float [B,C,h,w]
     gradients: torch.Tensor,  # float [B,K,C,h,w]
-    method: str,  # "hirescam" | "layercam"
+    method: str,  # "hirescam" | "layercam" | "gradcam_elementwise"
     *,
     backend: str = "auto",
     out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
 ) -> torch.Tensor:
-    """HiResCAM / LayerCAM + ReLU + per-map min-max → float32 [B,K,h,w].
+    """HiResCAM / LayerCAM / Grad-CAM element-wise + ReLU + per-map min-max → float32 [B,K,h,w].
 
     Equals reference.normalize_maps(reference.elementwise_cam(...)). One pass over G and A.
     Non-contiguous inputs are copied.
@@ -355,6 +355,38 @@ def _elementwise_cam_into(A: torch.Tensor, G: torch.Tensor, method: str, result:
                                   reference.MINMAX_EPS, *_exec(A.device))
 
 
+def pooled_cam(
+    activations: torch.Tensor,  # float [B,C,h,w]
+    gradients: torch.Tensor,  # float [B,K,C,h,w]
+    pool: int,  # window side ≥ 1
+    reduce: str = "max",  # "max" | "mean"
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,h,w]
+) -> torch.Tensor:
+    """Seg-XRes-CAM Σ_c pool(G)⊙A + ReLU + per-map min-max → float32 [B,K,h,w], the pooled
+    gradients never stored. Equals reference.normalize_maps(reference.raw_cam(A, G, "segxrescam",
+    {"pool": pool, "reduce": reduce})). Non-contiguous inputs are copied."""
+    _check_cam_inputs(activations, gradients)
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+        raise ValueError(f"argument 'pool' must be an int ≥ 1, got {pool!r}")
+    if reduce not in reference.POOL_REDUCTIONS:
+        raise ValueError(f"argument 'reduce' must be one of {reference.POOL_REDUCTIONS}, got {reduce!r}")
+    if not _perturb_fused("pooled_cam", backend, activations.device, activations.dtype, gradients.dtype,
+                          float32_only=False):
+        raw = reference.raw_cam(activations, gradients, "segxrescam", {"pool": pool, "reduce": reduce})
+        return _into(out, reference.normalize_maps(raw))
+    B, K, C, h, w = gradients.shape
+    result = _out(out, (B, K, h, w), torch.float32, activations.device)
+    _pooled_cam_into(activations.contiguous(), gradients.contiguous(), pool, reduce, result)
+    return result
+
+
+def _pooled_cam_into(A: torch.Tensor, G: torch.Tensor, pool: int, reduce: str, result: torch.Tensor) -> None:
+    core.pooled_cam(_view(A), _view(G), pool, reduce == "mean", _view(result),
+                    _view(_minmax_ws(G.shape[0] * G.shape[1], A.device)), reference.MINMAX_EPS, *_exec(A.device))
+
+
 def cam_from_gradients(
     activations: torch.Tensor,  # float [B,C,h,w]
     gradients: torch.Tensor,  # float [B,K,C,h,w]
@@ -364,30 +396,38 @@ def cam_from_gradients(
     out_dtype: torch.dtype = torch.float32,
     *,
     out: Optional[torch.Tensor] = None,  # out_dtype [B,K,H,W]
+    options: Optional[dict] = None,  # the method's CAM-stage options: eigen_smooth, pool, reduce
 ) -> torch.Tensor:
     """The whole CAM stage (reference.cam_from_gradients) → out_dtype [B,K,H,W] in [0, 1].
 
     Weighted methods: channel weights, then the weighted sum with ReLU + min-max; element-wise
-    methods: one pass over G and A with ReLU + min-max; then the fused resize + ReLU + min-max
-    (an identity resize when output_size is None or (h, w), as the reference normalises twice).
+    methods: one pass over G and A with ReLU + min-max; Seg-XRes-CAM: the pooled_cam pass;
+    principal-component maps (eigengradcam, segeigencam, eigen_smooth): the batched eigen-solve
+    of the reference, then the fused min-max; then the fused resize + ReLU + min-max (an identity
+    resize when output_size is None or (h, w), as the reference normalises twice).
     out_dtype: float32 or float16. Non-contiguous inputs are copied.
     """
-    _method(method, reference.WEIGHTED_METHODS + reference.ELEMENTWISE_METHODS)
+    _method(method, reference.GRADIENT_CAM_METHODS)
     _check_cam_inputs(activations, gradients)
     if out_dtype not in (torch.float32, torch.float16):
         raise TypeError(f"argument 'out_dtype' must be torch.float32 or torch.float16, got {out_dtype}")
+    options = options or {}
     B, K, C, h, w = gradients.shape
     H, W = (h, w) if output_size is None else _size2("output_size", output_size)
     if not _use_fused(backend, activations.device, activations.dtype, gradients.dtype):
-        return _into(out, reference.cam_from_gradients(activations, gradients, method, output_size).to(out_dtype))
+        return _into(out, reference.cam_from_gradients(activations, gradients, method, output_size, options).to(out_dtype))
     device = activations.device
     result = _out(out, (B, K, H, W), out_dtype, device)
     A, G = activations.contiguous(), gradients.contiguous()
     maps = torch.empty(B, K, h, w, dtype=torch.float32, device=device)  # normalised CAMs
-    if method in reference.WEIGHTED_METHODS:
+    if reference.uses_projection(method, options):
+        normalize_maps(reference.raw_cam(A, G, method, options), backend=backend, out=maps)
+    elif method in reference.WEIGHTED_METHODS:
         weights = torch.empty(B, K, C, dtype=torch.float32, device=device)
         _channel_weights_into(A, G, method, weights)
         _weighted_cam_into(A, weights, maps)
+    elif method in reference.POOLED_METHODS:
+        pooled_cam(A, G, options.get("pool", 2), options.get("reduce", "max"), backend=backend, out=maps)
     else:
         _elementwise_cam_into(A, G, method, maps)
     _resize_normalize_into(maps, result)
@@ -522,14 +562,16 @@ def mask_seeds(
 # --------------------------------------------------------------------------- perturbation methods
 
 
-def _perturb_fused(op: str, backend: str, device: torch.device, *dtypes: torch.dtype) -> bool:
-    """_use_fused for an op of the perturbation family; a core built before these ops existed
-    serves "auto" through the twins and makes "fused" an error naming the op."""
+def _perturb_fused(op: str, backend: str, device: torch.device, *dtypes: torch.dtype,
+                   float32_only: bool = True) -> bool:
+    """_use_fused for an op added after the first cores were built (the perturbation family,
+    pooled_cam); a core built before the op existed serves "auto" through the twins and makes
+    "fused" an error naming the op. float32_only: the op's CUDA kernel takes float32 alone."""
     fused = _use_fused(backend, device, *dtypes)
     reason = None
     if fused and not hasattr(core, op):
         reason = f"the compiled core has no op {op!r}; rebuild it"
-    elif fused and any(d != torch.float32 for d in dtypes):
+    elif fused and float32_only and any(d != torch.float32 for d in dtypes):
         reason = f"{op} runs float32 only, got {', '.join(str(d).replace('torch.', '') for d in dtypes)}"
     if reason is None:
         return fused

@@ -18,8 +18,18 @@ from .colormaps import colormap_lut
 
 #: Methods whose map is Σ_c w_kc·A_c with one weight per (class, channel).
 WEIGHTED_METHODS = ("gradcam", "gradcam++", "xgradcam")
-#: Methods whose map is an element-wise product of gradients and activations summed over channels.
-ELEMENTWISE_METHODS = ("hirescam", "layercam")
+#: Methods whose map is an element-wise function of gradients and activations summed over channels.
+ELEMENTWISE_METHODS = ("hirescam", "layercam", "gradcam_elementwise")
+#: Seg-XRes-CAM: HiResCAM with the gradients pooled in windows (pool_gradients).
+POOLED_METHODS = ("segxrescam",)
+#: Methods whose map is the first principal component of the per-class weighted activations.
+PROJECTION_METHODS = ("eigengradcam", "segeigencam")
+#: Every CAM stage computed from activations and gradients (kernels.cam_from_gradients).
+GRADIENT_CAM_METHODS = WEIGHTED_METHODS + ELEMENTWISE_METHODS + POOLED_METHODS + PROJECTION_METHODS
+POOL_REDUCTIONS = ("max", "mean")
+KPCA_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")  # scikit-learn's KernelPCA kernels
+KPCA_DEGREE, KPCA_COEF0 = 3, 1.0  # scikit-learn's KernelPCA defaults (poly, sigmoid)
+FINERCAM_EPS = 1e-9  # pytorch-grad-cam's FinerWeightedTarget denominator
 
 MINMAX_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image
 GRADCAMPP_EPS = 1e-6  # pytorch-grad-cam's grad_cam_plusplus denominator
@@ -58,41 +68,220 @@ def weighted_combine(activations: torch.Tensor, weights: torch.Tensor) -> torch.
 
 
 def elementwise_cam(activations: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
-    """HiResCAM Σ_c G⊙A, or LayerCAM Σ_c relu(G)⊙A.
+    """HiResCAM Σ_c G⊙A, LayerCAM Σ_c relu(G)⊙A, or Grad-CAM element-wise Σ_c relu(G⊙A).
 
     activations: float [B,C,h,w]; gradients: float [B,K,C,h,w] → raw maps float32 [B,K,h,w].
     """
-    A = activations.float().unsqueeze(1)
+    if method not in ELEMENTWISE_METHODS:
+        raise ValueError(f"method must be one of {ELEMENTWISE_METHODS}, got {method!r}")
+    return weighted_activations(activations, gradients, method).sum(dim=2)
+
+
+def pool_gradients(gradients: torch.Tensor, pool: int, reduce: str = "max") -> torch.Tensor:
+    """Seg-XRes-CAM's gradients: each map max- or mean-pooled in pool×pool windows, nearest-upsampled back.
+
+    gradients: float [..., h, w] → float32 [..., h, w]. Windows tile the map from the top-left; the
+    last row/column of windows is partial when pool does not divide h or w, and a mean then counts
+    only the positions inside (the padding never enters a window's value). pool=1: unchanged.
+    """
+    if reduce not in POOL_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {POOL_REDUCTIONS}, got {reduce!r}")
+    *lead, h, w = gradients.shape
+    x = gradients.float().reshape(-1, 1, h, w)
+    pad = (0, -(-w // pool) * pool - w, 0, -(-h // pool) * pool - h)  # up to whole windows
+    if reduce == "max":
+        pooled = F.max_pool2d(F.pad(x, pad, value=float("-inf")), pool)
+    else:
+        count = F.avg_pool2d(F.pad(torch.ones_like(x[:1]), pad), pool, divisor_override=1)
+        pooled = F.avg_pool2d(F.pad(x, pad), pool, divisor_override=1) / count
+    up = pooled.repeat_interleave(pool, dim=-2).repeat_interleave(pool, dim=-1)[..., :h, :w]
+    return up.reshape(*lead, h, w)
+
+
+def weighted_activations(activations: torch.Tensor, gradients: torch.Tensor, method: str,
+                         options: dict | None = None) -> torch.Tensor:
+    """The per-class terms whose sum over channels is the CAM (and whose first principal component
+    is the eigen_smooth / Eigen-Grad-CAM / Seg-Eigen-CAM map).
+
+    activations: float [B,C,h,w]; gradients: float [B,K,C,h,w] → float32 [B,K,C,h,w]:
+    w_kc·A_c (weighted methods), G⊙A (hirescam, eigengradcam), relu(G)⊙A (layercam),
+    relu(G⊙A) (gradcam_elementwise), |G|⊙A (segeigencam), pool(G)⊙A (segxrescam; options
+    "pool" and "reduce").
+    """
+    A = activations.float().unsqueeze(1)  # [B,1,C,h,w]
     G = gradients.float()
-    if method == "hirescam":
-        return (G * A).sum(dim=2)
+    if method in WEIGHTED_METHODS:
+        return channel_weights(activations, gradients, method)[..., None, None] * A
+    if method in ("hirescam", "eigengradcam"):
+        return G * A
     if method == "layercam":
-        return (torch.relu(G) * A).sum(dim=2)
-    raise ValueError(f"method must be one of {ELEMENTWISE_METHODS}, got {method!r}")
+        return torch.relu(G) * A
+    if method == "gradcam_elementwise":
+        return torch.relu(G * A)
+    if method == "segeigencam":
+        return G.abs() * A
+    if method == "segxrescam":
+        options = options or {}
+        return pool_gradients(G, options.get("pool", 2), options.get("reduce", "max")) * A
+    raise ValueError(f"method must be one of {GRADIENT_CAM_METHODS}, got {method!r}")
+
+
+def principal_projection(x: torch.Tensor) -> torch.Tensor:
+    """Projection of each map stack on its first principal component (Eigen-CAM's map).
+
+    x: float [..., C, h, w] → float32 [..., h, w]. As pytorch-grad-cam: X viewed as an (h·w)×C
+    matrix with centred columns (NaN → 0), map = X·v₁ with v₁ the top right-singular vector.
+    The SVD leaves the sign free (pytorch-grad-cam's depends on its LAPACK build); ours is fixed
+    for every principal-component method: the map is flipped when |min| > |max| (Seg-Eigen-CAM's
+    sign correction, i.e. the largest-magnitude value is positive).
+    A batched torch.linalg.eigh in float64 through the smaller of the two Gram matrices (no
+    h·w×h·w U is formed). No fused kernel: the eigen-solve dominates and LAPACK/cuSOLVER already
+    batch it; the Gram products are BLAS calls.
+    """
+    *lead, C, h, w = x.shape
+    M = torch.nan_to_num(x.double().reshape(-1, C, h * w).transpose(1, 2))  # [M,N,C]
+    M = M - M.mean(dim=1, keepdim=True)
+    if h * w <= C:
+        evals, evecs = torch.linalg.eigh(M @ M.transpose(1, 2))  # ascending; [M,N], [M,N,N]
+        proj = evecs[..., -1] * evals[:, -1:].clamp_min(0).sqrt()  # σ₁·u₁ = X·v₁
+    else:
+        _, evecs = torch.linalg.eigh(M.transpose(1, 2) @ M)  # [M,C,C]
+        proj = (M @ evecs[..., -1:]).squeeze(-1)
+    return fix_sign(proj).reshape(*lead, h, w).float()
+
+
+def fix_sign(proj: torch.Tensor) -> torch.Tensor:
+    """The one sign convention of the principal-component maps: each row of proj [M,N] is negated
+    where |min| > |max|."""
+    flip = proj.amin(dim=1).abs() > proj.amax(dim=1).abs()
+    return torch.where(flip[:, None], -proj, proj)
 
 
 def eigen_cam(activations: torch.Tensor) -> torch.Tensor:
-    """Eigen-CAM: projection of the centred activations on their first principal component.
+    """Eigen-CAM: activations float [B,C,h,w] → raw maps float32 [B,h,w] (class-agnostic),
+    principal_projection of the activations."""
+    return principal_projection(activations)
 
-    activations: float [B,C,h,w] → raw maps float32 [B,h,w] (class-agnostic).
-    As pytorch-grad-cam: Â = A viewed as an (h·w)×C matrix with centred columns, map = Â·v₁ with
-    v₁ the top right-singular vector. The SVD leaves the sign of v₁ free (pytorch-grad-cam's
-    depends on the LAPACK build); ours is fixed: the map's largest-magnitude value is positive.
-    Computed in float64 through the smaller of the two Gram matrices (no h·w×h·w U is formed).
+
+def kpca_projection(activations: torch.Tensor, kernel: str = "sigmoid", gamma: float | None = None) -> torch.Tensor:
+    """KPCA-CAM: projection of the centred activations on the first kernel principal component.
+
+    activations: float [B,C,h,w] → raw maps float32 [B,h,w] (class-agnostic). As pytorch-grad-cam
+    with scikit-learn's KernelPCA(n_components=1, kernel, gamma): X = the (h·w)×C matrix with
+    centred columns (NaN → 0); the kernel matrix K over positions (gamma None: 1/C; poly degree 3,
+    coef0 1; sigmoid coef0 1), double-centred; map = √λ₁·u₁ of its top eigenpair (all zeros when λ₁
+    is at rounding level). The sign follows
+    fix_sign (the same as scikit-learn's svd_flip: the largest-magnitude value positive).
+    Cost: an (h·w)×(h·w) eigen-solve per image, in float64.
     """
+    if kernel not in KPCA_KERNELS:
+        raise ValueError(f"kernel must be one of {KPCA_KERNELS}, got {kernel!r}")
     B, C, h, w = activations.shape
-    M = activations.double().reshape(B, C, h * w).transpose(1, 2)  # [B,N,C]
-    M = torch.nan_to_num(M)
-    M = M - M.mean(dim=1, keepdim=True)
-    if h * w <= C:
-        evals, evecs = torch.linalg.eigh(M @ M.transpose(1, 2))  # ascending; [B,N], [B,N,N]
-        proj = evecs[..., -1] * evals[:, -1:].clamp_min(0).sqrt()  # σ₁·u₁ = Â·v₁
-    else:
-        _, evecs = torch.linalg.eigh(M.transpose(1, 2) @ M)  # [B,C,C]
-        proj = (M @ evecs[..., -1:]).squeeze(-1)
-    flip = proj.amax(dim=1) < -proj.amin(dim=1)
-    proj = torch.where(flip[:, None], -proj, proj)
-    return proj.reshape(B, h, w).float()
+    X = torch.nan_to_num(activations.double().reshape(B, C, h * w).transpose(1, 2))  # [B,N,C]
+    X = X - X.mean(dim=1, keepdim=True)
+    g = 1.0 / C if gamma is None else float(gamma)
+    dot = X @ X.transpose(1, 2)  # [B,N,N]
+    if kernel == "linear":
+        K = dot
+    elif kernel == "poly":
+        K = (g * dot + KPCA_COEF0) ** KPCA_DEGREE
+    elif kernel == "sigmoid":
+        K = torch.tanh(g * dot + KPCA_COEF0)
+    elif kernel == "rbf":
+        sq = dot.diagonal(dim1=1, dim2=2)
+        dist = (sq[:, :, None] + sq[:, None, :] - 2 * dot).clamp_min(0)
+        dist.diagonal(dim1=1, dim2=2).zero_()
+        K = torch.exp(-g * dist)
+    else:  # cosine: rows of zero norm stay zero, as sklearn's normalize
+        norm = X.norm(dim=2, keepdim=True)
+        Xn = X / torch.where(norm > 0, norm, torch.ones_like(norm))
+        K = Xn @ Xn.transpose(1, 2)
+    scale = K.abs().amax(dim=(1, 2))  # [B]
+    K = K - K.mean(dim=1, keepdim=True) - K.mean(dim=2, keepdim=True) + K.mean(dim=(1, 2), keepdim=True)
+    evals, evecs = torch.linalg.eigh(K)
+    # A top eigenvalue at rounding level (a constant kernel: the centring cancels it) is zero, as
+    # scikit-learn's eigenvalue check makes it: the map is then all zeros, not rounding noise.
+    top = evals[:, -1:]
+    top = torch.where(top > K.shape[-1] * torch.finfo(K.dtype).eps * scale[:, None], top, torch.zeros_like(top))
+    proj = evecs[..., -1] * top.sqrt()
+    return fix_sign(proj).reshape(B, h, w).float()
+
+
+def fem_weights(activations: torch.Tensor, k: float = 2.0) -> torch.Tensor:
+    """FEM's channel weights: the fraction of positions where A_c exceeds mean_c + k·std_c
+    (population std). activations: float [B,C,h,w] → float32 [B,C]."""
+    A = activations.float().flatten(2)
+    threshold = A.mean(dim=2, keepdim=True) + k * A.std(dim=2, unbiased=False, keepdim=True)
+    return (A > threshold).float().mean(dim=2)
+
+
+def random_weights(num_classes: int, channels: int, seed: int) -> torch.Tensor:
+    """RandomCAM's weights float32 [L,C], uniform in [-1, 1): one row per model class, drawn from
+    torch.Generator().manual_seed(seed) on the CPU, so a class's map does not depend on which other
+    classes or images are explained with it."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(num_classes, channels, generator=g) * 2 - 1
+
+
+def activation_cam(activations: torch.Tensor, method: str, classes: list[int], num_classes: int,
+                   options: dict | None = None) -> torch.Tensor:
+    """The raw maps of a gradient-free method: float32 [B,1,h,w] for the class-agnostic ones
+    (eigencam, kpcacam, fem), [B,K,h,w] for randomcam (class ids `classes` of `num_classes`).
+    activations: float [B,C,h,w]; options: the method's checked options."""
+    options = options or {}
+    A = activations.float()
+    if method == "eigencam":
+        return eigen_cam(A).unsqueeze(1)
+    if method == "kpcacam":
+        return kpca_projection(A, options.get("kernel", "sigmoid"), options.get("gamma")).unsqueeze(1)
+    weights = activation_weights(A, method, classes, num_classes, options)  # [B,K',C]
+    if options.get("eigen_smooth"):
+        return principal_projection(weights[..., None, None] * A.unsqueeze(1))
+    return weighted_combine(A, weights)
+
+
+def activation_weights(activations: torch.Tensor, method: str, classes: list[int], num_classes: int,
+                       options: dict | None = None) -> torch.Tensor:
+    """Channel weights of the gradient-free weighted methods → float32 [B,K',C]: FEM's [B,1,C]
+    (class-agnostic), RandomCAM's [B,K,C] (rows `classes` of random_weights, same for every image)."""
+    options = options or {}
+    B, C = activations.shape[:2]
+    if method == "fem":
+        return fem_weights(activations, options.get("k", 2)).unsqueeze(1)
+    if method == "randomcam":
+        rows = random_weights(num_classes, C, options.get("seed", 0))[list(classes)]
+        return rows.to(activations.device).unsqueeze(0).expand(B, -1, -1)
+    raise ValueError(f"method must be 'fem' or 'randomcam', got {method!r}")
+
+
+def finer_coefficients(scores: torch.Tensor, areas: torch.Tensor, classes: list[int], alpha: float = 1.0,
+                       comparison: tuple = (1, 2, 3)) -> torch.Tensor:
+    """Finer-CAM's target in segmentation form, as coefficients of the region scores.
+
+    scores: float [B,K,L] region scores S_kl = Σ_p M_k(p)·logit_l(p) of every model class l on
+    class k's target region; areas: float [B,K] = Σ_p M_k(p); classes: the K explained ids.
+    With m = S/area (the region's mean logits, standing for a classifier's output), classes ranked
+    by |m_l − m_k| (stable, so position 0 is k) and J = the ranks in `comparison`, the target is
+        T_k = Σ_{j∈J} p_j·(S_k − α·S_j) / (Σ_{j∈J} p_j + 1e-9),   p = softmax(m),
+    pytorch-grad-cam's FinerWeightedTarget on m times the area (a positive constant the min-max
+    normalisation removes). Returns ∂T_k/∂S_kl float32 [B,K,L] (p differentiated too, as the peer
+    does): the cotangent of class k at logit l is then coefficient·M_k, one backward per class.
+    Classes with an empty region get zeros.
+    """
+    B, K, L = scores.shape
+    ranks = [r for r in comparison if r < L]
+    target = torch.as_tensor(list(classes), device=scores.device).view(1, K, 1).expand(B, K, 1)
+    valid = areas > 0
+    with torch.enable_grad():
+        S = scores.detach().double().requires_grad_(True)
+        m = S / torch.where(valid, areas.double(), torch.ones_like(areas.double()))[..., None]
+        m_k = m.gather(2, target)
+        order = torch.sort((m - m_k).abs().detach(), dim=2, stable=True).indices
+        J = order[..., ranks]  # [B,K,|J|]
+        p = torch.softmax(m, dim=2).gather(2, J)
+        T = (p * (S.gather(2, target) - alpha * S.gather(2, J))).sum(2) / (p.sum(2) + FINERCAM_EPS)
+        (coef,) = torch.autograd.grad(T.sum(), S)
+    return torch.where(valid[..., None], coef, torch.zeros_like(coef)).float()
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -134,22 +323,34 @@ def cam_from_gradients(
     gradients: torch.Tensor,
     method: str,
     output_size: tuple[int, int] | None = None,
+    options: dict | None = None,
 ) -> torch.Tensor:
     """The whole CAM stage. activations: float [B,C,h,w]; gradients: float [B,K,C,h,w].
+    options: the method's options that shape the CAM stage ("eigen_smooth", "pool", "reduce").
 
     Returns float32 [B,K,H,W] in [0,1] ((H, W) = output_size, or (h, w) when None).
     """
-    return postprocess(raw_cam(activations, gradients, method), output_size)
+    return postprocess(raw_cam(activations, gradients, method, options), output_size)
 
 
-def raw_cam(activations: torch.Tensor, gradients: torch.Tensor, method: str) -> torch.Tensor:
+def uses_projection(method: str, options: dict | None) -> bool:
+    """True when the CAM of `method` is a principal-component projection (Eigen-Grad-CAM,
+    Seg-Eigen-CAM, or eigen_smooth)."""
+    return method in PROJECTION_METHODS or bool((options or {}).get("eigen_smooth"))
+
+
+def raw_cam(activations: torch.Tensor, gradients: torch.Tensor, method: str,
+            options: dict | None = None) -> torch.Tensor:
     """The CAM before ReLU and min-max. activations: float [B,C,h,w]; gradients: float [B,K,C,h,w]
-    → float32 [B,K,h,w] (signed)."""
+    → float32 [B,K,h,w] (signed): Σ_c of weighted_activations, or its first principal component
+    (uses_projection)."""
+    if method not in GRADIENT_CAM_METHODS:
+        raise ValueError(f"method must be one of {GRADIENT_CAM_METHODS}, got {method!r}")
+    if uses_projection(method, options):
+        return principal_projection(weighted_activations(activations, gradients, method, options))
     if method in WEIGHTED_METHODS:
         return weighted_combine(activations, channel_weights(activations, gradients, method))
-    if method in ELEMENTWISE_METHODS:
-        return elementwise_cam(activations, gradients, method)
-    raise ValueError(f"method must be one of {WEIGHTED_METHODS + ELEMENTWISE_METHODS}, got {method!r}")
+    return weighted_activations(activations, gradients, method, options).sum(dim=2)
 
 
 # --------------------------------------------------------------------------- target seeds
@@ -231,8 +432,10 @@ def overlay(
 
 
 def analytic_gradients(weight: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """G = W_kc·R_k(u). weight: float [K,C]; seeds: float [B,K,h,w] → float32 [B,K,C,h,w]."""
-    return weight.float()[None, :, :, None, None] * seeds.float()[:, :, None]
+    """G = W_kc·R_k(u). weight: float [K,C], or [B,K,C] when it differs per image (Finer-CAM);
+    seeds: float [B,K,h,w] → float32 [B,K,C,h,w]."""
+    W = weight.float() if weight.dim() == 3 else weight.float()[None]
+    return W[..., None, None] * seeds.float()[:, :, None]
 
 
 def analytic_cam(
@@ -241,13 +444,14 @@ def analytic_cam(
     seeds: torch.Tensor,
     method: str,
     output_size: tuple[int, int] | None = None,
+    options: dict | None = None,
 ) -> torch.Tensor:
     """The CAM stage of a linear head: cam_from_gradients with G = W_kc·R_k.
 
     activations: float [B,C,h,w]; weight: float [K,C] (the head's rows of the explained classes,
-    eval-mode BatchNorm folded in); seeds: float [B,K,h,w]. Returns float32 [B,K,H,W].
+    eval-mode BatchNorm folded in) or [B,K,C]; seeds: float [B,K,h,w]. Returns float32 [B,K,H,W].
     """
-    return cam_from_gradients(activations, analytic_gradients(weight, seeds), method, output_size)
+    return cam_from_gradients(activations, analytic_gradients(weight, seeds), method, output_size, options)
 
 
 def analytic_gradcampp_weights(S: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float) -> torch.Tensor:

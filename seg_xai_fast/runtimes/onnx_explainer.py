@@ -66,6 +66,8 @@ class OnnxExplainer:
     (when onnxruntime-gpu provides them), then CPU.
     backend: the CAM stage's kernels, as sx.Explainer's ("auto" | "fused" | "torch").
     threads: ONNX Runtime intra-op threads (None: its default, one per physical core).
+    options: the method's options, as sx.Explainer's (``sx.method_options(method)``); setting
+    ``explainer.method`` later resets them to the new method's defaults.
     spin: let ORT's idle worker threads busy-wait for work (its default). Off here: between
     forward passes the CAM stage, and in the video pipeline the decoder and encoder threads,
     need those cores; busy-waiting workers then slow everything down (measured on 2 cores).
@@ -237,7 +239,7 @@ class OnnxExplainer:
             raise ValueError(
                 f"method {spec.name!r} needs gradients, and {str(self.path)!r} was exported without a linear head "
                 f"after target layer {self.layer_name!r} (ONNX Runtime computes no gradients, only the closed form "
-                f"of a linear head): {NO_HEAD_HINT}; or use method 'eigencam'"
+                f"of a linear head): {NO_HEAD_HINT}; or use a gradient-free method (eigencam, kpcacam, fem, randomcam)"
             )
         return spec.name
 
@@ -248,7 +250,7 @@ class OnnxExplainer:
     @method.setter
     def method(self, name: str) -> None:
         self._method = self._check_method(name)
-        self.options = check_options(self._method, None)
+        self.options = check_options(self._method, None)  # a new method starts from its defaults
 
     @property
     def provider(self) -> str:
@@ -308,7 +310,7 @@ class OnnxExplainer:
         upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
         res = explain_forward_pass(outputs, self.method, self.head_weight, upsample, classes, masks,
                                    layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
-                                   resolution=resolution)
+                                   resolution=resolution, options=self.options)
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 

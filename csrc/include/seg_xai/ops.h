@@ -19,7 +19,7 @@ namespace seg_xai {
 constexpr float kGradCamPPEps = 1e-6f;
 constexpr float kXGradCamEps = 1e-7f;
 
-enum class Method { GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM };
+enum class Method { GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, GradCAMElementWise };
 Method parse_method(const char* op, const std::string& name);
 bool is_weighted(Method m);  // gradcam, gradcam++, xgradcam: one weight per (class, channel)
 
@@ -65,7 +65,8 @@ void analytic_gradcampp_weights(const TensorView& activations_or_sums, const Ten
 void weighted_cam(const TensorView& activations, const TensorView& weights, const TensorView& out,
                   const TensorView& minmax, float eps, const Exec& exec);
 
-// hirescam Σ_c G⊙A or layercam Σ_c relu(G)⊙A, then ReLU + per-map min-max.
+// hirescam Σ_c G⊙A, layercam Σ_c relu(G)⊙A or gradcam_elementwise Σ_c relu(G⊙A), then ReLU +
+// per-map min-max.
 //   activations: float [B,C,h,w]
 //   gradients:   float [B,K,C,h,w]
 //   out:         float32 [B,K,h,w]
@@ -73,6 +74,19 @@ void weighted_cam(const TensorView& activations, const TensorView& weights, cons
 void elementwise_cam(const TensorView& activations, const TensorView& gradients, Method method,
                      const TensorView& out, const TensorView& minmax, float eps,
                      const Exec& exec);
+
+// Seg-XRes-CAM Σ_c G̃⊙A, G̃ = each gradient map max- or mean-pooled in pool×pool windows (tiled
+// from the top-left; the last row/column of windows may be partial, a mean then counts only the
+// positions inside) and nearest-upsampled back to (h, w); then ReLU + per-map min-max.
+//   activations: float [B,C,h,w]
+//   gradients:   float [B,K,C,h,w]
+//   pool:        window side ≥ 1 (1: HiResCAM)
+//   mean:        false: max-pooling, true: mean-pooling
+//   out:         float32 [B,K,h,w]
+//   minmax:      int32 [B*K,2] workspace (CUDA only)
+void pooled_cam(const TensorView& activations, const TensorView& gradients, int64_t pool,
+                bool mean, const TensorView& out, const TensorView& minmax, float eps,
+                const Exec& exec);
 
 // Colour maps through a LUT and blend onto images; maps are resized bilinearly when (h,w) ≠ (H,W).
 //   images: uint8 [B,H,W,3]
