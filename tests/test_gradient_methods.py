@@ -197,7 +197,7 @@ def test_every_new_method_has_a_spec_and_options():
         assert name in sx.methods()
     assert sx.method_options("kpcacam") == {"kernel": "sigmoid", "gamma": None}
     assert sx.method_options("fem") == {"k": 2}
-    assert sx.method_options("segxrescam") == {"pool": 2, "reduce": "max", "eigen_smooth": False}
+    assert sx.method_options("segxrescam") == {"pool": 2, "reduce": "max", "aug_smooth": False, "eigen_smooth": False}
     assert sx.method_options("randomcam") == {"seed": 0, "eigen_smooth": False}
     assert sx.method_options("finercam") == {"alpha": 1.0, "comparison_categories": (1, 2, 3),
                                              "base_method": "gradcam", "eigen_smooth": False}
@@ -213,3 +213,18 @@ def test_methods_doc_examples_run():
         exec(compile(block, "docs/methods.md", "exec"), scope)
         shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
         assert str(scope["res"].maps.shape) == shape
+
+
+@pytest.mark.parametrize("method", [m for m in NEW_GRADIENT if "aug_smooth" in sx.method_options(m)])
+def test_aug_smooth_runs_for_the_new_gradient_methods(model, method):
+    """Test-time augmentation wraps every gradient method alike (its parity with the peer is tested
+    with gradcam and hirescam in test_gradient_methods_b.py): maps in [0, 1], differing from the
+    plain ones."""
+    images, _ = sx.synthetic_scenes(1, seed=5, size=64)
+    smooth = sx.Explainer(model, "decoder", method, options={"aug_smooth": True})
+    res = smooth(images)
+    assert res.maps.shape[1] == 4 and torch.isfinite(res.maps).all()
+    assert res.maps.min() >= 0 and res.maps.max() <= 1
+    plain = sx.Explainer(model, "decoder", method)(images).maps
+    assert (res.maps - plain).abs().max() > 1e-4
+    assert res.info.get("augmentations") == 6
