@@ -16,20 +16,9 @@ import seg_xai_fast as sx
 
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency: pip install '.[test]'")
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
+from peers import OutOnly as _OutOnly  # noqa: E402
 
 TOL = 1e-4
-
-
-class _OutOnly(torch.nn.Module):
-    """The peer needs a model that returns a Tensor; torchvision's return a dict."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        out = self.model(x)
-        return out["out"] if isinstance(out, dict) else out
 
 
 def _mobilenet():

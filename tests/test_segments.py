@@ -19,21 +19,10 @@ from seg_xai_fast.engine.methods import get_method
 from seg_xai_fast.engine.perturbation import occlusion_baseline
 from seg_xai_fast.engine.segments import BLUR_WINDOW, connected_components, segment_features, shapley_coalitions
 from seg_xai_fast.kernels import reference
+from peers import OutOnly as _OutOnly  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ("featureablation", "kernelshap", "lime")
-
-
-class _OutOnly(nn.Module):
-    """captum needs a model that returns a Tensor; torchvision's return a dict."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        out = self.model(x)
-        return out["out"] if isinstance(out, dict) else out
 
 
 class _TinyNet(nn.Module):
