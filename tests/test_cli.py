@@ -29,6 +29,9 @@ def test_info_json_has_build_facts():
 def test_demo_writes_overlays_and_contact_sheet(tmp_path):
     out = seg_xai("demo", "--out", str(tmp_path), "--n", "2", "--size", "128", "--method", "gradcam++").stdout
     assert "explained 4 classes of 2 scenes" in out
+    assert f"context table {tmp_path / 'context_scene00.png'}" in out
+    with Image.open(tmp_path / "context_scene00.png") as table:
+        assert table.mode == "RGB" and table.width > 100
     sheet = Image.open(tmp_path / "contact_sheet.png")
     assert sheet.size[0] >= 7 * 100  # image, truth, prediction + 4 classes
     overlays = sorted(tmp_path.glob("scene*_*.png"))

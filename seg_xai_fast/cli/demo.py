@@ -34,5 +34,6 @@ def run(args) -> int:
                        colormap=args.colormap, options=parse_options(args.option))
     print(f"explained {len(summary['classes'])} classes of {args.n} scenes with {summary['method']} "
           f"in {summary['seconds'] * 1e3:.0f} ms (model pixel accuracy {summary['pixel_accuracy']:.3f})")
-    print(f"wrote {len(summary['files'])} overlays and the contact sheet {summary['contact_sheet']}")
+    print(f"wrote {len(summary['files'])} overlays, the contact sheet {summary['contact_sheet']} and the context "
+          f"table {summary['context_table']} (what removing each predicted segment does to every class)")
     return EXIT_OK
