@@ -95,7 +95,9 @@ def test_perturbation_methods_equal_pytorch_path(exported, method, score):
         ours = OnnxExplainer(path, method, options=options, normalize=normalize)(images, [0, 1, 2], masks)
         want = sx.Explainer(model, layer, method, options=options, normalize=normalize)(images, [0, 1, 2], masks)
         assert ours.maps.shape == want.maps.shape and ours.info["perturbed_forwards"] == want.info["perturbed_forwards"]
-        scale = 1.0 if normalize else want.maps.abs().max().item()
+        # raw maps relative to their largest value; a random-initialised model whose output ignores
+        # the occluded windows (DeepLabV3 here) gives exact zeros on both runtimes
+        scale = 1.0 if normalize else max(want.maps.abs().max().item(), 1e-12)
         diff = (ours.maps - want.maps).abs().max().item() / scale
         assert diff <= 1e-3, f"{name} {method} normalize={normalize}: {diff:.2e}"
         assert ours.info["runtime"] == "onnxruntime" and ours.layer == want.layer
