@@ -284,7 +284,7 @@ def test_forward_then_explain_outputs():
     ("scorecam", "decoder", {"score": "iou"}, ValueError, "option 'score' must be one of"),
     ("scorecam", "decoder", {"n_masks": 3}, ValueError, r"options \['n_masks'\] are not options of method 'scorecam'; valid options: \['batch_size', 'score'\]"),
     ("eigencam", "decoder", {"batch_size": 3}, ValueError, "valid options: none"),
-    ("gradcam", "decoder", {"batch_size": 3}, ValueError, r"valid options: \[.eigen_smooth.\]"),
+    ("gradcam", "decoder", {"batch_size": 3}, ValueError, r"valid options: \[.aug_smooth., .eigen_smooth.\]"),
     ("scorecam", None, {}, ValueError, "target_layer is required for method 'scorecam'"),
     ("ablationcam", None, {}, ValueError, "target_layer is required for method 'ablationcam'"),
     ("rise", "decoder", {}, ValueError, "target_layer must be None for method 'rise'"),
