@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .adapters import layer_activations, output_hint
 from .analytic import FOLDABLE, LinearHead, fold_chain, is_linear_conv
+from .conv_taps import skip_padding_taps
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,8 @@ class ForwardCapture:
     InputOf). With leaf=True, A is swapped for a detached leaf that requires grad, so the graph
     starts there, and every other module is watched for two things: the last low-resolution
     tensor with a given channel count computed from A (the candidate pre-upsample logits z), and
-    the 1×1 convolutions fed by A through foldable modules (the candidate linear head).
+    the 1×1 convolutions fed by A through foldable modules (the candidate linear head). Above A,
+    a convolution with taps that only read zero padding runs without them (conv_taps.py).
     With tangent=True (inside torch.autograd.forward_ad.dual_level(), for ShapleyCAM) the model
     gets A as a dual tensor whose tangent is A itself, so the gradients computed from the pass
     carry the Hessian-vector products H·A as their tangents (forward-over-reverse).
@@ -176,6 +178,8 @@ class ForwardCapture:
             self.handles.append(self.layer.register_forward_hook(self._on_target, prepend=True))
         if self.make_leaf:
             for module in self.model.modules():
+                if isinstance(module, nn.Conv2d):  # first, so the watchers below see its output
+                    self.handles.append(module.register_forward_hook(skip_padding_taps, prepend=True))
                 if module is not self.model and (self.use_input or module is not self.layer):
                     self.handles.append(module.register_forward_hook(self._on_module))
         return self

@@ -16,7 +16,6 @@ plain no-grad forward plus matrix products (the "analytic" gradient path, see an
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional, Sequence, Union
 
 import torch
@@ -30,8 +29,9 @@ from .analytic import LinearHead
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images, check_resolution
 from .combine import explain_augmented, explain_layers, layer_list
+from .curvature import curved_operation, shapley_gradients
 from .fullgrad import explain_fullgrad
-from .methods import CAM_STAGE_OF, check_layer, get_method
+from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards, explain_perturbation
 from .segments import explain_segments
@@ -218,44 +218,63 @@ class Explainer:
                 "explainer outside torch.inference_mode() (it makes no parameter gradients and leaves the "
                 "model unchanged)"
             )
-        # ShapleyCAM: a dual level for the Hessian-vector products' tangents (ForwardCapture's tangent)
-        second_order = fwAD.dual_level() if self.method == "shapleycam" else contextlib.nullcontext()
-        with ModelState(self.model), second_order:
-            with self.capture(leaf=True) as cap:
-                with torch.enable_grad():
-                    logits = select_output(self.model(images), self.output_key, images.shape[0])
-                activations = cap.activations()
-                start, upsample = cap.backward_start(logits)
-                if not start.requires_grad:
+        with ModelState(self.model):
+            res = self._autograd_call(images, classes, masks, resolution, head, second_order=False)
+            if res is None:  # ShapleyCAM above a curved head: again, the gradients carrying H·A as tangents
+                with fwAD.dual_level():
+                    res = self._autograd_call(images, classes, masks, resolution, head, second_order=True)
+        return res
+
+    def _autograd_call(self, images, classes, masks, resolution, head, second_order: bool) -> Optional[Explanation]:
+        """__call__'s graph pass on checked `images` float [B,3,H,W], inside ModelState: one forward
+        with the graph from the target layer up, then the closed form if a linear head is found,
+        else the class VJPs. second_order (ShapleyCAM, inside a forward_ad.dual_level): A enters
+        as a dual tensor and the VJPs give g − ½·H·A. Returns None, after the forward only, when
+        ShapleyCAM without second_order finds an operation that may curve above the layer (it
+        needs the second-order pass); without curvature H·A = 0 and its first-order pass is exact.
+        """
+        key = tuple(images.shape[1:])
+        with self.capture(leaf=True, tangent=second_order) as cap:
+            with torch.enable_grad():
+                logits = select_output(self.model(images), self.output_key, images.shape[0])
+            activations = cap.activations()
+            start, upsample = cap.backward_start(logits)
+            if not start.requires_grad:
+                raise ValueError(
+                    f"target_layer {self.layer_name!r} is not on the path to the model output: "
+                    "no gradient reaches it. Choose a layer whose output feeds the logits."
+                )
+            if self.requested_path != "autograd" and key not in self._heads and self.normalize:
+                self._heads[key] = head = cap.linear_head(start, upsample)
+                if head is None and self.requested_path == "analytic":
                     raise ValueError(
-                        f"target_layer {self.layer_name!r} is not on the path to the model output: "
-                        "no gradient reaches it. Choose a layer whose output feeds the logits."
+                        f"gradient_path='analytic' needs target_layer {self.layer_name!r} to feed a 1×1 "
+                        "convolution (eval-mode BatchNorm/Dropout allowed in between) whose output is the "
+                        "logits or is bilinearly upsampled to them; none was found. Use "
+                        "gradient_path='auto' or 'autograd', or target the input of the final classifier."
                     )
-                if self.requested_path != "autograd" and key not in self._heads and self.normalize:
-                    self._heads[key] = head = cap.linear_head(start, upsample)
-                    if head is None and self.requested_path == "analytic":
-                        raise ValueError(
-                            f"gradient_path='analytic' needs target_layer {self.layer_name!r} to feed a 1×1 "
-                            "convolution (eval-mode BatchNorm/Dropout allowed in between) whose output is the "
-                            "logits or is bilinearly upsampled to them; none was found. Use "
-                            "gradient_path='auto' or 'autograd', or target the input of the final classifier."
-                        )
-                if head is not None:
-                    labels = kernels.class_argmax(logits.detach(), self.backend)
-                    outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
-                    return self.explain_outputs(outputs, classes, masks, resolution=resolution)
-                self.gradient_path = "autograd"
-                class_ids = check_classes(classes, logits.shape[1], self.class_names)
-                labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
-                active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
-                output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-                mix = None  # Finer-CAM: class k's cotangent at logit l is mix[b,k,l]·seed_k
-                if self.method == "finercam":
-                    mix = finer_coefficients(logits.detach(), labels, class_ids, masks, self.options)
-                maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix)
+            if head is not None:
+                labels = kernels.class_argmax(logits.detach(), self.backend)
+                outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
+                return self.explain_outputs(outputs, classes, masks, resolution=resolution)
+            info = {}
+            if self.method == "shapleycam":
+                if not second_order and curved_operation(start, activations) is not None:
+                    return None
+                info["hessian"] = ("H·A by forward-over-reverse" if second_order
+                                   else "zero: every operation above the layer is piecewise linear")
+            self.gradient_path = "autograd"
+            class_ids = check_classes(classes, logits.shape[1], self.class_names)
+            labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
+            active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
+            output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+            mix = None  # Finer-CAM: class k's cotangent at logit l is mix[b,k,l]·seed_k
+            if self.method == "finercam":
+                mix = finer_coefficients(logits.detach(), labels, class_ids, masks, self.options)
+            maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix, second_order)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
-            "backward_passes": int(active.any(dim=0).sum())})
+            "backward_passes": int(active.any(dim=0).sum()), **info})
 
     def forward(self, images: torch.Tensor) -> ForwardPass:
         """The first half of a call: one forward pass of `images` float [B,3,H,W].
@@ -305,10 +324,10 @@ class Explainer:
             activations = cap.activations()
         return ForwardPass(images, activations, logits, kernels.class_argmax(logits, self.backend), head)
 
-    def capture(self, leaf: bool = False) -> ForwardCapture:
+    def capture(self, leaf: bool = False, tangent: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
         return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
-                              reshape=self.reshape, tangent=leaf and self.method == "shapleycam")
+                              reshape=self.reshape, tangent=tangent)
 
     def _check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
@@ -348,13 +367,15 @@ class Explainer:
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                            method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
-    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size, mix=None) -> torch.Tensor:
+    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size, mix=None,
+                       second_order: bool = False) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
         activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
         seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution;
         mix: None (class k's cotangent is seed_k at logit class_ids[k]) or float [B,K,L]
-        (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores).
+        (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores);
+        second_order: ShapleyCAM's g − ½·H·A instead of g (A a dual tensor, see _autograd_call).
         """
         stage, options = cam_stage(self.method, self.options)
         B, K = active.shape
@@ -366,7 +387,7 @@ class Explainer:
         for lo in range(0, len(todo), chunk):
             ks = todo[lo:lo + chunk]
             cot = class_cotangents(start, seeds, class_ids, ks, mix)
-            G = self._vjp(start, activations, cot)  # [n,B,C,h,w] (ShapleyCAM: g − ½·H·A)
+            G = self._vjp(start, activations, cot, second_order)  # [n,B,C,h,w]
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
                     f"gradients at target_layer {self.layer_name!r} contain NaN or Inf "
@@ -382,9 +403,11 @@ class Explainer:
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]
 
-    def _vjp(self, start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
-        """cotangents [n,*start.shape] → gradients [n,*leaf.shape], keeping the graph for the next chunk."""
-        if self.method == "shapleycam":
+    def _vjp(self, start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor,
+             second_order: bool = False) -> torch.Tensor:
+        """cotangents [n,*start.shape] → gradients [n,*leaf.shape], keeping the graph for the next chunk
+        (second_order: g − ½·H·A, see shapley_gradients)."""
+        if second_order:
             return shapley_gradients(start, leaf, cotangents, self.layer_name, self.vjp == "batched")
         if self.vjp == "batched" and cotangents.shape[0] > 1:
             (g,) = torch.autograd.grad(start, leaf, cotangents, retain_graph=True, is_grads_batched=True)
@@ -401,36 +424,3 @@ class Explainer:
             return self.class_chunk
         per_class = 4 * (3 * A.numel() + A.shape[0] * output_pixels)
         return max(1, int(self.max_memory_mb * 2**20 // per_class))
-
-
-
-# --- ShapleyCAM: gradients and Hessian-vector products in one batched pass -------------------------
-
-
-def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor, layer_name: str,
-                      batched: bool) -> torch.Tensor:
-    """g − ½·H·A for every cotangent: [n,*start.shape] → float [n,*leaf.shape].
-
-    start was computed from the dual of `leaf` A [B,C,h,w] whose tangent is A (ForwardCapture's
-    tangent, inside a forward_ad.dual_level), so each gradient's tangent is the Hessian-vector
-    product H·A (forward-over-reverse). Unlike a second backward from g, which would sum the
-    products of a batch of cotangents, the tangents stay one per cotangent, so a chunk of classes
-    goes through one batched backward (`batched`, vjp="batched") or one backward each. A target
-    linear in A leaves no tangent: H·A = 0, as the peer's unused Hessian.
-    """
-    def vjp(cot, is_batched):
-        try:
-            (g,) = torch.autograd.grad(start, leaf, cot, retain_graph=True, create_graph=True,
-                                       is_grads_batched=is_batched)
-        except RuntimeError as e:
-            if "not implemented" not in str(e) and "does not support" not in str(e):
-                raise
-            raise ValueError(f"method 'shapleycam' needs second derivatives of the model above target_layer "
-                             f"{layer_name!r}, and an operation there has none in torch ({e}); choose a later "
-                             "layer") from e
-        primal, hvp = fwAD.unpack_dual(g)
-        return primal.detach() if hvp is None else primal.detach() - 0.5 * hvp.detach()
-
-    if batched and cotangents.shape[0] > 1:
-        return vjp(cotangents, True)
-    return torch.stack([vjp(c, False) for c in cotangents])

@@ -30,19 +30,6 @@ class MethodSpec:
         return self.family in ("perturbation", "segment")
 
 
-# --- ShapleyCAM (second order) and FullGrad (input space, every bias) --------------------------
-_SECOND_ORDER_AND_INPUT_SPECS = (
-    MethodSpec("shapleycam", True, "ShapleyCAM: channels weighted by the mean of g − ½·H·A, the gradient and the "
-               "Hessian-vector product along A (Cai 2025)", options=_AUG),
-    MethodSpec("fullgrad", True, "FullGrad: |x·∂S/∂x| plus |b·∂S/∂z| of every Conv2d/BatchNorm2d bias, each "
-               "channel min-max normalised, summed (Srinivas & Fleuret 2019)", needs_layer=False, options=_AUG),
-)
-#: The CAM stage a method shares once its gradients are formed: ShapleyCAM is Grad-CAM on g − ½·H·A,
-#: and Grad-CAM itself when the target is linear in A (a linear head: the Hessian vanishes).
-CAM_STAGE_OF = {"shapleycam": "gradcam"}
-# ---------------------------------------------------------------------------------------------
-
-
 _EIGEN = (("eigen_smooth", False),)  # the CAM replaced by the first principal component of its terms
 
 
@@ -66,6 +53,10 @@ _SPECS = (
     MethodSpec("finercam", True, "Finer-CAM: the target's region score minus α times those of its most similar "
                "classes, explained by a base method (Zhang et al. 2025)",
                options=(("alpha", 1.0), ("comparison_categories", (1, 2, 3)), ("base_method", "gradcam")) + _EIGEN),
+    MethodSpec("shapleycam", True, "ShapleyCAM: channels weighted by the mean of g − ½·H·A, the gradient and the "
+               "Hessian-vector product along A (Cai 2025)", options=_AUG),
+    MethodSpec("fullgrad", True, "FullGrad: |x·∂S/∂x| plus |b·∂S/∂z| of every Conv2d/BatchNorm2d bias, each "
+               "channel min-max normalised, summed (Srinivas & Fleuret 2019)", needs_layer=False, options=_AUG),
     MethodSpec("eigencam", False, "Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
                "activation"),
     MethodSpec("kpcacam", False, "KPCA-CAM: first kernel principal component of the activations, class-agnostic "
@@ -93,8 +84,11 @@ _SPECS = (
     MethodSpec("lime", False, "LIME: a weighted linear surrogate of the scores on random coalitions of segments "
                "(Ribeiro et al. 2016)", "segment", needs_layer=False,
                options=_SEGMENTS + (("n_samples", 1024), ("kernel_width", 0.25)) + _SAMPLES),
-) + _SECOND_ORDER_AND_INPUT_SPECS
+)
 METHODS = {spec.name: spec for spec in _SPECS}
+#: The CAM stage a method shares once its gradients are formed: ShapleyCAM is Grad-CAM on g − ½·H·A
+#: (on g itself when nothing above the layer curves, engine/curvature.py).
+CAM_STAGE_OF = {"shapleycam": "gradcam"}
 
 
 def methods() -> dict[str, str]:
