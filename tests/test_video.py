@@ -128,6 +128,17 @@ def test_ctrl_c_keeps_a_playable_partial_output(files, tmp_path, monkeypatch):
     assert len(_decode(partial)) == 4 and os.listdir(tmp_path) == ["out.partial.mp4"]
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler for the test: a test runner started as a background job of a
+    non-interactive shell inherits SIGINT ignored, and a real Ctrl-C never reaches such a run."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_twice_at_second_batch(monkeypatch, gap=0.05):
     """Real SIGINTs: one inside the second forward pass, another `gap` s later, while the output
     is being finished (the overlay stage made slow so that the finishing outlasts the gap)."""
@@ -169,7 +180,7 @@ def _absorb_late_sigint(timers):
         pass
 
 
-def test_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path, monkeypatch):
+def test_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path, monkeypatch, ctrl_c_raises):
     """A second Ctrl-C 50 ms after the first deleted the partial output ("nothing
     was written")."""
     root, model_file, clip = files
@@ -184,7 +195,7 @@ def test_second_ctrl_c_while_finishing_keeps_the_partial_output(files, tmp_path,
     assert not out.exists()
 
 
-def test_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeypatch):
+def test_ctrl_c_in_a_rerun_keeps_the_complete_output(files, tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C during a rerun replaced a complete OUTPUT with a partial one."""
     root, model_file, clip = files
     out = tmp_path / "out.mp4"

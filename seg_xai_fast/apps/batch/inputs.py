@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -271,6 +272,7 @@ def worker_init(_worker_id: int, close_fds: Sequence[int] = ()) -> None:
         except OSError:
             pass
     _die_with_parent()
+    _quiet_when_the_parent_hangs_up()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)  # decoding is PIL's work; leave the cores to the main process
     _fixed_mmap_threshold()
@@ -287,6 +289,23 @@ def _die_with_parent() -> None:
             os._exit(1)
     except (OSError, AttributeError):
         pass
+
+
+def _quiet_when_the_parent_hangs_up() -> None:
+    """No traceback from a worker for a connection its parent dropped.
+
+    A batch of tensors leaves a worker through multiprocessing's handle-sharing thread; when the
+    parent stops mid-transfer (Ctrl-C, SIGTERM: the run stops cleanly and says so), that thread
+    reports the dropped connection through sys.excepthook, half-printed before the worker is
+    killed with its parent. Connection errors are the only ones silenced.
+    """
+    report = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, (EOFError, ConnectionError)):
+            report(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def _fixed_mmap_threshold(nbytes: int = 256 * 1024) -> None:

@@ -267,9 +267,10 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     state = {"explained": 0}
     writer = Writer(prep.store, overlays, cfg.colormap, cfg.alpha)
     start = time.perf_counter()
+    batches = iter(loader)
     try:
         with progress_bar(len(dataset), cfg.progress) as bar:
-            for item in loader:
+            for item in batches:
                 for path, reason in item.get("failed", ()):
                     prep.store.add_failure(path, reason)
                     bar.update(1)
@@ -277,6 +278,10 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
                     _explain_batch(engine, writer, prep.store, item, overlays, cfg, state)
                     bar.update(len(item["paths"]))
     finally:
+        # The last reference to the loader's iterator: dropping it stops and joins the decode
+        # workers now. An interrupt's traceback keeps this frame alive until the process exits,
+        # and workers still sending a batch to a dying process print tracebacks of their own.
+        batches = None  # noqa: F841
         engine.close()
         writer.close()  # waits for the queued batches: they are explained, so they get written
         torch.set_num_threads(threads_before)  # in-process callers keep their setting
