@@ -16,7 +16,6 @@ says so. Batches of 32 everywhere (captum's perturbations_per_eval=32).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torchvision.models.segmentation as tvseg
@@ -25,32 +24,10 @@ import seg_xai_fast as sx
 from seg_xai_fast import kernels
 from seg_xai_fast.engine.segments import segment_features, shapley_coalitions
 
+# the same peer wrapper, box regions and timer as the perturbation benchmark (the script's folder is on sys.path)
+from perturbation_speed import _boxes, _OutOnly, _timed  # noqa: E402
+
 BATCH = 32
-
-
-class _OutOnly(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)["out"]
-
-
-def _boxes(classes, size, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(1, classes, size, size)
-    for k in range(classes):
-        y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
-        h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
-        masks[0, k, y0:y0 + h, x0:x0 + w] = 1.0
-    return masks
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def _floor(model, image, seg, keep) -> float:
