@@ -96,12 +96,12 @@ def main() -> None:
             cam(input_tensor=image, targets=[t])
 
     rows = []
-    for method, peer_cls in (("scorecam", pgc.ScoreCAM), ("ablationcam", pgc.AblationCAM)):
+    # Each method's floor: its perturbed forwards with no explanation work — Score-CAM's masked
+    # images [C,3,H,W]; Ablation-CAM's the image C times (the layer swap itself costs nothing here).
+    floors = (("scorecam", pgc.ScoreCAM, reference.scorecam_inputs(image[0], A[0])),
+              ("ablationcam", pgc.AblationCAM, image.expand(C, -1, -1, -1).contiguous()))
+    for method, peer_cls, perturbed in floors:
         ex = sx.Explainer(model, layer, method)
-        if method == "scorecam":
-            perturbed = reference.scorecam_inputs(image[0], A[0])  # [C,3,H,W]
-        else:  # ablated forwards: the image C times (the layer swap itself costs nothing here)
-            perturbed = image.expand(C, -1, -1, -1).contiguous()
         ex(image, masks=masks)  # warm-up
         ours, floor = [], []
         for _ in range(args.repeats):

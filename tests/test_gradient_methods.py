@@ -11,7 +11,7 @@ import torch
 
 import seg_xai_fast as sx
 from seg_xai_fast import reference
-from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.engine.methods import get_method
 
 NEW_GRADIENT = ["gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam"]
 NEW_ACTIVATION = ["kpcacam", "fem", "randomcam"]
@@ -122,7 +122,7 @@ def test_closed_form_equals_autograd(model, images, method, options):
 @pytest.mark.parametrize("method,options", [(m, {}) for m in NEW_GRADIENT + NEW_ACTIVATION] + OPTION_CASES)
 def test_fused_equals_reference(model, images, method, options):
     images = images[..., :32, :32] if method == "kpcacam" else images  # its (h·w)² eigen-solve: keep h·w small
-    for path in ("analytic", "autograd") if METHODS[method].needs_gradients else ("auto",):
+    for path in ("analytic", "autograd") if get_method(method).needs_gradients else ("auto",):
         fused = sx.Explainer(model, "decoder", method, options=options, gradient_path=path)(images).maps
         torch_ = sx.Explainer(model, "decoder", method, options=options, gradient_path=path, backend="torch")(images).maps
         assert (fused - torch_).abs().max() <= 1e-5, path

@@ -136,8 +136,9 @@ CHECKS: dict[str, Callable] = {
 }
 
 
-def check_options(method: str, options: Optional[dict]) -> dict:
-    """The options of `method` with its defaults filled in, each checked."""
+def check_options(method, options: Optional[dict]) -> dict:
+    """The options of `method` (a name or a spec) with its defaults filled in, each checked by the
+    spec's own check or this module's shared one (options without either are taken as given)."""
     spec = get_method(method)
     valid = dict(spec.options)
     if options is None:
@@ -148,7 +149,8 @@ def check_options(method: str, options: Optional[dict]) -> dict:
     if unknown:
         known = sorted(valid) if valid else "none"
         raise ValueError(f"options {unknown} are not options of method {spec.name!r}; valid options: {known}")
-    return {key: CHECKS.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
+    checks = {**CHECKS, **spec.checks} if spec.builtin else spec.checks  # a user's option is not ours to check
+    return {key: checks.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
 
 
 __all__ = ["BASELINES", "CHECKS", "FEATURES", "MAX_FEATURES", "check_options"]
