@@ -140,10 +140,26 @@ def set_family_runner(family: str, runner: Callable) -> None:
     _FAMILY_RUNNERS[family] = runner
 
 
+#: What each family's runner needs from a spec that brings no runner of its own.
+_BEHAVIOUR = {
+    "gradient": ("kernel", "weights", "cam", "stage"),
+    "activation": ("activation_weights", "activation_cam"),
+    "perturbation": ("perturb",),
+    "segment": ("perturb",),
+}
+
+
 def add_method(spec: Method) -> Method:
-    """Register `spec` (built-in or user); a name registered twice is an error."""
+    """Register `spec` (built-in or user); a name registered twice, or a spec that does not say how
+    its family's runner should explain with it, is an error."""
+    if not isinstance(spec, Method):
+        raise TypeError(f"add_method takes a Method, got {type(spec).__name__}")
     if spec.family not in FAMILIES:
         raise ValueError(f"method {spec.name!r}: family must be one of {FAMILIES}, got {spec.family!r}")
+    needs = _BEHAVIOUR[spec.family]
+    if spec.runner is None and not any(getattr(spec, key) is not None for key in needs):
+        raise ValueError(f"method {spec.name!r} ({spec.family} family) must give one of {list(needs)} (or its own "
+                         "runner): without it the family's runner does not know what the method computes")
     with _LOCK:
         if spec.name in _REGISTRY:
             raise ValueError(f"method {spec.name!r} is already registered ({'built-in' if _REGISTRY[spec.name].builtin else 'by a user'}); "
