@@ -287,7 +287,7 @@ class _RecordingBar:
 def test_evaluate_progress_moves_within_a_chunk_ends_at_n_and_estimates_the_run(monkeypatch):
     import tqdm.auto
 
-    from seg_xai_fast.metrics import evaluate
+    from seg_xai_fast.apps.evaluate import evaluate
 
     monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
     _RecordingBar.instances.clear()
