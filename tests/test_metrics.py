@@ -13,7 +13,7 @@ import torch.nn as nn
 from seg_xai_fast import metrics as M
 from seg_xai_fast.apps.evaluate import evaluate
 from seg_xai_fast.metrics import imputation
-from seg_xai_fast.demo.model import DemoSegNet
+from conftest import random_demo
 
 S = 32  # image side
 OBJ = (slice(12, 20), slice(12, 20))  # an 8×8 object of class 1: A = 64 of 1024 pixels
@@ -231,8 +231,7 @@ class NoOpReset(nn.Module):
 
 
 def test_randomization_check_cascades_on_copies_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = DemoSegNet().eval()
+    model = random_demo()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert M.default_stages(model) == ["classifier", "decoder", "encoder"]
     copies = M.randomized_models(model, ["classifier", "decoder"], seed=3)
