@@ -6,25 +6,20 @@ backward pass), so they agree to rounding: 1e-5 max abs on maps in [0, 1].
 import pytest
 import torch
 import torch.nn as nn
-import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
 from seg_xai_fast import reference
 from seg_xai_fast.engine.analytic import analytic_cam
+from conftest import torchvision_model
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"]
 TOL = 1e-5
 
 
-def _tv(name):
-    torch.manual_seed(0)
-    return getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=21).eval()
-
-
 HEADS = {
-    "deeplabv3_mobilenet_v3_large": lambda: (_tv("deeplabv3_mobilenet_v3_large"), "classifier.3", 96),
-    "fcn_resnet50": lambda: (_tv("fcn_resnet50"), "classifier.2", 64),  # ReLU → Dropout (folded) → conv
-    "lraspp_mobilenet_v3_large": lambda: (_tv("lraspp_mobilenet_v3_large"), sx.InputOf("classifier.high_classifier"), 96),
+    "deeplabv3_mobilenet_v3_large": lambda: (torchvision_model("deeplabv3_mobilenet_v3_large"), "classifier.3", 96),
+    "fcn_resnet50": lambda: (torchvision_model("fcn_resnet50"), "classifier.2", 64),  # ReLU → Dropout (folded) → conv
+    "lraspp_mobilenet_v3_large": lambda: (torchvision_model("lraspp_mobilenet_v3_large"), sx.InputOf("classifier.high_classifier"), 96),
     "demo": lambda: (sx.demo_model(), "decoder", 64),
 }
 

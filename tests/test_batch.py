@@ -32,14 +32,6 @@ def _rgb(seed, h, w):
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(DemoSegNet().eval(), path)  # random weights: the tests do not need the trained ones
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A folder (with a sub-folder), a glob-able folder of JPEGs and a list file, good and bad files."""
     root = tmp_path_factory.mktemp("inputs")
@@ -70,12 +62,6 @@ def inputs(tmp_path_factory):
 
 GOOD = 11  # 3 rgb + wide + gray + rgba + palette + gray16 + full + 1 listed... see test_mixed_inputs
 BAD = {"truncated.png", "notes.png", "missing.png"}
-
-
-@pytest.fixture(autouse=True)
-def onnx_cache(tmp_path_factory, monkeypatch):
-    """--runtime auto exports models for ONNX Runtime: into a test folder, not the user's cache."""
-    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path_factory.getbasetemp() / "onnx-cache"))
 
 
 def _run(capsys, *argv):
@@ -331,6 +317,7 @@ def test_overlays_match_the_kernel_on_direct_maps(first_run, inputs, model_file)
     res = sx.Explainer(model, "decoder", "gradcam")(image)
     entry = _check_store(out)[str((inputs / "imgs" / "rgb2.png").resolve())]
     frames = to_frames(image)
+    assert len(entry["overlays"]) == len(entry["classes"]) == res.maps.shape[1]
     for k, rel in enumerate(entry["overlays"]):
         expected = sx.overlay(frames, res.maps[:, k].contiguous())[0].numpy()
         got = np.asarray(Image.open(out / rel))

@@ -10,10 +10,10 @@ import random
 import pytest
 import torch
 import torch.nn as nn
-import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
 from seg_xai_fast.engine.conv_taps import live_taps, pruned_conv
+from conftest import torchvision_model
 
 
 def _close(a, b, tol=1e-5):
@@ -84,8 +84,7 @@ def test_explainer_maps_do_not_change(monkeypatch):
     """DeepLabV3-MobileNetV3 at 128² (an 8×8 map, smaller than every ASPP rate: its three dilated
     branches become 1×1): the maps with and without the pruning agree, and the hooks are gone
     afterwards."""
-    torch.manual_seed(0)
-    model = tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=6).eval()
+    model = torchvision_model("deeplabv3_mobilenet_v3_large", num_classes=6)
     images = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     calls = []
 

@@ -13,13 +13,12 @@ import torch.nn.functional as F
 
 import seg_xai_fast as sx
 from seg_xai_fast import kernels
-from seg_xai_fast.demo.model import DemoSegNet
+from conftest import random_demo
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return DemoSegNet().eval()
+    return random_demo()
 
 
 @pytest.fixture(scope="module")

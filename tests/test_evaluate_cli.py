@@ -2,27 +2,15 @@
 import csv
 import json
 
-import pytest
-import torch
 from PIL import Image
 
 from seg_xai_fast import cli
-from seg_xai_fast.demo.model import DemoSegNet
 from seg_xai_fast.metrics import METRIC_KEYS
 
 
 def run(argv):
     """`seg-xai ARGV` in this process; returns the exit code (2 with a message on stderr for bad arguments)."""
     return cli.main(argv)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    """A whole random-initialised DemoSegNet saved with torch.save (no trained weights needed)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(DemoSegNet().eval(), path)
-    return str(path)
 
 
 def test_json_output_is_one_object_with_the_metric_keys_and_files_are_written(model_file, tmp_path, capsys):

@@ -15,7 +15,6 @@ from PIL import Image
 import seg_xai_fast as sx
 from seg_xai_fast.apps.batch.store import read_manifest
 from seg_xai_fast.cli import main
-from seg_xai_fast.demo.model import DemoSegNet
 from seg_xai_fast.fileio import atomic_write, atomic_write_text, check_target
 from seg_xai_fast.viz import save_png
 
@@ -36,20 +35,6 @@ def _mode(path):
 def _rgb(seed, h=64, w=64):
     images, _ = sx.synthetic_scenes(1, seed=seed, size=(max(h, 32), max(w, 32)))
     return (images[0, :, :h, :w].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-
-
-@pytest.fixture(autouse=True)
-def onnx_cache(tmp_path_factory, monkeypatch):
-    """--runtime auto exports models for ONNX Runtime: into a test folder, not the user's cache."""
-    monkeypatch.setenv("SEG_XAI_CACHE", str(tmp_path_factory.getbasetemp() / "onnx-cache"))
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    torch.save(DemoSegNet().eval(), path)
-    return str(path)
 
 
 def _explain(capsys, *argv):

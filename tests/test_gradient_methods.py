@@ -218,7 +218,7 @@ def test_methods_doc_examples_run():
 @pytest.mark.parametrize("method", [m for m in NEW_GRADIENT if "aug_smooth" in sx.method_options(m)])
 def test_aug_smooth_runs_for_the_new_gradient_methods(model, method):
     """Test-time augmentation wraps every gradient method alike (its parity with the peer is tested
-    with gradcam and hirescam in test_gradient_methods_b.py): maps in [0, 1], differing from the
+    with gradcam and hirescam in test_shapleycam_fullgrad_combine.py): maps in [0, 1], differing from the
     plain ones."""
     images, _ = sx.synthetic_scenes(1, seed=5, size=64)
     smooth = sx.Explainer(model, "decoder", method, options={"aug_smooth": True})

@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 
 from seg_xai_fast import metrics as M
-from seg_xai_fast.demo.model import DemoSegNet
+from seg_xai_fast.apps.evaluate import evaluate
+from seg_xai_fast.metrics import imputation
+from conftest import random_demo
 
 S = 32  # image side
 OBJ = (slice(12, 20), slice(12, 20))  # an 8×8 object of class 1: A = 64 of 1024 pixels
@@ -174,7 +176,7 @@ def test_road_imputation_solves_the_neighbour_equations_and_adds_the_stated_nois
     assert torch.equal(out[~removed[:, None].expand_as(out)], images[~removed[:, None].expand_as(images)])
     # Each removed pixel = the weighted mean of its neighbours inside the image (1/6 edge, 1/12 diagonal).
     ones = torch.ones(1, 1, 36, 30)
-    weighted_mean = M._neighbour_sum(out) / M._neighbour_sum(ones)
+    weighted_mean = imputation._neighbour_sum(out) / imputation._neighbour_sum(ones)
     err = (out - weighted_mean)[removed[:, None].expand_as(out)]
     assert err.abs().max() < 2e-3
     noisy = M.noisy_linear_impute(images, removed, noise_std=0.01, generator=torch.Generator().manual_seed(0))
@@ -229,8 +231,7 @@ class NoOpReset(nn.Module):
 
 
 def test_randomization_check_cascades_on_copies_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = DemoSegNet().eval()
+    model = random_demo()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert M.default_stages(model) == ["classifier", "decoder", "encoder"]
     copies = M.randomized_models(model, ["classifier", "decoder"], seed=3)
@@ -268,7 +269,7 @@ def test_randomization_check_of_an_unchanged_copy_is_one():
 def test_evaluate_on_the_pixel_model_gives_the_known_answers():
     model = PixelModel()
     images, truth, _ = scene(2)
-    res = M.evaluate(model, "features", ["gradcam", "hirescam"], images, truth, classes=[1], steps=4,
+    res = evaluate(model, "features", ["gradcam", "hirescam"], images, truth, classes=[1], steps=4,
                      percentiles=(10, 50), stages=["head"], context=True)
     for method in ("gradcam", "hirescam"):
         r = res[method]
@@ -308,9 +309,9 @@ def test_evaluate_on_the_pixel_model_gives_the_known_answers():
         (lambda: M.spearman(torch.rand(4), torch.rand(5)), "a and b"),
         (lambda: M.randomized_models(PixelModel(), ["nope"]), "stages"),
         (lambda: M.randomized_models(PixelModel(), []), "stages"),
-        (lambda: M.evaluate(PixelModel(), "features", ["gradcam"], scene()[0], scene()[1][:, :5], [1]), "truth"),
-        (lambda: M.evaluate(PixelModel(), "features", [], scene()[0], scene()[1], [1]), "methods"),
-        (lambda: M.evaluate(PixelModel(), "features", ["nope"], scene()[0], scene()[1], [1]), "method"),
+        (lambda: evaluate(PixelModel(), "features", ["gradcam"], scene()[0], scene()[1][:, :5], [1]), "truth"),
+        (lambda: evaluate(PixelModel(), "features", [], scene()[0], scene()[1], [1]), "methods"),
+        (lambda: evaluate(PixelModel(), "features", ["nope"], scene()[0], scene()[1], [1]), "method"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_argument(call, name):

@@ -227,7 +227,7 @@ def test_fused_and_torch_backends_agree():
     model, images, _ = CASES["demo"]()
     for method, layer, opts in [("scorecam", "decoder", {}), ("rise", None, {"n_masks": 20})]:
         a = sx.Explainer(model, layer, method, options=opts, backend="torch")(images)
-        b = sx.Explainer(model, layer, method, options=opts, backend="auto")(images)
+        b = sx.Explainer(model, layer, method, options=opts, backend="fused")(images)
         assert (a.maps - b.maps).abs().max() <= 1e-5, method
 
 

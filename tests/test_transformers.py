@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is a tes
 smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is a test dependency")
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency")
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
+from conftest import smp_unet  # noqa: E402
 
 TOL = 1e-4
 SIZE = 64
@@ -74,8 +75,7 @@ def _mask2former():
 
 
 def _smp_unet():
-    torch.manual_seed(0)
-    return smp.Unet("resnet18", encoder_weights=None, classes=5, decoder_channels=(32, 16, 16, 8, 8)).eval()
+    return smp_unet(decoder_channels=(32, 16, 16, 8, 8))
 
 
 class _PeerWrapper(nn.Module):
@@ -229,14 +229,14 @@ def test_explicit_reshape_equals_the_inferred_one():
 
 
 def test_register_tokens_are_found_from_the_token_count():
-    from seg_xai_fast.engine.adapters import infer_reshape
+    from seg_xai_fast.engine.adapters import channels_last_to_first, infer_reshape
 
     grid = infer_reshape((2, 5 + 14 * 14, 8), (224, 224), "layer")  # CLS + 4 registers, 14×14
     assert (grid.prefix, grid.h, grid.w) == (5, 14, 14)
     grid = infer_reshape((2, 2 + 12 * 16, 8), (192, 256), "layer")  # CLS + distillation, 12×16
     assert (grid.prefix, grid.h, grid.w) == (2, 12, 16)
     assert infer_reshape((2, 8, 16, 16), (64, 64), "layer") is None  # channels-first stays
-    assert infer_reshape((2, 16, 16, 96), (64, 64), "layer") is not None  # channels-last
+    assert infer_reshape((2, 16, 16, 96), (64, 64), "layer") is channels_last_to_first
 
 
 class _OddTokens(nn.Module):

@@ -13,6 +13,7 @@ from seg_xai_fast import cli
 from seg_xai_fast.apps import bench
 from seg_xai_fast.engine import model_logits
 from seg_xai_fast.runtimes.choice import make_explainer
+from conftest import random_demo, torchvision_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -129,18 +130,11 @@ LRASPP = "torchvision:lraspp_mobilenet_v3_large"
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """A 5-class LRASPP state dict, a DeepLabV3 one (another architecture) and a whole demo model."""
-    import torchvision.models.segmentation as tvseg
-
-    from seg_xai_fast.demo.model import DemoSegNet
-
     folder = tmp_path_factory.mktemp("checkpoints")
-    torch.manual_seed(0)
     paths = {"lraspp5": folder / "lraspp5.pt", "deeplab": folder / "deeplab.pt", "whole": folder / "whole.pt"}
-    torch.save(tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
-               paths["lraspp5"])
-    torch.save(tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5).state_dict(),
-               paths["deeplab"])
-    torch.save(DemoSegNet().eval(), paths["whole"])
+    torch.save(torchvision_model("lraspp_mobilenet_v3_large", num_classes=5).state_dict(), paths["lraspp5"])
+    torch.save(torchvision_model("deeplabv3_mobilenet_v3_large", num_classes=5).state_dict(), paths["deeplab"])
+    torch.save(random_demo(), paths["whole"])
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -287,7 +281,7 @@ class _RecordingBar:
 def test_evaluate_progress_moves_within_a_chunk_ends_at_n_and_estimates_the_run(monkeypatch):
     import tqdm.auto
 
-    from seg_xai_fast.metrics import evaluate
+    from seg_xai_fast.apps.evaluate import evaluate
 
     monkeypatch.setattr(tqdm.auto, "tqdm", _RecordingBar)
     _RecordingBar.instances.clear()

@@ -3,8 +3,9 @@
     seg-xai evaluate [--model demo] [--layer decoder] [--methods gradcam,gradcam++] [--n 12]
                      [--size 128] [--json] [--out DIR]
 
-Runs `metrics.evaluate` (pointing games, deletion/insertion AUC, ROAD, parameter randomisation)
-for each method and prints a table; `--json` prints exactly one JSON object on stdout instead;
+`evaluate` runs every metric of seg_xai_fast.metrics (pointing games, deletion/insertion AUC, ROAD,
+parameter randomisation) for each method on images with ground truth; `run_evaluate` runs it on
+generated scenes and prints a table; `--json` prints exactly one JSON object on stdout instead;
 `--out DIR` also writes metrics.csv, metrics.json and curves.png. Progress goes to stderr.
 """
 from __future__ import annotations
@@ -13,16 +14,37 @@ import csv
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 
 from ..demo.scenes import CLASS_NAMES, synthetic_scenes
 from ..engine.capture import model_logits
+from ..engine.checks import check_images, describe
+from ..engine.methods import check_options_used
 from ..fileio import atomic_write_text
-from ..metrics import METRIC_KEYS, ROAD_PERCENTILES, evaluate
+from ..metrics import (
+    METRIC_KEYS,
+    ROAD_PERCENTILES,
+    auc,
+    default_stages,
+    deletion_curves,
+    energy_pointing_game,
+    insertion_curves,
+    pointing_game,
+    predicted_regions,
+    randomization_check,
+    randomized_models,
+    road,
+    summarize,
+    summarize_per_class,
+)
+from ..metrics.checks import check_class_ids
+from ..metrics.randomisation import method_explainer
 from ..models import load_model, require_layer
 from ..viz import save_png
 
@@ -30,7 +52,7 @@ EVAL_SEED = 4242  # scenes never seen in training (train seeds >= 1_000_000, val
 DEFAULT_CLASSES = "disc,square,triangle"  # object classes; background makes the pointing games trivial
 CONTEXT_KEYS = ("context_deletion_auc", "context_insertion_auc")
 # About 6 CPU-seconds a scene with the defaults (2 methods, 128², 16 steps): 12 scenes take about a
-# minute on 2 cores; chunks of 4 give the run's estimate early (metrics.evaluate's progress).
+# minute on 2 cores; chunks of 4 give the run's estimate early (evaluate's progress).
 DEFAULT_N, DEFAULT_BATCH = 12, 4
 
 # Column titles of the printed table; arrows say which direction is better.
@@ -46,6 +68,150 @@ _TITLES = {
     "context_insertion_auc": "ctx ins↑",
 }
 
+
+def evaluate(
+    model: nn.Module,
+    layer: Union[str, nn.Module],
+    methods: Union[str, Sequence[str]],
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    classes: Optional[Sequence[int]] = None,
+    *,
+    tolerance: float = 15.0,
+    steps: int = 16,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    stages: Optional[Sequence[str]] = None,
+    context: bool = False,
+    batch_size: int = 8,
+    forward_batch: int = 32,
+    seed: int = 0,
+    output_key: str = "out",
+    progress: bool = False,
+    options: Optional[dict] = None,
+) -> dict:
+    """Every metric of seg_xai_fast.metrics for each method, on images with ground truth.
+
+    images: float [N,3,H,W] as the model takes them; truth: int [N,H,W] class ids; classes: the
+    class ids to explain and score (None: every output class; background classes make the
+    pointing games trivial, so pass the object classes). Maps target each class's predicted
+    pixels (the Explainer's default). `stages` as `randomized_models` (None: `default_stages`,
+    () skips the check). Images go through in chunks of `batch_size`; when `progress`, a tqdm
+    bar on stderr counts scenes (it moves after each metric of a chunk, with tqdm's estimate of
+    the time left) and one line after the first chunk estimates the whole run. `layer` serves
+    the layer methods (the input-space ones take none); `options`: method options, each method
+    taking the entries it knows (every entry must be some method's).
+
+    Returns {method: {key: float for key in METRIC_KEYS, plus "context_deletion_auc" and
+    "context_insertion_auc" when `context`, "randomization_by_stage" {stage: float},
+    "road_morf_by_percentile"/"road_lerf_by_percentile" {p: float}, "deletion_curve" and
+    "insertion_curve" (lists of T+1 floats, the class-averaged mean curves, whose AUCs are the
+    reported AUCs), "per_class" {metric: {class id: float}}, "pairs" (counted image-class pairs)}}.
+    NaN marks a metric with nothing counted.
+    """
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    images = check_images(images)
+    if not isinstance(truth, torch.Tensor) or truth.dtype.is_floating_point or truth.dtype == torch.bool \
+            or tuple(truth.shape) != (images.shape[0],) + tuple(images.shape[-2:]):
+        raise ValueError(f"truth must be an int tensor [N={images.shape[0]},H,W] matching images, got {describe(truth)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    device = next((p.device for p in model.parameters()), images.device)
+    images, truth = images.to(device), truth.to(device)
+    if classes is None:
+        classes = list(range(model_logits(model, images[:1], output_key).shape[1]))
+    ids = check_class_ids(classes)
+    stages = default_stages(model) if stages is None else list(stages)
+    models = randomized_models(model, stages, seed) if stages else []
+    check_options_used(methods, options)
+    for method in methods:  # fail early on a bad name, layer or option, before any work
+        method_explainer(model, layer, method, output_key, options)
+
+    parts = {m: {key: [] for key in ("pg", "epg", "del", "ins", "cdel", "cins", "morf", "lerf", "rand")} for m in methods}
+    from tqdm.auto import tqdm  # a dependency of the package; imported here to keep `import` light
+
+    N = images.shape[0]
+    # Counts scenes: each (chunk, method) moves the bar by the chunk's share, in one step per metric.
+    bar = tqdm(total=N, desc="evaluate", unit="scene", disable=not progress, leave=False, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} scenes [{elapsed}<{remaining}]")
+    metric_steps = 4 + (2 if context else 0) + (1 if models else 0)  # maps+pointing, del, ins, [ctx], ROAD, [rand]
+    common = dict(seed=seed, output_key=output_key, forward_batch=forward_batch)
+    start = time.perf_counter()
+    try:
+        for lo in range(0, N, batch_size):
+            x, gt = images[lo : lo + batch_size], truth[lo : lo + batch_size]
+            steps_done, chunk_steps = 0, len(methods) * metric_steps
+
+            def advance():  # exact fractions of the chunk, so the bar ends at N (no float drift)
+                nonlocal steps_done
+                steps_done += 1
+                bar.update(lo + x.shape[0] * steps_done / chunk_steps - bar.n)
+
+            regions = predicted_regions(model, x, ids, output_key=output_key, forward_batch=forward_batch)
+            for method in methods:
+                bar.set_description(f"evaluate {method}")
+                maps = method_explainer(model, layer, method, output_key, options)(x, classes=ids).maps
+                acc = parts[method]
+                acc["pg"].append(pointing_game(maps, gt, ids, tolerance))
+                acc["epg"].append(energy_pointing_game(maps, gt, ids))
+                advance()
+                acc["del"].append(deletion_curves(model, x, maps, ids, regions=regions, steps=steps, **common))
+                advance()
+                acc["ins"].append(insertion_curves(model, x, maps, ids, regions=regions, steps=steps, **common))
+                advance()
+                if context:
+                    acc["cdel"].append(deletion_curves(model, x, maps, ids, regions=regions, steps=steps, context=True, **common))
+                    advance()
+                    acc["cins"].append(insertion_curves(model, x, maps, ids, regions=regions, steps=steps, context=True, **common))
+                    advance()
+                removal = road(model, x, maps, ids, regions=regions, percentiles=percentiles, **common)
+                acc["morf"].append(removal["morf"])
+                acc["lerf"].append(removal["lerf"])
+                advance()
+                if models:
+                    # The default targets are the predicted regions, so these maps equal the
+                    # ones the check would compute with masks = M_c.
+                    acc["rand"].append(randomization_check(model, layer, method, x, ids, models=models, maps=maps,
+                                                           output_key=output_key, options=options))
+                    advance()
+            if progress and lo == 0 and x.shape[0] < N:
+                per_scene = (time.perf_counter() - start) / x.shape[0]
+                bar.write(f"evaluate: {per_scene:.2f} s per scene ({len(methods)} methods): about "
+                          f"{per_scene * N:.0f} s for {N} scenes", file=sys.stderr)
+    finally:
+        bar.close()
+    return {method: _summary(parts[method], ids, steps, list(percentiles), stages, context) for method in methods}
+
+
+def _summary(acc: dict, ids: list, steps: int, pcts: list, stages: list, context: bool) -> dict:
+    """Per-method result dict from the per-chunk per-pair tensors of `evaluate`."""
+    cat = {k: torch.cat([v.cpu() for v in vs]) for k, vs in acc.items() if vs and isinstance(vs[0], torch.Tensor)}
+    nan = math.nan
+    rand = {s: torch.cat([chunk[s] for chunk in acc["rand"]]) for s in stages} if acc["rand"] else {}
+    per_pair = {
+        "pointing_game": cat["pg"],
+        "energy_pointing_game": cat["epg"],
+        "deletion_auc": auc(cat["del"]),
+        "insertion_auc": auc(cat["ins"]),
+        "road_morf": cat["morf"].mean(dim=2),
+        "road_lerf": cat["lerf"].mean(dim=2),
+    }
+    if context:
+        per_pair["context_deletion_auc"] = auc(cat["cdel"])
+        per_pair["context_insertion_auc"] = auc(cat["cins"])
+    if rand:
+        per_pair["randomization_spearman"] = rand[stages[-1]]
+    out = {key: float(summarize(v)) for key, v in per_pair.items()}
+    out.setdefault("randomization_spearman", nan)
+    out["randomization_by_stage"] = {s: float(summarize(v)) for s, v in rand.items()}
+    out["road_morf_by_percentile"] = {p: float(v) for p, v in zip(pcts, summarize(cat["morf"]))}
+    out["road_lerf_by_percentile"] = {p: float(v) for p, v in zip(pcts, summarize(cat["lerf"]))}
+    out["deletion_curve"] = [float(v) for v in summarize(cat["del"])]
+    out["insertion_curve"] = [float(v) for v in summarize(cat["ins"])]
+    out["per_class"] = {key: {c: float(v) for c, v in zip(ids, summarize_per_class(vals))} for key, vals in per_pair.items()}
+    out["pairs"] = int((~cat["del"][..., 0].isnan()).sum())
+    return out
 
 def run_evaluate(
     model: str = "demo",
@@ -66,7 +232,7 @@ def run_evaluate(
     num_classes: Optional[int] = None,
     options: Optional[dict] = None,
 ) -> dict:
-    """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `metrics.evaluate`'s dict
+    """Evaluate `methods` on `n` scenes of `size`² from `seed`; returns `evaluate`'s dict
     plus "_meta" (settings, seconds, files written). `model`, `weights`, `num_classes`: as models.load_model's;
     the model's classes are the scenes' CLASS_NAMES. `classes`: names or ids
     (None: the object classes). `options`: the methods' options (each takes the entries it knows)."""

@@ -1,8 +1,9 @@
 """The CAM stage's kernels: every op with its fused C++/CUDA implementation (the compiled core)
 and its pure-PyTorch twin (``kernels.reference``, the oracle the tests compare against).
 
-ops.py validates arguments and dispatches on ``backend`` ("auto" | "fused" | "torch");
-backend.py loads the compiled core; colormaps.py holds the overlay look-up tables.
+ops/ validates arguments and dispatches on ``backend`` ("auto" | "fused" | "torch"), one module
+per op family as in csrc/; reference/ holds the twins in modules of the same names; backend.py
+loads the compiled core; colormaps.py holds the overlay look-up tables.
 """
 from . import reference
 from .backend import build_info

@@ -1,0 +1,33 @@
+"""Torch-facing layer of the fused kernels: validation, output allocation and backend dispatch.
+
+Every op takes ``backend``:
+  "fused"  the compiled core (raises if it cannot run these dtypes/devices),
+  "torch"  the pure-PyTorch twin in seg_xai_fast.kernels.reference,
+  "auto"   fused when the core supports the inputs' dtype and device, else torch.
+The core supports float32 on CPU, and float32/float16/bfloat16 on CUDA (accumulating in float32).
+Non-contiguous inputs are copied (``.contiguous()``) before the fused path, never rejected.
+Every op accepts ``out=``, a contiguous tensor of the result's shape, dtype and device that is
+written and returned (the tests pass NaN-filled outputs through it).
+
+One module per op family, as csrc/ and kernels/reference/: normalize (csrc/normalize_maps.cpp,
+resize_normalize.cpp), cam (channel_weights.cpp, weighted_cam.cpp, elementwise_cam.cpp,
+pooled_cam.cpp and the whole CAM stage cam_from_gradients), seeds (class_argmax.cpp, seeds.cpp),
+display (overlay.cpp), perturbation (perturbation.cpp). checks.py holds the argument checks,
+dispatch.py the backend choice and the calling convention of the core.
+
+Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
+(H, W) the output/image size, L logit classes.
+"""
+from .cam import (
+    analytic_gradcampp_weights,
+    cam_from_gradients,
+    channel_weights,
+    elementwise_cam,
+    pooled_cam,
+    weighted_cam,
+)
+from .dispatch import BACKENDS
+from .display import overlay
+from .normalize import normalize_maps, resize_normalize
+from .perturbation import region_scores, rise_accumulate, rise_inputs, scorecam_inputs, segment_inputs
+from .seeds import class_argmax, label_seeds, mask_seeds

@@ -1,0 +1,233 @@
+"""Faithfulness to the model: deletion and insertion curves (and their AUC), and ROAD.
+
+Pixel orderings rank by decreasing saliency; ties are broken by a fixed pseudo-random permutation
+(``seed``), so flat map regions are not removed in raster order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..engine.checks import check_images, describe
+from .checks import check_class_ids, check_maps, check_number
+from .imputation import noisy_linear_impute
+from .scores import class_scores, predicted_regions
+
+ROAD_PERCENTILES = (10, 30, 50, 70, 90)
+
+
+def deletion_curves(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    regions: Optional[torch.Tensor] = None,
+    steps: int = 16,
+    context: bool = False,
+    substrate: float = 0.0,
+    seed: int = 0,
+    output_key: str = "out",
+    forward_batch: int = 32,
+) -> torch.Tensor:
+    """Deletion curves (Petsiuk et al. 2018), segmentation version.
+
+    images: float [B,3,H,W] as the model takes them; maps: float [B,K,H,W]; classes: K ids;
+    regions: bool [B,K,H,W] frozen M_c (None: from the clean prediction).
+    Step t = 0..T replaces the round(t·P/T) most salient of the P candidate pixels (all pixels;
+    with context=True only the pixels outside M_c, which stays intact) by `substrate` in every channel (0: black,
+    since the model takes [0,1] images and normalises them itself) and records s_c.
+    The T+1 images of a pair go through the model as one batch (chunked by forward_batch).
+    Returns float32 [B,K,T+1]; NaN rows where M_c is empty (or, with context, fills the image).
+    """
+    fill = check_number(substrate, "substrate")
+    return _perturbation_curves(
+        model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch,
+        start=lambda x: x, end=lambda x: torch.full_like(x, fill),
+    )
+
+
+def insertion_curves(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    regions: Optional[torch.Tensor] = None,
+    steps: int = 16,
+    context: bool = False,
+    blur_kernel: int = 11,
+    blur_sigma: float = 5.0,
+    seed: int = 0,
+    output_key: str = "out",
+    forward_batch: int = 32,
+) -> torch.Tensor:
+    """Insertion curves: start from `gaussian_blur(images)` and put the original pixels back,
+    most salient first. With context=True only the pixels outside M_c start blurred (M_c stays
+    original throughout). Arguments and result as `deletion_curves`; float32 [B,K,T+1]."""
+    return _perturbation_curves(
+        model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch,
+        start=lambda x: gaussian_blur(x, blur_kernel, blur_sigma), end=lambda x: x,
+    )
+
+
+def auc(curves: torch.Tensor) -> torch.Tensor:
+    """Area under curves sampled at T+1 evenly spaced fractions of [0,1] (trapezoid rule).
+
+    curves: float [...,T+1] with T >= 1. Returns [...]: (Σ_t y_t − (y_0+y_T)/2) / T.
+    """
+    if not isinstance(curves, torch.Tensor) or curves.ndim < 1 or curves.shape[-1] < 2:
+        got = list(curves.shape) if isinstance(curves, torch.Tensor) else type(curves).__name__
+        raise ValueError(f"curves must be a tensor [...,T+1] with T >= 1, got {got}")
+    T = curves.shape[-1] - 1
+    return (curves.sum(dim=-1) - (curves[..., 0] + curves[..., -1]) / 2) / T
+
+
+def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Separable Gaussian blur of images float [N,C,H,W] → [N,C,H,W] (replicate padding, so the
+    borders do not darken as they would with zero padding)."""
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"blur_kernel must be a positive odd int, got {kernel_size!r}")
+    sigma = check_number(sigma, "blur_sigma", minimum=1e-6)
+    N, C, H, W = images.shape
+    r = kernel_size // 2
+    taps = torch.arange(-r, r + 1, device=images.device, dtype=torch.float32)
+    g = torch.exp(-(taps**2) / (2 * sigma**2))
+    g = (g / g.sum()).to(images.dtype)
+    x = F.pad(images.reshape(N * C, 1, H, W), (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, g.view(1, 1, 1, -1))
+    x = F.conv2d(x, g.view(1, 1, -1, 1))
+    return x.reshape(N, C, H, W)
+
+
+def _perturbation_curves(model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch, start, end):
+    """x_t = where(changed_t, end(x), start(x)), changed_t = the first n_t candidates in saliency order;
+    with context, pixels of M_c keep their original values at every step."""
+    images, maps, ids, regions = _check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    B, K, H, W = maps.shape
+    curves = torch.full((B, K, steps + 1), math.nan)
+    perm = _tie_break(H * W, seed, maps.device)
+    for b in range(B):
+        first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,3,H,W]
+        for k in range(K):
+            region = regions[b, k]
+            candidates = ~region if context else torch.ones_like(region)
+            P = int(candidates.sum())
+            if not region.any() or P == 0:
+                continue
+            rank = _saliency_rank(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
+            counts = torch.tensor([round(t * P / steps) for t in range(steps + 1)], device=rank.device)
+            changed = rank[None] < counts.view(-1, 1, 1)  # [T+1,H,W]
+            batch = torch.where(changed[:, None], last, first)  # [T+1,3,H,W]
+            if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
+                batch = torch.where(region, images[b : b + 1], batch)
+            curves[b, k] = class_scores(model, batch, ids[k], region, output_key=output_key, forward_batch=forward_batch).cpu()
+    return curves
+
+
+def road(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    regions: Optional[torch.Tensor] = None,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise_std: float = 0.01,
+    seed: int = 0,
+    output_key: str = "out",
+    forward_batch: int = 32,
+) -> dict:
+    """ROAD (Rong et al., ICML 2022): remove pixels by noisy linear imputation, measure Δs_c.
+
+    images: float [B,3,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
+    frozen M_c (None: from the clean prediction). For each removal percentage p in
+    `percentiles` (0 < p < 100), MoRF removes the round(p·HW/100) most salient pixels and LeRF
+    the same number of least salient ones (the paper's convention; pytorch-grad-cam's
+    RemoveMostRelevantFirst(p) instead removes the top 100−p %). Removed pixels are imputed by
+    `noisy_linear_impute`; the 2·P images of a pair go through the model as one batch.
+    Returns {"morf": float32 [B,K,P], "lerf": float32 [B,K,P]} of s_c(imputed) − s_c(clean),
+    NaN where M_c is empty. A faithful map makes MoRF strongly negative and LeRF close to 0.
+    """
+    images, maps, ids, regions = _check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
+    pcts = _check_percentiles(percentiles)
+    B, K, H, W = maps.shape
+    P = len(pcts)
+    counts = torch.tensor([round(p * H * W / 100) for p in pcts], device=maps.device)
+    perm = _tie_break(H * W, seed, maps.device)
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    out = {"morf": torch.full((B, K, P), math.nan), "lerf": torch.full((B, K, P), math.nan)}
+    everything = torch.ones(H, W, dtype=torch.bool, device=maps.device)
+    for b in range(B):
+        for k in range(K):
+            region = regions[b, k]
+            if not region.any():
+                continue
+            rank = _saliency_rank(maps[b, k], everything, perm)
+            morf = rank[None] < counts.view(-1, 1, 1)  # [P,H,W]
+            lerf = rank[None] >= H * W - counts.view(-1, 1, 1)
+            removed = torch.cat([morf, lerf])  # [2P,H,W]
+            batch = noisy_linear_impute(images[b : b + 1].expand(2 * P, -1, -1, -1), removed, noise_std, generator=generator)
+            scores = class_scores(model, torch.cat([images[b : b + 1], batch]), ids[k], region,
+                                  output_key=output_key, forward_batch=forward_batch).cpu()
+            delta = scores[1:] - scores[0]
+            out["morf"][b, k], out["lerf"][b, k] = delta[:P], delta[P:]
+    return out
+
+
+def _tie_break(n: int, seed: int, device) -> torch.Tensor:
+    """A fixed permutation of n pixel indices: the order among equal saliencies."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def _saliency_rank(saliency: torch.Tensor, candidates: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Rank of each pixel (0 = most salient) among the candidates; non-candidates rank after them.
+
+    saliency: float [H,W]; candidates: bool [H,W]; perm: long [H·W] tie-break order. Returns long [H,W].
+    """
+    key = torch.where(candidates, saliency.float(), torch.full_like(saliency, -math.inf, dtype=torch.float32)).flatten()
+    order = perm[torch.argsort(key[perm], descending=True, stable=True)]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank.view(saliency.shape)
+
+
+def _check_percentiles(percentiles) -> list[float]:
+    try:
+        pcts = [float(p) for p in percentiles]
+    except (TypeError, ValueError):
+        raise ValueError(f"percentiles must be a sequence of numbers in (0, 100), got {percentiles!r}") from None
+    if not pcts or any(not 0 < p < 100 for p in pcts):
+        raise ValueError(f"percentiles must be a non-empty sequence of numbers in (0, 100), got {pcts}")
+    return pcts
+
+
+def _check_pairs(model, images, maps, classes, regions, output_key, forward_batch):
+    """Validated (images, maps, class ids, regions bool [B,K,H,W]) for the perturbation metrics."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(forward_batch, int) or forward_batch < 1:
+        raise ValueError(f"forward_batch must be a positive int, got {forward_batch!r}")
+    images = check_images(images)
+    maps = check_maps(maps)
+    B, K, H, W = maps.shape
+    if images.shape[0] != B or images.shape[-2:] != maps.shape[-2:]:
+        raise ValueError(f"images must be [B={B},3,H={H},W={W}] like maps, got {list(images.shape)}")
+    ids = check_class_ids(classes)
+    if len(ids) != K:
+        raise ValueError(f"classes must hold one id per map (K={K}), got {len(ids)}: {ids}")
+    device = next((p.device for p in model.parameters()), images.device)
+    images, maps = images.to(device), maps.to(device)
+    if regions is None:
+        regions = predicted_regions(model, images, ids, output_key=output_key, forward_batch=forward_batch)
+    elif not isinstance(regions, torch.Tensor) or regions.dtype != torch.bool or regions.shape != maps.shape:
+        raise ValueError(f"regions must be a bool tensor [B={B},K={K},H={H},W={W}], got {describe(regions)}")
+    return images, maps, ids, regions.to(device)

@@ -1,0 +1,47 @@
+"""What the perturbation metrics measure: the clean prediction's frozen class regions M_c and the
+class score s_c of (perturbed) images on them."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..engine.capture import model_logits
+from ..engine.checks import check_images
+from .checks import check_class_ids
+
+
+def predicted_regions(
+    model: nn.Module, images: torch.Tensor, classes: Sequence[int], *, output_key: str = "out", forward_batch: int = 32
+) -> torch.Tensor:
+    """The frozen class regions M_c of the clean prediction.
+
+    images: float [B,3,H,W]; classes: K class ids. Returns bool [B,K,H,W]: argmax f(images) == c.
+    """
+    images = check_images(images)
+    labels = torch.cat([model_logits(model, chunk, output_key).argmax(dim=1) for chunk in images.split(forward_batch)])
+    if labels.shape[-2:] != images.shape[-2:]:
+        raise ValueError(
+            f"the model output must have the images' size {list(images.shape[-2:])}, got {list(labels.shape[-2:])}"
+        )
+    ids = torch.as_tensor(check_class_ids(classes), device=labels.device)
+    return labels[:, None] == ids.view(1, -1, 1, 1)
+
+
+def class_scores(
+    model: nn.Module, images: torch.Tensor, cls: int, region: torch.Tensor, *, output_key: str = "out", forward_batch: int = 32
+) -> torch.Tensor:
+    """s_c for a batch of (perturbed) images that share one class and one frozen region.
+
+    images: float [N,3,H,W]; cls: class id c; region: bool [H,W] non-empty (M_c).
+    At most `forward_batch` images go through the model at once (the memory bound).
+    Returns float32 [N]: mean softmax probability of class c over the region's pixels.
+    """
+    weight = region.to(images.device, torch.float32)
+    weight = weight / weight.sum()
+    scores = []
+    for chunk in images.split(forward_batch):
+        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,H,W]
+        scores.append((probs * weight).flatten(1).sum(dim=1))
+    return torch.cat(scores)
