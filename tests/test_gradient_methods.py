@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import seg_xai_fast as sx
+from seg_xai_fast.engine import method_maths
 from seg_xai_fast import reference
 from seg_xai_fast.engine.methods import get_method
 
@@ -87,12 +88,12 @@ def test_segxrescam_pool_1_is_hirescam(model, images, reduce, gradient_path):
 
 
 def test_randomcam_weights_statistics():
-    w = reference.random_weights(50, 400, seed=0)  # 20 000 draws
+    w = method_maths.random_weights(50, 400, seed=0)  # 20 000 draws
     assert w.shape == (50, 400) and bool((w > -1).all()) and bool((w < 1).all())
     assert abs(float(w.mean())) < 0.02  # uniform(-1, 1): mean 0, standard error 0.004
     assert abs(float(w.std()) - 1 / math.sqrt(3)) < 0.01
-    assert torch.equal(w, reference.random_weights(50, 400, seed=0))
-    assert not torch.equal(w, reference.random_weights(50, 400, seed=1))
+    assert torch.equal(w, method_maths.random_weights(50, 400, seed=0))
+    assert not torch.equal(w, method_maths.random_weights(50, 400, seed=1))
 
 
 def test_randomcam_maps(model, images):
@@ -106,7 +107,7 @@ def test_randomcam_maps(model, images):
     assert (alone.maps[0, 0] - res.maps[1, 2]).abs().max() <= 1e-6
     # and is the weighted sum of the activations with the seeded weights
     A, _ = _layer_and_gradient(model, images, 0, torch.ones(images.shape[-2:]))
-    w = reference.random_weights(res.maps.shape[1], A.shape[1], 4)  # every class of the model, seed 4
+    w = method_maths.random_weights(res.maps.shape[1], A.shape[1], 4)  # every class of the model, seed 4
     expected = reference.postprocess(reference.weighted_combine(A, w[None].expand(A.shape[0], -1, -1)), images.shape[-2:])
     assert (res.maps - expected).abs().max() <= 1e-5
 

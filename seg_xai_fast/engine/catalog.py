@@ -7,7 +7,7 @@ engine/options.py checks them by name.
 from __future__ import annotations
 
 from ..kernels import reference
-from . import analytic
+from . import analytic, method_maths
 from .fullgrad import explain_fullgrad
 from .gradients import explain_gradients
 from .methods import Method, add_method, set_family_runner
@@ -85,15 +85,15 @@ for _spec in (
                 "Yeasin 2020)", "EigenCAM", activation_cam=lambda A, options: reference.eigen_cam(A).unsqueeze(1)),
     _activation("kpcacam", "KPCA-CAM: first kernel principal component of the activations, class-agnostic (Karmani "
                 "et al. 2024)", "KPCA_CAM", options=(("kernel", "sigmoid"), ("gamma", None)),
-                activation_cam=lambda A, options: reference.kpca_projection(
+                activation_cam=lambda A, options: method_maths.kpca_projection(
                     A, options["kernel"], options["gamma"]).unsqueeze(1)),
     _activation("fem", "FEM: channels weighted by the share of positions above mean + k·std, class-agnostic (Fuad "
                 "et al. 2020)", "FEM", options=(("k", 2),),
-                activation_weights=lambda A, classes, num_classes, options: reference.fem_weights(
+                activation_weights=lambda A, classes, num_classes, options: method_maths.fem_weights(
                     A, options["k"]).unsqueeze(1)),
     _activation("randomcam", "RandomCAM: random channel weights uniform in (-1, 1), a sanity-check baseline "
                 "(pytorch-grad-cam's RandomCAM)", "RandomCAM", class_specific=True, options=(("seed", 0),) + _EIGEN,
-                activation_weights=lambda A, classes, num_classes, options: reference.random_weights(
+                activation_weights=lambda A, classes, num_classes, options: method_maths.random_weights(
                     num_classes, A.shape[1], options["seed"])[list(classes)].to(A.device)
                 .unsqueeze(0).expand(A.shape[0], -1, -1)),
     Method("scorecam", "Score-CAM: channels weighted by the softmax of the scores of the input masked by each channel "

@@ -7,7 +7,7 @@ per chunk of classes, one backward to the input gives ∂S_k/∂x and every ∂S
 
     raw_k = Σ_c R(N(|x·∂S_k/∂x|_c)) + Σ_l Σ_c R(N(|b_l·∂S_k/∂z_l|_c)),   map_k = N(raw_k)
 
-(reference.fullgrad_map; N = per-channel min-max, R = bilinear resize to the input size, b_l the
+(method_maths.fullgrad_map; N = per-channel min-max, R = bilinear resize to the input size, b_l the
 conv bias or BatchNorm's effective bias β − μ·γ/√(σ² + ε)). Unlike the layer methods this backward
 runs through the whole network, so it costs about as much as the peer's per class; the saving is
 the one forward for all classes and the channel sums taken before the resize.
@@ -22,6 +22,7 @@ from ..kernels import reference
 from .capture import ForwardCapture, ModelState, select_output
 from .checks import check_classes
 from .gradients import chunked_vjps
+from .method_maths import fullgrad_map
 from .outputs import Explanation, labels_and_seeds
 
 #: The module types whose biases FullGrad sums (exact types, as pytorch-grad-cam).
@@ -106,7 +107,7 @@ def _fullgrad_maps(explainer, x, start, leaves, biases, seeds, class_ids, active
         # a bias layer the target does not reach (allow_unused) contributes nothing
         terms = [(b, g) for b, g in zip(biases, grads[1:]) if g is not None]
         gx = grads[0] if grads[0] is not None else torch.zeros((len(ks),) + tuple(x.shape), device=x.device)
-        raw = reference.fullgrad_map(x.detach(), gx, terms)  # [n,B,H,W]
+        raw = fullgrad_map(x.detach(), gx, terms)  # [n,B,H,W]
         if not torch.isfinite(raw).all():
             raise FloatingPointError(f"FullGrad gradients contain NaN or Inf (classes {[class_ids[k] for k in ks]})")
         raw = raw.transpose(0, 1)

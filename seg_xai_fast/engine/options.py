@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..kernels.reference import GRADIENT_CAM_METHODS, KPCA_KERNELS, POOL_REDUCTIONS, SCORE_TYPES
+from ..kernels.reference import GRADIENT_CAM_METHODS, POOL_REDUCTIONS, SCORE_TYPES
+from .method_maths import KPCA_KERNELS
 from .methods import get_method
 
 BASELINES = ("mean", "blur")

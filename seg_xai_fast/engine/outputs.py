@@ -17,6 +17,7 @@ from .. import kernels
 from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
 from .cam_stage import cam_stage
+from . import method_maths
 from .checks import check_classes, check_resolution, class_position
 from .methods import get_method
 from .options import check_options
@@ -150,10 +151,10 @@ def explain_linear_head(
 
 def finer_coefficients(logits: torch.Tensor, labels: torch.Tensor, class_ids: list, masks: MaskSpec,
                        options: dict) -> torch.Tensor:
-    """Finer-CAM's coefficients float32 [B,K,L] (reference.finer_coefficients) from the logits
+    """Finer-CAM's coefficients float32 [B,K,L] (method_maths.finer_coefficients) from the logits
     float [B,L,H,W] and each class's target region (labels int64 [B,H,W], masks as Explainer)."""
     scores, areas = region_logit_sums(logits, labels, class_ids, masks)
-    return reference.finer_coefficients(scores, areas, class_ids, options["alpha"], options["comparison_categories"])
+    return method_maths.finer_coefficients(scores, areas, class_ids, options["alpha"], options["comparison_categories"])
 
 
 def explain_activations(

@@ -33,6 +33,7 @@ from .. import kernels
 from ..kernels import reference
 from .capture import ModelState, select_output
 from .checks import check_classes
+from .method_maths import ablation_values
 from .outputs import Explanation, ForwardPass
 from .targets import target_masks
 
@@ -295,7 +296,7 @@ def ablationcam_weights(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
     chunk = run.chunk()
     scores = torch.empty(B, C, len(run.class_ids), device=A.device)
     for b in range(B):
-        values = reference.ablation_values(float(A[b].min()), batch).to(A.device)
+        values = ablation_values(float(A[b].min()), batch).to(A.device)
         for lo in range(0, C, chunk):
             ids = torch.arange(lo, min(lo + chunk, C), device=A.device)
 
