@@ -12,7 +12,7 @@ import torch
 import seg_xai_fast as sx
 from seg_xai_fast.engine import method_maths
 from seg_xai_fast import reference
-from seg_xai_fast.engine.methods import get_method
+from seg_xai_fast.engine.methods import get_method, remove_method
 
 NEW_GRADIENT = ["gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam"]
 NEW_ACTIVATION = ["kpcacam", "fem", "randomcam"]
@@ -208,12 +208,16 @@ def test_methods_doc_examples_run():
     """Every Python block of docs/methods.md runs, and its shape comments are what it prints."""
     text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 7
-    for block in blocks:
-        scope = {}
-        exec(compile(block, "docs/methods.md", "exec"), scope)
-        shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
-        assert str(scope["res"].maps.shape) == shape
+    assert len(blocks) == 8
+    try:
+        for block in blocks:
+            scope = {}
+            exec(compile(block, "docs/methods.md", "exec"), scope)
+            shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
+            assert str(scope["res"].maps.shape) == shape
+    finally:  # the user-method example registers one
+        if "positive_gradcam" in sx.methods():
+            remove_method("positive_gradcam")
 
 
 @pytest.mark.parametrize("method", [m for m in NEW_GRADIENT if "aug_smooth" in sx.method_options(m)])
