@@ -20,6 +20,7 @@ import torch.nn as nn
 from .. import kernels
 from ..kernels import reference
 from .cam_stage import stage_cam
+from .methods import get_method
 
 # Modules that are affine or the identity in eval mode, hence foldable into the 1×1 conv.
 FOLDABLE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
@@ -109,7 +110,7 @@ def analytic_cam(
     activations: torch.Tensor,
     weight: torch.Tensor,
     seeds: torch.Tensor,
-    spec,
+    method,
     output_size: Optional[tuple],
     backend: str = "auto",
     max_memory_mb: float = 1024.0,
@@ -119,12 +120,13 @@ def analytic_cam(
 
     activations: float [B,C,h,w]; weight: float [K,C] rows of the explained classes, or [B,K,C]
     when the row differs per image (Finer-CAM's combination of rows); seeds: float [B,K,h,w]
-    (R_k, at A's resolution); spec: the Method whose CAM stage applies (gradients.cam_stage);
-    options: its options. Returns float32 [B,K,H,W] in [0, 1]. The spec's closed_form gives the
+    (R_k, at A's resolution); method: the name or spec of the method whose CAM stage applies
+    (cam_stage.cam_stage); options: its options. Returns float32 [B,K,H,W] in [0, 1]. The spec's closed_form gives the
     channel weights or the raw maps from W, A and R; without one (or with eigen_smooth, a
     projection), G = W_kc·R_k is formed in class chunks and the spec's CAM stage runs on it.
     """
     options = options or {}
+    spec = get_method(method)
     h, w = activations.shape[-2:]
     size = (h, w) if output_size is None else tuple(output_size)
     closed = None
