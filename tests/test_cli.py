@@ -51,6 +51,6 @@ def test_bench_prints_ratios_table(tmp_path):
 
 def test_usage_errors_exit_2():
     proc = seg_xai("demo", "--method", "nope", check=False)
-    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    assert proc.returncode == 2 and "method must be one of" in proc.stderr and "got 'nope'" in proc.stderr
     proc = seg_xai("bench", "--model", "torchvision:nope", "--no-peer", check=False)
     assert proc.returncode == 2 and "NAME in" in proc.stderr

@@ -96,9 +96,10 @@ def fold_chain(chain: list[nn.Module], conv: nn.Conv2d) -> torch.Tensor:
 
 
 def is_linear_conv(module: nn.Module) -> bool:
-    """A 1×1, stride-1, ungrouped convolution: z(u) depends on A(u) alone."""
+    """A plain 1×1, stride-1, ungrouped nn.Conv2d (not a subclass, whose forward may differ:
+    weight standardisation, "SAME" padding): z(u) depends on A(u) alone, through `weight`."""
     return (
-        isinstance(module, nn.Conv2d)
+        type(module) is nn.Conv2d
         and module.kernel_size == (1, 1)
         and module.stride == (1, 1)
         and module.groups == 1

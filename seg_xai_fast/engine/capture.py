@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -143,30 +144,38 @@ class ForwardCapture:
     """Hooks for one forward pass; all removed on exit.
 
     Always captures the target activations A (the target module's output, or its first input for
-    InputOf). With leaf=True, A is swapped for a detached leaf that requires grad, so the graph
-    starts there, and every other module is watched for two things: the last low-resolution
-    tensor with a given channel count computed from A (the candidate pre-upsample logits z), and
-    the 1×1 convolutions fed by A through foldable modules (the candidate linear head). Above A,
-    a convolution with taps that only read zero padding runs without them (conv_taps.py).
+    InputOf; `call` picks one call of a module that runs several times, see activations()).
+    With leaf=True the graph starts at A: the tensor the module produced becomes a leaf that
+    requires grad (in place, so every reader of that object — a skip connection, a module that
+    records its output — is on the graph; its flag is restored on exit), the model goes on with a
+    copy (so an in-place operation after the layer is allowed), and every other module is
+    watched for the module outputs that may be the logits before the final upsample and for the
+    1×1 convolutions fed by A through foldable modules (the candidate linear head). Above A, a
+    plain nn.Conv2d with taps that only read zero padding runs without them (conv_taps.py).
     With tangent=True (inside torch.autograd.forward_ad.dual_level(), for ShapleyCAM) the model
     gets A as a dual tensor whose tangent is A itself, so the gradients computed from the pass
     carry the Hessian-vector products H·A as their tangents (forward-over-reverse).
+    With exact=True nothing is replaced or pruned: the caller runs the model with a graph from
+    below the layer (engine/exact.py), and A is the tensor the model itself computed.
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module, layer_name: str, use_input: bool = False,
-                 leaf: bool = False, reshape=None, tangent: bool = False) -> None:
+                 leaf: bool = False, reshape=None, tangent: bool = False, call: Optional[int] = None,
+                 exact: bool = False) -> None:
         self.model, self.layer, self.layer_name = model, layer, layer_name
-        self.tangent = tangent
+        self.tangent, self.call, self.exact = tangent, call, exact
         self.reshape = reshape  # token / channels-last layers: see adapters.layer_activations
         self.image_size: Optional[tuple] = None
         self.use_input, self.make_leaf = use_input, leaf
         self.handles: list = []
-        self.leaf: Optional[torch.Tensor] = None
-        self.calls = 0
-        self.latest_by_channels: dict[int, list] = {}  # channel count → tensors, oldest first
+        self.active = True  # False while paused(): the hooks stay registered but do nothing
+        self.leaves: list = []  # A of every call of the target module, in call order
+        self.raw: list = []  # (exact=True) the module's own output (or input) of every call
+        self.reshapes: list = []  # the reshape to A [B,C,h,w] applied to each call's tensor, or None
+        self.flagged: list = []  # tensors given requires_grad in place, reset on exit
+        self.module_outputs: list = []  # (module, output) of every module after A, in call order
         self.fed_by_leaf: list = []  # (tensor computed from A by foldable modules only, their chain)
-        self.convs: list = []  # (1×1 conv fed by such a tensor, the chain before it)
-        self.upsampled: list = []  # outputs of nn.Upsample modules, skipped as z candidates
+        self.convs: list = []  # (1×1 conv fed by such a tensor, the chain before it, its output's node)
 
     def __enter__(self):
         self.handles.append(self.model.register_forward_pre_hook(self._on_input))
@@ -179,7 +188,7 @@ class ForwardCapture:
         if self.make_leaf:
             for module in self.model.modules():
                 if isinstance(module, nn.Conv2d):  # first, so the watchers below see its output
-                    self.handles.append(module.register_forward_hook(skip_padding_taps, prepend=True))
+                    self.handles.append(module.register_forward_hook(self._on_conv, prepend=True))
                 if module is not self.model and (self.use_input or module is not self.layer):
                     self.handles.append(module.register_forward_hook(self._on_module))
         return self
@@ -188,31 +197,78 @@ class ForwardCapture:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        for tensor in self.flagged:
+            tensor.requires_grad_(False)
+        self.flagged.clear()
+
+    @contextmanager
+    def paused(self):
+        """The hooks do nothing inside (another pass of the same model, e.g. the exact check, runs
+        there); the graph and the tensors captured so far stay as they are."""
+        self.active = False
+        try:
+            yield self
+        finally:
+            self.active = True
+
+    def _on_conv(self, module, inputs, output):
+        return skip_padding_taps(module, inputs, output) if self.active else None
+
+    @property
+    def calls(self) -> int:
+        return len(self.leaves)
+
+    @property
+    def leaf(self) -> Optional[torch.Tensor]:
+        """A of the chosen call (see activations()), or None before the target module ran."""
+        return self._chosen(self.leaves)
 
     def _on_input(self, module, inputs):
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
+        if self.active and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].ndim == 4:
             self.image_size = tuple(inputs[0].shape[-2:])  # the grid of token layers follows from it
 
     def _capture(self, tensor, what: str) -> torch.Tensor:
-        if isinstance(tensor, torch.Tensor):  # tokens / channels-last → A [B,C,h,w] (adapters.py)
-            activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf)
-            if feed is not None or activations is not tensor:
-                if self.tangent:
-                    raise ValueError(f"target_layer {self.layer_name!r} outputs {list(tensor.shape)}, not [B,C,h,w]: "
-                                     "the Hessian-vector products (ShapleyCAM) need a layer with a [B,C,h,w] output")
-                self.calls += 1
-                self.leaf, self.fed_by_leaf = activations, []
-                return feed if feed is not None else tensor
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 4:
-            got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got {got}")
-        self.calls += 1
-        self.leaf = tensor.detach().requires_grad_(True) if self.make_leaf else tensor.detach()
-        fed = fwAD.make_dual(self.leaf, self.leaf.detach()) if self.tangent and self.make_leaf else self.leaf
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got "
+                             f"{type(tensor).__name__}")
+        if self.exact:  # nothing replaced: A is what the model computed, reshaped as the fast path does
+            activations, _ = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, False)
+            self.raw.append(tensor)
+            self.leaves.append(activations)
+            return tensor
+        # tokens / channels-last → A [B,C,h,w] (adapters.py)
+        activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf)
+        if feed is not None or activations is not tensor:
+            if self.tangent:
+                raise ValueError(f"target_layer {self.layer_name!r} outputs {list(tensor.shape)}, not [B,C,h,w]: "
+                                 "the Hessian-vector products (ShapleyCAM) need a layer with a [B,C,h,w] output")
+            self.leaves.append(activations)
+            self.fed_by_leaf = []
+            return feed if feed is not None else tensor
+        if tensor.ndim != 4:
+            raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got {list(tensor.shape)}")
+        if not self.make_leaf:
+            self.leaves.append(tensor.detach())
+            return tensor
+        if self.tangent:  # the dual tensor carries A's tangent: the model gets the dual, nothing else reads A
+            leaf = tensor.detach().requires_grad_(True)
+            fed = fwAD.make_dual(leaf, leaf.detach())
+        elif tensor.is_leaf and not tensor.requires_grad and not tensor.is_inference():
+            # The object itself becomes the leaf, so that every reader of it is on the graph; the
+            # model goes on with a copy, on which in-place operations after the layer are allowed.
+            leaf = tensor.requires_grad_(True)
+            self.flagged.append(leaf)
+            fed = leaf.clone()
+        else:  # already on a graph (inputs that require grad): a new leaf; verification checks the rest
+            leaf = tensor.detach().requires_grad_(True)
+            fed = leaf.clone()
+        self.leaves.append(leaf)
         self.fed_by_leaf = [(fed, [])]
         return fed
 
     def _on_target(self, module, inputs, output):
+        if not self.active:
+            return None
         if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):  # Hugging Face layers
             leaf = self._capture(output[0], "output")
             return (leaf,) + output[1:] if self.make_leaf else None
@@ -220,63 +276,87 @@ class ForwardCapture:
         return leaf if self.make_leaf else None
 
     def _on_target_input(self, module, inputs):
+        if not self.active:
+            return None
         leaf = self._capture(inputs[0] if inputs else None, "take as input")
         return (leaf,) + tuple(inputs[1:]) if self.make_leaf else None
 
     def _on_module(self, module, inputs, output):
-        if not isinstance(output, torch.Tensor) or output.ndim != 4 or not output.requires_grad:
+        if not self.active or not isinstance(output, torch.Tensor) or output.ndim != 4 or not output.requires_grad:
             return
-        if isinstance(module, nn.Upsample) or any(output is t for t in self.upsampled):
-            # an upsample module (DPT's, smp's heads) or a container returning its output: z is before it
-            self.upsampled.append(output)
-            return
-        self.latest_by_channels.setdefault(output.shape[1], []).append(output)
+        self.module_outputs.append((module, output, output.grad_fn))
         source = inputs[0] if inputs else None
         chain = next((c for t, c in self.fed_by_leaf if t is source), None)
         if chain is None:
             return
-        if isinstance(module, FOLDABLE):
+        if type(module) in FOLDABLE and foldable(module):
             self.fed_by_leaf.append((output, chain + [module]))
         elif is_linear_conv(module):
-            self.convs.append((module, chain))
+            self.convs.append((module, chain, output.grad_fn))  # the node as the conv made it
+
+    def _chosen(self, per_call: list):
+        if not per_call:
+            return None
+        if self.call is None:
+            return per_call[0] if len(per_call) == 1 else None
+        if not -len(per_call) <= self.call < len(per_call):
+            return None
+        return per_call[self.call]
+
+    def raw_tensor(self) -> Optional[torch.Tensor]:
+        """(exact=True) the tensor the target module produced (or took) in the chosen call."""
+        return self._chosen(self.raw)
 
     def activations(self) -> torch.Tensor:
-        if self.leaf is None:
+        """A [B,C,h,w] of the chosen call: the only call when `call` is None, else call number
+        `call` (−1: the last, as pytorch-grad-cam, whose hooks keep the last call's tensors)."""
+        if not self.leaves:
             raise ValueError(f"target_layer {self.layer_name!r} was not called during the forward pass")
-        if self.calls > 1:
+        if self.call is None and self.calls > 1:
             raise ValueError(
-                f"target_layer {self.layer_name!r} was called {self.calls} times in one forward pass; "
-                "choose a module that runs once"
+                f"target_layer {self.layer_name!r} was called {self.calls} times in one forward pass: say which "
+                "call to explain with call= (call=-1: the last, as pytorch-grad-cam), or choose a module that runs once"
             )
-        return self.leaf
+        chosen = self._chosen(self.leaves)
+        if chosen is None:
+            raise ValueError(f"call={self.call} but target_layer {self.layer_name!r} was called {self.calls} "
+                             f"time{'s' if self.calls > 1 else ''} in the forward pass")
+        return chosen
 
     def backward_start(self, logits: torch.Tensor):
         """(tensor to start the VJPs from, its upsample ((h, w), align_corners) or None).
 
-        If the logits are F.interpolate(z, bilinear) of a tensor z seen during the forward, start
-        from z (seeds Up*(M)); otherwise from the logits themselves (seeds M).
+        Read from the autograd graph, not from values: when the logits are the output of a
+        bilinear upsample (F.interpolate, nn.Upsample, nn.UpsamplingBilinear2d; no antialias)
+        whose input is a module's output z, still unmodified, the VJPs start at z with the seeds
+        pulled back through that very upsample (its align_corners from the graph). Otherwise they
+        start at the logits themselves (seeds M): exact, only slower.
         """
-        size = tuple(logits.shape[-2:])
-        # latest first: an auxiliary head computed after the main one (DPT's) is passed over
-        for z in reversed(self.latest_by_channels.get(logits.shape[1], [])[-4:]):
-            if z is logits or z.shape[-2:] == size:
-                continue
-            with torch.no_grad():
-                for align in (False, True):
-                    up = F.interpolate(z.detach(), size=size, mode="bilinear", align_corners=align)
-                    if torch.allclose(up, logits.detach(), rtol=1e-4, atol=1e-5):
-                        return z, (tuple(z.shape[-2:]), align)
+        upsample = bilinear_upsample(logits)
+        if upsample is None:
+            return logits, None
+        source, align = upsample
+        for _, z, node in reversed(self.module_outputs):
+            if z.grad_fn is source and node is source and z is not logits:
+                return z, (tuple(z.shape[-2:]), align)
         return logits, None
 
     def linear_head(self, start: torch.Tensor, upsample) -> Optional[LinearHead]:
-        """The verified linear head from A to `start` (z), or None.
+        """The linear head from A to `start` (z), or None.
 
-        Structure alone could mislead (A might also reach z another way), so the closed-form
-        gradient is checked against one autograd VJP with a random cotangent.
+        Taken only from structure that fixes z = W·fold(A) + b for every input: z is the very output
+        of a plain 1×1 nn.Conv2d (not modified since; or that output plus a term that does not
+        depend on A, see head_node), whose input is A through exact-type
+        eval-mode BatchNorm (with running statistics) / Dropout / Identity modules, and the
+        target module ran once. The closed-form gradient is also checked against one autograd VJP
+        with a random cotangent.
         """
-        L = start.shape[1]
-        candidates = [(conv, chain) for conv, chain in self.convs if conv.out_channels == L]
-        if len(candidates) != 1 or start.shape[-2:] != self.leaf.shape[-2:]:
+        if self.calls != 1 or self.call not in (None, 0, -1) or start.shape[-2:] != self.leaf.shape[-2:]:
+            return None
+        node = head_node(start)
+        candidates = [(conv, chain) for conv, chain, made in self.convs
+                      if made is node and conv.out_channels == start.shape[1]]
+        if node is None or len(candidates) != 1:
             return None
         conv, chain = candidates[0]
         weight = fold_chain(chain, conv)  # [L,C]
@@ -290,6 +370,42 @@ class ForwardCapture:
         return LinearHead(weight=weight, conv=conv, upsample=upsample, chain=tuple(chain),
                           paths=tuple(names[m] for m in chain + [conv]))
 
+
+def head_node(start: torch.Tensor):
+    """The graph node of the head convolution's output that `start` is, or is plus a term that does
+    not depend on A (LRASPP adds its low-resolution branch): start itself, or the one input on the
+    graph of an addition with alpha 1. None for anything else."""
+    node = start.grad_fn
+    if node is not None and type(node).__name__ == "AddBackward0" and getattr(node, "_saved_alpha", 1) == 1:
+        live = [edge for edge, _ in node.next_functions if edge is not None]
+        return live[0] if len(live) == 1 else None
+    return node
+
+
+def bilinear_upsample(logits: torch.Tensor) -> Optional[tuple]:
+    """(the graph node of the upsample's input, align_corners) when `logits` is the output of a
+    bilinear F.interpolate whose sampling the seeds' adjoint reproduces, else None."""
+    node = logits.grad_fn
+    if node is None or type(node).__name__ != "UpsampleBilinear2DBackward0":
+        return None
+    align = bool(node._saved_align_corners)
+    in_h, in_w = node._saved_self_sym_sizes[-2:]
+    out_h, out_w = node._saved_output_size
+    scales = (node._saved_scales_h, node._saved_scales_w)
+    # A scale_factor (not recomputed) maps coordinates by 1/scale instead of in/out: the same only
+    # when out = in·scale exactly (align_corners=True ignores the scales).
+    if not align and any(s is not None and float(s) * n != m for s, n, m in zip(scales, (in_h, in_w), (out_h, out_w))):
+        return None
+    source = node.next_functions[0][0]
+    return (source, align) if source is not None else None
+
+
+def foldable(module: nn.Module) -> bool:
+    """An exact-type eval-mode module that is affine: BatchNorm2d with running statistics (in
+    eval mode it uses them), Dropout (identity in eval mode), Identity."""
+    if isinstance(module, nn.BatchNorm2d):
+        return not module.training and module.running_mean is not None and module.running_var is not None
+    return not module.training or isinstance(module, nn.Identity)
 
 
 def model_logits(model: nn.Module, images: torch.Tensor, output_key: str = "out") -> torch.Tensor:

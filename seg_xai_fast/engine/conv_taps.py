@@ -50,10 +50,13 @@ def pruned_conv(module: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> Opt
 
 
 def skip_padding_taps(module: nn.Module, inputs: tuple, output) -> Optional[torch.Tensor]:
-    """Forward hook (registered by ForwardCapture on the graph pass): the pruned output of an
-    nn.Conv2d whose input is on the graph (above the target layer), else None (output kept)."""
+    """Forward hook (registered by ForwardCapture on the graph pass): the pruned output of a plain
+    nn.Conv2d whose input is on the graph (above the target layer), else None (output kept). Only
+    the exact type with zero padding is rebuilt from its weight and padding: a subclass's forward
+    may do something else (TF-"SAME" padding, weight standardisation)."""
     x = inputs[0] if inputs else None
-    if not isinstance(module, nn.Conv2d) or not isinstance(x, torch.Tensor) or not x.requires_grad:
+    if (type(module) is not nn.Conv2d or module.padding_mode != "zeros" or not isinstance(x, torch.Tensor)
+            or not x.requires_grad):
         return None
     if module.kernel_size == (1, 1):
         return None

@@ -16,6 +16,8 @@ plain no-grad forward plus matrix products (the "analytic" gradient path, see an
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import ExitStack
 from typing import Optional, Sequence, Union
 
 import torch
@@ -31,11 +33,18 @@ from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_la
 from .checks import check_class_names, check_classes, check_images
 from .combine import explain_augmented, explain_layers, layer_list
 from .curvature import curved_operation, shapley_gradients
+from .exact import exact_pass, verify
 from .gradients import chunked_vjps
 from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards
 from .outputs import Explanation, ForwardPass, MaskSpec, labels_and_seeds
+
+
+#: The gradient paths a user may ask for (Explainer's gradient_path).
+GRADIENT_PATHS = ("auto", "analytic", "autograd", "exact")
+#: _autograd_call's answer when the fast path failed its check: the exact path explains instead.
+NEEDS_EXACT = object()
 
 
 class Explainer(ExplainerBase):
@@ -56,8 +65,14 @@ class Explainer(ExplainerBase):
     vjp: "loop" (one backward per class through the graph above A, ``retain_graph``) or
     "batched" (``autograd.grad(is_grads_batched=True)``); see benchmarks for the measurements.
     gradient_path: "auto" (closed form when the target layer feeds a linear head, verified on the
-    first call; autograd otherwise), "analytic" (require the closed form) or "autograd".
-    After a call, ``explainer.gradient_path`` reports the path used: "analytic" or "autograd".
+    first call; autograd otherwise), "analytic" (require the closed form), "autograd" (require the
+    fast autograd path: the graph cut at the layer) or "exact" (plain autograd through the whole
+    model, the definition). Every shortcut is checked against the exact path on the first call for
+    each input shape (engine/exact.py); where it differs, "auto" warns once and explains exactly,
+    "analytic" and "autograd" raise. After a call, ``explainer.gradient_path`` reports the path
+    used: "analytic", "autograd" or "exact".
+    call: which call of a target module that runs several times in one forward pass to explain
+    (an index; -1 the last, as pytorch-grad-cam); None (default) requires a module that runs once.
     class_names: one name per output class (e.g. ``sx.CLASS_NAMES``), so that ``classes`` and
     ``Explanation.overlay`` accept names as well as ids.
     Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
@@ -95,6 +110,7 @@ class Explainer(ExplainerBase):
         gradient_path: str = "auto",
         class_names: Optional[Sequence[str]] = None,
         reshape=None,
+        call: Optional[int] = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -140,13 +156,18 @@ class Explainer(ExplainerBase):
         self.max_memory_mb = float(max_memory_mb)
         self.class_chunk = class_chunk
         self.vjp = vjp
-        if gradient_path not in ("auto", "analytic", "autograd"):
-            raise ValueError(f"gradient_path must be 'auto', 'analytic' or 'autograd', got {gradient_path!r}")
+        if gradient_path not in GRADIENT_PATHS:
+            raise ValueError(f"gradient_path must be one of {GRADIENT_PATHS}, got {gradient_path!r}")
+        if call is not None and (not isinstance(call, int) or isinstance(call, bool)):
+            raise TypeError(f"call must be None or an int (the index of the target module's call; -1: the last), "
+                            f"got {call!r}")
+        self.call = call
         first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         self._in_channels = first_conv.in_channels if first_conv is not None else None
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
         self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
+        self._problems: dict = {}  # input shape → None (the fast path verified) or why it failed
         # --- several target layers: one explainer per layer, their maps combined (combine.py) ---
         self.layer_explainers: Optional[list] = None
         if layers is not None:
@@ -157,7 +178,7 @@ class Explainer(ExplainerBase):
                     self.layer_explainers.append(Explainer(
                         model, layer, self.spec, options=single, normalize=False, backend=backend, output_key=output_key,
                         max_memory_mb=max_memory_mb, class_chunk=class_chunk, vjp=vjp, gradient_path=gradient_path,
-                        class_names=class_names, reshape=reshape))
+                        class_names=class_names, reshape=reshape, call=call))
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"target_layer[{i}]: {e}") from None
             self.layer_name = ", ".join(e.layer_name for e in self.layer_explainers)
@@ -201,6 +222,13 @@ class Explainer(ExplainerBase):
         self.gradient_path = "analytic"
         return head.weight, head.upsample
 
+    def explain_outputs(self, outputs: ForwardPass, classes=None, masks: MaskSpec = None, *,
+                        resolution: str = "full") -> Explanation:
+        res = super().explain_outputs(outputs, classes, masks, resolution=resolution)
+        if outputs.head is not None:  # found on a pass whose gradients were checked against the exact ones
+            res.info["verified"] = True
+        return res
+
     def autograd_explain(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
         """The autograd path of a layer gradient method on checked `images` float [B,C,H,W]."""
         if torch.is_inference_mode_enabled():
@@ -209,12 +237,55 @@ class Explainer(ExplainerBase):
                 "explainer outside torch.inference_mode() (it makes no parameter gradients and leaves the "
                 "model unchanged)"
             )
+        key = tuple(images.shape[1:])
         with ModelState(self.model):
-            res = self._autograd_call(images, classes, masks, resolution, second_order=False)
-            if res is None:  # ShapleyCAM above a curved head: again, the gradients carrying H·A as tangents
-                with fwAD.dual_level():
-                    res = self._autograd_call(images, classes, masks, resolution, second_order=True)
-        return res
+            if self.requested_path != "exact" and self._problems.get(key) is None:
+                res = self._autograd_call(images, classes, masks, resolution, second_order=False)
+                if res is None:  # ShapleyCAM above a curved head: again, the gradients carrying H·A as tangents
+                    with fwAD.dual_level():
+                        res = self._autograd_call(images, classes, masks, resolution, second_order=True)
+                if res is not NEEDS_EXACT:
+                    return res
+            return self._exact_call(images, classes, masks, resolution)
+
+    def _check_fast_path(self, key: tuple, images, start, activations, upsample) -> bool:
+        """True when the fast path may explain inputs of shape `key`: verified once against the
+        exact path (engine/exact.py). A failure warns once ("auto") or raises (a fast path asked for)."""
+        if key not in self._problems:
+            self._problems[key] = verify(self, images, start, activations, upsample)
+            problem = self._problems[key]
+            if problem is not None and self.requested_path in ("analytic", "autograd"):
+                raise ValueError(f"gradient_path={self.requested_path!r} cannot explain target_layer "
+                                 f"{self.layer_name!r} of this model exactly: {problem}. Use gradient_path='auto' or "
+                                 "'exact' (plain autograd through the whole model)")
+            if problem is not None:
+                warnings.warn(f"target_layer {self.layer_name!r}: the fast gradient path is not exact for this model "
+                              f"({problem}); explaining {list(key)} inputs by plain autograd through the whole model "
+                              "(gradient_path='exact')", stacklevel=4)
+        return self._problems[key] is None
+
+    def _exact_call(self, images, classes, masks, resolution: str) -> Explanation:
+        """The exact path on checked `images`, inside ModelState: one forward with the graph from the
+        input up, one VJP per class from the full-resolution logits to the layer's own output."""
+        if self.spec.second_order:
+            raise ValueError(f"method {self.method!r} needs Hessian-vector products at the layer, which the exact "
+                             f"path does not compute; target_layer {self.layer_name!r} of this model cannot take the "
+                             "fast path (see the warning): choose another layer or method")
+        with ExitStack() as stack:
+            ex = exact_pass(self, images, stack)
+            logits = ex.logits
+            class_ids = check_classes(classes, logits.shape[1], self.class_names)
+            labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, None, self.backend)
+            active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
+            output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
+            mix = None
+            if self.spec.target_mix is not None:
+                mix = self.spec.target_mix(logits.detach(), labels, class_ids, masks, self.options)
+            maps = self._gradient_maps(ex.activations(), logits, ex.raw, seeds, class_ids, active, output_size, mix,
+                                       to_activations=ex.gradients)
+        self.gradient_path = "exact"
+        return self._result(maps, class_ids, labels, active, {
+            "backward_start": "model output", "backward_passes": int(active.any(dim=0).sum()), "verified": True})
 
     def _autograd_call(self, images, classes, masks, resolution, second_order: bool) -> Optional[Explanation]:
         """autograd_explain's graph pass on checked `images` float [B,C,H,W], inside ModelState: one
@@ -236,6 +307,10 @@ class Explainer(ExplainerBase):
                     f"target_layer {self.layer_name!r} is not on the path to the model output: "
                     "no gradient reaches it. Choose a layer whose output feeds the logits."
                 )
+            if not second_order:
+                with cap.paused():  # the check runs the model again, without this pass's hooks
+                    if not self._check_fast_path(key, images, start, activations, upsample):
+                        return NEEDS_EXACT
             head = None
             if self.requested_path != "autograd" and key not in self._heads and self.normalize:
                 self._heads[key] = head = cap.linear_head(start, upsample)
@@ -264,10 +339,11 @@ class Explainer(ExplainerBase):
             mix = None  # a target combining several classes' scores: class k's cotangent at logit l is mix[b,k,l]·seed_k
             if self.spec.target_mix is not None:
                 mix = self.spec.target_mix(logits.detach(), labels, class_ids, masks, self.options)
-            maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix, second_order)
+            maps = self._gradient_maps(activations.detach(), start, activations, seeds, class_ids, active, output_size,
+                                       mix, second_order)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
-            "backward_passes": int(active.any(dim=0).sum()), **info})
+            "backward_passes": int(active.any(dim=0).sum()), "verified": True, **info})
 
     def plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
         """A no-grad forward of checked `images`, keeping the activations, logits and labels."""
@@ -276,10 +352,10 @@ class Explainer(ExplainerBase):
             activations = cap.activations()
         return ForwardPass(images, activations, logits, kernels.class_argmax(logits, self.backend), head)
 
-    def capture(self, leaf: bool = False, tangent: bool = False) -> ForwardCapture:
+    def capture(self, leaf: bool = False, tangent: bool = False, exact: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""
         return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
-                              reshape=self.reshape, tangent=tangent)
+                              reshape=self.reshape, tangent=tangent, call=self.call, exact=exact)
 
     def check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
@@ -319,27 +395,30 @@ class Explainer(ExplainerBase):
         return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
                            method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
-    def _gradient_maps(self, activations, start, seeds, class_ids, active, output_size, mix=None,
-                       second_order: bool = False) -> torch.Tensor:
+    def _gradient_maps(self, A, start, leaf, seeds, class_ids, active, output_size, mix=None,
+                       second_order: bool = False, to_activations=None) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
-        activations: leaf A [B,C,h,w]; start: logits [B,L,h',w'] computed from A;
-        seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution;
-        mix: None (class k's cotangent is seed_k at logit class_ids[k]) or float [B,K,L]
-        (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores);
-        second_order: g − ½·H·A instead of g (A a dual tensor, see _autograd_call).
+        A: the activations float [B,C,h,w]; start: logits [B,L,h',w'] computed from `leaf` (A itself
+        on the fast path, the layer's own output on the exact one); seeds: float [B,K,h',w']
+        cotangents of each class at `start`'s resolution; mix: None (class k's cotangent is seed_k
+        at logit class_ids[k]) or float [B,K,L] (seed_k·mix[b,k,l] at every logit l: a target that
+        combines several classes' scores); second_order: g − ½·H·A instead of g (A a dual tensor,
+        see _autograd_call); to_activations: gradients at `leaf` [n,...] → at A [n,B,C,h,w].
         """
         B, K = active.shape
-        H, W = output_size or tuple(activations.shape[-2:])
-        A = activations.detach()
+        H, W = output_size or tuple(A.shape[-2:])
         maps = torch.zeros(B, K, H, W, device=A.device, dtype=torch.float32)
         grad = None
         if second_order:
             def grad(start, leaves, cot):
                 return [shapley_gradients(start, leaves[0], cot, self.layer_name, self.vjp == "batched")]
-        chunks = chunked_vjps(start, [activations], seeds, class_ids, active, self._chunk_size(A, H * W),
+        chunks = chunked_vjps(start, [leaf], seeds, class_ids, active, self._chunk_size(A, H * W),
                               self.vjp == "batched", mix, grad)
         for ks, (G,) in chunks:  # G [n,B,C,h,w]
+            G = torch.zeros((len(ks),) + tuple(leaf.shape), device=A.device) if G is None else G
+            if to_activations is not None:
+                G = to_activations(G)
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
                     f"gradients at target_layer {self.layer_name!r} contain NaN or Inf "
