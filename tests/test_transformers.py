@@ -239,6 +239,29 @@ def test_register_tokens_are_found_from_the_token_count():
     assert infer_reshape((2, 16, 16, 96), (64, 64), "layer") is channels_last_to_first
 
 
+def test_ambiguous_layouts_are_refused_unless_the_model_settles_them():
+    """Two readings of one shape: refused with both, unless the module's layout (4-D) or the model's
+    patch embedding (tokens) says which; never chosen silently."""
+    from seg_xai_fast.engine.adapters import channels_last_to_first, infer_reshape, module_layout, patch_strides
+
+    # [B,16,16,16] on 64×64: channels-first C=16 on 16×16, or channels-last 16×16 with C=16
+    with pytest.raises(ValueError, match=r"reads both as channels-first \[B,C=16,h=16,w=16\] and as channels-last"):
+        infer_reshape((2, 16, 16, 16), (64, 64), "layer")
+    assert infer_reshape((2, 16, 16, 16), (64, 64), "layer", "channels_first") is None
+    assert infer_reshape((2, 16, 16, 16), (64, 64), "layer", "channels_last") is channels_last_to_first
+    assert module_layout(nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU())) == "channels_first"
+    assert module_layout(nn.Sequential(nn.LayerNorm(16), nn.GELU())) == "channels_last"
+    assert module_layout(nn.GELU()) is None
+    # 65 tokens on 32×32: CLS + an 8×8 grid (stride 4), or 16 prefix tokens + a 7×7 grid (stride 5, rounded up)
+    with pytest.raises(ValueError, match=r"read several ways .*1 prefix token \+ a 8×8 grid; 16 prefix tokens \+ a 7×7"):
+        infer_reshape((2, 65, 8), (32, 32), "layer")
+    grid = infer_reshape((2, 65, 8), (32, 32), "layer", strides=(4,))
+    assert (grid.prefix, grid.h, grid.w) == (1, 8, 8)
+    grid = infer_reshape((2, 65, 8), (32, 32), "layer", strides=(5,))
+    assert (grid.prefix, grid.h, grid.w) == (16, 7, 7)
+    assert patch_strides(nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.Conv2d(8, 8, 3, stride=2))) == (4,)
+
+
 class _OddTokens(nn.Module):
     """A layer whose 300 tokens (a 15×20 grid) fit no grid of a 64×64 image."""
 

@@ -140,37 +140,60 @@ def _grid_like(h: int, w: int, image_size: tuple) -> bool:
 
 
 def _grid_of(n: int, image_size: tuple) -> Optional[tuple]:
-    """The grid (h, w) with h·w = n that the image size implies for some integer stride, or None."""
+    """The grid (h, w) with h·w = n that the image size implies for some integer stride, rounded
+    the same way in both dimensions (a patch embedding pads both or neither), or None."""
     H, W = image_size
     for s in range(1, max(H, W) + 1):
-        for h in {H // s, -(-H // s)}:
-            for w in {W // s, -(-W // s)}:
-                if h * w == n and h > 0 and w > 0:
-                    return h, w
+        for h, w in ((H // s, W // s), (-(-H // s), -(-W // s))):
+            if h * w == n and h > 0 and w > 0:
+                return h, w
     return None
 
 
-def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str) -> Optional[Callable]:
+def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str,
+                  layout: Optional[str] = None, strides: tuple = ()) -> Optional[Callable]:
     """The reshape of a target layer's output `shape` to [B,C,h,w], or None when it is one already.
 
     [B,C,h,w] when (h, w) fits the image; [B,h,w,C] (channels-last: Swin, ConvNeXt blocks) when
-    only (h, w) = shape[1:3] does; tokens [B,N,C] → the last h·w tokens on the grid the image
-    implies, the first P = N − h·w (CLS, distillation, register tokens) dropped, smallest P first.
+    (h, w) = shape[1:3] does; tokens [B,N,C] → the last h·w tokens on the grid the image implies,
+    the first P = N − h·w (CLS, distillation, register tokens) dropped. Where two readings fit, the
+    module's `layout` ("channels_first" / "channels_last", see module_layout) decides for [B,·,·,·],
+    the model's patch-embedding `strides` (patch_strides) for tokens; where they do not, the shape
+    is ambiguous and refused with the candidate readings — never chosen silently.
     """
     example = ("reshape=lambda t: t[:, P:].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2) "
                "(pytorch-grad-cam's reshape_transform signature)")
     if len(shape) == 4:
-        if image_size is None or _grid_like(shape[2], shape[3], image_size):
+        if image_size is None:
             return None
-        if _grid_like(shape[1], shape[2], image_size):
+        first = _grid_like(shape[2], shape[3], image_size)
+        last = _grid_like(shape[1], shape[2], image_size)
+        if first and last and layout is None:
+            raise ValueError(
+                f"target_layer {layer_name!r} outputs {list(shape)}, which reads both as channels-first [B,C={shape[1]},"
+                f"h={shape[2]},w={shape[3]}] and as channels-last [B,h={shape[1]},w={shape[2]},C={shape[3]}] on the "
+                f"{image_size[0]}×{image_size[1]} input: pass reshape=lambda t: t (channels-first) or "
+                "reshape=lambda t: t.permute(0, 3, 1, 2) (channels-last)")
+        if first and (not last or layout == "channels_first"):
+            return None
+        if last:
             return channels_last_to_first
         return None
     if len(shape) == 3 and image_size is not None:
         n = shape[1]
-        for prefix in range(min(n - 1, MAX_PREFIX_TOKENS) + 1):
-            grid = _grid_of(n - prefix, image_size)
-            if grid is not None:
-                return TokenGrid(prefix, *grid)
+        readings = [(prefix, grid) for prefix in range(min(n - 1, MAX_PREFIX_TOKENS) + 1)
+                    for grid in [_grid_of(n - prefix, image_size)] if grid is not None]
+        if len(readings) > 1:  # the patch embedding's stride tells the grid
+            patched = [(p, g) for p, g in readings if any(_grid_of_stride(g, image_size, st) for st in strides)]
+            readings = patched or readings
+        if len(readings) == 1:
+            return TokenGrid(readings[0][0], *readings[0][1])
+        if len(readings) > 1:
+            options = "; ".join(f"{p} prefix token{'s' if p != 1 else ''} + a {g[0]}×{g[1]} grid" for p, g in readings)
+            raise ValueError(
+                f"target_layer {layer_name!r} outputs tokens [B,N={n},C={shape[2]}] that read several ways on the "
+                f"{image_size[0]}×{image_size[1]} input ({options}): pass {example} with the right P, h, w"
+            )
         raise ValueError(
             f"target_layer {layer_name!r} outputs tokens [B,N={n},C={shape[2]}] and no grid h×w with "
             f"h·w = N − P (P ≤ {MAX_PREFIX_TOKENS} prefix tokens) fits the {image_size[0]}×{image_size[1]} "
@@ -180,6 +203,35 @@ def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str) ->
         f"target_layer {layer_name!r} must output a Tensor [B,C,h,w], channels-last [B,h,w,C] or tokens "
         f"[B,N,C], got shape {list(shape)}; for other layouts pass {example}"
     )
+
+
+def _grid_of_stride(grid: tuple, image_size: tuple, stride: int) -> bool:
+    return all(g in (n // stride, -(-n // stride)) for g, n in zip(grid, image_size))
+
+
+def patch_strides(model: nn.Module) -> tuple:
+    """The strides of the model's patch embeddings: convolutions whose kernel equals their stride (> 1)."""
+    return tuple(sorted({m.stride[0] for m in model.modules() if isinstance(m, nn.Conv2d)
+                         and m.stride[0] > 1 and tuple(m.kernel_size) == tuple(m.stride) and m.stride[0] == m.stride[1]}))
+
+
+#: Modules whose output is channels-first [B,C,h,w] / channels-last [B,h,w,C] by construction.
+CHANNELS_FIRST = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.MaxPool2d,
+                  nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Upsample)
+CHANNELS_LAST = (nn.Linear, nn.LayerNorm)
+
+
+def module_layout(module: Optional[nn.Module]) -> Optional[str]:
+    """"channels_first" / "channels_last" when the module's last submodule with a known layout
+    (in registration order, the module itself included) fixes its output's, else None."""
+    if module is None:
+        return None
+    for sub in reversed(list(module.modules())):
+        if isinstance(sub, CHANNELS_FIRST):
+            return "channels_first"
+        if isinstance(sub, CHANNELS_LAST):
+            return "channels_last"
+    return None
 
 
 def channels_last_to_first(t: torch.Tensor) -> torch.Tensor:  # [B,h,w,C] → [B,C,h,w]
@@ -200,7 +252,7 @@ class TokenGrid:
 
 
 def layer_activations(tensor: torch.Tensor, reshape: Optional[Callable], image_size: Optional[tuple],
-                      layer_name: str, make_leaf: bool) -> tuple:
+                      layer_name: str, make_leaf: bool, layout: Optional[str] = None, strides: tuple = ()) -> tuple:
     """(A float [B,C,h,w], what the model gets instead of `tensor`, or None to keep it).
 
     Without a reshape (a [B,C,h,w] output and reshape=None) returns (tensor, None): the caller
@@ -211,7 +263,7 @@ def layer_activations(tensor: torch.Tensor, reshape: Optional[Callable], image_s
     dropped (prefix) token keeps its value and the graph still starts at the target layer.
     """
     if reshape is None:
-        reshape = infer_reshape(tuple(tensor.shape), image_size, layer_name)
+        reshape = infer_reshape(tuple(tensor.shape), image_size, layer_name, layout, strides)
         if reshape is None:
             return tensor, None
     raw = tensor.detach()

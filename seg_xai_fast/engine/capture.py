@@ -24,7 +24,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import layer_activations, output_hint
+from .adapters import layer_activations, module_layout, output_hint, patch_strides
 from .analytic import FOLDABLE, LinearHead, fold_chain, is_linear_conv
 from .conv_taps import skip_padding_taps
 
@@ -165,13 +165,14 @@ class ForwardCapture:
         self.model, self.layer, self.layer_name = model, layer, layer_name
         self.tangent, self.call, self.exact = tangent, call, exact
         self.reshape = reshape  # token / channels-last layers: see adapters.layer_activations
+        self.layout = None if use_input else module_layout(layer)  # settles [B,h,w,C] vs [B,C,h,w] ties
+        self.strides = patch_strides(model)  # settles which token grid the image implies
         self.image_size: Optional[tuple] = None
         self.use_input, self.make_leaf = use_input, leaf
         self.handles: list = []
         self.active = True  # False while paused(): the hooks stay registered but do nothing
         self.leaves: list = []  # A of every call of the target module, in call order
         self.raw: list = []  # (exact=True) the module's own output (or input) of every call
-        self.reshapes: list = []  # the reshape to A [B,C,h,w] applied to each call's tensor, or None
         self.flagged: list = []  # tensors given requires_grad in place, reset on exit
         self.module_outputs: list = []  # (module, output) of every module after A, in call order
         self.fed_by_leaf: list = []  # (tensor computed from A by foldable modules only, their chain)
@@ -232,12 +233,14 @@ class ForwardCapture:
             raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got "
                              f"{type(tensor).__name__}")
         if self.exact:  # nothing replaced: A is what the model computed, reshaped as the fast path does
-            activations, _ = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, False)
+            activations, _ = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, False,
+                                               self.layout, self.strides)
             self.raw.append(tensor)
             self.leaves.append(activations)
             return tensor
         # tokens / channels-last → A [B,C,h,w] (adapters.py)
-        activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf)
+        activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf,
+                                              self.layout, self.strides)
         if feed is not None or activations is not tensor:
             if self.tangent:
                 raise ValueError(f"target_layer {self.layer_name!r} outputs {list(tensor.shape)}, not [B,C,h,w]: "
