@@ -232,12 +232,14 @@ class ForwardCapture:
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"target_layer {self.layer_name!r} must {what} a Tensor [B,C,h,w], got "
                              f"{type(tensor).__name__}")
-        if self.exact:  # nothing replaced: A is what the model computed, reshaped as the fast path does
+        if self.exact:  # A is what the model computed, reshaped as the fast path does
             activations, _ = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, False,
                                                self.layout, self.strides)
             self.raw.append(tensor)
             self.leaves.append(activations)
-            return tensor
+            # the model goes on with a copy: an in-place operation after the layer then leaves the
+            # layer's own output — the tensor differentiated — as the layer made it
+            return tensor.clone()
         # tokens / channels-last → A [B,C,h,w] (adapters.py)
         activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf,
                                               self.layout, self.strides)
@@ -272,17 +274,18 @@ class ForwardCapture:
     def _on_target(self, module, inputs, output):
         if not self.active:
             return None
+        replaces = self.make_leaf or self.exact
         if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):  # Hugging Face layers
             leaf = self._capture(output[0], "output")
-            return (leaf,) + output[1:] if self.make_leaf else None
+            return (leaf,) + output[1:] if replaces else None
         leaf = self._capture(output, "output")
-        return leaf if self.make_leaf else None
+        return leaf if replaces else None
 
     def _on_target_input(self, module, inputs):
         if not self.active:
             return None
         leaf = self._capture(inputs[0] if inputs else None, "take as input")
-        return (leaf,) + tuple(inputs[1:]) if self.make_leaf else None
+        return (leaf,) + tuple(inputs[1:]) if self.make_leaf or self.exact else None
 
     def _on_module(self, module, inputs, output):
         if not self.active or not isinstance(output, torch.Tensor) or output.ndim != 4 or not output.requires_grad:

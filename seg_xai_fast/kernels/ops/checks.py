@@ -6,10 +6,12 @@ from typing import Sequence, Tuple
 
 import torch
 
-FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # what the compiled core runs (dispatch.py)
+#: What the ops accept: float64 too (float64 models), served by the pure-PyTorch twins.
+ACCEPTED_FLOATS = FLOATS + (torch.float64,)
 
 
-def tensor_arg(name: str, t, ndim: int, dtypes: Sequence[torch.dtype] = FLOATS) -> torch.Tensor:
+def tensor_arg(name: str, t, ndim: int, dtypes: Sequence[torch.dtype] = ACCEPTED_FLOATS) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"argument '{name}' must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != ndim:
