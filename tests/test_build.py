@@ -124,9 +124,10 @@ def test_stale_core_reason_in_a_checkout_and_in_an_installed_package(tmp_path):
 
 
 def test_importing_with_edited_sources_asks_for_a_rebuild(tmp_path):
-    """A copy of the checkout (package with its built core, and csrc/): it imports; after one edit
-    of csrc/ the import fails and says to rebuild."""
-    shutil.copytree(ROOT / "seg_xai_fast", tmp_path / "seg_xai_fast", ignore=shutil.ignore_patterns("__pycache__"))
+    """A copy of a checkout (the imported package with its built core, and csrc/ beside it): it
+    imports; after one edit of csrc/ the import fails and says to rebuild."""
+    package = Path(_backend.__file__).resolve().parents[1]  # this checkout's, or the one pip installed from it
+    shutil.copytree(package, tmp_path / "seg_xai_fast", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "csrc", tmp_path / "csrc")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
 
