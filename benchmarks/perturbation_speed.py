@@ -90,8 +90,8 @@ def main() -> None:
         for t in targets:
             cam(input_tensor=image, targets=[t])
 
-    def torch_case(method, perturbed, options=None, peer_cls=None):
-        ex = sx.Explainer(model, None if method == "rise" else layer, method, options=options)
+    def torch_case(method, perturbed, target_layer=layer, options=None, peer_cls=None):
+        ex = sx.Explainer(model, target_layer, method, options=options)
         return (method, lambda: ex(image, masks=masks), lambda: _forwards(wrapped, perturbed, 32),
                 f"{perturbed.shape[0]} forwards", peer_cls and (lambda: peer(peer_cls)))
 
@@ -103,7 +103,7 @@ def main() -> None:
     _report([
         torch_case("scorecam", reference.scorecam_inputs(image[0], A[0]), peer_cls=pgc.ScoreCAM),
         torch_case("ablationcam", image.expand(C, -1, -1, -1).contiguous(), peer_cls=pgc.AblationCAM),
-        torch_case("rise", reference.rise_inputs(image[0], grids, shifts), rise_options),
+        torch_case("rise", reference.rise_inputs(image[0], grids, shifts), None, rise_options),
     ], args, K)
     if not args.no_onnx:
         with tempfile.TemporaryDirectory() as tmp:
