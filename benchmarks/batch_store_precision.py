@@ -12,7 +12,7 @@ import torch
 
 import seg_xai_fast as sx
 from seg_xai_fast.demo.model import DemoSegNet
-from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.engine.methods import registered
 from seg_xai_fast.apps.batch.store import expand_maps
 
 
@@ -27,7 +27,7 @@ def main() -> None:
           f"{'KB stored':>9} {'KB f16 full':>11}")
     worst = 0.0
     for layer in ("decoder", "encoder.stage3"):
-        for method in sorted(m for m, spec in METHODS.items() if spec.family in ("gradient", "activation")):
+        for method in sorted(m for m, spec in registered().items() if spec.one_forward):
             explainer = sx.Explainer(model, layer, method)
             for size in ((160, 160), (161, 99), (256, 320)):
                 images, _ = sx.synthetic_scenes(4, seed=7, size=size)

@@ -216,11 +216,11 @@ def kernel_cases(device: torch.device, dry: bool) -> dict:
     else:
         B, K, C, h, w, H, W, Bbig, Bframes, FH, FW, Blab = 4, 21, 2048, 65, 65, 520, 520, 32, 64, 720, 1280, 256
 
-    def cam(op: str, method: str):  # channel_weights / elementwise_cam on A [B,C,h,w], G [B,K,C,h,w]
+    def cam(op: str, method: str, reads_activations: bool = True):  # on A [B,C,h,w], G [B,K,C,h,w]
         def make():
             A, G = rand(B, C, h, w), rand(B, K, C, h, w, kind="randn")
             fn = getattr(kernels, op)
-            read = [G] if method == "gradcam" else [A, G]  # gradcam's weights are means of G alone
+            read = [A, G] if reads_activations else [G]
             return (f"A [{B},{C},{h},{w}], G [{B},{K},{C},{h},{w}]",
                     lambda: fn(A, G, method, backend="fused"), lambda: fn(A, G, method, backend="torch"),
                     read, "close", "")
@@ -275,7 +275,9 @@ def kernel_cases(device: torch.device, dry: bool) -> dict:
                 lambda: kernels.mask_seeds(masks, (h, w), backend="fused"),
                 lambda: kernels.mask_seeds(masks, (h, w), backend="torch"), [masks], "close", "")
 
-    cases = {f"channel_weights {m}": cam("channel_weights", m) for m in ("gradcam", "gradcam++", "xgradcam")}
+    # Grad-CAM's weights are means of G alone: its kernel does not read A.
+    cases = {f"channel_weights {m}": cam("channel_weights", m, reads) for m, reads in
+             (("gradcam", False), ("gradcam++", True), ("xgradcam", True))}
     cases.update({f"elementwise_cam {m}": cam("elementwise_cam", m) for m in ("hirescam", "layercam")})
     if hasattr(kernels, "analytic_gradcampp_weights"):
         cases["analytic_gradcampp_weights"] = analytic

@@ -106,7 +106,7 @@ def _peer_call(pgc, row, model, images, masks):
 
     K = masks.shape[1]
     layers = [model.get_submodule(name) for name in row.layers or [LAYER] if name is not None]
-    if row.method == "finercam":
+    if row.peer_class == "FinerCAM":  # the peer's Finer-CAM explains a classifier: region means stand in
         def run():
             for k in range(K):
                 cam = pgc.FinerCAM(_RegionMeans(model, masks[:, k]), layers)

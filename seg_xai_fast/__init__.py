@@ -17,7 +17,7 @@ from .apps.video import overlay_stream, write_demo_video
 from .demo import CLASS_NAMES, demo_model, synthetic_scenes
 from .engine.adapters import as_segmenter
 from .engine import Box, Component, Explainer, Explanation, ForwardPass, InputOf, Pixel, upsample_maps
-from .engine.methods import method_options, methods
+from .engine.methods import method_options, methods, register_method
 from .kernels import cam_from_gradients, overlay
 from .runtimes import OnnxExplainer, export_onnx
 
@@ -44,6 +44,7 @@ __all__ = [
     "overlay",
     "overlay_stream",
     "reference",
+    "register_method",
     "synthetic_scenes",
     "upsample_maps",
     "write_demo_video",

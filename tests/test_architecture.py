@@ -179,3 +179,43 @@ def test_no_file_cites_documents_outside_the_repository():
         text = path.read_text(errors="replace")
         offenders += [f"{path.relative_to(ROOT)} cites {name}" for name in outside if name in text]
     assert offenders == []
+
+
+# Where a method's name may be compared with a string: the registry, the built-in catalog, and the
+# kernel dispatch (whose ids are the built-in CAM stages' names).
+METHOD_NAME_PLACES = ("engine/methods.py", "engine/catalog.py", "kernels/")
+
+
+def _method_name_comparisons(path: Path, names: set, root: Path) -> list[str]:
+    """`x == "gradcam"`, `x in ("rise", "occlusion")` and the like in the file at `path`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in [node.left, *node.comparators]:
+            items = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            hits = [i.value for i in items if isinstance(i, ast.Constant) and i.value in names]
+            if hits:
+                found.append(f"{path.relative_to(root)}:{node.lineno} compares with {hits}")
+    return found
+
+
+def test_method_name_scan_finds_comparisons(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text('if method == "gradcam":\n    pass\nok = spec.name in ("rise", "other")\nx = {"rise": 1}\n')
+    found = _method_name_comparisons(probe, {"gradcam", "rise"}, tmp_path)
+    assert found == ["probe.py:1 compares with ['gradcam']", "probe.py:3 compares with ['rise']"]
+
+
+def test_method_names_are_compared_only_in_the_registry_and_the_kernel_dispatch():
+    """What a method does lives in its spec: no `method == "..."` chains elsewhere."""
+    from seg_xai_fast.engine.methods import registered
+
+    names = set(registered())
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if not any(place in path.relative_to(PACKAGE).as_posix() for place in METHOD_NAME_PLACES):
+            offenders += _method_name_comparisons(path, names, ROOT)
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
+        offenders += _method_name_comparisons(path, names, ROOT)
+    assert offenders == []

@@ -14,7 +14,7 @@ from seg_xai_fast.apps.batch.inputs import decode_image
 from seg_xai_fast.apps.bench import run_bench
 from seg_xai_fast.cli.common import parse_options
 from seg_xai_fast.demo.model import DemoSegNet
-from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.engine.methods import registered
 from seg_xai_fast.metrics import METRIC_KEYS
 
 # small settings so that every perturbation method runs in about a second on the demo model
@@ -48,11 +48,12 @@ def image_dir(tmp_path_factory):
 def test_methods_command_lists_every_method_with_its_options(capsys):
     assert cli.main(["methods", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert sorted(listed) == sorted(METHODS)
+    assert sorted(listed) == sorted(registered())
     assert listed["rise"]["options"] == sx.method_options("rise") and listed["rise"]["target_layer"].startswith("none")
     assert listed["gradcam"]["family"] == "gradient"
     assert cli.main(["methods"]) == 0
-    assert "occlusion  [perturbation; target layer none (input space)]" in capsys.readouterr().out
+    assert ("occlusion  [perturbation; target layer none (input space); runtimes torch, onnxruntime]"
+            in capsys.readouterr().out)
 
 
 def test_parse_options():

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import seg_xai_fast as sx
+from seg_xai_fast.engine import method_maths
 from seg_xai_fast import reference
-from seg_xai_fast.engine.methods import METHODS
+from seg_xai_fast.engine.methods import get_method, remove_method
 
 NEW_GRADIENT = ["gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam"]
 NEW_ACTIVATION = ["kpcacam", "fem", "randomcam"]
@@ -87,12 +88,12 @@ def test_segxrescam_pool_1_is_hirescam(model, images, reduce, gradient_path):
 
 
 def test_randomcam_weights_statistics():
-    w = reference.random_weights(50, 400, seed=0)  # 20 000 draws
+    w = method_maths.random_weights(50, 400, seed=0)  # 20 000 draws
     assert w.shape == (50, 400) and bool((w > -1).all()) and bool((w < 1).all())
     assert abs(float(w.mean())) < 0.02  # uniform(-1, 1): mean 0, standard error 0.004
     assert abs(float(w.std()) - 1 / math.sqrt(3)) < 0.01
-    assert torch.equal(w, reference.random_weights(50, 400, seed=0))
-    assert not torch.equal(w, reference.random_weights(50, 400, seed=1))
+    assert torch.equal(w, method_maths.random_weights(50, 400, seed=0))
+    assert not torch.equal(w, method_maths.random_weights(50, 400, seed=1))
 
 
 def test_randomcam_maps(model, images):
@@ -106,7 +107,7 @@ def test_randomcam_maps(model, images):
     assert (alone.maps[0, 0] - res.maps[1, 2]).abs().max() <= 1e-6
     # and is the weighted sum of the activations with the seeded weights
     A, _ = _layer_and_gradient(model, images, 0, torch.ones(images.shape[-2:]))
-    w = reference.random_weights(res.maps.shape[1], A.shape[1], 4)  # every class of the model, seed 4
+    w = method_maths.random_weights(res.maps.shape[1], A.shape[1], 4)  # every class of the model, seed 4
     expected = reference.postprocess(reference.weighted_combine(A, w[None].expand(A.shape[0], -1, -1)), images.shape[-2:])
     assert (res.maps - expected).abs().max() <= 1e-5
 
@@ -122,7 +123,7 @@ def test_closed_form_equals_autograd(model, images, method, options):
 @pytest.mark.parametrize("method,options", [(m, {}) for m in NEW_GRADIENT + NEW_ACTIVATION] + OPTION_CASES)
 def test_fused_equals_reference(model, images, method, options):
     images = images[..., :32, :32] if method == "kpcacam" else images  # its (h·w)² eigen-solve: keep h·w small
-    for path in ("analytic", "autograd") if METHODS[method].needs_gradients else ("auto",):
+    for path in ("analytic", "autograd") if get_method(method).needs_gradients else ("auto",):
         fused = sx.Explainer(model, "decoder", method, options=options, gradient_path=path)(images).maps
         torch_ = sx.Explainer(model, "decoder", method, options=options, gradient_path=path, backend="torch")(images).maps
         assert (fused - torch_).abs().max() <= 1e-5, path
@@ -207,12 +208,16 @@ def test_methods_doc_examples_run():
     """Every Python block of docs/methods.md runs, and its shape comments are what it prints."""
     text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 7
-    for block in blocks:
-        scope = {}
-        exec(compile(block, "docs/methods.md", "exec"), scope)
-        shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
-        assert str(scope["res"].maps.shape) == shape
+    assert len(blocks) == 8
+    try:
+        for block in blocks:
+            scope = {}
+            exec(compile(block, "docs/methods.md", "exec"), scope)
+            shape = re.search(r"res\.maps\.shape\s+# (torch\.Size\(\[.*\]\))", block).group(1)
+            assert str(scope["res"].maps.shape) == shape
+    finally:  # the user-method example registers one
+        if "positive_gradcam" in sx.methods():
+            remove_method("positive_gradcam")
 
 
 @pytest.mark.parametrize("method", [m for m in NEW_GRADIENT if "aug_smooth" in sx.method_options(m)])

@@ -209,7 +209,7 @@ def test_bad_inputs_and_methods(demo_file):
     explainer = OnnxExplainer(demo_file)
     with pytest.raises(ValueError, match="method must be one of"):
         explainer.method = "scorecam++"
-    with pytest.raises(ValueError, match="'ablationcam' replaces the target layer's output inside the model"):
+    with pytest.raises(ValueError, match="'ablationcam' is not served on ONNX Runtime: it replaces the target layer's output inside the model"):
         explainer.method = "ablationcam"
     with pytest.raises(ValueError, match="options \\['window'\\] are not options of method 'rise'"):
         OnnxExplainer(demo_file, "rise", options={"window": 3})

@@ -98,10 +98,31 @@ def run_block(source: str, name: str = "README.md") -> int:
 
 
 def test_readme_python_examples_run_and_show_their_results():
+    from seg_xai_fast.engine.methods import registered, remove_method
+
     blocks = python_blocks(README.read_text())
     assert blocks, "README has no python example"
-    checked = sum(run_block(block) for block in blocks)
+    try:
+        checked = sum(run_block(block) for block in blocks)
+    finally:  # the user-method example registers one
+        if "positive_gradcam_readme" in registered():
+            remove_method("positive_gradcam_readme")
     assert checked >= 8, f"only {checked} result comments were checked: the README examples lost their results"
+
+
+def test_architecture_walk_through_of_adding_a_method_runs_and_shows_its_results():
+    """docs/architecture.md's walk-through registers a method; it is unregistered afterwards."""
+    from seg_xai_fast.engine.methods import registered, remove_method
+
+    architecture = README.parent / "docs" / "architecture.md"
+    blocks = python_blocks(architecture.read_text())
+    assert blocks, "docs/architecture.md lost its walk-through"
+    try:
+        checked = sum(run_block(block, "docs/architecture.md") for block in blocks)
+    finally:
+        if "abs_gradcam" in registered():
+            remove_method("abs_gradcam")
+    assert checked >= 3
 
 
 @pytest.mark.parametrize("block, message", [

@@ -111,22 +111,16 @@ def peer_target_layer(model: torch.nn.Module, layer: str):
         handle.remove()
 
 
-# The peer's class of each method it runs with a SemanticSegmentationTarget as we do (Finer-CAM
-# needs a classifier's output, Seg-XRes-CAM has no peer class: neither gets a peer row).
-PEER_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
-                "hirescam": "HiResCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-                "gradcam_elementwise": "GradCAMElementWise", "eigengradcam": "EigenGradCAM",
-                "segeigencam": "SegEigenCAM", "kpcacam": "KPCA_CAM", "fem": "FEM", "randomcam": "RandomCAM",
-                "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "shapleycam": "ShapleyCAM", "fullgrad": "FullGrad"}
-
-
 @contextmanager
 def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = "out"):
     """pytorch-grad-cam's CAM object for `method` at `layer` of `model` (its logits selected by
     `output_key`); raises ImportError when the package is not installed."""
     import pytorch_grad_cam as pgc
 
-    cam_class = getattr(pgc, PEER_CLASSES[method])
+    library, class_name = get_method(method).peer or (None, None)
+    if library != "pytorch_grad_cam":
+        raise ValueError(f"method {method!r} has no pytorch-grad-cam peer class")
+    cam_class = getattr(pgc, class_name)
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -142,11 +136,13 @@ def peer_cam(model: torch.nn.Module, layer: str, method: str, output_key: str = 
 
 def peer_seconds(model, layer: str, method: str, images, classes, masks, output_key: str, repeats: int,
                  options: Optional[dict] = None) -> Optional[float]:
-    """The peer explaining the same targets, one call per class (its API): pytorch-grad-cam, or
-    captum for occlusion; None if it is not installed or has no such method."""
-    if method == "occlusion":
+    """The peer the method's spec names explaining the same targets, one call per class (its API):
+    pytorch-grad-cam's class, or captum's Occlusion; None if it is not installed, or the method has
+    no peer bench can drive (captum's segment attributions: benchmarks/segments_speed.py)."""
+    library, class_name = get_method(method).peer or (None, None)
+    if (library, class_name) == ("captum", "Occlusion"):
         return captum_occlusion_seconds(model, images, classes, masks, output_key, repeats, options or {})
-    if method not in PEER_CLASSES:
+    if library != "pytorch_grad_cam":
         return None
     try:
         from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
@@ -214,7 +210,7 @@ def perturbation_rows(model, layer: str, method: str, images, classes, masks, op
             row["peer_over_ours"] = peer_s / seconds
         rows.append(row)
     if peer_s is not None:
-        name = "captum" if method == "occlusion" else "pytorch-grad-cam"
+        name = get_method(method).peer[0].replace("_", "-")  # captum or pytorch-grad-cam
         rows.append({"row": f"{method} {name}", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
     return rows
 

@@ -2,9 +2,10 @@
 and the method arguments (--method or --methods, --option)."""
 from __future__ import annotations
 
+import argparse
 import json
 
-from ..engine.methods import METHODS
+from ..engine.methods import get_method, registered
 
 from ..models import LoadedModel, load_model
 
@@ -45,18 +46,31 @@ def add_method_arguments(parser, methods: bool = False, default: str = "gradcam"
         parser.add_argument("--methods", default=default,
                             help="comma-separated, or 'all' (default: %(default)s); see `seg-xai methods`")
     else:
-        parser.add_argument("--method", default=default, choices=sorted(METHODS), metavar="METHOD",
-                            help="explanation method (default: %(default)s); see `seg-xai methods`")
+        parser.add_argument("--method", default=default, type=method_name, metavar="METHOD",
+                            help="explanation method, or package.module:NAME of your own (default: %(default)s); "
+                                 "see `seg-xai methods`")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a method option, repeatable, e.g. --option n_masks=1000 --option window=16,16 "
                              "(each method's options: `seg-xai methods`)")
 
 
+def method_name(text: str) -> str:
+    """--method: a registered method's name, or 'package.module:NAME' (imported, so that it registers
+    NAME); argparse reports the ValueError, which lists the valid names."""
+    try:
+        get_method(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def method_names(spec: str) -> list:
-    """--methods: 'all' or a comma-separated list of method names."""
-    names = sorted(METHODS) if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    """--methods: 'all' or a comma-separated list of method names (or package.module:NAME)."""
+    names = list(registered()) if spec.strip() == "all" else [m.strip() for m in spec.split(",") if m.strip()]
     if not names:
         raise ValueError(f"--methods must name at least one method, got {spec!r}")
+    for name in names:
+        get_method(name)  # an unknown name is an error listing the valid ones
     return names
 
 

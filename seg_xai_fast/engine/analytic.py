@@ -19,6 +19,8 @@ import torch.nn as nn
 
 from .. import kernels
 from ..kernels import reference
+from .cam_stage import stage_cam
+from .methods import get_method
 
 # Modules that are affine or the identity in eval mode, hence foldable into the 1×1 conv.
 FOLDABLE = (nn.BatchNorm2d, nn.Dropout, nn.Dropout2d, nn.Identity)
@@ -108,7 +110,7 @@ def analytic_cam(
     activations: torch.Tensor,
     weight: torch.Tensor,
     seeds: torch.Tensor,
-    method: str,
+    method,
     output_size: Optional[tuple],
     backend: str = "auto",
     max_memory_mb: float = 1024.0,
@@ -118,56 +120,83 @@ def analytic_cam(
 
     activations: float [B,C,h,w]; weight: float [K,C] rows of the explained classes, or [B,K,C]
     when the row differs per image (Finer-CAM's combination of rows); seeds: float [B,K,h,w]
-    (R_k, at A's resolution); options: the method's CAM-stage options. Returns float32
-    [B,K,H,W] in [0, 1]. Equals reference.analytic_cam.
+    (R_k, at A's resolution); method: the name or spec of the method whose CAM stage applies
+    (cam_stage.cam_stage); options: its options. Returns float32 [B,K,H,W] in [0, 1]. The spec's closed_form gives the
+    channel weights or the raw maps from W, A and R; without one (or with eigen_smooth, a
+    projection), G = W_kc·R_k is formed in class chunks and the spec's CAM stage runs on it.
     """
     options = options or {}
-    if backend == "torch":
-        return reference.analytic_cam(activations, weight, seeds, method, output_size, options)
-    A = activations.float().flatten(2)  # [B,C,N]
-    R = seeds.float().flatten(2)  # [B,K,N]
-    W = weight.float()
-    Wb = W if W.dim() == 3 else W[None]  # [B or 1,K,C]
-    B, C, N = A.shape
-    K = R.shape[1]
+    spec = get_method(method)
     h, w = activations.shape[-2:]
     size = (h, w) if output_size is None else tuple(output_size)
-    if reference.uses_projection(method, options) or method == "gradcam_elementwise" or (
-            method == "gradcam++" and W.dim() == 3):
-        # No matrix form (a projection, or a function of each W_kc·R_k·A_c): G in class chunks.
-        return _chunked_cam(activations, W, seeds, method, size, backend, max_memory_mb, options)
-    if method == "gradcam":  # mean_u W_kc R_k(u)
-        weights = Wb * R.mean(dim=2)[:, :, None]
-    elif method == "xgradcam":  # Σ_u W_kc R_k(u) A_c(u) / (Σ_u A_c(u) + eps)
-        channel_sum = A.sum(dim=2)  # [B,C]
-        weights = Wb * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS)
-    elif method == "gradcam++":
-        weights = _gradcampp_weights(A, W, R, max_memory_mb, backend)
-    elif method == "hirescam":  # Σ_c W_kc R_k A_c = R_k ⊙ (W·A)_k
-        raw = R * (W @ A)
-    elif method == "layercam":  # Σ_c relu(W_kc R_k) A_c, split by the signs of W and R
-        raw = torch.relu(R) * (torch.relu(W) @ A) + torch.relu(-R) * (torch.relu(-W) @ A)
-    elif method == "segxrescam":  # pool(W_kc R_k) = W_kc·pool(R_k), max-pool split by the sign of W_kc
-        pool, reduce = options.get("pool", 2), options.get("reduce", "max")
-        R2 = seeds.float()
-        if reduce == "mean":
-            raw = reference.pool_gradients(R2, pool, "mean").flatten(2) * (W @ A)
-        else:  # max(W·R) = W·max(R) where W ≥ 0, W·min(R) = −W·max(−R) where W < 0
-            raw = (reference.pool_gradients(R2, pool, "max").flatten(2) * (torch.relu(W) @ A)
-                   + reference.pool_gradients(-R2, pool, "max").flatten(2) * (torch.relu(-W) @ A))
-    else:
-        raise ValueError(f"method {method!r} has no closed form here")
-    if method in reference.WEIGHTED_METHODS:
+    closed = None
+    if backend != "torch" and spec.closed_form is not None and not options.get("eigen_smooth"):
+        A = activations.float().flatten(2)  # [B,C,N]
+        R = seeds.float().flatten(2)  # [B,K,N]
+        closed = spec.closed_form(A, weight.float(), R, seeds, options, backend, max_memory_mb)
+    if closed is None:  # no matrix form (or the reference route): G in class chunks
+        return _chunked_cam(activations, weight, seeds, spec, size, backend, max_memory_mb, options)
+    weights, raw = closed
+    if weights is not None:
         if not torch.isfinite(weights).all():  # [B,K,C]: cheap, and overflow would give zero maps silently
             raise FloatingPointError("the closed-form channel weights contain NaN or Inf (overflow: are the "
                                      "masks, activations or head weights very large?)")
         maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
     else:
-        maps = kernels.normalize_maps(raw.view(B, K, h, w), backend=backend)
+        maps = kernels.normalize_maps(raw.view(raw.shape[0], raw.shape[1], h, w), backend=backend)
     return kernels.resize_normalize(maps, size, backend=backend)
 
 
-def _chunked_cam(activations, weight, seeds, method, size, backend, max_memory_mb, options) -> torch.Tensor:
+# The closed forms of the built-in methods (their specs' closed_form, engine/catalog.py), with
+# A [B,C,N], W [K,C] or [B,K,C], R [B,K,N] = Up*(M) flattened, seeds [B,K,h,w]; each returns
+# (channel weights [B,K,C], None) or (None, raw maps [B,K,N]), or None where it has no matrix form.
+
+def _rows(W: torch.Tensor) -> torch.Tensor:
+    return W if W.dim() == 3 else W[None]  # [B or 1,K,C]
+
+
+def gradcam_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """Grad-CAM: w_kc = mean_u W_kc·R_k(u)."""
+    return _rows(W) * R.mean(dim=2)[:, :, None], None
+
+
+def xgradcam_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """XGrad-CAM: w_kc = Σ_u W_kc·R_k(u)·A_c(u) / (Σ_u A_c(u) + eps)."""
+    channel_sum = A.sum(dim=2)  # [B,C]
+    return _rows(W) * (R @ A.transpose(1, 2)) / (channel_sum[:, None, :] + reference.XGRADCAM_EPS), None
+
+
+def gradcampp_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """Grad-CAM++ through the fused kernel that never forms g = W_kc·R_k(u); per-image rows
+    (Finer-CAM's) have no such kernel."""
+    if W.dim() == 3:
+        return None
+    return kernels.analytic_gradcampp_weights(A.unsqueeze(-1), W, R.unsqueeze(-1), backend=backend,
+                                              max_memory_mb=max_memory_mb), None
+
+
+def hirescam_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """HiResCAM: Σ_c W_kc·R_k·A_c = R_k ⊙ (W·A)_k."""
+    return None, R * (W @ A)
+
+
+def layercam_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """LayerCAM: Σ_c relu(W_kc·R_k)·A_c, split by the signs of W and R."""
+    return None, torch.relu(R) * (torch.relu(W) @ A) + torch.relu(-R) * (torch.relu(-W) @ A)
+
+
+def segxrescam_closed_form(A, W, R, seeds, options, backend, max_memory_mb):
+    """Seg-XRes-CAM: pool(W_kc·R_k) = W_kc·pool(R_k); a max-pool splits by the sign of W_kc
+    (max(W·R) = W·max(R) where W ≥ 0, W·min(R) = −W·max(−R) where W < 0)."""
+    pool, reduce = options.get("pool", 2), options.get("reduce", "max")
+    R2 = seeds.float()
+    if reduce == "mean":
+        return None, reference.pool_gradients(R2, pool, "mean").flatten(2) * (W @ A)
+    return None, (reference.pool_gradients(R2, pool, "max").flatten(2) * (torch.relu(W) @ A)
+                  + reference.pool_gradients(-R2, pool, "max").flatten(2) * (torch.relu(-W) @ A))
+
+
+def _chunked_cam(activations, weight, seeds, spec, size, backend, max_memory_mb, options) -> torch.Tensor:
     """The CAM stage on G = W_kc·R_k formed a few classes at a time (about max_memory_mb each, with
     the method's temporaries of G's size). weight: [K,C] or [B,K,C] → float32 [B,K,H,W]."""
     B, C, h, w = activations.shape
@@ -177,18 +206,5 @@ def _chunked_cam(activations, weight, seeds, method, size, backend, max_memory_m
     for lo in range(0, K, chunk):
         W = weight[..., lo:lo + chunk, :]
         G = reference.analytic_gradients(W, seeds[:, lo:lo + chunk])  # [B,k,C,h,w]
-        maps[:, lo:lo + chunk] = kernels.cam_from_gradients(activations.float(), G, method, size, backend=backend,
-                                                            options=options)
+        maps[:, lo:lo + chunk] = stage_cam(spec, options, activations.float(), G, size, backend)
     return maps
-
-
-def _gradcampp_weights(A: torch.Tensor, W: torch.Tensor, R: torch.Tensor, max_memory_mb: float,
-                       backend: str = "auto") -> torch.Tensor:
-    """Grad-CAM++ weights float32 [B,K,C] with g = W_kc·R_k(u).
-
-    A: [B,C,N]; W: [K,C]; R: [B,K,N]. α = g²/(2g² + S_c g³ + eps) where g ≠ 0; w = Σ_u relu(g)·α.
-    The fused kernel never forms g; the torch route (backend="torch", or where the core cannot run)
-    builds it in class chunks of about max_memory_mb.
-    """
-    return kernels.analytic_gradcampp_weights(A.unsqueeze(-1), W, R.unsqueeze(-1), backend=backend,
-                                              max_memory_mb=max_memory_mb)

@@ -32,12 +32,12 @@ from .targets import target_masks
 AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1))
 
 
-def layer_list(method: str, target_layer) -> Optional[list]:
+def layer_list(method, target_layer) -> Optional[list]:
     """The layers of a list/tuple `target_layer` (checked), or None for a single layer or None."""
     if not isinstance(target_layer, (list, tuple)):
         return None
     spec = get_method(method)
-    if spec.family != "gradient" or not spec.needs_layer:
+    if not spec.takes_layer_list:
         takes = "target_layer=None" if not spec.needs_layer else "a single target_layer"
         raise ValueError(f"a list of target layers is taken by the gradient methods with a target layer; method "
                          f"{spec.name!r} takes {takes}, got a list of {len(target_layer)}")

@@ -23,23 +23,22 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 
 from .. import kernels
-from ..kernels import reference
 from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
+from .base import ExplainerBase
+from .cam_stage import stage_cam
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
-from .checks import check_class_names, check_classes, check_images, check_resolution
+from .checks import check_class_names, check_classes, check_images
 from .combine import explain_augmented, explain_layers, layer_list
 from .curvature import curved_operation, shapley_gradients
-from .fullgrad import explain_fullgrad
+from .gradients import chunked_vjps
 from .methods import check_layer, get_method
 from .options import check_options
-from .perturbation import TorchForwards, explain_perturbation
-from .segments import explain_segments
-from .outputs import (Explanation, ForwardPass, MaskSpec, cam_stage, class_cotangents, explain_forward_pass,
-                      finer_coefficients, labels_and_seeds)
+from .perturbation import TorchForwards
+from .outputs import Explanation, ForwardPass, MaskSpec, labels_and_seeds
 
 
-class Explainer:
+class Explainer(ExplainerBase):
     """CAM explanations of a segmentation model for all requested classes of a batch.
 
     model: an nn.Module mapping float [B,3,H,W] images to logits [B,L,H,W] (a Tensor, a dict —
@@ -108,12 +107,12 @@ class Explainer:
         if reshape is not None and not callable(reshape):
             raise TypeError(f"reshape must be None or a callable (layer output → [B,C,h,w]), got {type(reshape).__name__}")
         self.reshape = reshape
-        self.method = get_method(method).name
-        layers = layer_list(self.method, target_layer)  # several target layers, or None
+        self.spec = get_method(method)
+        layers = layer_list(self.spec, target_layer)  # several target layers, or None
         if layers is not None:
             target_layer = layers[0]  # checked and resolved below; its own explainer is built at the end
-        check_layer(self.method, target_layer)
-        self.options = check_options(self.method, options)  # {} for the methods without options
+        check_layer(self.spec, target_layer)
+        self.options = check_options(self.spec, options)  # {} for the methods without options
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be True or False, got {normalize!r}")
         if layers is not None and not normalize:
@@ -156,7 +155,7 @@ class Explainer:
             for i, layer in enumerate(layers):
                 try:  # raw maps: combine.py normalises each layer's once, as the peer (its eps matters)
                     self.layer_explainers.append(Explainer(
-                        model, layer, self.method, options=single, normalize=False, backend=backend, output_key=output_key,
+                        model, layer, self.spec, options=single, normalize=False, backend=backend, output_key=output_key,
                         max_memory_mb=max_memory_mb, class_chunk=class_chunk, vjp=vjp, gradient_path=gradient_path,
                         class_names=class_names, reshape=reshape))
                 except (TypeError, ValueError) as e:
@@ -175,43 +174,35 @@ class Explainer:
     def close(self) -> None:
         """Nothing to release: hooks live only inside a call."""
 
-    def __call__(
-        self,
-        images: torch.Tensor,
-        classes: Optional[Sequence[int]] = None,
-        masks: MaskSpec = None,
-        *,
-        resolution: str = "full",
-    ) -> Explanation:
-        """Explain `images` float [B,3,H,W] for `classes` (None: every output class).
-
-        masks: None (each class's predicted pixels), a float Tensor [B,K,H,W] of target regions,
-        a Box/Pixel/Component shared by all images, or a list of B of them.
-        resolution: "full" (maps at the model output's size) or "layer" (maps [B,K,h,w] at the
-        target layer's resolution, before the final upsample: sx.upsample_maps(maps, (H, W))
-        gives the "full" maps back to float rounding; a compact form to store or to send).
-        """
-        images = self._check_images(images)
-        check_resolution(resolution)
-        if self.options.get("aug_smooth"):  # test-time augmentation around explain_plain (combine.py)
+    def explain_checked(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
+        """A call on checked images: test-time augmentation around explain_plain (combine.py)."""
+        if self.options.get("aug_smooth"):
             return explain_augmented(self, images, classes, masks, resolution)
         return self.explain_plain(images, classes, masks, resolution)
 
     def explain_plain(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
-        """__call__ without test-time augmentation, on checked `images` float [B,3,H,W]."""
+        """A call without test-time augmentation on checked `images` float [B,C,H,W]: the layers'
+        combination (combine.py) or the method's runner."""
         if self.layer_explainers is not None:
             return explain_layers(self, images, classes, masks, resolution)
-        if self.method == "fullgrad":
-            return explain_fullgrad(self, images, classes, masks, resolution)
-        if get_method(self.method).family == "segment":  # segment attributions: engine/segments.py
-            return explain_segments(self, TorchForwards(self), images, classes, masks, resolution)
-        if get_method(self.method).family == "perturbation":
-            return explain_perturbation(self, TorchForwards(self), images, classes, masks, resolution)
-        key = tuple(images.shape[1:])
-        head = self._cached_head(key) if self.normalize else None  # raw maps come from the autograd path
-        if head is not None or not get_method(self.method).needs_gradients:
-            # No graph needed: the closed form, or Eigen-CAM (activations only).
-            return self.explain_outputs(self._plain_forward(images, head), classes, masks, resolution=resolution)
+        return super().explain_checked(images, classes, masks, resolution)
+
+    def wraps_calls(self) -> bool:
+        return self.layer_explainers is not None or bool(self.options.get("aug_smooth"))
+
+    def forwards(self) -> TorchForwards:
+        """The forwards of this explainer's model (a new object per call: it holds one call's state)."""
+        return TorchForwards(self)
+
+    def head_of(self, outputs: ForwardPass) -> tuple:
+        head = outputs.head
+        if head is None:
+            return None, None
+        self.gradient_path = "analytic"
+        return head.weight, head.upsample
+
+    def autograd_explain(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
+        """The autograd path of a layer gradient method on checked `images` float [B,C,H,W]."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 f"method {self.method!r} needs gradients, which torch.inference_mode() forbids: call the "
@@ -219,19 +210,20 @@ class Explainer:
                 "model unchanged)"
             )
         with ModelState(self.model):
-            res = self._autograd_call(images, classes, masks, resolution, head, second_order=False)
+            res = self._autograd_call(images, classes, masks, resolution, second_order=False)
             if res is None:  # ShapleyCAM above a curved head: again, the gradients carrying H·A as tangents
                 with fwAD.dual_level():
-                    res = self._autograd_call(images, classes, masks, resolution, head, second_order=True)
+                    res = self._autograd_call(images, classes, masks, resolution, second_order=True)
         return res
 
-    def _autograd_call(self, images, classes, masks, resolution, head, second_order: bool) -> Optional[Explanation]:
-        """__call__'s graph pass on checked `images` float [B,3,H,W], inside ModelState: one forward
-        with the graph from the target layer up, then the closed form if a linear head is found,
-        else the class VJPs. second_order (ShapleyCAM, inside a forward_ad.dual_level): A enters
-        as a dual tensor and the VJPs give g − ½·H·A. Returns None, after the forward only, when
-        ShapleyCAM without second_order finds an operation that may curve above the layer (it
-        needs the second-order pass); without curvature H·A = 0 and its first-order pass is exact.
+    def _autograd_call(self, images, classes, masks, resolution, second_order: bool) -> Optional[Explanation]:
+        """autograd_explain's graph pass on checked `images` float [B,C,H,W], inside ModelState: one
+        forward with the graph from the target layer up, then the closed form if a linear head is
+        found, else the class VJPs. second_order (the spec's second_order, ShapleyCAM, inside a
+        forward_ad.dual_level): A enters as a dual tensor and the VJPs give g − ½·H·A. Returns None,
+        after the forward only, when a second-order method without second_order finds an operation
+        that may curve above the layer (it needs the second-order pass); without curvature H·A = 0
+        and its first-order pass is exact.
         """
         key = tuple(images.shape[1:])
         with self.capture(leaf=True, tangent=second_order) as cap:
@@ -244,6 +236,7 @@ class Explainer:
                     f"target_layer {self.layer_name!r} is not on the path to the model output: "
                     "no gradient reaches it. Choose a layer whose output feeds the logits."
                 )
+            head = None
             if self.requested_path != "autograd" and key not in self._heads and self.normalize:
                 self._heads[key] = head = cap.linear_head(start, upsample)
                 if head is None and self.requested_path == "analytic":
@@ -258,7 +251,7 @@ class Explainer:
                 outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
                 return self.explain_outputs(outputs, classes, masks, resolution=resolution)
             info = {}
-            if self.method == "shapleycam":
+            if self.spec.second_order:
                 if not second_order and curved_operation(start, activations) is not None:
                     return None
                 info["hessian"] = ("H·A by forward-over-reverse" if second_order
@@ -268,56 +261,15 @@ class Explainer:
             labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, self.backend)
             active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
             output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-            mix = None  # Finer-CAM: class k's cotangent at logit l is mix[b,k,l]·seed_k
-            if self.method == "finercam":
-                mix = finer_coefficients(logits.detach(), labels, class_ids, masks, self.options)
+            mix = None  # a target combining several classes' scores: class k's cotangent at logit l is mix[b,k,l]·seed_k
+            if self.spec.target_mix is not None:
+                mix = self.spec.target_mix(logits.detach(), labels, class_ids, masks, self.options)
             maps = self._gradient_maps(activations, start, seeds, class_ids, active, output_size, mix, second_order)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum()), **info})
 
-    def forward(self, images: torch.Tensor) -> ForwardPass:
-        """The first half of a call: one forward pass of `images` float [B,3,H,W].
-
-        With the closed form (found on the first batch of each input size, then cached) or a
-        gradient-free method, the pass runs without a graph and keeps its outputs (activations,
-        logits, labels), so a caller can look at the labels before choosing classes (the video
-        pipeline does); on the autograd path it keeps only the images. explain_outputs finishes.
-        """
-        images = self._check_images(images)
-        head = None
-        if (get_method(self.method).perturbs or self.method == "fullgrad"
-                or self.layer_explainers is not None or self.options.get("aug_smooth")):
-            return ForwardPass(images)  # explain_outputs runs the whole explanation
-        if get_method(self.method).needs_gradients:
-            head = self.linear_head(images)
-            if head is None:
-                return ForwardPass(images)
-        return self._plain_forward(images, head)
-
-    def explain_outputs(
-        self,
-        outputs: ForwardPass,
-        classes: Optional[Sequence[int]] = None,
-        masks: MaskSpec = None,
-        *,
-        resolution: str = "full",
-    ) -> Explanation:
-        """The second half of a call: the explanation of forward()'s result, as __call__'s."""
-        if not outputs.has_outputs:  # autograd path: the whole call, graph and all
-            return self(outputs.images, classes, masks, resolution=resolution)
-        class_ids = check_classes(classes, outputs.logits.shape[1], self.class_names)
-        head = outputs.head
-        if head is not None:
-            self.gradient_path = "analytic"
-        weight, upsample = (head.weight, head.upsample) if head is not None else (None, None)
-        res = explain_forward_pass(outputs, self.method, weight, upsample, class_ids, masks, layer=self.layer_name,
-                                   backend=self.backend, max_memory_mb=self.max_memory_mb, resolution=resolution,
-                                   options=self.options, normalize=self.normalize)
-        res.class_names = self.class_names
-        return res
-
-    def _plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
+    def plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
         """A no-grad forward of checked `images`, keeping the activations, logits and labels."""
         with ModelState(self.model), self.capture() as cap, torch.no_grad():
             logits = select_output(self.model(images), self.output_key, images.shape[0])
@@ -329,7 +281,7 @@ class Explainer:
         return ForwardCapture(self.model, self.target_layer, self.layer_name, self.use_input, leaf=leaf,
                               reshape=self.reshape, tangent=tangent)
 
-    def _check_images(self, images) -> torch.Tensor:
+    def check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
         images for a float32 model, say: the conversion the model's first layer would demand)."""
         images = check_images(images, self._in_channels)
@@ -339,7 +291,7 @@ class Explainer:
         dtype = param.dtype if param.is_floating_point() else images.dtype
         return images.to(device=param.device, dtype=dtype)
 
-    def _cached_head(self, key: tuple) -> Optional[LinearHead]:
+    def cached_head(self, key: tuple) -> Optional[LinearHead]:
         """The cached linear head for input shape `key`, following the model's current weights
         (refolded when they changed, forgotten when its modules were replaced), or None."""
         with model_lock(self.model):
@@ -360,7 +312,7 @@ class Explainer:
             if self.requested_path == "autograd":
                 return None
             self(images[:1], classes=[0], masks=torch.ones(1, 1, *images.shape[-2:], device=images.device))
-        return self._cached_head(key)
+        return self.cached_head(key)
 
     def _result(self, maps, class_ids, labels, active, info) -> Explanation:
         info = {"gradient_path": self.gradient_path, **info}
@@ -375,44 +327,28 @@ class Explainer:
         seeds: float [B,K,h',w'] cotangents of each class at `start`'s resolution;
         mix: None (class k's cotangent is seed_k at logit class_ids[k]) or float [B,K,L]
         (seed_k·mix[b,k,l] at every logit l: a target that combines several classes' scores);
-        second_order: ShapleyCAM's g − ½·H·A instead of g (A a dual tensor, see _autograd_call).
+        second_order: g − ½·H·A instead of g (A a dual tensor, see _autograd_call).
         """
-        stage, options = cam_stage(self.method, self.options)
         B, K = active.shape
         H, W = output_size or tuple(activations.shape[-2:])
         A = activations.detach()
         maps = torch.zeros(B, K, H, W, device=A.device, dtype=torch.float32)
-        todo = [k for k in range(K) if bool(active[:, k].any())]  # empty classes cost nothing
-        chunk = self._chunk_size(A, H * W)
-        for lo in range(0, len(todo), chunk):
-            ks = todo[lo:lo + chunk]
-            cot = class_cotangents(start, seeds, class_ids, ks, mix)
-            G = self._vjp(start, activations, cot, second_order)  # [n,B,C,h,w]
+        grad = None
+        if second_order:
+            def grad(start, leaves, cot):
+                return [shapley_gradients(start, leaves[0], cot, self.layer_name, self.vjp == "batched")]
+        chunks = chunked_vjps(start, [activations], seeds, class_ids, active, self._chunk_size(A, H * W),
+                              self.vjp == "batched", mix, grad)
+        for ks, (G,) in chunks:  # G [n,B,C,h,w]
             if not torch.isfinite(G).all():
                 raise FloatingPointError(
                     f"gradients at target_layer {self.layer_name!r} contain NaN or Inf "
                     f"(classes {[class_ids[k] for k in ks]})"
                 )
             G = G.transpose(0, 1).contiguous()  # [B,n,C,h,w]
-            if self.normalize:
-                maps[:, ks] = kernels.cam_from_gradients(A, G, stage, output_size, backend=self.backend,
-                                                         options=options)
-            else:  # the signed CAM, bilinearly resized
-                raw = reference.raw_cam(A, G, stage, options)
-                maps[:, ks] = raw if output_size is None else reference.resize_bilinear(raw, output_size)
+            maps[:, ks] = stage_cam(self.spec, self.options, A, G, output_size, self.backend, self.normalize)
         # Images whose region of a class is empty get exact zeros (their gradient was zero anyway).
         return maps * active[:, :, None, None]
-
-    def _vjp(self, start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor,
-             second_order: bool = False) -> torch.Tensor:
-        """cotangents [n,*start.shape] → gradients [n,*leaf.shape], keeping the graph for the next chunk
-        (second_order: g − ½·H·A, see shapley_gradients)."""
-        if second_order:
-            return shapley_gradients(start, leaf, cotangents, self.layer_name, self.vjp == "batched")
-        if self.vjp == "batched" and cotangents.shape[0] > 1:
-            (g,) = torch.autograd.grad(start, leaf, cotangents, retain_graph=True, is_grads_batched=True)
-            return g
-        return torch.stack([torch.autograd.grad(start, leaf, c, retain_graph=True)[0] for c in cotangents])
 
     def _chunk_size(self, A: torch.Tensor, output_pixels: int) -> int:
         """Classes per chunk: the fixed class_chunk, else as many as fit max_memory_mb.

@@ -7,7 +7,7 @@ per chunk of classes, one backward to the input gives ∂S_k/∂x and every ∂S
 
     raw_k = Σ_c R(N(|x·∂S_k/∂x|_c)) + Σ_l Σ_c R(N(|b_l·∂S_k/∂z_l|_c)),   map_k = N(raw_k)
 
-(reference.fullgrad_map; N = per-channel min-max, R = bilinear resize to the input size, b_l the
+(method_maths.fullgrad_map; N = per-channel min-max, R = bilinear resize to the input size, b_l the
 conv bias or BatchNorm's effective bias β − μ·γ/√(σ² + ε)). Unlike the layer methods this backward
 runs through the whole network, so it costs about as much as the peer's per class; the saving is
 the one forward for all classes and the channel sums taken before the resize.
@@ -21,7 +21,9 @@ from .. import kernels
 from ..kernels import reference
 from .capture import ForwardCapture, ModelState, select_output
 from .checks import check_classes
-from .outputs import Explanation, class_cotangents, labels_and_seeds
+from .gradients import chunked_vjps
+from .method_maths import fullgrad_map
+from .outputs import Explanation, labels_and_seeds
 
 #: The module types whose biases FullGrad sums (exact types, as pytorch-grad-cam).
 BIAS_TYPES = (nn.Conv2d, nn.BatchNorm2d)
@@ -45,8 +47,9 @@ def effective_bias(name: str, module: nn.Module) -> torch.Tensor:
     return module.bias.detach()
 
 
-def explain_fullgrad(explainer, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
-    """FullGrad maps float32 [B,K,H,W] of checked `images` float [B,3,H,W] for `explainer`'s settings."""
+def explain_fullgrad(explainer, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """FullGrad's runner: maps float32 [B,K,H,W] of checked `images` float [B,3,H,W] for
+    `explainer`'s settings (a PyTorch explainer: FullGrad differentiates the whole model)."""
     if resolution != "full":
         raise ValueError(f"resolution must be 'full' for method 'fullgrad', which has no target layer, got {resolution!r}")
     if torch.is_inference_mode_enabled():
@@ -83,7 +86,7 @@ def explain_fullgrad(explainer, images: torch.Tensor, classes, masks, resolution
         biases = [effective_bias(name, m).to(x.device) for name, m, _ in biased]
         leaves = [x] + [z for _, _, z in biased]
         maps = _fullgrad_maps(explainer, x, start, leaves, biases, seeds, class_ids, active)
-    return Explanation(maps=maps, classes=class_ids, labels=labels, active=active, method="fullgrad", layer="input",
+    return Explanation(maps=maps, classes=class_ids, labels=labels, active=active, method=explainer.method, layer="input",
                        info={"gradient_path": "autograd", "backward_start": "logits before upsample" if upsample
                              else "model output", "backward_passes": int(active.any(dim=0).sum()),
                              "bias_layers": len(biased)},
@@ -95,24 +98,16 @@ def _fullgrad_maps(explainer, x, start, leaves, biases, seeds, class_ids, active
     B, K = active.shape
     H, W = x.shape[-2:]
     maps = torch.zeros(B, K, H, W, device=x.device, dtype=torch.float32)
-    todo = [k for k in range(K) if bool(active[:, k].any())]  # empty classes cost nothing
     if explainer.class_chunk is not None:
         chunk = explainer.class_chunk
     else:  # per class: every leaf's gradient, ~twice that in backward temporaries and in |b·g|, the maps
         per_class = 4 * (3 * sum(t.numel() for t in leaves) + 2 * B * H * W)
         chunk = max(1, int(explainer.max_memory_mb * 2**20 // per_class))
-    for lo in range(0, len(todo), chunk):
-        ks = todo[lo:lo + chunk]
-        cot = class_cotangents(start, seeds, class_ids, ks)
-        if explainer.vjp == "batched" and len(ks) > 1:
-            grads = torch.autograd.grad(start, leaves, cot, retain_graph=True, allow_unused=True, is_grads_batched=True)
-        else:
-            per_class = [torch.autograd.grad(start, leaves, c, retain_graph=True, allow_unused=True) for c in cot]
-            grads = [None if g[0] is None else torch.stack(g) for g in zip(*per_class)]
+    for ks, grads in chunked_vjps(start, leaves, seeds, class_ids, active, chunk, explainer.vjp == "batched"):
         # a bias layer the target does not reach (allow_unused) contributes nothing
         terms = [(b, g) for b, g in zip(biases, grads[1:]) if g is not None]
         gx = grads[0] if grads[0] is not None else torch.zeros((len(ks),) + tuple(x.shape), device=x.device)
-        raw = reference.fullgrad_map(x.detach(), gx, terms)  # [n,B,H,W]
+        raw = fullgrad_map(x.detach(), gx, terms)  # [n,B,H,W]
         if not torch.isfinite(raw).all():
             raise FloatingPointError(f"FullGrad gradients contain NaN or Inf (classes {[class_ids[k] for k in ks]})")
         raw = raw.transpose(0, 1)

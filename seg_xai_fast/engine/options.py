@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ..kernels.reference import GRADIENT_CAM_METHODS, KPCA_KERNELS, POOL_REDUCTIONS, SCORE_TYPES
+from ..kernels.reference import GRADIENT_CAM_METHODS, POOL_REDUCTIONS, SCORE_TYPES
+from .method_maths import KPCA_KERNELS
 from .methods import get_method
 
 BASELINES = ("mean", "blur")
@@ -136,8 +137,9 @@ CHECKS: dict[str, Callable] = {
 }
 
 
-def check_options(method: str, options: Optional[dict]) -> dict:
-    """The options of `method` with its defaults filled in, each checked."""
+def check_options(method, options: Optional[dict]) -> dict:
+    """The options of `method` (a name or a spec) with its defaults filled in, each checked by the
+    spec's own check or this module's shared one (options without either are taken as given)."""
     spec = get_method(method)
     valid = dict(spec.options)
     if options is None:
@@ -148,7 +150,8 @@ def check_options(method: str, options: Optional[dict]) -> dict:
     if unknown:
         known = sorted(valid) if valid else "none"
         raise ValueError(f"options {unknown} are not options of method {spec.name!r}; valid options: {known}")
-    return {key: CHECKS.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
+    checks = {**CHECKS, **spec.checks} if spec.builtin else spec.checks  # a user's option is not ours to check
+    return {key: checks.get(key, lambda k, v: v)(key, value) for key, value in {**valid, **options}.items()}
 
 
 __all__ = ["BASELINES", "CHECKS", "FEATURES", "MAX_FEATURES", "check_options"]

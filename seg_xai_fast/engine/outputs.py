@@ -16,8 +16,10 @@ import torch
 from .. import kernels
 from ..kernels import reference
 from .analytic import LinearHead, analytic_cam
+from .cam_stage import cam_stage
+from . import method_maths
 from .checks import check_classes, check_resolution, class_position
-from .methods import CAM_STAGE_OF, get_method
+from .methods import get_method
 from .options import check_options
 from .targets import Region, region_logit_sums, target_masks
 
@@ -108,7 +110,7 @@ def explain_linear_head(
     upsample: Optional[tuple],
     classes: Optional[Sequence[int]],
     masks: MaskSpec,
-    method: str,
+    method="gradcam",
     *,
     layer: str = "",
     backend: str = "auto",
@@ -122,51 +124,44 @@ def explain_linear_head(
     activations: float [B,C,h,w] (the input of the head's 1×1 conv); logits: float [B,L,H,W];
     head_weight: float [L,C] (BatchNorm folded); upsample: ((h, w), align_corners) of the bilinear
     upsample from the head output to the logits, or None when the logits are the head output.
-    labels: int64 [B,H,W] argmax of the logits when the runtime already has it.
-    resolution: "full" (maps [B,K,H,W]) or "layer" (maps [B,K,h,w], see Explainer.__call__).
-    options: the method's options (check_options; None: its defaults).
+    method: a gradient method's name or spec. labels: int64 [B,H,W] argmax of the logits when the
+    runtime already has it. resolution: "full" (maps [B,K,H,W]) or "layer" (maps [B,K,h,w], see
+    Explainer.__call__). options: the method's options (check_options; None: its defaults).
     """
     check_resolution(resolution)
-    options = check_options(method, options)
+    spec = get_method(method)
+    options = check_options(spec, options)
     class_ids = check_classes(classes, logits.shape[1])
     labels, seeds = labels_and_seeds(logits, labels, class_ids, masks, upsample, backend)  # [B,H,W], [B,K,h,w]
     active = seeds.flatten(2).ne(0).any(dim=2)
     head_weight = head_weight.to(activations.device).float()
-    if method == "finercam":  # the target mixes the head's rows: T_k = Σ_l coef_kl·S_kl
-        weight = torch.einsum("bkl,lc->bkc", finer_coefficients(logits, labels, class_ids, masks, options), head_weight)
+    if spec.target_mix is not None:  # the target mixes the head's rows: T_k = Σ_l coef_kl·S_kl
+        weight = torch.einsum("bkl,lc->bkc", spec.target_mix(logits, labels, class_ids, masks, options), head_weight)
     else:
         weight = head_weight[class_ids]
     output_size = tuple(logits.shape[-2:]) if resolution == "full" else None
-    stage, stage_options = cam_stage(method, options)
+    stage, stage_options = cam_stage(spec, options)
     maps = analytic_cam(activations, weight, seeds, stage, output_size, backend=backend, max_memory_mb=max_memory_mb,
                         options=stage_options)
     if not bool(active.all()):  # classes with an empty region: exact zeros
         maps.mul_(active[:, :, None, None])
     return Explanation(maps=maps, classes=class_ids, labels=labels, active=active,
-                       method=method, layer=layer, info={"gradient_path": "analytic", "backward_passes": 0})
-
-
-def cam_stage(method: str, options: dict) -> tuple:
-    """(method, options) of the CAM stage that turns `method`'s gradients into maps: Finer-CAM's
-    base method, ShapleyCAM's Grad-CAM (on its corrected gradients), every other gradient method itself."""
-    if method == "finercam":
-        return options["base_method"], options
-    return CAM_STAGE_OF.get(method, method), options
+                       method=spec.name, layer=layer, info={"gradient_path": "analytic", "backward_passes": 0})
 
 
 def finer_coefficients(logits: torch.Tensor, labels: torch.Tensor, class_ids: list, masks: MaskSpec,
                        options: dict) -> torch.Tensor:
-    """Finer-CAM's coefficients float32 [B,K,L] (reference.finer_coefficients) from the logits
+    """Finer-CAM's coefficients float32 [B,K,L] (method_maths.finer_coefficients) from the logits
     float [B,L,H,W] and each class's target region (labels int64 [B,H,W], masks as Explainer)."""
     scores, areas = region_logit_sums(logits, labels, class_ids, masks)
-    return reference.finer_coefficients(scores, areas, class_ids, options["alpha"], options["comparison_categories"])
+    return method_maths.finer_coefficients(scores, areas, class_ids, options["alpha"], options["comparison_categories"])
 
 
 def explain_activations(
     activations: torch.Tensor,
     logits: torch.Tensor,
     classes: Optional[Sequence[int]],
-    method: str = "eigencam",
+    method="eigencam",
     *,
     layer: str = "",
     backend: str = "auto",
@@ -176,30 +171,38 @@ def explain_activations(
     options: Optional[dict] = None,
     normalize: bool = True,
 ) -> Explanation:
-    """A gradient-free method (Eigen-CAM, KPCA-CAM, FEM, RandomCAM) from one forward pass's tensors,
-    whatever runtime produced them: one class-agnostic map shared by every requested class, or
-    RandomCAM's map per class. activations: float [B,C,h,w]; logits: float [B,L,H,W]; labels:
+    """An activation method (Eigen-CAM, KPCA-CAM, FEM, RandomCAM) from one forward pass's tensors,
+    whatever runtime produced them: one class-agnostic map shared by every requested class, or a
+    map per class (RandomCAM). activations: float [B,C,h,w]; logits: float [B,L,H,W]; labels:
     optional int64 [B,H,W] argmax of the logits; resolution: "full" or "layer" (see
     Explainer.__call__); normalize: False gives the raw signed maps (bilinearly resized). masks:
     checked as for every other method (a wrong shape or region is an error), though they do not
     change these maps."""
     check_resolution(resolution)
-    options = check_options(method, options)
+    spec = get_method(method)
+    options = check_options(spec, options)
     class_ids = check_classes(classes, logits.shape[1])
     if labels is None:
         labels = kernels.class_argmax(logits, backend)
     if masks is not None:
         target_masks(labels, class_ids, masks)
     size = tuple(logits.shape[-2:])
-    if not normalize:
-        maps = reference.activation_cam(activations, method, class_ids, logits.shape[1], options)
-        maps = reference.resize_bilinear(maps, size) if resolution == "full" else maps
+    A = activations.float()
+    weights = None
+    if spec.activation_weights is not None:
+        weights = spec.activation_weights(A, class_ids, logits.shape[1], options)  # [B,K',C]
+        if options.get("eigen_smooth"):  # the first principal component of the weighted terms
+            raw, weights = reference.principal_projection(weights[..., None, None] * A.unsqueeze(1)), None
+        elif not normalize:
+            raw = reference.weighted_combine(A, weights)
     else:
-        if method in ("fem", "randomcam") and not options.get("eigen_smooth"):
-            weights = reference.activation_weights(activations, method, class_ids, logits.shape[1], options)
-            maps = kernels.weighted_cam(activations.float(), weights.contiguous(), backend=backend)
+        raw = spec.activation_cam(A, options)  # [B,1,h,w]
+    if not normalize:
+        maps = reference.resize_bilinear(raw, size) if resolution == "full" else raw
+    else:
+        if weights is not None:
+            maps = kernels.weighted_cam(A, weights.contiguous(), backend=backend)
         else:
-            raw = reference.activation_cam(activations, method, class_ids, logits.shape[1], options)
             maps = kernels.normalize_maps(raw, backend=backend)
         if resolution == "full":
             maps = kernels.resize_normalize(maps, size, backend=backend)
@@ -207,7 +210,7 @@ def explain_activations(
     active = torch.ones(B, K, dtype=torch.bool, device=logits.device)
     return Explanation(maps=maps.expand(-1, K, -1, -1).contiguous(), classes=class_ids,
                        labels=labels, active=active,
-                       method=method, layer=layer, info={"gradient_path": "none", "backward_passes": 0})
+                       method=spec.name, layer=layer, info={"gradient_path": "none", "backward_passes": 0})
 
 
 def labels_and_seeds(logits, labels, class_ids, masks, upsample, backend) -> tuple:
@@ -255,7 +258,7 @@ def upsample_maps(
 
 def explain_forward_pass(
     outputs: ForwardPass,
-    method: str,
+    method,
     head_weight: Optional[torch.Tensor],  # float [L,C] of the linear head (gradient methods), or None
     head_upsample: Optional[tuple],  # ((h, w), align_corners) after the head, or None
     classes: Optional[Sequence[int]],
@@ -269,19 +272,24 @@ def explain_forward_pass(
     normalize: bool = True,
 ) -> Explanation:
     """The CAM stage on one forward pass's outputs, for any runtime: the closed form of the
-    linear head for the gradient methods, the gradient-free methods otherwise. options: the
-    method's options (None: its defaults); normalize=False (gradient-free methods only): the raw maps."""
+    linear head for the gradient methods, the activation methods otherwise. method: a name or a
+    spec; options: the method's options (None: its defaults); normalize=False (activation methods
+    only): the raw maps."""
     spec = get_method(method)
-    if spec.needs_gradients and not spec.needs_layer:
-        raise ValueError(f"method {spec.name!r} differentiates down to the input and has no closed form from one "
-                         "forward pass's outputs: explain the PyTorch model with sx.Explainer")
+    if not spec.one_forward:
+        raise ValueError(f"method {spec.name!r} does not follow from one forward pass's outputs ({spec.family} "
+                         f"method{'' if spec.needs_layer else ' without a target layer'}): explain the PyTorch "
+                         "model with sx.Explainer")
     if spec.needs_gradients:
-        res = explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
-                                  CAM_STAGE_OF.get(spec.name, spec.name), layer=layer, backend=backend,
-                                  max_memory_mb=max_memory_mb, labels=outputs.labels, resolution=resolution,
-                                  options=options)
-        res.method = spec.name  # ShapleyCAM of a linear head is its Grad-CAM (no Hessian term)
-        return res
-    return explain_activations(outputs.activations, outputs.logits, classes, method, layer=layer, backend=backend,
+        return explain_linear_head(outputs.activations, outputs.logits, head_weight, head_upsample, classes, masks,
+                                   spec, layer=layer, backend=backend, max_memory_mb=max_memory_mb,
+                                   labels=outputs.labels, resolution=resolution, options=options)
+    return explain_activations(outputs.activations, outputs.logits, classes, spec, layer=layer, backend=backend,
                                labels=outputs.labels, resolution=resolution, masks=masks, options=options,
                                normalize=normalize)
+
+
+def explain_one_forward(explainer, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """The activation family's runner: one forward pass of checked `images`, then the maps from
+    its outputs (explainer.explain_outputs)."""
+    return explainer.explain_outputs(forwards.outputs(images), classes, masks, resolution=resolution)

@@ -33,8 +33,8 @@ from .. import kernels
 from ..kernels import reference
 from .capture import ModelState, select_output
 from .checks import check_classes
-from .methods import get_method
-from .outputs import Explanation
+from .method_maths import ablation_values
+from .outputs import Explanation, ForwardPass
 from .targets import target_masks
 
 class _LogitsProbe:
@@ -97,6 +97,24 @@ class TorchForwards:
     def upsample(self):
         """((h', w'), align_corners) of the model's final bilinear upsample, or None."""
         return self.probe.upsample
+
+    def outputs(self, images: torch.Tensor, head=None) -> ForwardPass:
+        """One no-grad forward of checked images → ForwardPass (activations, logits, labels, head)."""
+        return self.ex.plain_forward(images, head)
+
+    def closed_form_outputs(self, images: torch.Tensor, find: bool = False) -> Optional[ForwardPass]:
+        """One no-grad forward with the verified linear head for this input shape, or None when there
+        is none, it is not known yet (find=True: found first, by one explanation of one image) or
+        raw maps are asked for (they come from the autograd path)."""
+        ex = self.ex
+        if not ex.normalize:
+            return None
+        head = ex.linear_head(images) if find else ex.cached_head(tuple(images.shape[1:]))
+        return None if head is None else ex.plain_forward(images, head)
+
+    def autograd(self, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+        """The gradient path: one forward with the graph above the target layer and the class VJPs."""
+        return self.ex.autograd_explain(images, classes, masks, resolution)
 
     def sample_elements(self, images: torch.Tensor, logits: torch.Tensor) -> int:
         """Elements per perturbed sample of a forward's largest live tensors (memory estimate)."""
@@ -174,7 +192,7 @@ class PerturbationRun:
         """The unperturbed forward: activations (layer methods), logits, the masks M [B,K,H,W],
         and what the scores of image b are read against."""
         images = self.images
-        A, logits, z = self.forwards.original(images, get_method(self.settings.method).needs_layer)
+        A, logits, z = self.forwards.original(images, self.settings.spec.needs_layer)
         class_ids = check_classes(classes, logits.shape[1], getattr(self.settings, "class_names", None))
         labels = kernels.class_argmax(logits, self.backend)
         M = target_masks(labels, class_ids, masks)  # [B,K,H,W]
@@ -220,21 +238,23 @@ class PerturbationRun:
 
 def explain_perturbation(settings, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
     """The perturbation methods on checked images float [B,3,H,W]: `settings` is the explainer
-    (method, options, backend, normalize, max_memory_mb, layer_name, class_names), `forwards` its
-    runtime's forwards (TorchForwards, or ONNX Runtime's)."""
-    spec = get_method(settings.method)
+    (spec, options, backend, normalize, max_memory_mb, layer_name, class_names), `forwards` its
+    runtime's forwards (TorchForwards, or ONNX Runtime's). The spec's `perturb` step gives channel
+    weights [B,K,C] from (run, A) for a layer method, raw maps [B,K,H,W] from (run, None) for an
+    input method."""
+    spec = settings.spec
     if resolution == "layer" and not spec.needs_layer:
         raise ValueError(f"resolution='layer' needs a target layer; method {spec.name!r} works in input space: "
                          "use resolution='full'")
     run = PerturbationRun(settings, forwards, images)
     with forwards.state():
         A, logits, active = run.original(classes, masks)
-        if spec.name in ("scorecam", "ablationcam"):
-            weights = (_scorecam if spec.name == "scorecam" else _ablationcam)(run, A)  # [B,K,C]
+        if spec.needs_layer:
+            weights = spec.perturb(run, A)  # [B,K,C]
             size = tuple(logits.shape[-2:]) if resolution == "full" else None
             maps = _weighted_maps(A, weights, size, settings.normalize, settings.backend)
         else:
-            raw = (_rise if spec.name == "rise" else _occlusion)(run)  # [B,K,H,W], signed
+            raw = spec.perturb(run, None)  # [B,K,H,W], signed
             maps = kernels.normalize_maps(raw, backend=settings.backend) if settings.normalize else raw
     maps = maps * active[:, :, None, None]  # an empty region explains nothing: exact zeros
     info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": run.count, "batch": run.chunk(),
@@ -255,7 +275,9 @@ def _weighted_maps(A, weights, size, normalize: bool, backend: str) -> torch.Ten
     return maps if size is None else kernels.resize_normalize(maps, size, backend=backend)
 
 
-def _scorecam(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
+def scorecam_weights(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
+    """Score-CAM's weights float32 [B,K,C]: the softmax over channels of the scores of the image
+    masked by each channel's normalised, upsampled activation (A [B,C,h,w])."""
     B, C = A.shape[:2]
     chunk = run.chunk()
     scores = torch.empty(B, C, len(run.class_ids), device=A.device)
@@ -266,13 +288,15 @@ def _scorecam(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=1).transpose(1, 2).contiguous()  # softmax over channels → [B,K,C]
 
 
-def _ablationcam(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
+def ablationcam_weights(run: PerturbationRun, A: torch.Tensor) -> torch.Tensor:
+    """Ablation-CAM's weights float32 [B,K,C]: the relative drop (S − S_c)/S of each class's score
+    when channel c of A [B,C,h,w] is ablated."""
     B, C = A.shape[:2]
     batch = run.opts["batch_size"]  # the ablation value depends on a channel's place in the peer's batch
     chunk = run.chunk()
     scores = torch.empty(B, C, len(run.class_ids), device=A.device)
     for b in range(B):
-        values = reference.ablation_values(float(A[b].min()), batch).to(A.device)
+        values = ablation_values(float(A[b].min()), batch).to(A.device)
         for lo in range(0, C, chunk):
             ids = torch.arange(lo, min(lo + chunk, C), device=A.device)
 
@@ -297,7 +321,8 @@ def rise_grids(n: int, grid: int, p: float, seed: int, size: tuple) -> tuple:
     return grids, shifts
 
 
-def _rise(run: PerturbationRun) -> torch.Tensor:
+def rise_maps(run: PerturbationRun, A=None) -> torch.Tensor:
+    """RISE's raw maps float32 [B,K,H,W]: random smooth masks weighted by their scores (A unused)."""
     o = run.opts
     images = run.images
     B, _, H, W = images.shape
@@ -344,7 +369,9 @@ def occlusion_baseline(image: torch.Tensor, baseline, window: tuple) -> torch.Te
     return torch.full_like(image, float(baseline))
 
 
-def _occlusion(run: PerturbationRun) -> torch.Tensor:
+def occlusion_maps(run: PerturbationRun, A=None) -> torch.Tensor:
+    """Occlusion's raw maps float32 [B,K,H,W]: the mean score drop of the windows covering each
+    pixel (A unused)."""
     o = run.opts
     images = run.images
     B, _, H, W = images.shape
@@ -368,4 +395,5 @@ def _occlusion(run: PerturbationRun) -> torch.Tensor:
     return out.div_(count)
 
 
-__all__ = ["PerturbationRun", "TorchForwards", "explain_perturbation", "rise_grids", "occlusion_windows", "occlusion_baseline"]
+__all__ = ["PerturbationRun", "TorchForwards", "ablationcam_weights", "explain_perturbation", "occlusion_baseline",
+           "occlusion_maps", "occlusion_windows", "rise_grids", "rise_maps", "scorecam_weights"]

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import kernels
-from .methods import get_method
 from .options import MAX_FEATURES
 from .outputs import Explanation, SegmentContext
 from .perturbation import PerturbationRun, occlusion_baseline
@@ -48,8 +47,9 @@ SLIC_COMPACTNESS = 10.0  # scikit-image's default
 def explain_segments(settings, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
     """featureablation, kernelshap or lime on checked images float [B,3,H,W]; `settings` is the
     explainer (method, options, backend, normalize, max_memory_mb, class_names), `forwards` its
-    runtime's forwards (engine.perturbation.TorchForwards or ONNX Runtime's)."""
-    spec = get_method(settings.method)
+    runtime's forwards (engine.perturbation.TorchForwards or ONNX Runtime's). The spec's `perturb`
+    step gives each image's segment attributions: (run, b, seg, M, base) → ([K,M], exact or None)."""
+    spec = settings.spec
     if resolution == "layer":
         raise ValueError(f"resolution='layer' needs a target layer; method {spec.name!r} works in input space: "
                          "use resolution='full'")
@@ -69,15 +69,11 @@ def explain_segments(settings, forwards, images: torch.Tensor, classes, masks, r
             seg, M = features[b]
             counts.append(M)
             base = occlusion_baseline(images[b], o["baseline"], BLUR_WINDOW)
-            if spec.name == "featureablation":
-                attr = ablation_effects(run, b, seg, M, base)  # [K,M]
-            elif spec.name == "kernelshap":
-                attr, is_exact = _kernelshap(run, b, seg, M, base)
+            attr, is_exact = spec.perturb(run, b, seg, M, base)  # [K,M]
+            if is_exact is not None:
                 exact.append(is_exact)
-            else:
-                attr = _lime(run, b, seg, M, base)
             raw[b] = attr[:, seg]  # φ_k of each pixel's segment: [K,H,W]
-            if o["features"] == "predicted" and spec.name == "featureablation":
+            if o["features"] == "predicted" and spec.perturb is featureablation_attributions:
                 contexts.append(_context(run, b, seg, attr))  # the same pass: free
             elif o["context"]:
                 pseg = connected_components(run.labels[b])
@@ -184,6 +180,12 @@ def ablation_effects(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, ba
     return (run.original_scores[b][None] - coalition_scores(run, b, seg, base, keep)).T.contiguous()
 
 
+def featureablation_attributions(run: PerturbationRun, b: int, seg: torch.Tensor, M: int,
+                                 base: torch.Tensor) -> tuple:
+    """Feature ablation's attributions: (ablation_effects [K,M], None: no exactness to report)."""
+    return ablation_effects(run, b, seg, M, base), None
+
+
 def _context(run: PerturbationRun, b: int, seg: torch.Tensor, effects: torch.Tensor) -> SegmentContext:
     """The context table of image b: its predicted segments seg int64 [H,W] and effects float [K,M]."""
     M = effects.shape[1]
@@ -232,7 +234,7 @@ def _check_samples(run: PerturbationRun, M: int, b: int) -> None:
                          f"{run.settings.method!r} (image {b} has {M} segments), got {n}")
 
 
-def _kernelshap(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: torch.Tensor) -> tuple:
+def kernelshap_attributions(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: torch.Tensor) -> tuple:
     """Image b's Shapley values float32 [K,M] and whether they are exact."""
     _check_samples(run, M, b)
     full = run.original_scores[b].double().cpu()  # S(1) [K]
@@ -251,8 +253,8 @@ def _kernelshap(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: t
     return phi.T.float().contiguous().to(seg.device), exact
 
 
-def _lime(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: torch.Tensor) -> torch.Tensor:
-    """Image b's LIME coefficients float32 [K,M]."""
+def lime_attributions(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: torch.Tensor) -> tuple:
+    """Image b's LIME coefficients float32 [K,M] (and None: no exactness to report)."""
     o = run.opts
     _check_samples(run, M, b)
     g = torch.Generator().manual_seed(o["seed"])
@@ -263,8 +265,9 @@ def _lime(run: PerturbationRun, b: int, seg: torch.Tensor, M: int, base: torch.T
     distance = 1 - (z.sum(1) / M).sqrt()  # cosine distance to the all-ones coalition (1 for the empty one)
     weights = torch.exp(-distance ** 2 / (2 * o["kernel_width"] ** 2))
     coef = _solve(torch.cat([z, torch.ones(len(z), 1, dtype=torch.float64)], dim=1), y, weights)  # [M+1,K]
-    return coef[:M].T.float().contiguous().to(seg.device)
+    return coef[:M].T.float().contiguous().to(seg.device), None
 
 
-__all__ = ["explain_segments", "segment_features", "connected_components", "slic_segments", "coalition_scores",
+__all__ = ["explain_segments", "featureablation_attributions", "kernelshap_attributions", "lime_attributions",
+           "segment_features", "connected_components", "slic_segments", "coalition_scores",
            "ablation_effects", "shapley_coalitions", "BLUR_WINDOW"]

@@ -89,7 +89,7 @@ def make_explainer(
     explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when onnxruntime
     and onnx are installed and the exported graph serves the method (a gradient method needs a
     linear head after the layer; a gradient-free one needs none; OnnxExplainer refuses the methods
-    it cannot run, e.g. ablationcam), else torch, with the reason in the choice's note. The methods
+    whose spec says ONNX Runtime cannot run them, e.g. ablationcam), else torch, with the reason in the choice's note. The methods
     without a target layer (spec.needs_layer False) export at the model's default layer, or its
     first convolution.
     `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model.

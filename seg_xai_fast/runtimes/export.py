@@ -21,9 +21,9 @@ BatchNorm-folded weight and upsample policy in the file's ``metadata_props`` (ke
 ``seg_xai_fast``, JSON); at run time one ORT forward pass gives the activations and logits and
 engine/outputs.py's closed form does the rest, the code the PyTorch analytic path runs. The
 gradient-free methods need no head: the activation methods read the activations, the
-perturbation and segment methods run forwards of the graph (Ablation-CAM excepted: it replaces
-the layer's output inside the model). FullGrad, which differentiates down to the input, is not
-served.
+perturbation and segment methods run forwards of the graph. Each method's spec says whether
+ONNX Runtime serves it (not Ablation-CAM, which replaces the layer's output inside the model, nor
+FullGrad, which differentiates down to the input).
 
 Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``) by default. It
 exports torchvision's DeepLabV3/FCN/LRASPP and the demo model with dynamic shapes in seconds and
@@ -134,9 +134,8 @@ def export_onnx(
         raise ValueError(
             f"target_layer {explainer.layer_name!r} does not feed a linear head (a 1×1 convolution whose output "
             "is the logits or is bilinearly upsampled to them), so ONNX Runtime cannot serve the gradient "
-            f"methods for it: {NO_HEAD_HINT}. To export for the methods that need no gradient (eigencam, kpcacam, "
-            "fem, randomcam, the perturbation family, segment attributions), pass require_head=False (seg-xai "
-            "export-onnx: --gradient-free)."
+            f"methods for it: {NO_HEAD_HINT}. To export for the methods that need no gradient (`seg-xai methods` "
+            "lists them), pass require_head=False (seg-xai export-onnx: --gradient-free)."
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)

@@ -22,12 +22,11 @@ import numpy as np
 import torch
 
 from .. import kernels
+from ..engine.base import ExplainerBase
 from ..engine.checks import check_images
-from ..engine.methods import get_method
+from ..engine.methods import get_method, registered
 from ..engine.options import check_options
-from ..engine.outputs import Explanation, ForwardPass, MaskSpec, explain_forward_pass
-from ..engine.perturbation import explain_perturbation
-from ..engine.segments import explain_segments
+from ..engine.outputs import Explanation, ForwardPass, MaskSpec
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
                      READABLE_FORMATS, graph_digest)
 
@@ -53,7 +52,7 @@ def import_onnxruntime():
     return ort
 
 
-class OnnxExplainer:
+class OnnxExplainer(ExplainerBase):
     """CAM explanations from a graph written by sx.export_onnx, run with ONNX Runtime.
 
     path: the .onnx file. method: one of sx.methods(); the gradient methods need the file's
@@ -122,7 +121,7 @@ class OnnxExplainer:
         self.normalize = normalize
         self.class_names = None
         self.method = method
-        self.options = check_options(self.method, options)
+        self.options = check_options(self.spec, options)
 
     @staticmethod
     def _check_providers(ort, providers) -> list[str]:
@@ -226,31 +225,33 @@ class OnnxExplainer:
                                    f"metadata's {self.meta['graph_digest']}): the file's graph was replaced or the "
                                    "metadata changed or copied from another model")
 
-    def _check_method(self, method: str) -> str:
+    def _check_method(self, method):
+        """The spec of `method` if ONNX Runtime serves it with this graph, else a ValueError saying why."""
         spec = get_method(method)
-        if spec.name == "ablationcam":
-            raise ValueError("method 'ablationcam' replaces the target layer's output inside the model, which an "
-                             "ONNX Runtime graph does not allow: explain the PyTorch model with sx.Explainer, or "
-                             "use 'scorecam', 'rise' or 'occlusion'")
+        reason = spec.unavailable_on("onnxruntime")
+        if reason is not None:
+            raise ValueError(f"method {spec.name!r} is not served on ONNX Runtime: {reason}")
         if not self.normalize and not spec.perturbs:
             raise ValueError(f"normalize=False (raw maps) is served on ONNX Runtime for the perturbation methods, "
                              f"not {spec.name!r}: use sx.Explainer for raw gradient maps")
         if spec.needs_gradients and self.head_weight is None:
+            gradient_free = ", ".join(name for name, other in registered().items()
+                                      if not other.needs_gradients and other.unavailable_on("onnxruntime") is None)
             raise ValueError(
                 f"method {spec.name!r} needs gradients, and {str(self.path)!r} was exported without a linear head "
                 f"after target layer {self.layer_name!r} (ONNX Runtime computes no gradients, only the closed form "
-                f"of a linear head): {NO_HEAD_HINT}; or use a gradient-free method (eigencam, kpcacam, fem, randomcam)"
+                f"of a linear head): {NO_HEAD_HINT}; or use a gradient-free method ({gradient_free})"
             )
-        return spec.name
+        return spec
 
     @property
     def method(self) -> str:
-        return self._method
+        return self.spec.name
 
     @method.setter
-    def method(self, name: str) -> None:
-        self._method = self._check_method(name)
-        self.options = check_options(self._method, None)  # a new method starts from its defaults
+    def method(self, name) -> None:
+        self.spec = self._check_method(name)
+        self.options = check_options(self.spec, None)  # a new method starts from its defaults
 
     @property
     def provider(self) -> str:
@@ -266,15 +267,15 @@ class OnnxExplainer:
     def close(self) -> None:
         """Nothing to release until the object is dropped (the session frees itself)."""
 
-    def forward(self, images: torch.Tensor) -> ForwardPass:
-        """One ORT run of images float [B,3,H,W] → ForwardPass with activations float32 [B,C,h,w],
-        logits float32 [B,L,H,W] and labels int64 [B,H,W] (argmax over classes), on the CPU.
-        For a perturbation method it keeps only the images: explain_outputs runs its forwards."""
-        images = self._check_images(images)
-        if get_method(self.method).perturbs:  # perturbation family and segment attributions
-            return ForwardPass(images)
-        logits, activations, labels = self.run(images, labels=True)
-        return ForwardPass(images, activations, logits, labels)
+    def forwards(self) -> "OnnxForwards":
+        return OnnxForwards(self)
+
+    def head_of(self, outputs: ForwardPass) -> tuple:
+        """The exported head's weight float32 [L,C] and its upsample to the logits (from the metadata)."""
+        if self.head_weight is None:
+            return None, None
+        upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
+        return self.head_weight, upsample
 
     def run(self, images: torch.Tensor, activations: bool = True, labels: bool = False) -> tuple:
         """The graph's outputs for checked images float [B,3,H,W]: (logits float32 [B,L,H,W],
@@ -293,34 +294,19 @@ class OnnxExplainer:
         # Format-3 graphs leave the labels to the core's one-pass argmax (format 2 carried them).
         return logits, A, torch.from_numpy(out[-1]) if graph_labels else kernels.class_argmax(logits, self.backend)
 
-    def explain_outputs(
-        self,
-        outputs: ForwardPass,
-        classes: Optional[Sequence[int]] = None,
-        masks: MaskSpec = None,
-        *,
-        resolution: str = "full",
-    ) -> Explanation:
+    def explain_checked(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
+        return self._tagged(super().explain_checked(images, classes, masks, resolution))
+
+    def explain_outputs(self, outputs: ForwardPass, classes: Optional[Sequence[int]] = None, masks: MaskSpec = None,
+                        *, resolution: str = "full") -> Explanation:
         """The CAM stage on forward()'s result; classes, masks and resolution as sx.Explainer's."""
-        if not outputs.has_outputs:  # a perturbation method: its forwards run here
-            explain = explain_segments if get_method(self.method).family == "segment" else explain_perturbation
-            res = explain(self, OnnxForwards(self), outputs.images, classes, masks, resolution)
-            res.info.update(runtime="onnxruntime", provider=self.provider)
-            return res
-        upsample = None if self.align_corners is None else (tuple(outputs.activations.shape[-2:]), self.align_corners)
-        res = explain_forward_pass(outputs, self.method, self.head_weight, upsample, classes, masks,
-                                   layer=self.layer_name, backend=self.backend, max_memory_mb=self.max_memory_mb,
-                                   resolution=resolution, options=self.options)
+        return self._tagged(super().explain_outputs(outputs, classes, masks, resolution=resolution))
+
+    def _tagged(self, res: Explanation) -> Explanation:
         res.info.update(runtime="onnxruntime", provider=self.provider)
         return res
 
-    def __call__(self, images: torch.Tensor, classes: Optional[Sequence[int]] = None, masks: MaskSpec = None,
-                 *, resolution: str = "full") -> Explanation:
-        """Explain `images` float [B,3,H,W] for `classes` (None: every output class); `masks` and
-        `resolution` as sx.Explainer's."""
-        return self.explain_outputs(self.forward(images), classes=classes, masks=masks, resolution=resolution)
-
-    def _check_images(self, images) -> torch.Tensor:
+    def check_images(self, images) -> torch.Tensor:
         images = check_images(images, self.meta["example_input"][1], "as exported")
         if not self.meta.get("dynamic_spatial", True) and list(images.shape[2:]) != self.meta["example_input"][2:]:
             raise ValueError(
@@ -342,6 +328,20 @@ class OnnxForwards:
 
     def state(self):
         return contextlib.nullcontext()
+
+    def outputs(self, images: torch.Tensor, head=None) -> ForwardPass:
+        """One ORT run of checked images → ForwardPass with activations float32 [B,C,h,w], logits
+        float32 [B,L,H,W] and labels int64 [B,H,W], on the CPU."""
+        logits, activations, labels = self.explainer.run(images, labels=True)
+        return ForwardPass(images, activations, logits, labels)
+
+    def closed_form_outputs(self, images: torch.Tensor, find: bool = False) -> Optional[ForwardPass]:
+        """The graph's outputs: its head was exported with it (checked when the method was set)."""
+        return self.outputs(images)
+
+    def autograd(self, images, classes, masks, resolution):
+        raise ValueError(f"method {self.explainer.method!r} needs gradients, which ONNX Runtime does not compute: "
+                         "explain the PyTorch model with sx.Explainer (--runtime torch)")
 
     def sample_elements(self, images: torch.Tensor, logits: torch.Tensor) -> int:
         """ORT's arena holds a few of the forward's largest intermediates per sample: estimated as

@@ -138,7 +138,7 @@ class _ExplainData:
         todo = sorted(((inp, key, maps, ov) for key, (inp, maps, ov) in latest.items()), key=lambda t: t[0])
         del latest
         root = _common_folder([t[0] for t in todo])
-        agnostic = not _needs_gradients(header.get("method"))
+        agnostic = not _class_specific(header.get("method"))
         store_url = html.rel_url(out_dir, dest) + "/"  # the store's files, seen from the report
         jobs = [(str(out_dir), str(dest), store_url, inp, key, maps, ov, agnostic) for inp, key, maps, ov in todo]
         del todo
@@ -176,12 +176,12 @@ class _ExplainData:
         }
 
 
-def _needs_gradients(method) -> bool:
+def _class_specific(method) -> bool:
     """False for a class-agnostic method (every class gets the same map, so which classes the
-    model predicted cannot be read from the maps), True for the gradient methods."""
+    model predicted cannot be read from the maps), True for the others (the spec says which)."""
     try:
-        return get_method(method).needs_gradients
-    except ValueError:  # a method this version does not know: make no claim
+        return get_method(method).class_specific
+    except ValueError:  # a method this process does not know (a user's, not registered here): make no claim
         return False
 
 

@@ -9,9 +9,10 @@ explainer and the peer all agree:
 One module per op family, as kernels/ops/ and csrc/: normalize (normalize_maps, resize_normalize),
 cam (channel_weights, weighted_cam, elementwise_cam, pooled_cam and the whole CAM stage), seeds
 (class_argmax, the target seeds), display (overlay), perturbation (its five ops). method_names holds
-the method names the CAM stage dispatches on; method_maths the maths of single methods that no
-kernel runs (KPCA-CAM, FEM, RandomCAM, Finer-CAM, Ablation-CAM, FullGrad). Every name is
-re-exported here: `reference.normalize_maps`, `reference.WEIGHTED_METHODS`, ...
+the ids of the built-in CAM stages the kernels dispatch on. The maths of single methods that no
+kernel runs (KPCA-CAM, FEM, RandomCAM, Finer-CAM, Ablation-CAM, FullGrad) lives with the methods,
+in engine/method_maths.py. Every name is re-exported here: `reference.normalize_maps`,
+`reference.WEIGHTED_METHODS`, ...
 """
 from .cam import (
     GRADCAMPP_EPS,
@@ -34,21 +35,6 @@ from .cam import (
     weighted_combine,
 )
 from .display import overlay
-from .method_maths import (
-    FINERCAM_EPS,
-    KPCA_COEF0,
-    KPCA_DEGREE,
-    KPCA_KERNELS,
-    ablation_values,
-    activation_cam,
-    activation_weights,
-    fem_weights,
-    finer_coefficients,
-    fullgrad_map,
-    kpca_projection,
-    normalized_channel_sum,
-    random_weights,
-)
 from .method_names import (
     ELEMENTWISE_METHODS,
     GRADIENT_CAM_METHODS,

@@ -1,6 +1,6 @@
-"""The maths of single methods that no kernel runs: KPCA-CAM, FEM, RandomCAM, the gradient-free
-CAMs built on them, Finer-CAM's target, Ablation-CAM's ablation values and FullGrad's map.
-These belong to their methods rather than to the kernels' twins.
+"""The maths of single methods that no fused kernel runs: KPCA-CAM, FEM, RandomCAM, Finer-CAM's
+target, Ablation-CAM's ablation values and FullGrad's map. Their specs (engine/catalog.py) call
+them; the kernels' twins stay in kernels/reference.
 
 Shapes: B images, K explained classes, L model classes, C channels of the target layer, (h, w) its
 spatial size, (H, W) the input size.
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .cam import eigen_cam, fix_sign, principal_projection, weighted_combine
-from .normalize import normalize_maps, resize_bilinear
+from ..kernels.reference import fix_sign, normalize_maps, resize_bilinear
 
 KPCA_KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")  # scikit-learn's KernelPCA kernels
 KPCA_DEGREE, KPCA_COEF0 = 3, 1.0  # scikit-learn's KernelPCA defaults (poly, sigmoid)
@@ -75,37 +74,6 @@ def random_weights(num_classes: int, channels: int, seed: int) -> torch.Tensor:
     classes or images are explained with it."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(num_classes, channels, generator=g) * 2 - 1
-
-
-def activation_cam(activations: torch.Tensor, method: str, classes: list[int], num_classes: int,
-                   options: dict | None = None) -> torch.Tensor:
-    """The raw maps of a gradient-free method: float32 [B,1,h,w] for the class-agnostic ones
-    (eigencam, kpcacam, fem), [B,K,h,w] for randomcam (class ids `classes` of `num_classes`).
-    activations: float [B,C,h,w]; options: the method's checked options."""
-    options = options or {}
-    A = activations.float()
-    if method == "eigencam":
-        return eigen_cam(A).unsqueeze(1)
-    if method == "kpcacam":
-        return kpca_projection(A, options.get("kernel", "sigmoid"), options.get("gamma")).unsqueeze(1)
-    weights = activation_weights(A, method, classes, num_classes, options)  # [B,K',C]
-    if options.get("eigen_smooth"):
-        return principal_projection(weights[..., None, None] * A.unsqueeze(1))
-    return weighted_combine(A, weights)
-
-
-def activation_weights(activations: torch.Tensor, method: str, classes: list[int], num_classes: int,
-                       options: dict | None = None) -> torch.Tensor:
-    """Channel weights of the gradient-free weighted methods → float32 [B,K',C]: FEM's [B,1,C]
-    (class-agnostic), RandomCAM's [B,K,C] (rows `classes` of random_weights, same for every image)."""
-    options = options or {}
-    B, C = activations.shape[:2]
-    if method == "fem":
-        return fem_weights(activations, options.get("k", 2)).unsqueeze(1)
-    if method == "randomcam":
-        rows = random_weights(num_classes, C, options.get("seed", 0))[list(classes)]
-        return rows.to(activations.device).unsqueeze(0).expand(B, -1, -1)
-    raise ValueError(f"method must be 'fem' or 'randomcam', got {method!r}")
 
 
 def finer_coefficients(scores: torch.Tensor, areas: torch.Tensor, classes: list[int], alpha: float = 1.0,
