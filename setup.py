@@ -11,6 +11,7 @@ Environment switches:
   pip install .                              # a normal install
   pip install --no-build-isolation -e .      # development (needs pybind11, cmake, ninja installed)
 """
+import importlib.util
 import os
 import re
 import shutil
@@ -47,6 +48,15 @@ def _version() -> str:
     return re.search(r'^__version__\s*=\s*"([^"]+)"', text, re.M).group(1)
 
 
+def _source_digest() -> str:
+    """The digest of csrc/ that the core reports and kernels/backend.py checks (one implementation:
+    seg_xai_fast/_source_digest.py, loaded by path since the package is not built yet)."""
+    spec = importlib.util.spec_from_file_location("_source_digest", ROOT / "seg_xai_fast" / "_source_digest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_digest(ROOT / "csrc")
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
         extdir = (Path.cwd() / self.get_ext_fullpath(ext.name)).parent.resolve()
@@ -66,6 +76,7 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DSEG_XAI_CUDA={cuda.upper()}",
             f"-DSEG_XAI_VERSION={_version()}",
+            f"-DSEG_XAI_SOURCE_DIGEST={_source_digest()}",
         ]
         cmake_args += os.environ.get("CMAKE_ARGS", "").split()
 

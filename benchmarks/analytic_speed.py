@@ -15,7 +15,6 @@ the analytic path's time goes (stages timed separately).
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,18 +27,7 @@ from seg_xai_fast.engine.capture import ModelState, select_output
 from seg_xai_fast.engine.explainer import Explainer
 from seg_xai_fast.kernels import class_argmax
 from seg_xai_fast.models import load_model
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable, timed one call each per round (after one warm-up round)."""
-    times = {name: [] for name in fns}
-    for round_ in range(repeats + 1):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+from timing import interleaved
 
 
 def main() -> int:

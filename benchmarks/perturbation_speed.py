@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import tempfile
 
 import torch
 import torchvision.models.segmentation as tvseg
@@ -24,6 +24,7 @@ import torchvision.models.segmentation as tvseg
 import seg_xai_fast as sx
 from seg_xai_fast.engine.perturbation import rise_grids
 from seg_xai_fast.kernels import reference
+from timing import interleaved, timed
 
 
 class _OutOnly(torch.nn.Module):
@@ -43,12 +44,6 @@ def _boxes(classes, size, seed=0):
         h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
         masks[0, k, y0:y0 + h, x0:x0 + w] = 1.0
     return masks
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def _forwards(model, inputs, batch):
@@ -95,64 +90,53 @@ def main() -> None:
         for t in targets:
             cam(input_tensor=image, targets=[t])
 
-    rows = []
-    # Each method's floor: its perturbed forwards with no explanation work — Score-CAM's masked
-    # images [C,3,H,W]; Ablation-CAM's the image C times (the layer swap itself costs nothing here).
-    floors = (("scorecam", pgc.ScoreCAM, reference.scorecam_inputs(image[0], A[0])),
-              ("ablationcam", pgc.AblationCAM, image.expand(C, -1, -1, -1).contiguous()))
-    for method, peer_cls, perturbed in floors:
-        ex = sx.Explainer(model, layer, method)
-        ex(image, masks=masks)  # warm-up
-        ours, floor = [], []
-        for _ in range(args.repeats):
-            ours.append(_timed(lambda: ex(image, masks=masks)))
-            floor.append(_timed(lambda: _forwards(wrapped, perturbed, 32)))
-        peer_t = [_timed(lambda: peer(peer_cls)) for _ in range(args.peer_repeats)]
-        o, f, p = statistics.median(ours), statistics.median(floor), statistics.median(peer_t)
-        rows.append((method, o, f, p))
-        print(f"{method:12s} ours {o * 1e3:8.1f} ms | floor ({C} forwards) {f * 1e3:8.1f} ms | "
-              f"grad-cam ({K} calls) {p * 1e3:9.1f} ms | ours/floor {o / f:5.2f}x | grad-cam/ours {p / o:6.1f}x")
+    def torch_case(method, perturbed, target_layer=layer, options=None, peer_cls=None):
+        ex = sx.Explainer(model, target_layer, method, options=options)
+        return (method, lambda: ex(image, masks=masks), lambda: _forwards(wrapped, perturbed, 32),
+                f"{perturbed.shape[0]} forwards", peer_cls and (lambda: peer(peer_cls)))
 
-    # RISE: its N forwards on precomputed inputs vs the whole method (mask generation, scores of
-    # all classes, accumulation).
-    N = args.masks
-    ex = sx.Explainer(model, None, "rise", options={"n_masks": N, "batch_size": 32})
-    grids, shifts = rise_grids(N, 7, 0.5, 0, (args.size, args.size))
-    ours, floor = [], []
-    for _ in range(args.repeats):
-        ours.append(_timed(lambda: ex(image, masks=masks)))
-        perturbed = reference.rise_inputs(image[0], grids, shifts)  # outside the timed floor
-        floor.append(_timed(lambda: _forwards(wrapped, perturbed, 32)))
-    o, f = statistics.median(ours), statistics.median(floor)
-    print(f"{'rise':12s} ours {o * 1e3:8.1f} ms | floor ({N} forwards) {f * 1e3:8.1f} ms | ours/floor {o / f:5.2f}x")
+    # The floors: Score-CAM's C inputs, Ablation-CAM's C ablated forwards (the image C times: the
+    # layer swap itself costs nothing here), RISE's N forwards on precomputed inputs (the whole
+    # method adds the mask generation, the scores of all classes and the accumulation).
+    grids, shifts = rise_grids(args.masks, 7, 0.5, 0, (args.size, args.size))
+    rise_options = {"n_masks": args.masks, "batch_size": 32}
+    _report([
+        torch_case("scorecam", reference.scorecam_inputs(image[0], A[0]), peer_cls=pgc.ScoreCAM),
+        torch_case("ablationcam", image.expand(C, -1, -1, -1).contiguous(), peer_cls=pgc.AblationCAM),
+        torch_case("rise", reference.rise_inputs(image[0], grids, shifts), None, rise_options),
+    ], args, K)
     if not args.no_onnx:
-        onnx_rows(model, layer, image, masks, A, grids, shifts, args)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = sx.export_onnx(model, layer, f"{tmp}/lraspp.onnx", image, require_head=False)
+            _report([_onnx_case(sx.OnnxExplainer(path, "scorecam"), reference.scorecam_inputs(image[0], A[0]),
+                                image, masks),
+                     _onnx_case(sx.OnnxExplainer(path, "rise", options=rise_options),
+                                reference.rise_inputs(image[0], grids, shifts), image, masks)], args, K)
 
 
-def onnx_rows(model, layer, image, masks, A, grids, shifts, args) -> None:
-    """scorecam and rise on ONNX Runtime against the same forwards run by ORT alone."""
-    import tempfile
+def _onnx_case(explainer, perturbed, image, masks):
+    """A method on ONNX Runtime against the same forwards run by ORT alone."""
+    def forwards():
+        for lo in range(0, perturbed.shape[0], 32):
+            explainer.session.run(["logits"], {"images": perturbed[lo:lo + 32].numpy()})
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = sx.export_onnx(model, layer, f"{tmp}/lraspp.onnx", image, require_head=False)
-        cases = (("scorecam", sx.OnnxExplainer(path, "scorecam"), reference.scorecam_inputs(image[0], A[0])),
-                 ("rise", sx.OnnxExplainer(path, "rise", options={"n_masks": args.masks, "batch_size": 32}),
-                  reference.rise_inputs(image[0], grids, shifts)))
-        for method, explainer, perturbed in cases:
-            session = explainer.session
+    return (f"{explainer.method} ORT", lambda: explainer(image, masks=masks), forwards,
+            f"{perturbed.shape[0]} ORT forwards", None)
 
-            def forwards():
-                for lo in range(0, perturbed.shape[0], 32):
-                    session.run(["logits"], {"images": perturbed[lo:lo + 32].numpy()})
 
-            explainer(image, masks=masks)  # warm-up
-            ours, floor = [], []
-            for _ in range(args.repeats):
-                ours.append(_timed(lambda: explainer(image, masks=masks)))
-                floor.append(_timed(forwards))
-            o, f = statistics.median(ours), statistics.median(floor)
-            print(f"{method + ' ORT':12s} ours {o * 1e3:8.1f} ms | floor ({perturbed.shape[0]} ORT forwards) "
-                  f"{f * 1e3:8.1f} ms | ours/floor {o / f:5.2f}x")
+def _report(cases, args, classes) -> None:
+    """One row per case (label, ours, floor, floor label, peer or None): ours and the floor timed
+    in interleaved rounds, medians; the peer timed after them."""
+    for label, ours_fn, floor_fn, floor_label, peer_fn in cases:
+        seconds = interleaved({"ours": ours_fn, "floor": floor_fn}, args.repeats)
+        o, f = seconds["ours"], seconds["floor"]
+        row = f"{label:12s} ours {o * 1e3:8.1f} ms | floor ({floor_label}) {f * 1e3:8.1f} ms"
+        if peer_fn is None:
+            print(f"{row} | ours/floor {o / f:5.2f}x")
+            continue
+        p = statistics.median([timed(peer_fn) for _ in range(args.peer_repeats)])
+        print(f"{row} | grad-cam ({classes} calls) {p * 1e3:9.1f} ms | ours/floor {o / f:5.2f}x | "
+              f"grad-cam/ours {p / o:6.1f}x")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ import seg_xai_fast as sx
 from seg_xai_fast import kernels
 from seg_xai_fast.engine.segments import segment_features, shapley_coalitions
 
-# the same peer wrapper, box regions and timer as the perturbation benchmark (the script's folder is on sys.path)
-from perturbation_speed import _boxes, _OutOnly, _timed  # noqa: E402
+# the same peer wrapper and box regions as the perturbation benchmark, the shared timer (the script's folder is on sys.path)
+from perturbation_speed import _boxes, _OutOnly  # noqa: E402
+from timing import timed  # noqa: E402
 
 BATCH = 32
 
@@ -36,7 +37,7 @@ def _floor(model, image, seg, keep) -> float:
     with torch.no_grad():
         for lo in range(0, keep.shape[0], BATCH):
             inputs = kernels.segment_inputs(image, torch.zeros_like(image), seg, keep[lo:lo + BATCH])
-            total += _timed(lambda: model(inputs))
+            total += timed(lambda: model(inputs))
     return total
 
 
@@ -77,9 +78,9 @@ def main() -> None:
             model(image.expand(n, -1, -1, -1))
     for method, opts, coalitions, peer_cls, peer_kw in rows:
         ex = sx.Explainer(model, None, method, options={"features": seg[None], "batch_size": BATCH, **opts})
-        ours = _timed(lambda: ex(image, masks=masks))
+        ours = timed(lambda: ex(image, masks=masks))
         floor = _floor(model, image[0], seg, coalitions)
-        captum = _timed(lambda: peer(peer_cls, **peer_kw)) * K / P
+        captum = timed(lambda: peer(peer_cls, **peer_kw)) * K / P
         scaled = "" if P == K else f", measured on {P} classes x {K / P:.1f}"
         print(f"{method:16s} ours {ours:8.2f} s | floor ({coalitions.shape[0]} forwards) {floor:8.2f} s | "
               f"captum ({K} calls{scaled}) {captum:9.1f} s | ours/floor {ours / floor:5.2f}x | "

@@ -11,9 +11,7 @@ interleaved rounds (medians), then the peer explains the same targets, one call 
 Goal: the explanation of all classes ≤ 1.3× one plain forward pass.
 """
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
@@ -21,6 +19,7 @@ from seg_xai_fast.apps.bench import box_masks, peer_seconds
 from seg_xai_fast.engine.capture import model_logits
 from seg_xai_fast.engine.explainer import Explainer
 from seg_xai_fast.models import load_model
+from timing import interleaved
 
 
 def main() -> int:
@@ -42,14 +41,7 @@ def main() -> int:
     explainer(images, classes=classes, masks=masks)  # finds and verifies the closed form
     fns = {"plain forward": lambda: model_logits(model, images),
            f"seg_xai_fast {args.method}, {K} classes": lambda: explainer(images, classes=classes, masks=masks)}
-    times = {name: [] for name in fns}
-    for round_ in range(args.repeats + 1):  # interleaved: one call of each per round, first round warm-up
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = interleaved(fns, args.repeats)
     forward = median["plain forward"]
     print(f"SegFormer (MiT-b0), {S}×{S}, {K} classes, layer {layer}, gradient path {explainer.gradient_path}, "
           f"torch threads {torch.get_num_threads()}")

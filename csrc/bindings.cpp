@@ -148,6 +148,7 @@ PYBIND11_MODULE(_core, m) {
     const BuildInfo b = build_info();
     py::dict d;
     d["version"] = b.version;
+    d["source_digest"] = b.source_digest;
     d["compiler"] = b.compiler;
     d["openmp"] = b.openmp;
     d["omp_max_threads"] = b.omp_max_threads;
@@ -158,5 +159,5 @@ PYBIND11_MODULE(_core, m) {
     d["cuda_device_count"] = b.cuda_device_count;
     d["cuda_available"] = b.cuda_device_count > 0;
     return d;
-  }, "How the core was built and what it finds now (see _backend.build_info).");
+  }, "How the core was built and what it finds now (see kernels.backend.build_info).");
 }

@@ -13,6 +13,9 @@
 #ifndef SEG_XAI_VERSION
 #define SEG_XAI_VERSION "0+unknown"
 #endif
+#ifndef SEG_XAI_SOURCE_DIGEST
+#define SEG_XAI_SOURCE_DIGEST ""
+#endif
 #ifndef SEG_XAI_CUDA_ARCHS
 #define SEG_XAI_CUDA_ARCHS ""
 #endif
@@ -22,6 +25,7 @@ namespace seg_xai {
 BuildInfo build_info() {
   BuildInfo info;
   info.version = SEG_XAI_VERSION;
+  info.source_digest = SEG_XAI_SOURCE_DIGEST;
 #if defined(__clang__)
   info.compiler = "clang " __clang_version__;
 #elif defined(__GNUC__)

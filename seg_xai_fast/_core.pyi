@@ -199,8 +199,8 @@ def segment_inputs(
     """Segment coalitions: image where keep[i, segments[p]], else the baseline."""
 
 def build_info() -> dict[str, Any]:
-    """How the core was built and what it finds now (see _backend.build_info).
+    """How the core was built and what it finds now (see kernels.backend.build_info).
 
-    Keys: version, compiler, openmp, omp_max_threads, simd, cuda_built, cuda_version (None
+    Keys: version, source_digest, compiler, openmp, omp_max_threads, simd, cuda_built, cuda_version (None
     without CUDA), cuda_archs (None without CUDA), cuda_device_count, cuda_available.
     """

@@ -17,7 +17,7 @@ NAME = "seg_xai_fast"
 
 # Layers, lowest first: a module may import its own layer and those before it, never one after.
 LAYERS = [
-    {"_version", "_core", "errors", "fileio"},
+    {"_version", "_source_digest", "_core", "errors", "fileio"},
     {"kernels"},
     {"demo", "engine", "viz"},
     {"runtimes", "models", "hub", "metrics"},

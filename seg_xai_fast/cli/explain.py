@@ -21,8 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume into it)")
     add_model_arguments(p, onnx=True)
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
-                   help="auto: onnxruntime on the CPU when installed and it serves the method at this layer, "
-                        "else torch (default: %(default)s)")
+                   help="auto: onnxruntime when it is installed, the device is the CPU and it serves the method "
+                        "at this layer, else torch (default: %(default)s)")
     add_method_arguments(p)
     p.add_argument("--classes", default=None, help="comma-separated class ids or names (default: all classes)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                                                   "(default: %(default)s; maps are always saved)")
     p.add_argument("--map-resolution", default="layer", choices=("layer", "full"),
                    help="store maps at the target layer's resolution (compact, exact up to float16) or at "
-                        "image size; the input-space methods (rise, occlusion) store them at image size "
+                        "image size; the methods without a target layer (rise, occlusion, fullgrad, the segment "
+                        "methods) store them at image size "
                         "(default: %(default)s)")
     p.add_argument("--colormap", default="jet", help="overlay colormap (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map (default: %(default)s)")

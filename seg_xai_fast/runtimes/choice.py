@@ -86,10 +86,12 @@ def make_explainer(
     file | a .onnx file written by export_onnx) on `runtime`.
 
     "onnxruntime" exports the PyTorch model once to the cache (cache_dir(), key cache_key()) and
-    explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when it is
-    installed and can serve the method at this layer (a linear head, or a method that needs only
-    forwards: eigencam, scorecam, rise, occlusion), else torch. The input-space methods (rise,
-    occlusion) take no layer; their ONNX export uses the model's default layer.
+    explains with OnnxExplainer; "torch" uses sx.Explainer; "auto" is onnxruntime when onnxruntime
+    and onnx are installed and the exported graph serves the method (a gradient method needs a
+    linear head after the layer; a gradient-free one needs none; OnnxExplainer refuses the methods
+    whose spec says ONNX Runtime cannot run them, e.g. ablationcam), else torch, with the reason in the choice's note. The methods
+    without a target layer (spec.needs_layer False) export at the model's default layer, or its
+    first convolution.
     `log(message)` hears about exports. `weights`, `num_classes`: as for models.load_model.
     """
     if runtime not in RUNTIMES:

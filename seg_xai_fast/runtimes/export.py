@@ -6,7 +6,9 @@
 
 The exported graph has one input, ``images`` float [B,3,H,W], and two outputs: ``logits``
 [B,L,H,W] and ``activations`` [B,C,h,w] (the target layer's output, or its input for InputOf).
-Batch and spatial axes are dynamic (checked at export on a second input size and batch). The
+Batch and spatial axes are exported dynamic and checked at export on a second input size and
+batch; a graph whose spatial size the tracer baked in is marked static (``dynamic_spatial``), and
+OnnxExplainer refuses other sizes for it. The
 labels (argmax over classes) are not in the graph: ORT's ArgMax made the whole run ~18 % slower
 on LRASPP at 320×240, while the core's one-pass argmax (kernels.class_argmax) takes a tenth of
 that. Files of format 2 still carry a ``labels`` output; it is read.
@@ -17,8 +19,11 @@ every gradient method has a closed form in the activations, the head's weight [L
 target masks. Export finds and verifies that head with ``Explainer.linear_head`` and stores its
 BatchNorm-folded weight and upsample policy in the file's ``metadata_props`` (key
 ``seg_xai_fast``, JSON); at run time one ORT forward pass gives the activations and logits and
-``explainer.explain_linear_head`` does the rest, exactly as the PyTorch analytic path. Eigen-CAM
-needs the activations only, so it works with or without a head.
+engine/outputs.py's closed form does the rest, the code the PyTorch analytic path runs. The
+gradient-free methods need no head: the activation methods read the activations, the
+perturbation and segment methods run forwards of the graph. Each method's spec says whether
+ONNX Runtime serves it (not Ablation-CAM, which replaces the layer's output inside the model, nor
+FullGrad, which differentiates down to the input).
 
 Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``) by default. It
 exports torchvision's DeepLabV3/FCN/LRASPP and the demo model with dynamic shapes in seconds and
@@ -129,7 +134,8 @@ def export_onnx(
         raise ValueError(
             f"target_layer {explainer.layer_name!r} does not feed a linear head (a 1×1 convolution whose output "
             "is the logits or is bilinearly upsampled to them), so ONNX Runtime cannot serve the gradient "
-            f"methods for it: {NO_HEAD_HINT}. To export for the methods that need no gradient (eigencam, the perturbation family, segment attributions), pass require_head=False (seg-xai export-onnx: --gradient-free)."
+            f"methods for it: {NO_HEAD_HINT}. To export for the methods that need no gradient (`seg-xai methods` "
+            "lists them), pass require_head=False (seg-xai export-onnx: --gradient-free)."
         )
     wrapper = _WithActivations(model, explainer.target_layer, explainer.use_input, output_key).eval()
     path = Path(path)

@@ -1,12 +1,17 @@
-// Every op of the core, device-independent. Op <op> lives in csrc/<op>.cpp (argument checks, then
-// dispatch), csrc/cpu/<op>_cpu.cpp and csrc/cuda/<op>_cuda.cu; its pure-PyTorch twin is in
-// seg_xai_fast/reference.py. Two files hold a family of two ops: channel_weights (channel_weights,
-// analytic_gradcampp_weights) and seeds (seeds_from_labels, seeds_from_masks).
+// Every op of the core, device-independent. The ops live in files per op or op family: csrc/<f>.cpp
+// (argument checks, then dispatch), csrc/cpu/<f>_cpu.cpp and csrc/cuda/<f>_cuda.cu, with <f> one of
+// CMakeLists.txt's SEG_XAI_OPS. Three files hold several ops: channel_weights (channel_weights,
+// analytic_gradcampp_weights), seeds (seeds_from_labels, seeds_from_masks) and perturbation
+// (region_scores, scorecam_inputs, rise_inputs, rise_accumulate, segment_inputs); the others one op
+// of their name. Each op's Python wrapper is in seg_xai_fast/kernels/ops/ and its pure-PyTorch twin
+// in seg_xai_fast/kernels/reference/, in the module of its family (normalize, cam, seeds, display,
+// perturbation).
 //
 // Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
 // (H, W) the output/image size, M = number of maps (any flattening of leading dims), L logit classes.
 // All tensors contiguous. "float" inputs: float32 on CPU; float32, float16 or bfloat16 on CUDA
-// (accumulation always in float32). Workspaces are allocated by the caller.
+// (accumulation always in float32); the ops that say float32 take float32 alone, on both devices
+// (analytic_gradcampp_weights, the perturbation family). Workspaces are allocated by the caller.
 #pragma once
 
 #include <string>
@@ -160,9 +165,10 @@ void rise_accumulate(const TensorView& scores, const TensorView& grids, const Te
 void segment_inputs(const TensorView& image, const TensorView& baseline, const TensorView& segments,
                     const TensorView& keep, const TensorView& out, const Exec& exec);
 
-// Build facts for _backend.build_info().
+// Build facts for kernels.backend.build_info().
 struct BuildInfo {
   std::string version;           // package version baked in at build time
+  std::string source_digest;     // digest of csrc/ at build time (_source_digest.py); "" when unknown
   std::string compiler;          // e.g. "gcc 12.2.0"
   bool openmp;                   // compiled with OpenMP
   int omp_max_threads;           // omp_get_max_threads(), 1 without OpenMP

@@ -4,7 +4,11 @@ Every op takes ``backend``:
   "fused"  the compiled core (raises if it cannot run these dtypes/devices),
   "torch"  the pure-PyTorch twin in seg_xai_fast.kernels.reference,
   "auto"   fused when the core supports the inputs' dtype and device, else torch.
-The core supports float32 on CPU, and float32/float16/bfloat16 on CUDA (accumulating in float32).
+The core takes float32 inputs on the CPU. On CUDA the post-processing, CAM-stage, seeds and overlay
+ops also take float16 and bfloat16 (accumulating in float32); analytic_gradcampp_weights (whose
+wrapper converts its inputs to float32) and the perturbation family take float32 alone, so "auto"
+runs their twins for other dtypes. Outputs are float32 (resize_normalize and cam_from_gradients:
+float16 on request through out_dtype).
 Non-contiguous inputs are copied (``.contiguous()``) before the fused path, never rejected.
 Every op accepts ``out=``, a contiguous tensor of the result's shape, dtype and device that is
 written and returned (the tests pass NaN-filled outputs through it).

@@ -37,16 +37,24 @@ def read_manifest(out_dir: os.PathLike | str) -> tuple[Optional[dict], Iterator[
 
 
 def _complete_lines(path: Path) -> Iterator[dict]:
+    return (record for _, record in _records(path))
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(byte offset, record) of each complete line of the manifest at `path` that holds a JSON
+    object; a torn last line (a run killed mid-append) ends the file, an unparsable line is skipped."""
     with open(path, "rb") as f:
+        offset = 0
         for raw in f:
             if not raw.endswith(b"\n"):
                 return  # torn last line
             try:
                 record = json.loads(raw)
             except ValueError:
-                continue
+                record = None
             if isinstance(record, dict):
-                yield record
+                yield offset, record
+            offset += len(raw)
 
 
 _INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: offset of its last line})
@@ -55,20 +63,8 @@ _INDEX_CACHE: dict = {}  # manifest path → ((mtime_ns, size), {key: offset of 
 def manifest_index(path: Path) -> dict:
     """{key: byte offset of its last complete line} of the manifest at `path`: ~100 bytes per
     image, where the entries themselves (with their digests) would take several times that."""
-    index: dict = {}
-    with open(path, "rb") as f:
-        offset = 0
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break  # torn last line
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                record = None
-            if isinstance(record, dict) and record.get("type") == "image" and isinstance(record.get("key"), str):
-                index[record["key"]] = offset
-            offset += len(raw)
-    return index
+    return {record["key"]: offset for offset, record in _records(path)
+            if record.get("type") == "image" and isinstance(record.get("key"), str)}
 
 
 def manifest_entry(path: Path, offset: int) -> dict:
