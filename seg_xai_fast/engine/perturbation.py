@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..kernels import reference
-from .capture import ModelState, select_output
+from .capture import ModelState, bilinear_upsample, select_output
 from .checks import check_classes
 from .method_maths import ablation_values
 from .outputs import Explanation, ForwardPass
@@ -40,13 +40,15 @@ from .targets import target_masks
 class _LogitsProbe:
     """Finds, during the unperturbed forward, the module whose output z is bilinearly upsampled
     to the logits (the pre-upsample logits), then captures z in the perturbed forwards, so the
-    logit scores are read at z's resolution against Up*(M) (as the gradient seeds are)."""
+    logit scores are read at z's resolution against Up*(M) (as the gradient seeds are). The
+    unperturbed forward runs with a graph, and z and the upsample's align_corners are read from it
+    (capture.bilinear_upsample), never guessed from values."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.module = None
         self.upsample = None  # ((h, w), align_corners)
-        self.latest: dict = {}  # channels → (module, output) of the last module call
+        self.outputs: list = []  # (module, output, its graph node when made) of the unperturbed forward
         self.largest = 0  # elements of the largest module output per image (memory estimate)
         self.z = None
 
@@ -57,18 +59,18 @@ class _LogitsProbe:
 
     def _seen(self, module, inputs, output) -> None:
         if isinstance(output, torch.Tensor) and output.ndim == 4:
-            self.latest[output.shape[1]] = (module, output)
+            self.outputs.append((module, output, output.grad_fn))
             self.largest = max(self.largest, output[0].numel())
 
     def resolve(self, logits: torch.Tensor) -> None:
-        module, z = self.latest.get(logits.shape[1], (None, None))
-        self.latest = {}
-        if z is None or z is logits or z.shape[-2:] == logits.shape[-2:]:
+        outputs, self.outputs = self.outputs, []
+        found = bilinear_upsample(logits)
+        if found is None:
             return
-        for align in (False, True):
-            up = F.interpolate(z, size=tuple(logits.shape[-2:]), mode="bilinear", align_corners=align)
-            if torch.allclose(up, logits, rtol=1e-4, atol=1e-5):
-                self.module, self.upsample, self.z = module, (tuple(z.shape[-2:]), align), z
+        source, align = found
+        for module, z, node in reversed(outputs):
+            if node is source and z.grad_fn is source and z is not logits:
+                self.module, self.upsample, self.z = module, (tuple(z.shape[-2:]), align), z.detach()
                 return
 
     def capture(self, stack: ExitStack) -> None:
@@ -124,14 +126,14 @@ class TorchForwards:
         """The unperturbed forward of images float [B,3,H,W] → (A [B,C,h,w] or None, logits
         [B,L,H,W], z [B,L,h',w'] or None)."""
         ex = self.ex
-        with ExitStack() as stack, torch.no_grad():
+        with ExitStack() as stack, torch.enable_grad():  # a graph, from which the probe reads the upsample
             cap = stack.enter_context(ex.capture()) if need_layer else None
             self.probe.find(stack)
-            logits = select_output(ex.model(images), ex.output_key, images.shape[0])
+            logits = select_output(ex.model(images.detach().requires_grad_(True)), ex.output_key, images.shape[0])
             A = cap.activations() if cap is not None else None
             self.probe.resolve(logits)
         z, self.probe.z = self.probe.z, None
-        return A, logits, z
+        return A, logits.detach(), z
 
     def perturbed(self, inputs: torch.Tensor, layer_output=None, batch: Optional[int] = None) -> tuple:
         """A forward of inputs float [n,3,H,W] → (logits [m,L,H,W], z or None); layer_output: a
