@@ -11,8 +11,11 @@ predicted pixels (the Seg-Grad-CAM default), so each frame's map explains what t
 """
 from __future__ import annotations
 
+import contextlib
+import queue
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from ... import kernels
 from ...engine.explainer import Explainer
 from ...engine.outputs import ForwardPass
 from ...runtimes.onnx_explainer import OnnxExplainer
+from .stages import Outlet, Pipeline, Source, Stage
 
 # --------------------------------------------------------------------------- explaining frames
 
@@ -89,6 +93,20 @@ class FrameExplainer:
         return res.maps[torch.arange(len(index), device=res.maps.device), index], shown
 
 
+@contextlib.contextmanager
+def model_threads(engine: FrameExplainer):
+    """torch gets one thread while a pipeline explains with ONNX Runtime: ORT has its own pool
+    for the forward pass and torch only runs the explain stage, which overlaps it on another
+    thread; more torch threads only fight over the cores (measured on 2 cores)."""
+    threads = torch.get_num_threads()
+    if engine.onnx:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def to_images(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [B,H,W,3] frames → float32 [B,3,H,W] images in [0,1], contiguous (a permuted view
     would run the model in channels-last and give channels-last logits)."""
@@ -151,6 +169,87 @@ def _as_frame(frame, index: int) -> torch.Tensor:
     return frame.cpu().contiguous()
 
 
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class FrameBatch:
+    """Frames on their way through the pipeline, in stream order.
+
+    frames: uint8 [B,H,W,3] on the CPU; numpy: per frame, whether it came as a numpy array (it
+    leaves as the same kind); images: float32 [B,3,H,W] in [0,1] (the model's input); state: the
+    forward pass; out: the overlaid frames uint8 [B,H,W,3]."""
+
+    frames: torch.Tensor
+    numpy: list
+    images: Optional[torch.Tensor] = None
+    state: Optional[ForwardPass] = None
+    out: Optional[torch.Tensor] = None
+
+
+def frame_batches(frames: Iterable, batch_size: int) -> Iterator[FrameBatch]:
+    """Group uint8 [H,W,3] frames (numpy arrays or tensors) into batches of `batch_size`; a batch
+    also ends where the frame size changes. Each batch carries its model input (to_images)."""
+    pending: list[torch.Tensor] = []
+    kinds: list[bool] = []
+
+    def batch() -> FrameBatch:
+        stacked = torch.stack(pending)
+        out = FrameBatch(stacked, list(kinds), to_images(stacked))
+        pending.clear()
+        kinds.clear()
+        return out
+
+    for i, frame in enumerate(frames):
+        tensor = _as_frame(frame, i)
+        if pending and tensor.shape != pending[0].shape:
+            yield batch()
+        pending.append(tensor)
+        kinds.append(not isinstance(frame, torch.Tensor))
+        if len(pending) == batch_size:
+            yield batch()
+    if pending:
+        yield batch()
+
+
+def start_explaining(pipeline: Pipeline, frames: Callable[[], Iterable], engine: FrameExplainer, batch_size: int,
+                     colormap: str = "jet", alpha: float = 0.5, label: bool = True, queue_batches: int = 2,
+                     source_name: str = "read") -> queue.Queue:
+    """Start the threads that read `frames()` (an iterator of uint8 [H,W,3] frames, made and read
+    in the source thread), run the model and overlay the maps; returns the queue that receives
+    the FrameBatches, in order, with `out` set, then stages.END.
+
+    Three threads: the source (reads frames, batches them, converts them to the model's input),
+    the model (one forward pass per batch; ONNX Runtime and PyTorch release the GIL) and the
+    explain stage (class choice, CAM maths, overlay kernel, labels). Each queue holds
+    `queue_batches` batches, so the model always has its next batch waiting while the other
+    stages work on the batches before and after it.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(queue_batches, int) or isinstance(queue_batches, bool) or queue_batches < 1:
+        raise ValueError(f"queue_batches must be a positive int, got {queue_batches!r}")
+    class_names = engine.class_names if label else None
+
+    def forward(batch: FrameBatch) -> FrameBatch:
+        batch.state, batch.images = engine.forward(batch.images), None
+        return batch
+
+    def explain(batch: FrameBatch) -> FrameBatch:
+        maps, shown = engine.explain(batch.state)
+        batch.out = overlay_maps(batch.frames, maps, colormap, alpha, shown if label else None, class_names)
+        batch.state = None  # the forward's tensors go now, not when the consumer drops the batch
+        return batch
+
+    inputs, forwarded, explained = (queue.Queue(maxsize=queue_batches) for _ in range(3))
+    stages = [Source(pipeline, source_name, lambda: frame_batches(frames(), batch_size), inputs),
+              Stage(pipeline, "model", forward, inputs, forwarded, drop_on_stop=True),
+              Stage(pipeline, "explain", explain, forwarded, explained)]
+    for stage in stages:
+        stage.start()
+    return explained
+
+
 def overlay_stream(
     frames: Iterable,
     explainer,
@@ -160,6 +259,7 @@ def overlay_stream(
     alpha: float = 0.5,
     label: bool = True,
     class_names: Optional[Sequence[str]] = None,
+    queue_batches: int = 2,
 ) -> Iterator:
     """Overlay the explanation on every frame of any iterator of RGB frames (a webcam, a decoder).
 
@@ -168,27 +268,26 @@ def overlay_stream(
     changes); each yields, in order, as the same kind it came as (numpy array or CPU tensor),
     uint8 [H,W,3]. The class shown per frame follows the module docstring's rule.
     `label`: each frame names the class it shows in its top-left corner (`class_names[c]` when
-    given, else "class c"). This generator works in the caller's thread; explain_video adds
-    threads for file I/O.
+    given, else "class c").
+
+    The same pipeline as `seg-xai video` (start_explaining): `frames` is read in a thread of its
+    own, the model and the overlay run in two more, overlapping each other and the caller's work
+    on the frames already yielded; at most about 3 × `queue_batches` batches are in flight. An
+    error in `frames` or in a stage is raised here; stopping early (break, close()) stops the
+    threads and waits for them (after the frame `frames` is producing, if any).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     engine = FrameExplainer(explainer, classes, class_names)
-    pending: list[torch.Tensor] = []
-    as_numpy = True
-
-    def flush():
-        out, _ = overlay_batch(torch.stack(pending), engine, colormap, alpha, label)
-        pending.clear()
-        return [o.numpy() if as_numpy else o for o in out]
-
-    for i, frame in enumerate(frames):
-        as_numpy = not isinstance(frame, torch.Tensor)
-        tensor = _as_frame(frame, i)
-        if pending and tensor.shape != pending[0].shape:
-            yield from flush()
-        pending.append(tensor)
-        if len(pending) == batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
+    pipeline = Pipeline()
+    with model_threads(engine):
+        explained = Outlet(pipeline, start_explaining(pipeline, lambda: frames, engine, batch_size, colormap,
+                                                      alpha, label, queue_batches))
+        try:
+            for batch in explained:
+                pipeline.raise_error()
+                for frame, as_numpy in zip(batch.out, batch.numpy):
+                    yield frame.numpy() if as_numpy else frame
+            pipeline.raise_error()
+            if pipeline.interrupted:  # KeyboardInterrupt inside a stage (e.g. raised by `frames`)
+                raise KeyboardInterrupt
+        finally:
+            explained.close()

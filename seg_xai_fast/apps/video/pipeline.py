@@ -39,10 +39,9 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ...engine.checks import parse_class_spec
@@ -50,10 +49,11 @@ from ...errors import VideoError
 from ...fileio import check_target, discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
-from .frames import FrameExplainer, to_images, overlay_maps
+from .frames import FrameBatch, FrameExplainer, model_threads, start_explaining
+from .stages import Outlet, Pipeline, Stage
 from .io import CONTAINERS, error_reason, frame_rate, open_input, open_output, pick_encoder, temp_beside
 
-_END = object()  # end of a queue's stream
+DECODE, ENCODE = "decode", "encode"  # the names of the first and last stages
 
 @dataclass
 class VideoSummary:
@@ -70,6 +70,7 @@ class VideoSummary:
     interrupted: bool = False
     runtime: str = ""
     notes: list = field(default_factory=list)
+    stages: list = field(default_factory=list)  # StageTimes of each stage, in pipeline order
 
     @property
     def fps(self) -> float:
@@ -86,35 +87,23 @@ class VideoSummary:
         return out
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put `item` unless `stop` is set first; never blocks forever on a full queue."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-class _Decoder(threading.Thread):
-    """Demuxes and decodes the input into RGB uint8 [H,W,3] frames on `frames`, then _END.
+class _Decoder:
+    """Demuxes and decodes the input into RGB uint8 [H,W,3] frames: frames() runs in the
+    pipeline's source thread.
 
     Frames the decoder rejects (FFmpeg error) or flags as corrupt are skipped; so is a frame of
     another size than the first. `skipped` counts them together with packets that produced no
     frame at all (a decoder may drop a broken frame silently).
     """
 
-    def __init__(self, container, stream, frames: queue.Queue, stop: threading.Event) -> None:
-        super().__init__(name="seg-xai-decode", daemon=True)
-        self.container, self.stream, self.frames, self.stop = container, stream, frames, stop
+    def __init__(self, container, stream) -> None:
+        self.container, self.stream = container, stream
         self.rejected = 0  # frames refused or flagged corrupt by the decoder
         self.packets = 0  # packets with data
         self.decoded = 0  # frames passed on
         self.size: Optional[tuple] = None  # (H, W) of the first frame
         self.note = ""
         self.complete = False  # the whole input was read
-        self.error: Optional[BaseException] = None
 
     @property
     def skipped(self) -> int:
@@ -122,13 +111,11 @@ class _Decoder(threading.Thread):
             return max(self.rejected, self.packets - self.decoded)
         return self.rejected
 
-    def run(self) -> None:
+    def frames(self) -> Iterator[np.ndarray]:
         import av
 
         try:
             for packet in self.container.demux(self.stream):
-                if self.stop.is_set():
-                    return
                 if packet.size:
                     self.packets += 1
                 try:
@@ -146,99 +133,32 @@ class _Decoder(threading.Thread):
                     if rgb.shape[:2] != self.size:
                         self.rejected += 1
                         continue
-                    if not _put(self.frames, rgb, self.stop):
-                        return
                     self.decoded += 1
+                    yield rgb
             self.complete = True
         except av.error.FFmpegError as err:  # a broken container: keep what was decoded
             self.note = f"input ended early: {error_reason(err)}"
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            self.error = err
-        finally:
-            _put(self.frames, _END, self.stop)
 
 
-class _Stage(threading.Thread):
-    """A pipeline stage: takes items from `inbox` until _END, passes step(item) on to `outbox`
-    (when there is one), then runs close() and passes _END on.
+class _Encoder:
+    """Encodes overlaid batches (the pipeline's last stage); close() flushes the encoder and
+    closes the file."""
 
-    After an error it keeps draining its inbox (so no producer blocks) and stores the error for
-    the main thread.
-    """
-
-    def __init__(self, name: str, inbox: queue.Queue, outbox: Optional[queue.Queue] = None) -> None:
-        super().__init__(name=name, daemon=True)
-        self.inbox, self.outbox = inbox, outbox
-        self.error: Optional[BaseException] = None
-
-    def step(self, item):
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def run(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is _END:
-                break
-            if self.error is not None:
-                continue
-            try:
-                result = self.step(item)
-                if self.outbox is not None:
-                    self.outbox.put(result)  # the next stage drains, so this returns
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread
-                self.error = err
-        try:
-            self.close()
-        except Exception as err:  # noqa: BLE001
-            self.error = self.error or err
-        if self.outbox is not None:
-            self.outbox.put(_END)
-
-    def finish(self) -> None:
-        """Send _END (the thread drains its inbox, so this returns) and wait for the thread to end."""
-        while self.is_alive():
-            try:
-                self.inbox.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self.join()
-
-
-class _Overlayer(_Stage):
-    """(frames uint8 [B,H,W,3], forward state) → overlaid uint8 [B,H,W,3] numpy: the class choice,
-    the CAM maths and the overlay kernel, overlapping the next batch's forward pass."""
-
-    def __init__(self, engine: FrameExplainer, colormap: str, alpha: float, inbox, outbox) -> None:
-        super().__init__("seg-xai-explain", inbox, outbox)
-        self.engine, self.colormap, self.alpha = engine, colormap, alpha
-
-    def step(self, item):
-        frames, state = item
-        maps, shown = self.engine.explain(state)  # each frame is labelled with the class it shows
-        return overlay_maps(frames, maps, self.colormap, self.alpha, shown, self.engine.class_names).numpy()
-
-
-class _Encoder(_Stage):
-    """Encodes overlaid batches uint8 [B,H,W,3]; at the end flushes the encoder and closes the file."""
-
-    def __init__(self, container, stream, inbox: queue.Queue) -> None:
-        super().__init__("seg-xai-encode", inbox)
+    def __init__(self, container, stream) -> None:
         self.container, self.stream = container, stream
         self.written = 0
 
-    def step(self, batch) -> None:
+    def encode(self, batch: FrameBatch) -> int:
+        """Encode batch.out uint8 [B,H,W,3]; returns the number of frames written."""
         import av
 
         height, width = self.stream.height, self.stream.width
-        for rgb in batch:
+        for rgb in batch.out.numpy():
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
             frame.pts = self.written
             self.container.mux(self.stream.encode(frame))
             self.written += 1
+        return len(batch.out)
 
     def close(self) -> None:
         try:
@@ -288,11 +208,12 @@ def _write_error(output: Path, err: BaseException) -> OSError:
     return OSError(f"cannot write OUTPUT {str(output)!r}: {error_reason(err)}; nothing was written")
 
 
-def _stage_error(stage, output: Path) -> BaseException:
-    """A stage's error as the main thread raises it: the encoder's OSErrors are the output's."""
-    if isinstance(stage, _Encoder) and isinstance(stage.error, OSError):
-        return _write_error(output, stage.error)
-    return stage.error
+def _stage_error(pipeline: Pipeline, output: Path) -> BaseException:
+    """The first stage error as the main thread raises it: the encoder's OSErrors are the output's."""
+    stage, err = pipeline.error
+    if stage.name == f"seg-xai-{ENCODE}" and isinstance(err, OSError):
+        return _write_error(output, err)
+    return err
 
 
 def explain_video(
@@ -315,10 +236,12 @@ def explain_video(
     class_names: names of the model's classes, for the label on each frame ("class N" without).
     opened: (container, stream) from open_input(input), to reuse one already open.
     Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
-    interrupted=True after finishing the partial output.
+    interrupted=True after finishing the partial output. summary.stages: each stage's times.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(queue_batches, int) or queue_batches < 1:
+        raise ValueError(f"queue_batches must be a positive int, got {queue_batches!r}")
     colormap_lut(colormap)  # an unknown colormap fails here, before any work
     input = str(input)
     output = _check_output(input, output)
@@ -337,61 +260,45 @@ def explain_video(
     except OSError as err:  # e.g. an unwritable folder, or a file where the folder should be
         container.close()
         raise _write_error(output, err) from None
-    stop = threading.Event()
-    frames_q: queue.Queue = queue.Queue(maxsize=queue_batches * batch_size)  # decoded frames
-    forward_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # (frames, forward outputs)
-    encode_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # overlaid batches
-    decoder = overlayer = encoder = None
+    pipeline = Pipeline()
+    decoder = _Decoder(container, stream)
+    written: Optional[Outlet] = None  # the encoder's output (frames written per batch)
     keep = False
-    threads = torch.get_num_threads()
-    if engine.onnx:
-        # ONNX Runtime has its own thread pool for the forward pass; torch's only runs the CAM
-        # stage, which overlaps it on another thread: more torch threads just fight over the cores.
-        torch.set_num_threads(1)
-    bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False)
+    bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     start = time.perf_counter()
     try:
-        try:
-            out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
-        except OSError as err:
-            raise _write_error(output, err) from None
-        encoder = _Encoder(out_container, out_stream, encode_q)
-        encoder.start()
-        overlayer = _Overlayer(engine, colormap, alpha, forward_q, encode_q)
-        overlayer.start()
-        decoder = _Decoder(container, stream, frames_q, stop)
-        decoder.start()
-        try:
-            done = False
-            while not done:
-                batch = []
-                while len(batch) < batch_size:
-                    item = frames_q.get()
-                    if item is _END:
-                        done = True
-                        break
-                    batch.append(torch.from_numpy(item))
-                for stage in (decoder, overlayer, encoder):
-                    if stage.error is not None:
-                        raise _stage_error(stage, output)
-                if batch:
-                    frames = torch.stack(batch)  # uint8 [B,H,W,3]
-                    forward_q.put((frames, engine.forward(to_images(frames))))
-                    bar.update(len(batch))
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
-            stop.set()
-            overlayer.finish()  # explains what it holds, then passes _END to the encoder
-            encoder.join()  # flushed and closed: the file plays, also after Ctrl-C
-        finished = (overlayer, encoder)
-        overlayer = encoder = None
-        for stage in finished:
-            if stage.error is not None:
-                raise _stage_error(stage, output)
+        with model_threads(engine):
+            try:
+                out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
+            except OSError as err:
+                raise _write_error(output, err) from None
+            encoder = _Encoder(out_container, out_stream)
+            try:
+                explained = start_explaining(pipeline, decoder.frames, engine, batch_size, colormap, alpha,
+                                             queue_batches=queue_batches, source_name=DECODE)
+            except BaseException:
+                out_container.close()
+                raise
+            counts: queue.Queue = queue.Queue()  # one int per batch, read here as it comes
+            Stage(pipeline, ENCODE, encoder.encode, explained, counts, close=encoder.close).start()
+            written = Outlet(pipeline, counts)
+            try:
+                for count in written:
+                    bar.update(count)
+                    bar.set_postfix_str(f"{bar.n / (time.perf_counter() - start):.1f} fps", refresh=False)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
+                # Stop reading the input; the stages explain and encode what they hold; the
+                # encoder flushes and closes the file (it plays, also after Ctrl-C).
+                written.close()
         summary.seconds = time.perf_counter() - start
-        decoder.join()
-        summary.frames = finished[1].written
+        summary.stages = pipeline.times
+        summary.interrupted = summary.interrupted or pipeline.interrupted
+        if pipeline.error is not None:
+            raise _stage_error(pipeline, output)
+        summary.frames = encoder.written
         summary.skipped = decoder.skipped
         if decoder.note:
             summary.notes.append(decoder.note)
@@ -403,15 +310,9 @@ def explain_video(
     finally:
         with _deferred_interrupts():
             bar.close()
-            stop.set()
-            if overlayer is not None:  # an error in the main thread: let the stages finish the file
-                overlayer.finish()
-            if encoder is not None:
-                encoder.finish()
-            if decoder is not None:
-                decoder.join(timeout=10)
+            if written is not None:  # an error in this thread: let the stages finish and close the file
+                written.close()
             container.close()
-            torch.set_num_threads(threads)
             if keep:
                 # Interrupted: the partial file goes beside OUTPUT, so a complete OUTPUT stays.
                 target = partial_path(output) if summary.interrupted else output
