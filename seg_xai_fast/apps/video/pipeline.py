@@ -49,7 +49,7 @@ from ...errors import VideoError
 from ...fileio import check_target, discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
-from .frames import FrameBatch, FrameExplainer, model_threads, start_explaining
+from .frames import FrameBatch, FrameExplainer, available_cores, model_threads, start_explaining
 from .stages import Outlet, Pipeline, Stage
 from .io import CONTAINERS, error_reason, frame_rate, open_input, open_output, pick_encoder, temp_beside
 
@@ -228,11 +228,14 @@ def explain_video(
     alpha: float = 0.5,
     progress: bool = True,
     queue_batches: int = 2,
+    workers: Optional[int] = None,
     opened=None,
 ) -> VideoSummary:
     """Write `output`: every frame of `input` with its explanation overlaid (see the module docstring).
 
     explainer: sx.Explainer or sx.OnnxExplainer. queue_batches: batches each queue holds.
+    workers: forward passes at once (default frames.model_workers: two for an OnnxExplainer
+    made with threads=onnx_threads(cores), as `seg-xai video` makes it).
     class_names: names of the model's classes, for the label on each frame ("class N" without).
     opened: (container, stream) from open_input(input), to reuse one already open.
     Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
@@ -276,7 +279,7 @@ def explain_video(
             encoder = _Encoder(out_container, out_stream)
             try:
                 explained = start_explaining(pipeline, decoder.frames, engine, batch_size, colormap, alpha,
-                                             queue_batches=queue_batches, source_name=DECODE)
+                                             queue_batches=queue_batches, source_name=DECODE, workers=workers)
             except BaseException:
                 out_container.close()
                 raise
@@ -327,6 +330,17 @@ def explain_video(
     return summary
 
 
+def onnx_threads(cores: int) -> int:
+    """ONNX Runtime's intra-op threads per forward pass for `seg-xai video` on `cores` cores.
+
+    The pipeline runs two forward passes at once (frames.model_workers), so each gets half the
+    cores; from 8 cores on, one core per pass is left to decoding, the explain stage and encoding
+    (measured on 2 cores only: there the other stages cost ~1/7 of the model's CPU time and fit
+    beside it; two one-thread passes beat one two-thread pass).
+    """
+    return max(1, cores // 2 - (1 if cores >= 8 else 0))
+
+
 def run_video(
     input: str,
     output: str,
@@ -351,7 +365,7 @@ def run_video(
     try:
         size = (stream.codec_context.height, stream.codec_context.width)
         choice = make_explainer(model, layer, method, runtime, weights=weights, num_classes=num_classes,
-                                image_size=size, log=log, options=options)
+                                image_size=size, log=log, options=options, threads=onnx_threads(available_cores()))
         class_ids = parse_class_spec(classes, choice.class_names)
         summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
                                 class_names=choice.class_names,

@@ -22,6 +22,7 @@ import time
 from typing import Callable, Iterable, Iterator, Optional
 
 END = object()  # the end of a queue's stream
+SKIPPED = object()  # in place of an item a stage skipped (stopping, or after a failure): keeps Lanes in step
 _POLL = 0.1  # s: how often a blocked put looks at the stop flag
 
 
@@ -143,6 +144,7 @@ class Stage(threading.Thread):
     close() and passes END on. After a failure (its own or another stage's) it skips its work
     but keeps reading, so no producer blocks; with `drop_on_stop` it also skips work once the
     pipeline is stopping (the model's stage: Ctrl-C should not wait for the queued batches).
+    A skipped item goes on as SKIPPED. inbox and outbox: a queue.Queue or Lanes.
     """
 
     def __init__(self, pipeline: Pipeline, name: str, step: Callable, inbox: queue.Queue,
@@ -168,16 +170,15 @@ class Stage(threading.Thread):
             times.waiting_in += got - start
             if item is END:
                 break
-            if self._skipping():
-                continue
-            try:
-                result = self.step(item)
-            except BaseException as err:  # noqa: BLE001 - handed to the pipeline's owner
-                self.pipeline.fail(self, err)
-                continue
+            result = SKIPPED
+            if item is not SKIPPED and not self._skipping():
+                try:
+                    result = self.step(item)
+                    times.items += 1
+                except BaseException as err:  # noqa: BLE001 - handed to the pipeline's owner
+                    self.pipeline.fail(self, err)
             done = time.perf_counter()
             times.busy += done - got
-            times.items += 1
             if self.outbox is not None:
                 self.outbox.put(result)  # the next stage always reads on, so this returns
                 times.waiting_out += time.perf_counter() - done
@@ -191,11 +192,41 @@ class Stage(threading.Thread):
                 self.outbox.put(END)
 
 
+class Lanes:
+    """`n` bounded queues that parallel workers (one per lane) use as one FIFO queue: put() deals
+    the items round-robin, get() reads them back in the same round, so the items keep their order
+    while `n` workers process them at once. A worker passes on one item (or SKIPPED) for each it
+    takes, so the lanes stay in step. END goes into every lane; get() returns it once every lane
+    has delivered it."""
+
+    def __init__(self, n: int, maxsize: int) -> None:
+        self.lanes = [queue.Queue(maxsize=maxsize) for _ in range(n)]
+        self._put = self._get = 0
+
+    def put(self, item, timeout: Optional[float] = None) -> None:
+        if item is END:
+            for lane in self.lanes:
+                lane.put(END)
+            return
+        self.lanes[self._put].put(item, timeout=timeout)  # queue.Full: the same lane next time
+        self._put = (self._put + 1) % len(self.lanes)
+
+    def get(self, timeout: Optional[float] = None):
+        i = self._get
+        item = self.lanes[i].get(timeout=timeout)
+        self._get = (i + 1) % len(self.lanes)
+        if item is END:  # every item came before it in the round: the other lanes hold END only
+            for lane in self.lanes[:i] + self.lanes[i + 1:]:
+                while lane.get() is not END:
+                    pass
+        return item
+
+
 class Outlet:
     """The reading end of a pipeline's last queue: its items in order, up to END; close() stops
     the pipeline, reads on to END (the stages finish what they hold) and waits for the threads."""
 
-    def __init__(self, pipeline: Pipeline, q: queue.Queue) -> None:
+    def __init__(self, pipeline: Pipeline, q) -> None:
         self.pipeline, self.queue = pipeline, q
         self.ended = False
 
@@ -212,7 +243,8 @@ class Outlet:
             if item is END:
                 self.ended = True
                 return
-            yield item
+            if item is not SKIPPED:
+                yield item
 
     def close(self) -> None:
         self.pipeline.stop()
