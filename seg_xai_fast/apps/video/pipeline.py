@@ -50,8 +50,8 @@ from ...fileio import check_target, discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
 from .frames import FrameBatch, FrameExplainer, available_cores, model_threads, start_explaining
-from .stages import Outlet, Pipeline, Stage
-from .io import CONTAINERS, error_reason, frame_rate, open_input, open_output, pick_encoder, temp_beside
+from .stages import Outlet, Pipeline, Stage, profile_table
+from .io import CONTAINERS, error_reason, frame_rate, is_live, open_input, open_output, pick_encoder, temp_beside
 
 DECODE, ENCODE = "decode", "encode"  # the names of the first and last stages
 
@@ -86,6 +86,10 @@ class VideoSummary:
         out += self.notes
         return out
 
+    def profile(self) -> list[str]:
+        """`--profile`: each pipeline stage's time per frame (stages.profile_table)."""
+        return profile_table(self.stages, self.frames, self.seconds)
+
 
 class _Decoder:
     """Demuxes and decodes the input into RGB uint8 [H,W,3] frames: frames() runs in the
@@ -96,8 +100,8 @@ class _Decoder:
     frame at all (a decoder may drop a broken frame silently).
     """
 
-    def __init__(self, container, stream) -> None:
-        self.container, self.stream = container, stream
+    def __init__(self, container, stream, max_frames: Optional[int] = None) -> None:
+        self.container, self.stream, self.max_frames = container, stream, max_frames
         self.rejected = 0  # frames refused or flagged corrupt by the decoder
         self.packets = 0  # packets with data
         self.decoded = 0  # frames passed on
@@ -135,6 +139,9 @@ class _Decoder:
                         continue
                     self.decoded += 1
                     yield rgb
+                    if self.decoded == self.max_frames:
+                        self.note = f"stopped after {self.max_frames} frames (max_frames)"
+                        return
             self.complete = True
         except av.error.FFmpegError as err:  # a broken container: keep what was decoded
             self.note = f"input ended early: {error_reason(err)}"
@@ -230,6 +237,8 @@ def explain_video(
     queue_batches: int = 2,
     workers: Optional[int] = None,
     opened=None,
+    input_format: Optional[str] = None,
+    max_frames: Optional[int] = None,
 ) -> VideoSummary:
     """Write `output`: every frame of `input` with its explanation overlaid (see the module docstring).
 
@@ -238,6 +247,9 @@ def explain_video(
     made with threads=onnx_threads(cores), as `seg-xai video` makes it).
     class_names: names of the model's classes, for the label on each frame ("class N" without).
     opened: (container, stream) from open_input(input), to reuse one already open.
+    input_format: FFmpeg's input format for a device or virtual input (io.open_input); a URL or
+    such an input is live: Ctrl-C ends its input and OUTPUT is written as for a finished file.
+    max_frames: stop after this many frames (None: at the end of the input).
     Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
     interrupted=True after finishing the partial output. summary.stages: each stage's times.
     """
@@ -245,11 +257,14 @@ def explain_video(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(queue_batches, int) or queue_batches < 1:
         raise ValueError(f"queue_batches must be a positive int, got {queue_batches!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames must be a positive int or None, got {max_frames!r}")
     colormap_lut(colormap)  # an unknown colormap fails here, before any work
     input = str(input)
     output = _check_output(input, output)
     engine = FrameExplainer(explainer, classes, class_names)
-    container, stream = opened or open_input(input)
+    container, stream = opened or open_input(input, input_format)
+    live = is_live(input, input_format)
     width, height = stream.codec_context.width, stream.codec_context.height
     out_w, out_h = width - width % 2, height - height % 2  # 4:2:0 chroma needs even sizes
     summary = VideoSummary(input, str(output), encoder=pick_encoder(), size=(out_w, out_h), rate=frame_rate(stream))
@@ -264,10 +279,10 @@ def explain_video(
         container.close()
         raise _write_error(output, err) from None
     pipeline = Pipeline()
-    decoder = _Decoder(container, stream)
+    decoder = _Decoder(container, stream, max_frames)
     written: Optional[Outlet] = None  # the encoder's output (frames written per batch)
     keep = False
-    bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False,
+    bar = tqdm(total=min(filter(None, (stream.frames, max_frames)), default=None), unit="frame", file=sys.stderr, disable=not progress, leave=False,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     start = time.perf_counter()
     try:
@@ -291,7 +306,10 @@ def explain_video(
                     bar.update(count)
                     bar.set_postfix_str(f"{bar.n / (time.perf_counter() - start):.1f} fps", refresh=False)
             except KeyboardInterrupt:
-                summary.interrupted = True
+                if live:  # Ctrl-C is how a camera or stream ends
+                    summary.notes.append("input ended at Ctrl-C")
+                else:
+                    summary.interrupted = True
             with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
                 # Stop reading the input; the stages explain and encode what they hold; the
                 # encoder flushes and closes the file (it plays, also after Ctrl-C).
@@ -357,11 +375,14 @@ def run_video(
     alpha: float = 0.5,
     progress: bool = True,
     log=None,
+    input_format: Optional[str] = None,
+    max_frames: Optional[int] = None,
 ) -> VideoSummary:
     """`seg-xai video`: open the input (its frame size is the ONNX export size), build the
-    explainer for `model` on `runtime` (runtimes.make_explainer) and run explain_video."""
+    explainer for `model` on `runtime` (runtimes.make_explainer; ONNX Runtime with
+    onnx_threads(cores) threads per forward pass) and run explain_video."""
     _check_output(input, output)
-    container, stream = open_input(input)
+    container, stream = open_input(input, input_format)
     try:
         size = (stream.codec_context.height, stream.codec_context.width)
         choice = make_explainer(model, layer, method, runtime, weights=weights, num_classes=num_classes,
@@ -369,7 +390,8 @@ def run_video(
         class_ids = parse_class_spec(classes, choice.class_names)
         summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
                                 class_names=choice.class_names,
-                                colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream))
+                                colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream),
+                                input_format=input_format, max_frames=max_frames)
     except BaseException:
         container.close()
         raise

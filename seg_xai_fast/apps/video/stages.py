@@ -36,17 +36,27 @@ def _main_thread_takes_ctrl_c() -> None:
 
 
 class StageTimes:
-    """Seconds one stage spent working, waiting for input and waiting for room downstream."""
+    """What one stage thread spent: seconds working (wall), its own CPU seconds while working,
+    seconds waiting for input and for room downstream, and the items it handled."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.busy = self.waiting_in = self.waiting_out = 0.0
+        self.busy = self.cpu = self.waiting_in = self.waiting_out = 0.0
         self.items = 0
 
-    def line(self, frames: int) -> str:
-        per = 1e3 / max(frames, 1)
-        return (f"{self.name:>10s}: {self.busy * per:7.2f} ms/frame working, {self.waiting_in * per:7.2f} waiting "
-                f"for input, {self.waiting_out * per:7.2f} for room downstream")
+    def row(self, frames: int, seconds: float) -> str:
+        """One line of profile_table: per output frame and as shares of the run's `seconds`."""
+        per, share = 1e3 / max(frames, 1), 100 / max(seconds, 1e-9)
+        return (f"{self.name:<10s} {self.busy * per:8.2f} {self.cpu * per:8.2f} {self.busy * share:6.0f}% "
+                f"{self.waiting_in * share:6.0f}% {self.waiting_out * share:6.0f}%")
+
+
+def profile_table(times: list, frames: int, seconds: float) -> list[str]:
+    """`seg-xai video --profile`: each stage's time per output frame and its share of the run.
+    The stage busy nearly 100% of the run is the one that sets the pace."""
+    head = (f"{'stage':<10s} {'busy ms':>8s} {'cpu ms':>8s} {'busy':>7s} {'idle in':>7s} {'blocked':>7s}"
+            f"   (per output frame; shares of {seconds:.2f} s, {frames} frames)")
+    return [head] + [t.row(frames, seconds) for t in times]
 
 
 class Pipeline:
@@ -121,10 +131,11 @@ class Source(threading.Thread):
         try:
             iterator = iter(self.items())
             while not self.pipeline.stopping.is_set():
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 item = next(iterator, END)
                 got = time.perf_counter()
                 times.busy += got - start
+                times.cpu += time.thread_time() - cpu
                 if item is END:
                     break
                 ok = self.pipeline.put(self.outbox, item)
@@ -170,7 +181,7 @@ class Stage(threading.Thread):
             times.waiting_in += got - start
             if item is END:
                 break
-            result = SKIPPED
+            result, cpu = SKIPPED, time.thread_time()
             if item is not SKIPPED and not self._skipping():
                 try:
                     result = self.step(item)
@@ -179,6 +190,7 @@ class Stage(threading.Thread):
                     self.pipeline.fail(self, err)
             done = time.perf_counter()
             times.busy += done - got
+            times.cpu += time.thread_time() - cpu
             if self.outbox is not None:
                 self.outbox.put(result)  # the next stage always reads on, so this returns
                 times.waiting_out += time.perf_counter() - done
