@@ -303,9 +303,11 @@ def overlay_stream(
 
     The same pipeline as `seg-xai video` (start_explaining): `frames` is read in a thread of its
     own, the model and the overlay run in two more, overlapping each other and the caller's work
-    on the frames already yielded; at most about 3 × `queue_batches` batches are in flight. An
-    error in `frames` or in a stage is raised here; stopping early (break, close()) stops the
-    threads and waits for them (after the frame `frames` is producing, if any).
+    on the frames already yielded; at most about 3 × `queue_batches` batches per forward pass at
+    once (`workers`, default model_workers) are in flight. An error in `frames` is raised here
+    after the frames before it; an error in a stage ends the stream and is raised here;
+    stopping early (break, close()) stops the threads and waits for them (after the frame
+    `frames` is producing, if any).
     """
     engine = FrameExplainer(explainer, classes, class_names)
     pipeline = Pipeline()
@@ -314,7 +316,6 @@ def overlay_stream(
                                                       alpha, label, queue_batches, workers=workers))
         try:
             for batch in explained:
-                pipeline.raise_error()
                 for frame, as_numpy in zip(batch.out, batch.numpy):
                     yield frame.numpy() if as_numpy else frame
             pipeline.raise_error()

@@ -282,8 +282,8 @@ def explain_video(
     decoder = _Decoder(container, stream, max_frames)
     written: Optional[Outlet] = None  # the encoder's output (frames written per batch)
     keep = False
-    bar = tqdm(total=min(filter(None, (stream.frames, max_frames)), default=None), unit="frame", file=sys.stderr, disable=not progress, leave=False,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+    bar = tqdm(total=min(filter(None, (stream.frames, max_frames)), default=None), unit="frame", file=sys.stderr,
+               disable=not progress, leave=False, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     start = time.perf_counter()
     try:
         with model_threads(engine):
@@ -306,17 +306,18 @@ def explain_video(
                     bar.update(count)
                     bar.set_postfix_str(f"{bar.n / (time.perf_counter() - start):.1f} fps", refresh=False)
             except KeyboardInterrupt:
-                if live:  # Ctrl-C is how a camera or stream ends
-                    summary.notes.append("input ended at Ctrl-C")
-                else:
-                    summary.interrupted = True
+                summary.interrupted = True
             with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
                 # Stop reading the input; the stages explain and encode what they hold; the
                 # encoder flushes and closes the file (it plays, also after Ctrl-C).
                 written.close()
         summary.seconds = time.perf_counter() - start
         summary.stages = pipeline.times
-        summary.interrupted = summary.interrupted or pipeline.interrupted
+        if (summary.interrupted or pipeline.interrupted) and live:  # Ctrl-C is how a camera or stream ends
+            summary.interrupted = False
+            summary.notes.append("input ended at Ctrl-C")
+        else:
+            summary.interrupted = summary.interrupted or pipeline.interrupted
         if pipeline.error is not None:
             raise _stage_error(pipeline, output)
         summary.frames = encoder.written

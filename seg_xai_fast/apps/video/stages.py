@@ -2,15 +2,18 @@
 
     source thread ──q──▶ stage ──q──▶ stage ──q──▶ … ──▶ the last queue (read by the caller)
 
-Every queue is a queue.Queue(maxsize=...): a stage that is ahead blocks on put() until the next
-one takes an item, so memory stays flat and the slowest stage sets the pace. Each stage is one
-thread reading one FIFO queue, so items leave in the order they came.
+Every queue is bounded (queue.Queue(maxsize=...), or Lanes of them): a stage that is ahead
+blocks on put() until the next one takes an item, so memory stays flat and the slowest stage
+sets the pace. Each stage is one thread reading one FIFO queue, so items leave in the order they
+came; a stage run by several threads at once reads and writes Lanes, which deal the items to the
+threads in turn and collect them in the same turn, so the order holds there too.
 
 Stopping: `Pipeline.stop()` (Ctrl-C, a consumer that stops reading, a fault) makes the source
 stop reading and the stages marked `drop_on_stop` (the model's) skip what is still queued; the
 others finish what they hold, so the frames already explained are still overlaid and encoded.
-A stage that fails keeps draining its inbox (no producer blocks), stops the pipeline and keeps
-its error for the caller (Pipeline.raise_error). Each stage times its own work and its waits
+A stage that fails keeps draining its inbox (no producer blocks), stops the pipeline (the
+stages drop what they hold) and keeps its error for the caller (Pipeline.raise_error); a source
+that fails ends its stream there, and the stages finish the items read before the fault. Each stage times its own work and its waits
 (`times`), for `seg-xai video --profile`.
 """
 from __future__ import annotations
@@ -66,20 +69,25 @@ class Pipeline:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.interrupted = False  # a stage met KeyboardInterrupt (Ctrl-C inside its work)
+        self.aborted = False  # a stage failed: the others skip their work
         self._errors: list[tuple[threading.Thread, BaseException]] = []
         self._lock = threading.Lock()
 
     def stop(self) -> None:
         self.stopping.set()
 
-    def fail(self, thread: threading.Thread, err: BaseException) -> None:
-        """Called by a stage thread: keep its error and stop the rest."""
+    def fail(self, thread: threading.Thread, err: BaseException, abort: bool = True) -> None:
+        """Called by a stage thread: keep its error. `abort` (a stage failed): stop the pipeline,
+        the stages drop what they hold; else (the source failed and ended its stream) the stages
+        finish the items read before the fault."""
         with self._lock:
             if isinstance(err, KeyboardInterrupt):
                 self.interrupted = True
             else:
                 self._errors.append((thread, err))
-        self.stop()
+                self.aborted = self.aborted or abort
+        if abort or isinstance(err, KeyboardInterrupt):
+            self.stop()
 
     @property
     def error(self) -> Optional[tuple[threading.Thread, BaseException]]:
@@ -116,7 +124,8 @@ class Pipeline:
 class Source(threading.Thread):
     """Puts the items of `items()` (an iterator made in this thread) on `outbox`, then END.
 
-    Stops reading when the pipeline stops. An error from the iterator goes to the pipeline.
+    Stops reading when the pipeline stops. An error from the iterator goes to the pipeline, after
+    the items before it (the stages finish those).
     """
 
     def __init__(self, pipeline: Pipeline, name: str, items: Callable[[], Iterable], outbox: queue.Queue) -> None:
@@ -144,7 +153,7 @@ class Source(threading.Thread):
                     break
                 times.items += 1
         except BaseException as err:  # noqa: BLE001 - handed to the pipeline's owner
-            self.pipeline.fail(self, err)
+            self.pipeline.fail(self, err, abort=False)
         finally:
             # Always room for END: the next stage keeps reading until it sees END.
             self.outbox.put(END)
@@ -169,7 +178,7 @@ class Stage(threading.Thread):
 
     def _skipping(self) -> bool:
         p = self.pipeline
-        return p.error is not None or (self.drop_on_stop and p.stopping.is_set())
+        return p.aborted or (self.drop_on_stop and p.stopping.is_set())
 
     def run(self) -> None:
         _main_thread_takes_ctrl_c()
