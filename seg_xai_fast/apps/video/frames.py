@@ -244,8 +244,9 @@ def start_explaining(pipeline: Pipeline, frames: Callable[[], Iterable], engine:
     `workers` model stages (default model_workers(engine)), each running one forward pass per
     batch (ONNX Runtime and PyTorch release the GIL), dealt batches in turn through Lanes so
     that the order holds, and the explain stage (class choice, CAM maths, overlay kernel,
-    labels). Each queue holds `queue_batches` batches, so the model always has its next batch
-    waiting while the other stages work on the batches before and after it.
+    labels). The queues hold `queue_batches` batches (the model's outputs: one per lane), so
+    the model always has its next batch waiting while the other stages work on the batches
+    before and after it.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -269,8 +270,9 @@ def start_explaining(pipeline: Pipeline, frames: Callable[[], Iterable], engine:
     if workers > 1 and not engine.onnx:
         raise ValueError(f"workers={workers}: a PyTorch model runs one forward pass at a time (its hooks hold "
                          "per-call state); use an sx.OnnxExplainer for parallel forward passes")
-    inputs, forwarded = Lanes(workers, queue_batches), Lanes(workers, queue_batches)
-    explained = Lanes(1, queue_batches)
+    # The forward's outputs are the largest items (the logits: L floats per pixel), so their
+    # lanes hold one batch each: enough for the explain stage, which is far faster than the model.
+    inputs, forwarded, explained = Lanes(workers, queue_batches), Lanes(workers, 1), Lanes(1, queue_batches)
     stages = [Source(pipeline, source_name, lambda: frame_batches(frames(), batch_size), inputs)]
     stages += [Stage(pipeline, "model" if workers == 1 else f"model {j + 1}", forward, inputs.lanes[j],
                      forwarded.lanes[j], drop_on_stop=True) for j in range(workers)]
