@@ -314,7 +314,8 @@ def overlay_stream(
     once (`workers`, default model_workers) are in flight. An error in `frames` is raised here
     after the frames before it; an error in a stage ends the stream and is raised here;
     stopping early (break, close()) stops the threads and waits for them (after the frame
-    `frames` is producing, if any).
+    `frames` is producing, if any). With an OnnxExplainer, torch runs on one thread until the
+    stream ends (model_threads).
     """
     engine = FrameExplainer(explainer, classes, class_names)
     pipeline = Pipeline()

@@ -14,7 +14,10 @@ from ...fileio import check_target, discard, publish, temp_path
 
 CONTAINERS = (".mp4", ".mkv", ".mov", ".avi")
 ENCODERS = ("libx264", "libopenh264", "mpeg4")  # preferred first; the first PyAV's FFmpeg has wins
-_X264_OPTIONS = {"preset": "veryfast", "crf": "23"}  # ~1000 fps at 320×240 on one core: never the bottleneck
+# superfast at crf 27: on explained 320×240 overlays the same PSNR as veryfast at crf 23 (31.3 against
+# 31.2 dB) for 0.70× the CPU time and 1.29× the bytes; on a CPU-only machine the encoder shares the
+# cores with the model, so its CPU time is the video's speed.
+_X264_OPTIONS = {"preset": "superfast", "crf": "27"}
 # FFmpeg's demuxers that render any text file as "video" (ANSI art, subtitles-as-video): not videos here.
 _TEXT_FORMATS = ("tty",)
 
