@@ -13,8 +13,8 @@ stop reading and the stages marked `drop_on_stop` (the model's) skip what is sti
 others finish what they hold, so the frames already explained are still overlaid and encoded.
 A stage that fails keeps draining its inbox (no producer blocks), stops the pipeline (the
 stages drop what they hold) and keeps its error for the caller (Pipeline.raise_error); a source
-that fails ends its stream there, and the stages finish the items read before the fault. Each stage times its own work and its waits
-(`times`), for `seg-xai video --profile`.
+that fails ends its stream there, and the stages finish the items read before the fault.
+Each stage times its own work and its waits (`times`), for `seg-xai video --profile`.
 """
 from __future__ import annotations
 
@@ -40,12 +40,11 @@ def _main_thread_takes_ctrl_c() -> None:
 
 class StageTimes:
     """What one stage thread spent: seconds working (wall), its own CPU seconds while working,
-    seconds waiting for input and for room downstream, and the items it handled."""
+    and seconds waiting for input and for room downstream."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.busy = self.cpu = self.waiting_in = self.waiting_out = 0.0
-        self.items = 0
 
     def row(self, frames: int, seconds: float) -> str:
         """One line of profile_table: per output frame and as shares of the run's `seconds`."""
@@ -151,7 +150,6 @@ class Source(threading.Thread):
                 times.waiting_out += time.perf_counter() - got
                 if not ok:
                     break
-                times.items += 1
         except BaseException as err:  # noqa: BLE001 - handed to the pipeline's owner
             self.pipeline.fail(self, err, abort=False)
         finally:
@@ -194,7 +192,6 @@ class Stage(threading.Thread):
             if item is not SKIPPED and not self._skipping():
                 try:
                     result = self.step(item)
-                    times.items += 1
                 except BaseException as err:  # noqa: BLE001 - handed to the pipeline's owner
                     self.pipeline.fail(self, err)
             done = time.perf_counter()
