@@ -2,16 +2,19 @@
 
     seg-xai video street.mp4 street_cam.mp4 --model torchvision:lraspp_mobilenet_v3_large --runtime onnxruntime
 
-Pipeline of `seg-xai video` (explain_video), four stages joined by bounded queues
-(queue.Queue(maxsize=...)), so memory stays flat and the slowest stage sets the pace:
-1. a decoder thread (PyAV) puts RGB frames in the first queue;
-2. the main thread takes batches of them and runs one forward pass per batch (ONNX Runtime or
-   PyTorch; both release the GIL);
-3. an explain thread picks each frame's class, computes its map from the forward's outputs and
-   colours it over the frame with the fused overlay kernel, overlapping the next forward pass;
-4. an encoder thread encodes the overlaid frames: H.264 with libx264 when PyAV's FFmpeg has it,
-   else libopenh264, else MPEG-4 part 2 (pick_encoder; the summary names the one used).
-The main thread runs the model so that Ctrl-C (KeyboardInterrupt) reaches the pipeline there.
+Pipeline of `seg-xai video` (explain_video): the threads of frames.start_explaining, joined by
+bounded queues (stages.py), so memory stays flat, frames stay in order and the slowest stage
+sets the pace, then an encoder thread:
+1. the source thread decodes the input (PyAV) into RGB frames, batches them and converts each
+   batch to the model's input;
+2. the model stage runs one forward pass per batch — on ONNX Runtime two at once, each with
+   onnx_threads(cores) threads, dealt batches in turn (stages.Lanes keep the order);
+3. the explain stage picks each frame's class, computes its map from the forward's outputs and
+   colours it over the frame with the fused overlay kernel;
+4. the encoder thread encodes the overlaid frames: H.264 with libx264 when PyAV's FFmpeg has
+   it, else libopenh264, else MPEG-4 part 2 (pick_encoder; the summary names the one used).
+The main thread updates the progress bar (with the fps so far) and takes Ctrl-C: the stage
+threads block SIGINT, so the kernel hands it to the main thread at once.
 
 Which class a frame shows: with no `classes`, the class covering the most pixels of that frame's
 prediction, background (class 0) only when no other class is predicted anywhere in the frame;
