@@ -140,6 +140,25 @@ def main() -> int:
         print(f"  CPU time per frame, model only ({best}) / end to end = {med_cpu[best] / med_cpu[E2E]:.3f} (the fps "
               "ratio a quiet machine would give if both kept every core busy; less sensitive to other load)")
         summary = last[explainer]
+        # The forward alone, one thread, interleaved: what the activations output and the labels
+        # add over the logits-only graph (the issue's "as little as the graph allows").
+        images = torch.from_numpy(batches[0])
+        alone = {"logits only (plain graph)": lambda: sessions[PAIR].run(None, {"images": batches[0]}),
+                 "logits + activations (explain graph)": lambda: explainer.run(images, activations=True),
+                 "  + labels (forward as the pipeline runs it)": lambda: explainer.forward(images)}
+        times_alone = {name: [] for name in alone}
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the labels' argmax as in the pipeline
+        for _ in range(3 * args.rounds):
+            for name, run in alone.items():
+                start = time.process_time()
+                run()
+                times_alone[name].append((time.process_time() - start) * 1e3 / len(images))
+        torch.set_num_threads(torch_threads)
+        base = statistics.median(times_alone["logits only (plain graph)"])
+        print("  the forward alone, 1 thread (CPU ms/frame, medians):")
+        for name, v in times_alone.items():
+            print(f"    {name:46s} {statistics.median(v):7.2f}  ({statistics.median(v) / base:.3f}× logits only)")
         print("  stages of the last end-to-end run (--profile):")
         for line in summary.profile():
             print("    " + line)
