@@ -19,7 +19,9 @@ def register(subparsers) -> None:
                     "when nothing else is predicted, unless --classes), overlay the maps and encode OUTPUT "
                     "(H.264 when available). The last line printed is 'frames=N fps=F'. Exit status: 0 done, "
                     "2 unusable input or arguments, 130 interrupted (the playable partial output is kept beside "
-                    "OUTPUT as NAME.partial.EXT).")
+                    "OUTPUT as NAME.partial.EXT; a live input — a URL, --camera, --input-format — ends at Ctrl-C and "
+                    "OUTPUT is written, status 0). Decoding, the model (two forward passes at once on ONNX "
+                    "Runtime), the explanation and encoding run in threads joined by bounded queues.")
     p.add_argument("input", metavar="INPUT", help="a video file FFmpeg can read, a stream URL (rtsp://, http://, "
                    "udp://...), an input of --input-format, or with --camera a capture device (/dev/video0)")
     p.add_argument("output", metavar="OUTPUT", help=f"the video to write ({', '.join(CONTAINERS)})")

@@ -316,11 +316,10 @@ def explain_video(
                 written.close()
         summary.seconds = time.perf_counter() - start
         summary.stages = pipeline.times
-        if (summary.interrupted or pipeline.interrupted) and live:  # Ctrl-C is how a camera or stream ends
-            summary.interrupted = False
+        ctrl_c = summary.interrupted or pipeline.interrupted
+        summary.interrupted = ctrl_c and not live  # Ctrl-C is how a camera or stream ends
+        if ctrl_c and live:
             summary.notes.append("input ended at Ctrl-C")
-        else:
-            summary.interrupted = summary.interrupted or pipeline.interrupted
         if pipeline.error is not None:
             raise _stage_error(pipeline, output)
         summary.frames = encoder.written
@@ -328,7 +327,7 @@ def explain_video(
         if decoder.note:
             summary.notes.append(decoder.note)
         if summary.frames == 0:
-            why = "interrupted before the first frame was written" if summary.interrupted else \
+            why = "interrupted before the first frame was written" if ctrl_c else \
                 "no frame could be decoded" + (f" ({decoder.note})" if decoder.note else "")
             raise VideoError(f"cannot read video {input!r}: {why}; nothing was written")
         keep = True
