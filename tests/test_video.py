@@ -146,9 +146,9 @@ def _interrupt_twice_at_second_batch(monkeypatch, gap=0.05):
     import threading
     import time
 
-    from seg_xai_fast.apps.video import pipeline
+    from seg_xai_fast.apps.video import frames
 
-    forward, overlay = FrameExplainer.forward, pipeline.overlay_maps
+    forward, overlay = FrameExplainer.forward, frames.overlay_maps
     calls, timers = [], []
 
     def forward_then_ctrl_c(self, images):
@@ -164,7 +164,7 @@ def _interrupt_twice_at_second_batch(monkeypatch, gap=0.05):
         return overlay(*args, **kwargs)
 
     monkeypatch.setattr(FrameExplainer, "forward", forward_then_ctrl_c)
-    monkeypatch.setattr(pipeline, "overlay_maps", slow_overlay)
+    monkeypatch.setattr(frames, "overlay_maps", slow_overlay)
     return timers
 
 

@@ -11,8 +11,11 @@ predicted pixels (the Seg-Grad-CAM default), so each frame's map explains what t
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from ... import kernels
 from ...engine.explainer import Explainer
 from ...engine.outputs import ForwardPass
 from ...runtimes.onnx_explainer import OnnxExplainer
+from .stages import Lanes, Outlet, Pipeline, Source, Stage
 
 # --------------------------------------------------------------------------- explaining frames
 
@@ -33,10 +37,12 @@ def dominant_classes(labels: torch.Tensor, num_classes: int, candidates: Optiona
     """
     ids = list(range(num_classes)) if candidates is None else list(candidates)
     flat = labels.reshape(labels.shape[0], -1).cpu().numpy()
-    B = flat.shape[0]
-    n = max(num_classes, max(ids) + 1, int(flat.max()) + 1)
-    # One histogram for the batch (numpy's bincount: ~70× faster than torch's on CPU here).
-    counts = np.bincount((flat + (np.arange(B) * n)[:, None]).ravel(), minlength=B * n).reshape(B, n)
+    # One numpy histogram per frame (numpy's bincount: ~70× faster than torch's on CPU here; per
+    # frame, it needs no offset array and no pass to find the largest label first).
+    rows = [np.bincount(frame) for frame in flat]
+    counts = np.zeros((len(rows), max(num_classes, max(ids) + 1, *(len(r) for r in rows))), dtype=np.int64)
+    for b, row in enumerate(rows):
+        counts[b, :len(row)] = row
     counts = torch.from_numpy(counts[:, ids])  # [B,K]
     if 0 in ids and len(ids) > 1:
         background = ids.index(0)
@@ -89,10 +95,27 @@ class FrameExplainer:
         return res.maps[torch.arange(len(index), device=res.maps.device), index], shown
 
 
+@contextlib.contextmanager
+def model_threads(engine: FrameExplainer):
+    """torch gets one thread while a pipeline explains with ONNX Runtime: ORT has its own pool
+    for the forward pass and torch only runs the explain stage, which overlaps it on another
+    thread; more torch threads only fight over the cores (measured on 2 cores)."""
+    threads = torch.get_num_threads()
+    if engine.onnx:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def to_images(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [B,H,W,3] frames → float32 [B,3,H,W] images in [0,1], contiguous (a permuted view
-    would run the model in channels-last and give channels-last logits)."""
-    return frames.permute(0, 3, 1, 2).contiguous().float().div_(255)
+    would run the model in channels-last and give channels-last logits). Two passes: one copy
+    that converts and transposes at once, one in-place division."""
+    B, H, W, _ = frames.shape
+    images = torch.empty((B, 3, H, W), dtype=torch.float32, device=frames.device)
+    return images.copy_(frames.permute(0, 3, 1, 2)).div_(255)
 
 
 def overlay_maps(frames: torch.Tensor, maps: torch.Tensor, colormap: str = "jet", alpha: float = 0.5,
@@ -151,6 +174,120 @@ def _as_frame(frame, index: int) -> torch.Tensor:
     return frame.cpu().contiguous()
 
 
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class FrameBatch:
+    """Frames on their way through the pipeline, in stream order.
+
+    frames: uint8 [B,H,W,3] on the CPU; numpy: per frame, whether it came as a numpy array (it
+    leaves as the same kind); images: float32 [B,3,H,W] in [0,1] (the model's input); state: the
+    forward pass; out: the overlaid frames uint8 [B,H,W,3]."""
+
+    frames: torch.Tensor
+    numpy: list
+    images: Optional[torch.Tensor] = None
+    state: Optional[ForwardPass] = None
+    out: Optional[torch.Tensor] = None
+
+
+def frame_batches(frames: Iterable, batch_size: int) -> Iterator[FrameBatch]:
+    """Group uint8 [H,W,3] frames (numpy arrays or tensors) into batches of `batch_size`; a batch
+    also ends where the frame size changes. Each batch carries its model input (to_images)."""
+    pending: list[torch.Tensor] = []
+    kinds: list[bool] = []
+
+    def batch() -> FrameBatch:
+        stacked = torch.stack(pending)
+        out = FrameBatch(stacked, list(kinds), to_images(stacked))
+        pending.clear()
+        kinds.clear()
+        return out
+
+    for i, frame in enumerate(frames):
+        tensor = _as_frame(frame, i)
+        if pending and tensor.shape != pending[0].shape:
+            yield batch()
+        pending.append(tensor)
+        kinds.append(not isinstance(frame, torch.Tensor))
+        if len(pending) == batch_size:
+            yield batch()
+    if pending:
+        yield batch()
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def model_workers(engine: FrameExplainer) -> int:
+    """How many forward passes the pipeline runs at once.
+
+    An ONNX Runtime session serves concurrent runs, and on few cores two runs with one intra-op
+    thread each beat one run with two threads (no wait at each operator's end for the slower
+    thread; LRASPP alone on 2 cores: 15.8 against 18.4 CPU ms per frame at 320×240, 199 against
+    227 at 1280×720, and more frames per second at both). So an OnnxExplainer
+    whose session has an explicit thread count (OnnxExplainer(threads=...)) gets one forward
+    pass per that many cores, two at most (more would only multiply the batches in flight). ORT's
+    default (every core), and a PyTorch model (its forward hooks hold per-call state), get one.
+    """
+    if not engine.onnx:
+        return 1
+    threads = engine.explainer.session.get_session_options().intra_op_num_threads
+    return 1 if threads <= 0 else max(1, min(2, available_cores() // threads))
+
+
+def start_explaining(pipeline: Pipeline, frames: Callable[[], Iterable], engine: FrameExplainer, batch_size: int,
+                     colormap: str = "jet", alpha: float = 0.5, label: bool = True, queue_batches: int = 2,
+                     source_name: str = "read", workers: Optional[int] = None) -> Lanes:
+    """Start the threads that read `frames()` (an iterator of uint8 [H,W,3] frames, made and read
+    in the source thread), run the model and overlay the maps; returns the queue that receives
+    the FrameBatches, in order, with `out` set, then stages.END.
+
+    The threads: the source (reads frames, batches them, converts them to the model's input),
+    `workers` model stages (default model_workers(engine)), each running one forward pass per
+    batch (ONNX Runtime and PyTorch release the GIL), dealt batches in turn through Lanes so
+    that the order holds, and the explain stage (class choice, CAM maths, overlay kernel,
+    labels). The queues hold `queue_batches` batches (the model's outputs: one per lane), so
+    the model always has its next batch waiting while the other stages work on the batches
+    before and after it.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(queue_batches, int) or isinstance(queue_batches, bool) or queue_batches < 1:
+        raise ValueError(f"queue_batches must be a positive int, got {queue_batches!r}")
+    class_names = engine.class_names if label else None
+
+    def forward(batch: FrameBatch) -> FrameBatch:
+        batch.state, batch.images = engine.forward(batch.images), None
+        return batch
+
+    def explain(batch: FrameBatch) -> FrameBatch:
+        maps, shown = engine.explain(batch.state)
+        batch.out = overlay_maps(batch.frames, maps, colormap, alpha, shown if label else None, class_names)
+        batch.state = None  # the forward's tensors go now, not when the consumer drops the batch
+        return batch
+
+    workers = model_workers(engine) if workers is None else workers
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if workers > 1 and not engine.onnx:
+        raise ValueError(f"workers={workers}: a PyTorch model runs one forward pass at a time (its hooks hold "
+                         "per-call state); use an sx.OnnxExplainer for parallel forward passes")
+    # The forward's outputs are the largest items (the logits: L floats per pixel), so their
+    # lanes hold one batch each: enough for the explain stage, which is far faster than the model.
+    inputs, forwarded, explained = Lanes(workers, queue_batches), Lanes(workers, 1), Lanes(1, queue_batches)
+    stages = [Source(pipeline, source_name, lambda: frame_batches(frames(), batch_size), inputs)]
+    stages += [Stage(pipeline, "model" if workers == 1 else f"model {j + 1}", forward, inputs.lanes[j],
+                     forwarded.lanes[j], drop_on_stop=True) for j in range(workers)]
+    stages.append(Stage(pipeline, "explain", explain, forwarded, explained))
+    for stage in stages:
+        stage.start()
+    return explained
+
+
 def overlay_stream(
     frames: Iterable,
     explainer,
@@ -160,6 +297,8 @@ def overlay_stream(
     alpha: float = 0.5,
     label: bool = True,
     class_names: Optional[Sequence[str]] = None,
+    queue_batches: int = 2,
+    workers: Optional[int] = None,
 ) -> Iterator:
     """Overlay the explanation on every frame of any iterator of RGB frames (a webcam, a decoder).
 
@@ -168,27 +307,28 @@ def overlay_stream(
     changes); each yields, in order, as the same kind it came as (numpy array or CPU tensor),
     uint8 [H,W,3]. The class shown per frame follows the module docstring's rule.
     `label`: each frame names the class it shows in its top-left corner (`class_names[c]` when
-    given, else "class c"). This generator works in the caller's thread; explain_video adds
-    threads for file I/O.
+    given, else "class c").
+
+    The same pipeline as `seg-xai video` (start_explaining): `frames` is read in a thread of its
+    own, the model and the overlay run in two more, overlapping each other and the caller's work
+    on the frames already yielded; at most about 3 × `queue_batches` batches per forward pass at
+    once (`workers`, default model_workers) are in flight. An error in `frames` is raised here
+    after the frames before it; an error in a stage ends the stream and is raised here;
+    stopping early (break, close()) stops the threads and waits for them (after the frame
+    `frames` is producing, if any). With an OnnxExplainer, torch runs on one thread until the
+    stream ends (model_threads).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     engine = FrameExplainer(explainer, classes, class_names)
-    pending: list[torch.Tensor] = []
-    as_numpy = True
-
-    def flush():
-        out, _ = overlay_batch(torch.stack(pending), engine, colormap, alpha, label)
-        pending.clear()
-        return [o.numpy() if as_numpy else o for o in out]
-
-    for i, frame in enumerate(frames):
-        as_numpy = not isinstance(frame, torch.Tensor)
-        tensor = _as_frame(frame, i)
-        if pending and tensor.shape != pending[0].shape:
-            yield from flush()
-        pending.append(tensor)
-        if len(pending) == batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
+    pipeline = Pipeline()
+    with model_threads(engine):
+        explained = Outlet(pipeline, start_explaining(pipeline, lambda: frames, engine, batch_size, colormap,
+                                                      alpha, label, queue_batches, workers=workers))
+        try:
+            for batch in explained:
+                for frame, as_numpy in zip(batch.out, batch.numpy):
+                    yield frame.numpy() if as_numpy else frame
+            pipeline.raise_error()
+            if pipeline.interrupted:  # KeyboardInterrupt inside a stage (e.g. raised by `frames`)
+                raise KeyboardInterrupt
+        finally:
+            explained.close()

@@ -2,16 +2,19 @@
 
     seg-xai video street.mp4 street_cam.mp4 --model torchvision:lraspp_mobilenet_v3_large --runtime onnxruntime
 
-Pipeline of `seg-xai video` (explain_video), four stages joined by bounded queues
-(queue.Queue(maxsize=...)), so memory stays flat and the slowest stage sets the pace:
-1. a decoder thread (PyAV) puts RGB frames in the first queue;
-2. the main thread takes batches of them and runs one forward pass per batch (ONNX Runtime or
-   PyTorch; both release the GIL);
-3. an explain thread picks each frame's class, computes its map from the forward's outputs and
-   colours it over the frame with the fused overlay kernel, overlapping the next forward pass;
-4. an encoder thread encodes the overlaid frames: H.264 with libx264 when PyAV's FFmpeg has it,
-   else libopenh264, else MPEG-4 part 2 (pick_encoder; the summary names the one used).
-The main thread runs the model so that Ctrl-C (KeyboardInterrupt) reaches the pipeline there.
+Pipeline of `seg-xai video` (explain_video): the threads of frames.start_explaining, joined by
+bounded queues (stages.py), so memory stays flat, frames stay in order and the slowest stage
+sets the pace, then an encoder thread:
+1. the source thread decodes the input (PyAV) into RGB frames, batches them and converts each
+   batch to the model's input;
+2. the model stage runs one forward pass per batch — on ONNX Runtime two at once, each with
+   onnx_threads(cores) threads, dealt batches in turn (stages.Lanes keep the order);
+3. the explain stage picks each frame's class, computes its map from the forward's outputs and
+   colours it over the frame with the fused overlay kernel;
+4. the encoder thread encodes the overlaid frames: H.264 with libx264 when PyAV's FFmpeg has
+   it, else libopenh264, else MPEG-4 part 2 (pick_encoder; the summary names the one used).
+The main thread updates the progress bar (with the fps so far) and takes Ctrl-C: the stage
+threads block SIGINT, so the kernel hands it to the main thread at once.
 
 Which class a frame shows: with no `classes`, the class covering the most pixels of that frame's
 prediction, background (class 0) only when no other class is predicted anywhere in the frame;
@@ -39,10 +42,9 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ...engine.checks import parse_class_spec
@@ -50,10 +52,11 @@ from ...errors import VideoError
 from ...fileio import check_target, discard, publish
 from ...kernels.colormaps import colormap_lut
 from ...runtimes.choice import make_explainer
-from .frames import FrameExplainer, to_images, overlay_maps
-from .io import CONTAINERS, error_reason, frame_rate, open_input, open_output, pick_encoder, temp_beside
+from .frames import FrameBatch, FrameExplainer, available_cores, model_threads, start_explaining
+from .stages import Outlet, Pipeline, Stage, profile_table
+from .io import CONTAINERS, error_reason, frame_rate, is_live, open_input, open_output, pick_encoder, temp_beside
 
-_END = object()  # end of a queue's stream
+DECODE, ENCODE = "decode", "encode"  # the names of the first and last stages
 
 @dataclass
 class VideoSummary:
@@ -70,6 +73,7 @@ class VideoSummary:
     interrupted: bool = False
     runtime: str = ""
     notes: list = field(default_factory=list)
+    stages: list = field(default_factory=list)  # StageTimes of each stage, in pipeline order
 
     @property
     def fps(self) -> float:
@@ -85,36 +89,28 @@ class VideoSummary:
         out += self.notes
         return out
 
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put `item` unless `stop` is set first; never blocks forever on a full queue."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+    def profile(self) -> list[str]:
+        """`--profile`: each pipeline stage's time per frame (stages.profile_table)."""
+        return profile_table(self.stages, self.frames, self.seconds)
 
 
-class _Decoder(threading.Thread):
-    """Demuxes and decodes the input into RGB uint8 [H,W,3] frames on `frames`, then _END.
+class _Decoder:
+    """Demuxes and decodes the input into RGB uint8 [H,W,3] frames: frames() runs in the
+    pipeline's source thread.
 
     Frames the decoder rejects (FFmpeg error) or flags as corrupt are skipped; so is a frame of
     another size than the first. `skipped` counts them together with packets that produced no
     frame at all (a decoder may drop a broken frame silently).
     """
 
-    def __init__(self, container, stream, frames: queue.Queue, stop: threading.Event) -> None:
-        super().__init__(name="seg-xai-decode", daemon=True)
-        self.container, self.stream, self.frames, self.stop = container, stream, frames, stop
+    def __init__(self, container, stream, max_frames: Optional[int] = None) -> None:
+        self.container, self.stream, self.max_frames = container, stream, max_frames
         self.rejected = 0  # frames refused or flagged corrupt by the decoder
         self.packets = 0  # packets with data
         self.decoded = 0  # frames passed on
         self.size: Optional[tuple] = None  # (H, W) of the first frame
         self.note = ""
         self.complete = False  # the whole input was read
-        self.error: Optional[BaseException] = None
 
     @property
     def skipped(self) -> int:
@@ -122,13 +118,11 @@ class _Decoder(threading.Thread):
             return max(self.rejected, self.packets - self.decoded)
         return self.rejected
 
-    def run(self) -> None:
+    def frames(self) -> Iterator[np.ndarray]:
         import av
 
         try:
             for packet in self.container.demux(self.stream):
-                if self.stop.is_set():
-                    return
                 if packet.size:
                     self.packets += 1
                 try:
@@ -146,99 +140,35 @@ class _Decoder(threading.Thread):
                     if rgb.shape[:2] != self.size:
                         self.rejected += 1
                         continue
-                    if not _put(self.frames, rgb, self.stop):
-                        return
                     self.decoded += 1
+                    yield rgb
+                    if self.decoded == self.max_frames:
+                        self.note = f"stopped after {self.max_frames} frames (max_frames)"
+                        return
             self.complete = True
         except av.error.FFmpegError as err:  # a broken container: keep what was decoded
             self.note = f"input ended early: {error_reason(err)}"
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            self.error = err
-        finally:
-            _put(self.frames, _END, self.stop)
 
 
-class _Stage(threading.Thread):
-    """A pipeline stage: takes items from `inbox` until _END, passes step(item) on to `outbox`
-    (when there is one), then runs close() and passes _END on.
+class _Encoder:
+    """Encodes overlaid batches (the pipeline's last stage); close() flushes the encoder and
+    closes the file."""
 
-    After an error it keeps draining its inbox (so no producer blocks) and stores the error for
-    the main thread.
-    """
-
-    def __init__(self, name: str, inbox: queue.Queue, outbox: Optional[queue.Queue] = None) -> None:
-        super().__init__(name=name, daemon=True)
-        self.inbox, self.outbox = inbox, outbox
-        self.error: Optional[BaseException] = None
-
-    def step(self, item):
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def run(self) -> None:
-        while True:
-            item = self.inbox.get()
-            if item is _END:
-                break
-            if self.error is not None:
-                continue
-            try:
-                result = self.step(item)
-                if self.outbox is not None:
-                    self.outbox.put(result)  # the next stage drains, so this returns
-            except BaseException as err:  # noqa: BLE001 - handed to the main thread
-                self.error = err
-        try:
-            self.close()
-        except Exception as err:  # noqa: BLE001
-            self.error = self.error or err
-        if self.outbox is not None:
-            self.outbox.put(_END)
-
-    def finish(self) -> None:
-        """Send _END (the thread drains its inbox, so this returns) and wait for the thread to end."""
-        while self.is_alive():
-            try:
-                self.inbox.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self.join()
-
-
-class _Overlayer(_Stage):
-    """(frames uint8 [B,H,W,3], forward state) → overlaid uint8 [B,H,W,3] numpy: the class choice,
-    the CAM maths and the overlay kernel, overlapping the next batch's forward pass."""
-
-    def __init__(self, engine: FrameExplainer, colormap: str, alpha: float, inbox, outbox) -> None:
-        super().__init__("seg-xai-explain", inbox, outbox)
-        self.engine, self.colormap, self.alpha = engine, colormap, alpha
-
-    def step(self, item):
-        frames, state = item
-        maps, shown = self.engine.explain(state)  # each frame is labelled with the class it shows
-        return overlay_maps(frames, maps, self.colormap, self.alpha, shown, self.engine.class_names).numpy()
-
-
-class _Encoder(_Stage):
-    """Encodes overlaid batches uint8 [B,H,W,3]; at the end flushes the encoder and closes the file."""
-
-    def __init__(self, container, stream, inbox: queue.Queue) -> None:
-        super().__init__("seg-xai-encode", inbox)
+    def __init__(self, container, stream) -> None:
         self.container, self.stream = container, stream
         self.written = 0
 
-    def step(self, batch) -> None:
+    def encode(self, batch: FrameBatch) -> int:
+        """Encode batch.out uint8 [B,H,W,3]; returns the number of frames written."""
         import av
 
         height, width = self.stream.height, self.stream.width
-        for rgb in batch:
+        for rgb in batch.out.numpy():
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
             frame.pts = self.written
             self.container.mux(self.stream.encode(frame))
             self.written += 1
+        return len(batch.out)
 
     def close(self) -> None:
         try:
@@ -288,11 +218,12 @@ def _write_error(output: Path, err: BaseException) -> OSError:
     return OSError(f"cannot write OUTPUT {str(output)!r}: {error_reason(err)}; nothing was written")
 
 
-def _stage_error(stage, output: Path) -> BaseException:
-    """A stage's error as the main thread raises it: the encoder's OSErrors are the output's."""
-    if isinstance(stage, _Encoder) and isinstance(stage.error, OSError):
-        return _write_error(output, stage.error)
-    return stage.error
+def _stage_error(pipeline: Pipeline, output: Path) -> BaseException:
+    """The first stage error as the main thread raises it: the encoder's OSErrors are the output's."""
+    stage, err = pipeline.error
+    if stage.name == f"seg-xai-{ENCODE}" and isinstance(err, OSError):
+        return _write_error(output, err)
+    return err
 
 
 def explain_video(
@@ -307,23 +238,36 @@ def explain_video(
     alpha: float = 0.5,
     progress: bool = True,
     queue_batches: int = 2,
+    workers: Optional[int] = None,
     opened=None,
+    input_format: Optional[str] = None,
+    max_frames: Optional[int] = None,
 ) -> VideoSummary:
     """Write `output`: every frame of `input` with its explanation overlaid (see the module docstring).
 
     explainer: sx.Explainer or sx.OnnxExplainer. queue_batches: batches each queue holds.
+    workers: forward passes at once (default frames.model_workers: two for an OnnxExplainer
+    made with threads=onnx_threads(cores), as `seg-xai video` makes it).
     class_names: names of the model's classes, for the label on each frame ("class N" without).
     opened: (container, stream) from open_input(input), to reuse one already open.
+    input_format: FFmpeg's input format for a device or virtual input (io.open_input); a URL or
+    such an input is live: Ctrl-C ends its input and OUTPUT is written as for a finished file.
+    max_frames: stop after this many frames (None: at the end of the input).
     Raises VideoError for unusable files; KeyboardInterrupt returns a summary with
-    interrupted=True after finishing the partial output.
+    interrupted=True after finishing the partial output. summary.stages: each stage's times.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(queue_batches, int) or queue_batches < 1:
+        raise ValueError(f"queue_batches must be a positive int, got {queue_batches!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames must be a positive int or None, got {max_frames!r}")
     colormap_lut(colormap)  # an unknown colormap fails here, before any work
     input = str(input)
     output = _check_output(input, output)
     engine = FrameExplainer(explainer, classes, class_names)
-    container, stream = opened or open_input(input)
+    container, stream = opened or open_input(input, input_format)
+    live = is_live(input, input_format)
     width, height = stream.codec_context.width, stream.codec_context.height
     out_w, out_h = width - width % 2, height - height % 2  # 4:2:0 chroma needs even sizes
     summary = VideoSummary(input, str(output), encoder=pick_encoder(), size=(out_w, out_h), rate=frame_rate(stream))
@@ -337,81 +281,62 @@ def explain_video(
     except OSError as err:  # e.g. an unwritable folder, or a file where the folder should be
         container.close()
         raise _write_error(output, err) from None
-    stop = threading.Event()
-    frames_q: queue.Queue = queue.Queue(maxsize=queue_batches * batch_size)  # decoded frames
-    forward_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # (frames, forward outputs)
-    encode_q: queue.Queue = queue.Queue(maxsize=queue_batches)  # overlaid batches
-    decoder = overlayer = encoder = None
+    pipeline = Pipeline()
+    decoder = _Decoder(container, stream, max_frames)
+    written: Optional[Outlet] = None  # the encoder's output (frames written per batch)
     keep = False
-    threads = torch.get_num_threads()
-    if engine.onnx:
-        # ONNX Runtime has its own thread pool for the forward pass; torch's only runs the CAM
-        # stage, which overlaps it on another thread: more torch threads just fight over the cores.
-        torch.set_num_threads(1)
-    bar = tqdm(total=stream.frames or None, unit="frame", file=sys.stderr, disable=not progress, leave=False)
+    bar = tqdm(total=min(filter(None, (stream.frames, max_frames)), default=None), unit="frame", file=sys.stderr,
+               disable=not progress, leave=False, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
     start = time.perf_counter()
     try:
-        try:
-            out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
-        except OSError as err:
-            raise _write_error(output, err) from None
-        encoder = _Encoder(out_container, out_stream, encode_q)
-        encoder.start()
-        overlayer = _Overlayer(engine, colormap, alpha, forward_q, encode_q)
-        overlayer.start()
-        decoder = _Decoder(container, stream, frames_q, stop)
-        decoder.start()
-        try:
-            done = False
-            while not done:
-                batch = []
-                while len(batch) < batch_size:
-                    item = frames_q.get()
-                    if item is _END:
-                        done = True
-                        break
-                    batch.append(torch.from_numpy(item))
-                for stage in (decoder, overlayer, encoder):
-                    if stage.error is not None:
-                        raise _stage_error(stage, output)
-                if batch:
-                    frames = torch.stack(batch)  # uint8 [B,H,W,3]
-                    forward_q.put((frames, engine.forward(to_images(frames))))
-                    bar.update(len(batch))
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
-            stop.set()
-            overlayer.finish()  # explains what it holds, then passes _END to the encoder
-            encoder.join()  # flushed and closed: the file plays, also after Ctrl-C
-        finished = (overlayer, encoder)
-        overlayer = encoder = None
-        for stage in finished:
-            if stage.error is not None:
-                raise _stage_error(stage, output)
+        with model_threads(engine):
+            try:
+                out_container, out_stream = open_output(tmp, summary.encoder, out_w, out_h, summary.rate)
+            except OSError as err:
+                raise _write_error(output, err) from None
+            encoder = _Encoder(out_container, out_stream)
+            try:
+                explained = start_explaining(pipeline, decoder.frames, engine, batch_size, colormap, alpha,
+                                             queue_batches=queue_batches, source_name=DECODE, workers=workers)
+            except BaseException:
+                out_container.close()
+                raise
+            counts: queue.Queue = queue.Queue()  # one int per batch, read here as it comes
+            Stage(pipeline, ENCODE, encoder.encode, explained, counts, close=encoder.close).start()
+            written = Outlet(pipeline, counts)
+            try:
+                for count in written:
+                    bar.update(count)
+                    bar.set_postfix_str(f"{bar.n / (time.perf_counter() - start):.1f} fps", refresh=False)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+            with _deferred_interrupts():  # a Ctrl-C now would cost the frames explained so far
+                # Stop reading the input; the stages explain and encode what they hold; the
+                # encoder flushes and closes the file (it plays, also after Ctrl-C).
+                written.close()
         summary.seconds = time.perf_counter() - start
-        decoder.join()
-        summary.frames = finished[1].written
+        summary.stages = pipeline.times
+        ctrl_c = summary.interrupted or pipeline.interrupted
+        summary.interrupted = ctrl_c and not live  # Ctrl-C is how a camera or stream ends
+        if ctrl_c and live:
+            summary.notes.append("input ended at Ctrl-C")
+        if pipeline.error is not None:
+            raise _stage_error(pipeline, output)
+        summary.frames = encoder.written
         summary.skipped = decoder.skipped
         if decoder.note:
             summary.notes.append(decoder.note)
         if summary.frames == 0:
-            why = "interrupted before the first frame was written" if summary.interrupted else \
+            why = "interrupted before the first frame was written" if ctrl_c else \
                 "no frame could be decoded" + (f" ({decoder.note})" if decoder.note else "")
             raise VideoError(f"cannot read video {input!r}: {why}; nothing was written")
         keep = True
     finally:
         with _deferred_interrupts():
             bar.close()
-            stop.set()
-            if overlayer is not None:  # an error in the main thread: let the stages finish the file
-                overlayer.finish()
-            if encoder is not None:
-                encoder.finish()
-            if decoder is not None:
-                decoder.join(timeout=10)
+            if written is not None:  # an error in this thread: let the stages finish and close the file
+                written.close()
             container.close()
-            torch.set_num_threads(threads)
             if keep:
                 # Interrupted: the partial file goes beside OUTPUT, so a complete OUTPUT stays.
                 target = partial_path(output) if summary.interrupted else output
@@ -424,6 +349,17 @@ def explain_video(
             else:
                 discard(tmp)
     return summary
+
+
+def onnx_threads(cores: int) -> int:
+    """ONNX Runtime's intra-op threads per forward pass for `seg-xai video` on `cores` cores.
+
+    The pipeline runs two forward passes at once (frames.model_workers), so each gets half the
+    cores; from 8 cores on, one core per pass is left to decoding, the explain stage and encoding
+    (measured on 2 cores only: there the other stages cost ~1/7 of the model's CPU time and fit
+    beside it; two one-thread passes beat one two-thread pass).
+    """
+    return max(1, cores // 2 - (1 if cores >= 8 else 0))
 
 
 def run_video(
@@ -442,19 +378,23 @@ def run_video(
     alpha: float = 0.5,
     progress: bool = True,
     log=None,
+    input_format: Optional[str] = None,
+    max_frames: Optional[int] = None,
 ) -> VideoSummary:
     """`seg-xai video`: open the input (its frame size is the ONNX export size), build the
-    explainer for `model` on `runtime` (runtimes.make_explainer) and run explain_video."""
+    explainer for `model` on `runtime` (runtimes.make_explainer; ONNX Runtime with
+    onnx_threads(cores) threads per forward pass) and run explain_video."""
     _check_output(input, output)
-    container, stream = open_input(input)
+    container, stream = open_input(input, input_format)
     try:
         size = (stream.codec_context.height, stream.codec_context.width)
         choice = make_explainer(model, layer, method, runtime, weights=weights, num_classes=num_classes,
-                                image_size=size, log=log, options=options)
+                                image_size=size, log=log, options=options, threads=onnx_threads(available_cores()))
         class_ids = parse_class_spec(classes, choice.class_names)
         summary = explain_video(input, output, choice.explainer, batch_size=batch_size, classes=class_ids,
                                 class_names=choice.class_names,
-                                colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream))
+                                colormap=colormap, alpha=alpha, progress=progress, opened=(container, stream),
+                                input_format=input_format, max_frames=max_frames)
     except BaseException:
         container.close()
         raise
