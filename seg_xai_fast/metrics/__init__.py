@@ -30,7 +30,7 @@ from .imputation import noisy_linear_impute
 from .localisation import (attribution_localisation, class_regions, energy_pointing_game, off_target_leakage,
                            pointing_game, relevance_mass_accuracy, relevance_rank_accuracy, roc_auc, top_k_intersection)
 from .randomisation import average_ranks, default_stages, randomization_check, randomized_models, spearman
-from .robustness import avg_sensitivity, max_sensitivity, random_logit, random_logit_classes
+from .robustness import avg_sensitivity, max_sensitivity, random_logit, random_logit_classes, sensitivity_ratios
 from .sampled import faithfulness_correlation, infidelity
 from .scores import class_scores, predicted_regions, region_scores
 

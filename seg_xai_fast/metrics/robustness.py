@@ -26,17 +26,17 @@ def max_sensitivity(explain: Callable, images: torch.Tensor, maps: torch.Tensor,
     explain: images [N,3,H,W] → maps [N,K,H,W]; images: float [B,3,H,W]; maps: e(x), float
     [B,K,H,W]. Returns float32 [B,K]; NaN where e(x) is all zero. Lower is better.
     """
-    return _sensitivities(explain, images, maps, radius, samples, seed).amax(dim=2)
+    return sensitivity_ratios(explain, images, maps, radius, samples, seed).amax(dim=2)
 
 
 def avg_sensitivity(explain: Callable, images: torch.Tensor, maps: torch.Tensor, *, radius: float = 0.05,
                     samples: int = 8, seed: int = 0) -> torch.Tensor:
     """Avg-sensitivity (Yeh et al. 2019; Quantus AvgSensitivity): the mean over samples of the
     ratio of `max_sensitivity`. Returns float32 [B,K]; NaN where e(x) is all zero."""
-    return _sensitivities(explain, images, maps, radius, samples, seed).mean(dim=2)
+    return sensitivity_ratios(explain, images, maps, radius, samples, seed).mean(dim=2)
 
 
-def _sensitivities(explain, images, maps, radius, samples, seed) -> torch.Tensor:
+def sensitivity_ratios(explain, images, maps, radius, samples, seed) -> torch.Tensor:
     """float32 [B,K,samples]: ‖e(x + u_i) − e(x)‖₂ / ‖e(x)‖₂ (NaN where ‖e(x)‖ = 0)."""
     images = check_images(images)
     maps = check_maps(maps)
