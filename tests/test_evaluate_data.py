@@ -77,7 +77,7 @@ def test_pairs_formats_failures_and_outputs(tmp_path, capsys):
     _, truth = sx.synthetic_scenes(4, seed=4242, size=64)
     want = sum(len(set(t.unique().tolist()) - {0}) for t in truth) * 2
     assert len(rows) == want and {r["image"] for r in rows} == {f"part/s{i}.png" for i in range(4)}
-    with open(out / "failures.csv", newline="") as f:
+    with open(out / "evaluate_failures.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["curves"]["gradcam"]["deletion_curve"]) == 3
@@ -172,3 +172,18 @@ def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_a_clean_run(tmp_pat
     for key in ("overall", "per_class", "curves", "images", "failures"):
         assert a[key] == b[key]
     assert log_lines(killed) == 1 + 6  # the finished images were not scored again
+
+
+def test_the_report_shows_the_evaluation_beside_the_maps(tmp_path, capsys):
+    images, labels = write_pairs(tmp_path, 2, 48, nested=False)
+    out = tmp_path / "out"
+    assert cli.main(["explain", str(images), "--out", str(out), "--no-progress"]) == 0
+    code, _, err = evaluate([images, "--labels", labels, "--methods", "gradcam", "--steps", "2", "--out", out,
+                             "--no-progress"], capsys)
+    assert code == 0, err
+    assert cli.main(["report", str(out)]) == 0
+    capsys.readouterr()
+    page = (out / "report" / "evaluate.html").read_text()
+    assert "relevance_mass_accuracy" in page and "per class" in page and "deletion curve" in page
+    assert (out / "report" / "index.html").is_file()  # the explain grid stays the first page
+    assert (out / "failures.csv").is_file() and (out / "evaluate_failures.csv").is_file()  # no clash

@@ -413,7 +413,8 @@ def json_summary(result: dict) -> dict:
 
 def write_dataset_outputs(result: dict, out_dir: Path) -> list[str]:
     """rows.csv (one row per image, method and class), summary.csv (per class and overall),
-    summary.json, failures.csv, curves.png and distributions.png, each written atomically."""
+    summary.json, evaluate_failures.csv (not failures.csv: `explain` may share DIR), metrics.json (what
+    `seg-xai report` shows), curves.png and distributions.png, each written atomically."""
     s = result["meta"]["settings"]
     cols = columns(s["metrics"])
     files = [_csv(out_dir / "rows.csv", ["image", "method", "class"] + cols,
@@ -423,12 +424,19 @@ def write_dataset_outputs(result: dict, out_dir: Path) -> list[str]:
         summary_rows += [[m, name] + [v[c] for c in cols] + [v["pairs"]] for name, v in r["per_class"].items()]
         summary_rows.append([m, "all"] + [r["overall"][c] for c in cols] + [sum(v["pairs"] for v in r["per_class"].values())])
     files.append(_csv(out_dir / "summary.csv", ["method", "class"] + cols + ["pairs"], summary_rows))
-    files.append(_csv(out_dir / "failures.csv", ["image", "path", "reason"],
+    files.append(_csv(out_dir / "evaluate_failures.csv", ["image", "path", "reason"],
                       ([f["image"], f["path"], f["reason"]] for f in result["failures"])))
     meta = {k: v for k, v in result["meta"].items() if k != "files"}
     files.append(str(atomic_write_text(out_dir / "summary.json", json.dumps(
         {**json_summary(result), "curves": {m: {k: v for k, v in r.items() if k.endswith("_curve")}
                                             for m, r in result["summary"].items()}, "meta": meta}, indent=1) + "\n")))
+    # The report's evaluation page (seg-xai report DIR) reads metrics.json: per method the overall
+    # values, the mean curves and the per-class table; beside the maps when `explain` wrote to DIR too.
+    report = {m: {**r["overall"], **{k: v for k, v in r.items() if k.endswith("_curve")}, "per_class": r["per_class"]}
+              for m, r in result["summary"].items()}
+    report["_meta"] = {"model": s["model"], "layer": s["layer"], "images": result["images"],
+                       "failures": len(result["failures"]), "targets": s["targets"], "metrics": ",".join(s["metrics"])}
+    files.append(str(atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=1) + "\n")))
     with_curves = {m: {"deletion_curve": r.get("deletion_curve", []), "insertion_curve": r.get("insertion_curve", []),
                        "deletion_auc": _nan(r["overall"].get("deletion_auc")), "insertion_auc": _nan(r["overall"].get("insertion_auc"))}
                    for m, r in result["summary"].items()}
