@@ -21,6 +21,7 @@ Model: the bundled demo model (a random-initialised DemoSegNet when its weights 
 """
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -137,6 +138,7 @@ def fresh_processes(args, folder: Path, tmp: Path, runtimes: list) -> None:
     workers = str(args.workers)
     threads = str(args.threads)
     times = {r: {"plain": [], "explain": []} for r in runtimes}
+    cpu = {r: {"plain": [], "explain": []} for r in runtimes}
     for r in range(-1, args.rounds):  # round -1 warms the caches (the ONNX exports), not counted
         for runtime in runtimes:
             plain = [sys.executable, "-c", PLAIN_SCRIPT, str(folder), runtime, threads, str(args.batch_size), workers,
@@ -145,18 +147,22 @@ def fresh_processes(args, folder: Path, tmp: Path, runtimes: list) -> None:
                        "--runtime", runtime, "--threads", threads, "--workers", workers, "--batch-size",
                        str(args.batch_size), "--method", args.method, "--no-progress"]
             for name, argv in (("plain", plain), ("explain", explain)):
-                start = time.perf_counter()
+                start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
                 subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its decode workers
                 if r >= 0:
                     times[runtime][name].append(time.perf_counter() - start)
+                    cpu[runtime][name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             if r >= 0:
-                print(f"round {r} {runtime:<11}: plain {times[runtime]['plain'][-1]:.2f} s, "
-                      f"explain {times[runtime]['explain'][-1]:.2f} s")
+                print(f"round {r} {runtime:<11}: plain {times[runtime]['plain'][-1]:.2f} s "
+                      f"({cpu[runtime]['plain'][-1]:.2f} CPU-s), explain {times[runtime]['explain'][-1]:.2f} s "
+                      f"({cpu[runtime]['explain'][-1]:.2f} CPU-s)")
     for runtime in runtimes:
         p, e = (statistics.median(times[runtime][k]) for k in ("plain", "explain"))
+        cp, ce = (statistics.median(cpu[runtime][k]) for k in ("plain", "explain"))
         print(f"{runtime}: fresh processes, {args.n} images: plain {p:.2f} s ({args.n / p:.1f} images/s), "
               f"seg-xai explain {e:.2f} s ({args.n / e:.1f} images/s), ratio {p / e:.2f} (goal >= 0.90; medians "
-              f"of {args.rounds})")
+              f"of {args.rounds}); CPU seconds (process tree) plain {cp:.2f}, explain {ce:.2f}, ratio {cp / ce:.2f}")
 
 
 def main() -> None:
