@@ -55,7 +55,7 @@ from ..metrics.randomisation import method_explainer
 from ..models import load_model, require_layer
 from ..viz import save_png
 from .batch.inputs import failure_reason, read_image
-from .batch.store import file_digest
+from .batch.store import file_digest, model_digest
 from .batch.store.manifest import cut_torn_tail
 from .evaluate import curves_chart, parse_class_ids
 from .evaluate_pairs import check_ignore_index, check_label, find_pairs, read_label
@@ -226,6 +226,7 @@ class ResultLog:
         self.path = out_dir / LOG
         if force and self.path.exists():
             self.path.unlink()
+        settings = json.loads(json.dumps(settings))  # as the log holds them (tuples become lists)
         self.done: dict = {}
         if self.path.exists():
             with open(self.path, "r+b") as f:
@@ -276,12 +277,9 @@ def run_dataset_evaluate(
     `settings`: the other fields of Settings (steps, tolerance, top_k, samples, seed, ...).
     With `out`, the run is resumable (DIR/evaluate.jsonl) and writes its files there.
     """
-    from ..apps.batch.store import model_digest
-    from ..demo.scenes import CLASS_NAMES
-
     loaded = load_model(model, weights=weights, num_classes=num_classes)
     layer = require_layer(loaded, layer)
-    names = list(CLASS_NAMES) if loaded.name == "demo" else None
+    names = list(loaded.class_names) if loaded.class_names else None
     s = Settings(model=loaded.name, layer=str(layer), methods=list(methods), metrics=list(metrics), targets=targets,
                  ignore_index=ignore_index, classes=None if classes is None else parse_class_ids(classes, names),
                  options=dict(options or {}), model_digest=model_digest(loaded.model), **settings)
