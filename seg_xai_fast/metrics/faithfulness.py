@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..engine.checks import check_images, describe
 from .checks import check_class_ids, check_maps, check_number
 from .imputation import noisy_linear_impute
-from .scores import class_scores, predicted_regions
+from .scores import class_scores, predicted_regions, region_scores
 
 ROAD_PERCENTILES = (10, 30, 50, 70, 90)
 
@@ -117,31 +117,36 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
                     rank_of=None):
     """Scores of images whose counts_of(P)[t] first-ranked candidate pixels come from end(x), the
     others from start(x). rank_of(map [H,W], candidates, perm) → long [H,W] (default: saliency rank).
+    Pairs of an image with identical maps (a class-agnostic method's, or one method's maps passed
+    twice) share one perturbed batch: one forward scores all of them (without context, where the
+    candidates do not depend on the class).
     Returns float32 [B,K,len(counts)], NaN rows where M_c is empty (or, with context, fills the image)."""
     images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     B, K, H, W = maps.shape
     perm = _tie_break(H * W, seed, maps.device)
     rank_of = rank_of or _saliency_rank
-    curves = None
+    curves = torch.full((B, K, len(counts_of(H * W))), math.nan)
     for b in range(B):
         first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,3,H,W]
-        for k in range(K):
+        todo = [k for k in range(K) if regions[b, k].any()]
+        while todo:
+            k = todo[0]
+            group = [k] if context else [j for j in todo if torch.equal(maps[b, j], maps[b, k])]
+            todo = [j for j in todo if j not in group]
             region = regions[b, k]
             candidates = ~region if context else torch.ones_like(region)
             P = int(candidates.sum())
-            counts = counts_of(H * W if not context else P)
-            if curves is None:
-                curves = torch.full((B, K, len(counts)), math.nan)
-            if not region.any() or P == 0:
+            if P == 0:
                 continue
             rank = rank_of(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
+            counts = counts_of(P if context else H * W)
             changed = rank[None] < torch.tensor(counts, device=rank.device).view(-1, 1, 1)  # [T,H,W]
             batch = torch.where(changed[:, None], last, first)  # [T,3,H,W]
             if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
                 batch = torch.where(region, images[b : b + 1], batch)
-            curves[b, k] = class_scores(model, batch, ids[k], region, output_key=output_key, forward_batch=forward_batch).cpu()
-    if curves is None:
-        curves = torch.full((B, K, len(counts_of(H * W))), math.nan)
+            scores = region_scores(model, batch, [ids[j] for j in group], regions[b, group], output_key=output_key,
+                                   forward_batch=forward_batch)  # [T,G]
+            curves[b, group] = scores.T.cpu()
     return curves
 
 
