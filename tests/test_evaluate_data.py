@@ -187,3 +187,18 @@ def test_the_report_shows_the_evaluation_beside_the_maps(tmp_path, capsys):
     assert "relevance_mass_accuracy" in page and "per class" in page and "deletion curve" in page
     assert (out / "report" / "index.html").is_file()  # the explain grid stays the first page
     assert (out / "failures.csv").is_file() and (out / "evaluate_failures.csv").is_file()  # no clash
+
+
+def test_read_label_formats(tmp_path):
+    from seg_xai_fast.apps.evaluate_pairs import read_label
+
+    ids = np.array([[0, 1], [300, 255]], dtype=np.uint16)
+    Image.fromarray(ids).save(tmp_path / "sixteen.png")  # I;16
+    palette = Image.fromarray(np.array([[0, 1], [2, 255]], dtype=np.uint8), mode="P")
+    palette.putpalette(PALETTE)
+    palette.save(tmp_path / "palette.png")
+    assert read_label(str(tmp_path / "sixteen.png")).tolist() == [[0, 1], [300, 255]]
+    assert read_label(str(tmp_path / "palette.png")).tolist() == [[0, 1], [2, 255]]  # indices, not colours
+    Image.new("RGB", (2, 2)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="RGB image; expected an index image"):
+        read_label(str(tmp_path / "rgb.png"))
