@@ -11,10 +11,17 @@ same files, alternately, for each runtime:
            files + manifest with fsync (and overlays with --overlays).
 Each is run --rounds times; the best round of each is compared. Goal: explain ≥ 0.8 × plain of the
 same runtime.
+
+With --fresh (the issue-27 measurement, goal ≥ 0.9), both sides are fresh processes timed from
+start to exit, alternately, and the medians are compared: `python -c PLAIN_SCRIPT` (import torch,
+load the model, the same DataLoader decode, forward in that runtime — what a user's inference
+script does) against `seg-xai explain DIR --out OUT --runtime R --threads T` (the ONNX export is
+cached before the rounds, as a user's second run finds it).
 Model: the bundled demo model (a random-initialised DemoSegNet when its weights are missing).
 """
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -88,6 +95,76 @@ def plain_forwards(spec: str, model, runtimes: list, threads: int, size: int, tm
     return forwards
 
 
+PLAIN_SCRIPT = """
+import sys, time, torch
+start = time.perf_counter()
+folder, runtime, threads, batch, workers, cache = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+from pathlib import Path
+import seg_xai_fast as sx
+from seg_xai_fast.apps.batch.inputs import ImageBatches, worker_init
+model = sx.demo_model()
+if runtime == "onnxruntime":
+    import onnxruntime as ort
+    from seg_xai_fast.runtimes import export_logits_onnx
+    path = Path(cache) / "plain-logits.onnx"
+    if not path.exists():
+        export_logits_onnx(model, path, torch.rand(1, 3, 64, 64))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    forward = lambda x: session.run(None, {"images": x.numpy()})
+else:
+    forward = model
+paths = sorted(str(p) for p in Path(folder).glob("*.png"))
+loader = torch.utils.data.DataLoader(ImageBatches(paths, int(batch)), batch_size=None, num_workers=int(workers),
+                                     worker_init_fn=worker_init, prefetch_factor=2, in_order=False)
+n = 0
+with torch.inference_mode():
+    for item in loader:
+        if "images" in item:
+            forward(item["images"])
+            n += len(item["paths"])
+print(n)
+"""
+
+
+def fresh_processes(args, folder: Path, tmp: Path, runtimes: list) -> None:
+    """Median wall time of fresh processes: the plain script vs `seg-xai explain`, alternately."""
+    import statistics
+    import subprocess
+
+    env = dict(os.environ, SEG_XAI_CACHE=str(tmp / "cache"))
+    workers = str(args.workers)
+    threads = str(args.threads)
+    times = {r: {"plain": [], "explain": []} for r in runtimes}
+    cpu = {r: {"plain": [], "explain": []} for r in runtimes}
+    for r in range(-1, args.rounds):  # round -1 warms the caches (the ONNX exports), not counted
+        for runtime in runtimes:
+            plain = [sys.executable, "-c", PLAIN_SCRIPT, str(folder), runtime, threads, str(args.batch_size), workers,
+                     str(tmp / "cache")]
+            explain = [sys.executable, "-m", "seg_xai_fast.cli", "explain", str(folder), "--out", str(tmp / f"out-{runtime}{r}"),
+                       "--runtime", runtime, "--threads", threads, "--workers", workers, "--batch-size",
+                       str(args.batch_size), "--method", args.method, "--no-progress"]
+            for name, argv in (("plain", plain), ("explain", explain)):
+                start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+                subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its decode workers
+                if r >= 0:
+                    times[runtime][name].append(time.perf_counter() - start)
+                    cpu[runtime][name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            if r >= 0:
+                print(f"round {r} {runtime:<11}: plain {times[runtime]['plain'][-1]:.2f} s "
+                      f"({cpu[runtime]['plain'][-1]:.2f} CPU-s), explain {times[runtime]['explain'][-1]:.2f} s "
+                      f"({cpu[runtime]['explain'][-1]:.2f} CPU-s)")
+    for runtime in runtimes:
+        p, e = (statistics.median(times[runtime][k]) for k in ("plain", "explain"))
+        cp, ce = (statistics.median(cpu[runtime][k]) for k in ("plain", "explain"))
+        print(f"{runtime}: fresh processes, {args.n} images: plain {p:.2f} s ({args.n / p:.1f} images/s), "
+              f"seg-xai explain {e:.2f} s ({args.n / e:.1f} images/s), ratio {p / e:.2f} (goal >= 0.90; medians "
+              f"of {args.rounds}); CPU seconds (process tree) plain {cp:.2f}, explain {ce:.2f}, ratio {cp / ce:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=300)
@@ -101,6 +178,7 @@ def main() -> None:
                              "2-core machine with 2 decode workers, more threads oversubscribe the cores)")
     parser.add_argument("--overlays", action="store_true", help="also write one overlay PNG per class")
     parser.add_argument("--runtime", default="both", choices=("both", "torch", "onnxruntime"))
+    parser.add_argument("--fresh", action="store_true", help="time fresh processes end to end (the issue-27 goal)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runtimes = ["torch", "onnxruntime"] if args.runtime == "both" else [args.runtime]
@@ -109,6 +187,9 @@ def main() -> None:
         (tmp / "in").mkdir()
         os.environ["SEG_XAI_CACHE"] = str(tmp / "cache")  # the job's ONNX export, timed out of the rounds below
         paths = write_scenes(tmp / "in", args.n, args.size)
+        if args.fresh:
+            sx.demo_model()  # the fresh-process scripts use the bundled model
+            return fresh_processes(args, tmp / "in", tmp, runtimes)
         spec = model_spec(tmp)
         from seg_xai_fast.models import load_model
 

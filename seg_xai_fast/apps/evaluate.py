@@ -240,7 +240,7 @@ def run_evaluate(
         raise ValueError(f"n must be a positive int, got {n!r}")
     loaded = load_model(model, weights=weights, num_classes=num_classes)
     layer = require_layer(loaded, layer)
-    ids = _class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
+    ids = parse_class_ids(DEFAULT_CLASSES.split(",") if classes is None else classes, CLASS_NAMES)
     images, truth = synthetic_scenes(n, seed=seed, size=size)
     out_classes = model_logits(loaded.model, images[:1]).shape[1]
     if out_classes != len(CLASS_NAMES):
@@ -301,11 +301,13 @@ def write_outputs(results: dict, out_dir, context: bool, meta: dict) -> list[str
     everything = {m: results[m] for m in methods}
     everything["_meta"] = {k: v for k, v in meta.items() if k != "files"}
     files.append(_write_text(out_dir / "metrics.json", json.dumps(_jsonable(everything), indent=1) + "\n"))
-    files.append(str(save_png(curves_chart(results, meta), out_dir / "curves.png")))
+    title = (f"{meta.get('model')} · layer {meta.get('layer')} · {meta.get('n')} scenes "
+             f"{meta.get('size')}x{meta.get('size')} · seed {meta.get('seed')}")
+    files.append(str(save_png(curves_chart(results, title), out_dir / "curves.png")))
     return files
 
 
-def curves_chart(results: dict, meta: Optional[dict] = None):
+def curves_chart(results: dict, title: str = ""):
     """A PIL picture: mean deletion (left) and insertion (right) curves, one colour per method."""
     from PIL import Image, ImageDraw
 
@@ -316,9 +318,7 @@ def curves_chart(results: dict, meta: Optional[dict] = None):
     legend_h = 18 * len(methods) + 10
     picture = Image.new("RGB", (2 * panel_w, panel_h + legend_h + 24), (255, 255, 255))
     draw = ImageDraw.Draw(picture)
-    if meta:
-        draw.text((8, 4), f"{meta.get('model')} · layer {meta.get('layer')} · {meta.get('n')} scenes "
-                          f"{meta.get('size')}x{meta.get('size')} · seed {meta.get('seed')}", fill=(0, 0, 0))
+    draw.text((8, 4), title, fill=(0, 0, 0))
     for col, (key, title) in enumerate((("deletion_curve", "deletion (lower AUC is better)"),
                                         ("insertion_curve", "insertion (higher AUC is better)"))):
         x0, y0 = col * panel_w + left, 24 + top
@@ -363,16 +363,17 @@ def _vertical_text(picture, centre: tuple, text: str) -> None:
     picture.paste(label, (centre[0] - label.width // 2, centre[1] - label.height // 2))
 
 
-def _class_ids(classes, names) -> list[int]:
+def parse_class_ids(classes, names: Optional[Sequence[str]]) -> list[int]:
+    """Class names or ids (text or int) → ids; with `names`, ids must be below len(names)."""
     ids = []
     for c in classes:
         text = str(c).strip()
-        if text.isdigit() and int(text) < len(names):
+        if text.isdigit() and (names is None or int(text) < len(names)):
             ids.append(int(text))
-        elif text in names:
-            ids.append(names.index(text))
+        elif names is not None and text in names:
+            ids.append(list(names).index(text))
         else:
-            raise ValueError(f"classes must be names in {list(names)} or ids below {len(names)}, got {c!r}")
+            raise ValueError(f"classes must be {'names in ' + str(list(names)) + ' or ids below ' + str(len(names)) if names else 'class ids'}, got {c!r}")
     return ids
 
 

@@ -14,17 +14,25 @@ Definitions, conventions and measured numbers: docs/metrics.md. In short:
 - Pixel orderings rank by decreasing saliency; ties are broken by a fixed pseudo-random
   permutation (``seed``), so flat map regions are not removed in raster order.
 
-One module per family: localisation (pointing games), faithfulness (deletion/insertion, ROAD;
-imputation holds ROAD's noisy linear imputation), randomisation (the sanity check, Spearman),
-scores (the frozen regions and the class score), averaging (summarize); checks.py the argument
-checks they share.
+One module per family: localisation (pointing games, Quantus's localisation metrics, off-target
+leakage), complexity (sparseness, entropy, effective complexity), faithfulness (deletion/insertion,
+ROAD, pixel flipping, region perturbation; imputation holds ROAD's noisy linear imputation), sampled
+(faithfulness correlation, infidelity: random perturbations shared by every class and method),
+robustness (max/avg sensitivity, random-logit test), randomisation (the parameter sanity check,
+Spearman), scores (the frozen regions and the class scores), averaging (summarize); checks.py the
+argument checks they share.
 """
 from .averaging import summarize, summarize_per_class
-from .faithfulness import ROAD_PERCENTILES, auc, deletion_curves, gaussian_blur, insertion_curves, road
+from .complexity import complexity, effective_complexity, sparseness
+from .faithfulness import (ROAD_PERCENTILES, auc, deletion_curves, gaussian_blur, insertion_curves, pixel_flipping,
+                           region_perturbation, road)
 from .imputation import noisy_linear_impute
-from .localisation import energy_pointing_game, pointing_game
+from .localisation import (attribution_localisation, class_regions, energy_pointing_game, off_target_leakage,
+                           pointing_game, relevance_mass_accuracy, relevance_rank_accuracy, roc_auc, top_k_intersection)
 from .randomisation import average_ranks, default_stages, randomization_check, randomized_models, spearman
-from .scores import class_scores, predicted_regions
+from .robustness import avg_sensitivity, max_sensitivity, random_logit, random_logit_classes, sensitivity_ratios
+from .sampled import faithfulness_correlation, infidelity
+from .scores import class_scores, predicted_regions, region_scores
 
 #: The one-number summaries of every metric, as `seg-xai evaluate` reports them per method.
 METRIC_KEYS = (

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..engine.checks import check_images, describe
 from .checks import check_class_ids, check_maps, check_number
 from .imputation import noisy_linear_impute
-from .scores import class_scores, predicted_regions
+from .scores import class_scores, predicted_regions, region_scores
 
 ROAD_PERCENTILES = (10, 30, 50, 70, 90)
 
@@ -105,30 +105,132 @@ def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
 
 
 def _perturbation_curves(model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch, start, end):
-    """x_t = where(changed_t, end(x), start(x)), changed_t = the first n_t candidates in saliency order;
-    with context, pixels of M_c keep their original values at every step."""
-    images, maps, ids, regions = _check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
+    """x_t = where(changed_t, end(x), start(x)), changed_t = the first round(t·P/T) candidates in
+    saliency order; with context, pixels of M_c keep their original values at every step."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    return _ordered_curves(model, images, maps, classes, regions, lambda P: [round(t * P / steps) for t in range(steps + 1)],
+                           context, seed, output_key, forward_batch, start, end)
+
+
+def _ordered_curves(model, images, maps, classes, regions, counts_of, context, seed, output_key, forward_batch, start, end,
+                    rank_of=None):
+    """Scores of images whose counts_of(P)[t] first-ranked candidate pixels come from end(x), the
+    others from start(x). rank_of(map [H,W], candidates, perm) → long [H,W] (default: saliency rank).
+    Pairs of an image with identical maps (a class-agnostic method's, or one method's maps passed
+    twice) share one perturbed batch: one forward scores all of them (without context, where the
+    candidates do not depend on the class).
+    Returns float32 [B,K,len(counts)], NaN rows where M_c is empty (or, with context, fills the image)."""
+    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     B, K, H, W = maps.shape
-    curves = torch.full((B, K, steps + 1), math.nan)
     perm = _tie_break(H * W, seed, maps.device)
+    rank_of = rank_of or _saliency_rank
+    curves = torch.full((B, K, len(counts_of(H * W))), math.nan)
     for b in range(B):
         first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,3,H,W]
-        for k in range(K):
+        todo = [k for k in range(K) if regions[b, k].any()]
+        while todo:
+            k = todo[0]
+            group = [k] if context else [j for j in todo if torch.equal(maps[b, j], maps[b, k])]
+            todo = [j for j in todo if j not in group]
             region = regions[b, k]
             candidates = ~region if context else torch.ones_like(region)
             P = int(candidates.sum())
-            if not region.any() or P == 0:
+            if P == 0:
                 continue
-            rank = _saliency_rank(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
-            counts = torch.tensor([round(t * P / steps) for t in range(steps + 1)], device=rank.device)
-            changed = rank[None] < counts.view(-1, 1, 1)  # [T+1,H,W]
-            batch = torch.where(changed[:, None], last, first)  # [T+1,3,H,W]
+            rank = rank_of(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
+            counts = counts_of(P if context else H * W)
+            changed = rank[None] < torch.tensor(counts, device=rank.device).view(-1, 1, 1)  # [T,H,W]
+            batch = torch.where(changed[:, None], last, first)  # [T,3,H,W]
             if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
                 batch = torch.where(region, images[b : b + 1], batch)
-            curves[b, k] = class_scores(model, batch, ids[k], region, output_key=output_key, forward_batch=forward_batch).cpu()
+            scores = region_scores(model, batch, [ids[j] for j in group], regions[b, group], output_key=output_key,
+                                   forward_batch=forward_batch)  # [T,G]
+            curves[b, group] = scores.T.cpu()
     return curves
+
+
+def pixel_flipping(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    regions: Optional[torch.Tensor] = None,
+    features_in_step: Optional[int] = None,
+    baseline: float = 0.0,
+    seed: int = 0,
+    output_key: str = "out",
+    forward_batch: int = 32,
+) -> torch.Tensor:
+    """Pixel-flipping curves (Bach et al. 2015; Quantus PixelFlipping) on the region score s_c.
+
+    images: float [B,3,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
+    frozen M_c (None: from the clean prediction). Step t = 1..T sets the t·f most salient pixels
+    (f = features_in_step, which must divide H·W; default H·W/16) to `baseline` in every channel
+    and records s_c: T = H·W/f values, the last one the score of the all-baseline image (Quantus
+    records no clean score either). Equal saliencies are ordered by the fixed permutation `seed`.
+    Returns float32 [B,K,T], NaN rows where M_c is empty.
+    """
+    HW = images.shape[-2] * images.shape[-1] if isinstance(images, torch.Tensor) and images.ndim == 4 else 0
+    f = HW // 16 if features_in_step is None else features_in_step
+    if isinstance(f, bool) or not isinstance(f, int) or f < 1 or (HW and HW % f):
+        raise ValueError(f"features_in_step must be a positive int dividing H·W = {HW}, got {features_in_step!r}")
+    fill = check_number(baseline, "baseline")
+    return _ordered_curves(model, images, maps, classes, regions, lambda P: [t * f for t in range(1, P // f + 1)],
+                           False, seed, output_key, forward_batch, start=lambda x: x, end=lambda x: torch.full_like(x, fill))
+
+
+def region_perturbation(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    regions: Optional[torch.Tensor] = None,
+    patch_size: int = 8,
+    steps: int = 16,
+    order: str = "morf",
+    baseline: float = 0.0,
+    seed: int = 0,
+    output_key: str = "out",
+    forward_batch: int = 32,
+) -> torch.Tensor:
+    """Region-perturbation curves (Samek et al. 2017; Quantus RegionPerturbation) on s_c.
+
+    The image is cut into a grid of patch_size² patches (the last row and column may be smaller);
+    a patch's relevance is the sum of the map over it. Step t = 1..T (T = `steps`, at most the
+    number of patches) sets the t most relevant patches (`order="morf"`; "lerf": least relevant
+    first; equal sums in raster order) to `baseline` in every channel and records the drop
+    s_c(x) − s_c(x_t). Quantus perturbs with uniform noise by default; a constant keeps runs
+    reproducible. AOPC = the mean of the curve. Returns float32 [B,K,T], NaN rows where M_c is empty.
+    """
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive int, got {patch_size!r}")
+    if order not in ("morf", "lerf"):
+        raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    fill = check_number(baseline, "baseline")
+    sign = 1.0 if order == "morf" else -1.0
+
+    def patch_rank(saliency, _candidates, _perm):  # [H,W] → the rank of each pixel's patch
+        H, W = saliency.shape
+        sums = F.avg_pool2d(saliency[None, None].double(), patch_size, ceil_mode=True, divisor_override=1)[0, 0]
+        ranked = torch.sort(-sign * sums.flatten(), stable=True).indices
+        rank = torch.empty_like(ranked)
+        rank[ranked] = torch.arange(ranked.numel(), device=ranked.device)
+        rank = rank.view(sums.shape).repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
+        return rank[:H, :W]
+
+    H, W = maps.shape[-2:] if isinstance(maps, torch.Tensor) and maps.ndim == 4 else (0, 0)
+    patches = math.ceil(H / patch_size) * math.ceil(W / patch_size)
+    if H and steps > patches:
+        raise ValueError(f"steps must be at most the number of {patch_size}² patches ({patches}), got {steps}")
+    scores = _ordered_curves(model, images, maps, classes, regions, lambda _P: list(range(0, steps + 1)), False, seed,
+                             output_key, forward_batch, start=lambda x: x, end=lambda x: torch.full_like(x, fill),
+                             rank_of=patch_rank)
+    return scores[..., :1] - scores[..., 1:]
 
 
 def road(
@@ -155,7 +257,7 @@ def road(
     Returns {"morf": float32 [B,K,P], "lerf": float32 [B,K,P]} of s_c(imputed) − s_c(clean),
     NaN where M_c is empty. A faithful map makes MoRF strongly negative and LeRF close to 0.
     """
-    images, maps, ids, regions = _check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
+    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     pcts = _check_percentiles(percentiles)
     B, K, H, W = maps.shape
     P = len(pcts)
@@ -165,6 +267,7 @@ def road(
     out = {"morf": torch.full((B, K, P), math.nan), "lerf": torch.full((B, K, P), math.nan)}
     everything = torch.ones(H, W, dtype=torch.bool, device=maps.device)
     for b in range(B):
+        generator.manual_seed(seed)  # each image draws the same noise whatever its batch: resumed runs agree
         for k in range(K):
             region = regions[b, k]
             if not region.any():
@@ -210,7 +313,7 @@ def _check_percentiles(percentiles) -> list[float]:
     return pcts
 
 
-def _check_pairs(model, images, maps, classes, regions, output_key, forward_batch):
+def check_pairs(model, images, maps, classes, regions, output_key, forward_batch):
     """Validated (images, maps, class ids, regions bool [B,K,H,W]) for the perturbation metrics."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -45,3 +45,23 @@ def class_scores(
         probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,H,W]
         scores.append((probs * weight).flatten(1).sum(dim=1))
     return torch.cat(scores)
+
+
+def region_scores(
+    model: nn.Module, images: torch.Tensor, classes: Sequence[int], regions: torch.Tensor, *,
+    output_key: str = "out", forward_batch: int = 32,
+) -> torch.Tensor:
+    """s_c of every (image, pair) from one forward per image: all K pairs share the forwards.
+
+    images: float [N,3,H,W] (perturbed copies of one image); classes: K ids (repeats allowed: the
+    pairs of several methods); regions: bool [K,H,W] non-empty frozen M_c of each pair.
+    Returns float32 [N,K]: the mean softmax probability of classes[k] over regions[k].
+    """
+    ids = torch.as_tensor(check_class_ids(classes), device=images.device)
+    weight = regions.to(images.device, torch.float32).flatten(1)
+    weight = weight / weight.sum(1, keepdim=True).clamp(min=1)  # [K,HW]
+    scores = []
+    for chunk in images.split(forward_batch):
+        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, ids]  # [n,K,H,W]
+        scores.append((probs.flatten(2) * weight).sum(2))
+    return torch.cat(scores)

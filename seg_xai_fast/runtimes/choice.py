@@ -6,6 +6,7 @@ exporting the PyTorch model once to a cache of ONNX files (cache_dir(), keyed by
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..demo.model import WEIGHTS_PATH
 from ..engine.explainer import Explainer
 from ..engine.methods import get_method, layer_for
 from ..models import load_model, require_layer
-from .export import FORMAT_VERSION, export_onnx
+from .export import FORMAT_VERSION, cache_dir, export_onnx
 from .onnx_explainer import OnnxExplainer, import_onnxruntime
 
 RUNTIMES = ("auto", "onnxruntime", "torch")
@@ -40,12 +41,6 @@ class RuntimeChoice:
         where = f" ({self.explainer.provider})" if isinstance(self.explainer, OnnxExplainer) else ""
         note = f"; {self.note}" if self.note else ""
         return f"runtime {self.runtime}{where}, model {self.model_name}, layer {self.layer}{note}"
-
-
-def cache_dir() -> Path:
-    """Where exported ONNX files are cached: $SEG_XAI_CACHE/onnx, else ~/.cache/seg_xai_fast/onnx."""
-    root = os.environ.get("SEG_XAI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "seg_xai_fast")
-    return Path(root) / "onnx"
 
 
 def cache_key(model_spec: str, layer: str, size: Sequence[int], weights: Optional[str] = None,
@@ -122,7 +117,8 @@ def make_explainer(
     if runtime != "torch":
         try:
             import_onnxruntime()
-            import onnx  # noqa: F401  (export_onnx writes the metadata with it)
+            if importlib.util.find_spec("onnx") is None:  # export_onnx writes the metadata with it; found, not
+                raise ImportError("No module named 'onnx'")  # imported (1 s): a cached graph does not need it
         except ImportError as err:
             if runtime == "onnxruntime":
                 raise

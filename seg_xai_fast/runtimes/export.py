@@ -291,6 +291,20 @@ def _close(got: np.ndarray, want: torch.Tensor) -> bool:
     return bool(np.abs(got - want).max() <= 1e-3 * scale) if scale > 0 else bool(np.all(got == want))
 
 
+def cache_dir() -> Path:
+    """Where exported ONNX files are cached: $SEG_XAI_CACHE/onnx, else ~/.cache/seg_xai_fast/onnx."""
+    root = os.environ.get("SEG_XAI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "seg_xai_fast")
+    return Path(root) / "onnx"
+
+
+def verified_marker(data: bytes) -> Path:
+    """The cache's record that an ONNX file of exactly these bytes passed OnnxExplainer's graph-digest
+    check: the same bytes pass again, without importing onnx (a second) and re-serialising the graph."""
+    import hashlib
+
+    return cache_dir().parent / "onnx-verified" / hashlib.sha1(data).hexdigest()
+
+
 def graph_digest(proto, meta: dict) -> str:
     """sha1 of an ONNX model's graph (nodes, weights, inputs and outputs) and of `meta` (less this
     digest), 16 hex digits: OnnxExplainer checks that the metadata was written for this very

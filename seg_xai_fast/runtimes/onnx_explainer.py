@@ -27,8 +27,9 @@ from ..engine.checks import check_images
 from ..engine.methods import get_method, registered
 from ..engine.options import check_options
 from ..engine.outputs import Explanation, ForwardPass, MaskSpec
+from ..fileio import atomic_write
 from .export import (ACTIVATIONS_NAME, INPUT_NAME, LABELS_NAME, LOGITS_NAME, METADATA_KEY, NO_HEAD_HINT,
-                     READABLE_FORMATS, graph_digest)
+                     READABLE_FORMATS, graph_digest, verified_marker)
 
 # Preferred execution providers, fastest first; only those onnxruntime reports are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -215,15 +216,28 @@ class OnnxExplainer(ExplainerBase):
             if want is not None and isinstance(shape[axis], int) and shape[axis] != want:
                 raise self._broken(f"the graph's {what}: {shape[axis]}, the metadata says {want}")
         if self.meta["format"] >= 4:
+            data = self.path.read_bytes()
+            marker = verified_marker(data)
+            if marker.is_file():  # these very bytes passed the check before
+                return
             try:
                 import onnx
             except ImportError:  # onnxruntime alone: the names and shapes were checked
                 return
-            digest = graph_digest(onnx.load(str(self.path)), self.meta)
+            proto = onnx.load_from_string(data)
+            external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+            if external:  # weights in other files: check them every time (the marker covers this file only)
+                onnx.load_external_data_for_model(proto, str(self.path.parent))
+            digest = graph_digest(proto, self.meta)
             if digest != self.meta["graph_digest"]:
                 raise self._broken(f"it was not written for this graph, or was edited since (digest {digest}, the "
                                    f"metadata's {self.meta['graph_digest']}): the file's graph was replaced or the "
                                    "metadata changed or copied from another model")
+            with contextlib.suppress(OSError):  # a read-only cache only costs the next run this check
+                if external:
+                    return
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(marker, lambda f: None, fsync=False)
 
     def _check_method(self, method):
         """The spec of `method` if ONNX Runtime serves it with this graph, else a ValueError saying why."""
