@@ -36,6 +36,19 @@ def smp_unet(classes: int = 5, **kwargs) -> torch.nn.Module:
     return smp.Unet("resnet18", encoder_weights=None, classes=classes, **kwargs).eval()
 
 
+def box_masks(batch: int, classes: int, size: int, seed: int) -> torch.Tensor:
+    """A non-empty random box region per (image, class): float [B,K,size,size], different per image
+    and class (the Seg-Grad-CAM targets the parity tests compare on)."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(batch, classes, size, size)
+    for b in range(batch):
+        for k in range(classes):
+            y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+            h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
+            masks[b, k, y0:y0 + h, x0:x0 + w] = 1.0
+    return masks
+
+
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory) -> str:
     """A whole `random_demo()` saved with torch.save: what `--model FILE.pt` takes."""

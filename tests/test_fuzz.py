@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import seg_xai_fast as sx
+from conftest import torchvision_model
+from peers import OutOnly
 from oracle import cam_maps, compare, layer_gradients, raw_cam
 from seg_xai_fast.engine.methods import remove_method
 
@@ -251,34 +253,17 @@ def test_the_generator_covers_every_choice():
 # --------------------------------------------------------------------------- real architectures (full sweep)
 
 
-def _torchvision(name):
-    import torchvision.models.segmentation as tvseg
-
-    torch.manual_seed(0)
-    return getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=5).eval()
-
-
 def _smp(arch, encoder):
     smp = pytest.importorskip("segmentation_models_pytorch")
     torch.manual_seed(0)
     return getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, classes=4).eval()
 
 
-class _Out(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        out = self.model(x)
-        return out["out"] if isinstance(out, dict) else out
-
-
 REAL = {
-    "deeplabv3_mobilenet_v3_large@backbone.16": (lambda: _torchvision("deeplabv3_mobilenet_v3_large"), "backbone.16", 64),
-    "deeplabv3_mobilenet_v3_large@classifier.0": (lambda: _torchvision("deeplabv3_mobilenet_v3_large"), "classifier.0", 64),
-    "lraspp_mobilenet_v3_large@backbone.12": (lambda: _torchvision("lraspp_mobilenet_v3_large"), "backbone.12", 64),
-    "fcn_resnet50@backbone.layer3": (lambda: _torchvision("fcn_resnet50"), "backbone.layer3", 48),
+    "deeplabv3_mobilenet_v3_large@backbone.16": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "backbone.16", 64),
+    "deeplabv3_mobilenet_v3_large@classifier.0": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "classifier.0", 64),
+    "lraspp_mobilenet_v3_large@backbone.12": (lambda: torchvision_model("lraspp_mobilenet_v3_large", 5), "backbone.12", 64),
+    "fcn_resnet50@backbone.layer3": (lambda: torchvision_model("fcn_resnet50", 5), "backbone.layer3", 48),
     "smp_unet_resnet18@decoder.blocks.1": (lambda: _smp("Unet", "resnet18"), "decoder.blocks.1", 64),
     "smp_fpn_efficientnet-b0@encoder": (lambda: _smp("FPN", "efficientnet-b0"), "encoder._blocks.10", 64),
     "smp_unet_tu-tf_efficientnet_b0@encoder": (lambda: _smp("Unet", "tu-tf_efficientnet_b0"),
@@ -293,6 +278,6 @@ REAL = {
 @pytest.mark.parametrize("method", ["gradcam", "hirescam"])
 def test_real_architecture(name, method):
     build, layer, size = REAL[name]
-    model = _Out(build())
+    model = OutOnly(build())
     images = [torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     check_case(model, images, [0, 2, 3], method, {}, name, layer=f"model.{layer}")

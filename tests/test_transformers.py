@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers", reason="transformers is a tes
 smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is a test dependency")
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency")
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
-from conftest import smp_unet  # noqa: E402
+from conftest import box_masks, smp_unet  # noqa: E402
 
 TOL = 1e-4
 SIZE = 64
@@ -116,14 +116,7 @@ def case(request):
 
 
 def _box_masks(batch, k, seed):
-    g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(batch, k, SIZE, SIZE)
-    for b in range(batch):
-        for i in range(k):
-            y0, x0 = torch.randint(0, SIZE // 2, (2,), generator=g).tolist()
-            h, w = torch.randint(SIZE // 8, SIZE // 2, (2,), generator=g).tolist()
-            masks[b, i, y0:y0 + h, x0:x0 + w] = 1.0
-    return masks
+    return box_masks(batch, k, SIZE, seed)
 
 
 def _peer_maps(model, layer, reshape, method, images, classes, masks):

@@ -10,12 +10,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
-import torchvision.models.segmentation as tvseg
 from PIL import Image
 
 import seg_xai_fast as sx
@@ -30,6 +28,7 @@ pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a 
 from pytorch_grad_cam.base_cam import BaseCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
 from peers import OutOnly  # noqa: E402
+from conftest import box_masks, torchvision_model  # noqa: E402
 
 TOL = 1e-4
 
@@ -74,9 +73,7 @@ def user_module(tmp_path, monkeypatch):
 
 
 def _torchvision(name, size):
-    torch.manual_seed(0)
-    model = getattr(tvseg, name)(weights=None, weights_backbone=None, num_classes=21).eval()
-    return model, torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return torchvision_model(name), torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 # (model, images, layer, the gradient path our call takes, power). The random-initialised models'
@@ -91,24 +88,13 @@ CASES = {
 }
 
 
-def _box_masks(batch, classes, size, seed):
-    g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(batch, classes, size, size)
-    for b in range(batch):
-        for k in range(classes):
-            y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
-            masks[b, k, y0:y0 + h, x0:x0 + w] = 1.0
-    return masks
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_registered_weights_equal_a_basecam_subclass_class_by_class(case, user_module):
     model, images, layer, path, power = CASES[case]()
     spec = get_method("my_cams:positive_mean")  # imports the user's module, which registers it
     assert spec.name == "positive_mean" and not spec.builtin and spec.family == "gradient"
     classes = [0, 1, 3]
-    masks = _box_masks(images.shape[0], len(classes), images.shape[-1], seed=5)
+    masks = box_masks(images.shape[0], len(classes), images.shape[-1], seed=5)
     explainer = sx.Explainer(model, layer, "positive_mean", options={"power": power})
     ours = explainer(images, classes=classes, masks=masks)  # every class from one call
     assert ours.info["gradient_path"] == path and ours.method == "positive_mean"
@@ -348,7 +334,7 @@ def test_forward_with_raw_maps_runs_no_throwaway_explanation():
         outputs = [explainer.forward(images) for _ in range(3)]
         assert calls == [] and not outputs[0].has_outputs
         res = explainer.explain_outputs(outputs[0])
-        assert len(calls) == 1 and res.info["gradient_path"] == "autograd"
-        assert torch.equal(res.maps, explainer(images).maps)
+        assert len(calls) == 2 and res.info["gradient_path"] == "autograd"  # the pass and its one-time exactness check
+        assert torch.equal(explainer.explain_outputs(outputs[1]).maps, res.maps) and len(calls) == 3
     finally:
         handle.remove()
