@@ -202,3 +202,19 @@ def test_read_label_formats(tmp_path):
     Image.new("RGB", (2, 2)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="RGB image; expected an index image"):
         read_label(str(tmp_path / "rgb.png"))
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    from seg_xai_fast.apps.evaluate_data import ResultLog
+
+    first = ResultLog(tmp_path / "out", {"a": 1}, force=False)
+    try:
+        with pytest.raises(ValueError, match="another `seg-xai evaluate` run is writing to"):
+            ResultLog(tmp_path / "out", {"a": 1}, force=False)
+    finally:
+        first.close()
+    again = ResultLog(tmp_path / "out", {"a": 1}, force=False)  # released: a rerun resumes
+    again.close()
+    with pytest.raises(ValueError, match="other settings"):  # the refusal releases its lock
+        ResultLog(tmp_path / "out", {"a": 2}, force=False)
+    ResultLog(tmp_path / "out", {"a": 1}, force=False).close()

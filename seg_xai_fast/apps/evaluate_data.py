@@ -57,10 +57,12 @@ from ..viz import save_png
 from .batch.inputs import failure_reason, read_image
 from .batch.store import file_digest, model_digest
 from .batch.store.manifest import cut_torn_tail
+from .batch.store.run_store import hold_lock
 from .evaluate import curves_chart, parse_class_ids
 from .evaluate_pairs import check_ignore_index, check_label, find_pairs, read_label
 
 LOG = "evaluate.jsonl"
+LOCK = ".evaluate.lock"
 # Metric groups `--metrics` names, and the columns each adds to a row. The default set is cheap:
 # no metric that re-explains or needs more than the deletion/insertion forwards.
 METRIC_GROUPS = {
@@ -223,10 +225,17 @@ class ResultLog:
 
     def __init__(self, out_dir: Path, settings: dict, force: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = hold_lock(out_dir / LOCK, "seg-xai evaluate")  # one writer per DIR (explain has its own)
+        try:
+            self._open(out_dir, json.loads(json.dumps(settings)), force)  # settings as the log holds them
+        except BaseException:
+            self.lock.close()
+            raise
+
+    def _open(self, out_dir: Path, settings: dict, force: bool) -> None:
         self.path = out_dir / LOG
         if force and self.path.exists():
             self.path.unlink()
-        settings = json.loads(json.dumps(settings))  # as the log holds them (tuples become lists)
         self.done: dict = {}
         if self.path.exists():
             with open(self.path, "r+b") as f:
@@ -251,6 +260,7 @@ class ResultLog:
 
     def close(self) -> None:
         self.file.close()
+        self.lock.close()
 
 
 def run_dataset_evaluate(

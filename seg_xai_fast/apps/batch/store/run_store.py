@@ -24,6 +24,22 @@ COMPARED_FIELDS = ("format", "model", "model_digest", "layer", "method", "option
                    "save", "colormap", "alpha")
 
 
+def hold_lock(path: Path, command: str):
+    """The open file of an exclusive flock on `path` (created; a symlink planted there is not
+    followed); a ValueError when another run of `command` holds it. Closing the file releases it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode())
+    except OSError as err:
+        raise OSError(f"cannot create the lock file {str(path)!r}: {err.strerror}") from None
+    lock = os.fdopen(fd, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ValueError(f"another `{command}` run is writing to {str(path.parent)!r}") from None
+    return lock
+
+
 class StoreMismatchError(ValueError):
     """A rerun into an output folder written with other settings."""
 
@@ -40,16 +56,7 @@ class Store:
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--out must be a folder, got the file {str(self.root)!r}")
         self.root.mkdir(parents=True, exist_ok=True)
-        try:  # O_NOFOLLOW: a symlink planted at DIR/.lock is not followed
-            fd = os.open(self.root / LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode())
-        except OSError as err:
-            raise OSError(f"cannot create the lock file {str(self.root / LOCK)!r}: {err.strerror}") from None
-        self._lock = os.fdopen(fd, "a")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ValueError(f"another `seg-xai explain` run is writing to {str(self.root)!r}") from None
+        self._lock = hold_lock(self.root / LOCK, "seg-xai explain")
         try:
             self._open(header, force)
         except BaseException:
