@@ -73,10 +73,10 @@ def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Ten
         ex = exact_pass(explainer, images, stack)
         generator = torch.Generator().manual_seed(0)
         r = torch.randn(ex.logits.shape, generator=generator).to(ex.logits)
-        (exact_raw,) = torch.autograd.grad(ex.logits, ex.raw, r)
+        (exact_raw,) = torch.autograd.grad((ex.logits * r).sum(), ex.raw)  # summed: see capture.linear_head
         exact = ex.gradients(exact_raw[None])[0]
     seeds = r if upsample is None else reference.upsample_adjoint(r.float(), upsample[0], upsample[1]).to(r)
-    (fast,) = torch.autograd.grad(start, leaf, seeds, retain_graph=True, allow_unused=True)
+    (fast,) = torch.autograd.grad((start * seeds).sum(), leaf, retain_graph=True, allow_unused=True)
     fast = torch.zeros_like(leaf) if fast is None else fast
     if not (torch.isfinite(fast).all() and torch.isfinite(exact).all()):
         return None  # nothing to compare: the CAM stage reports the non-finite gradients themselves
