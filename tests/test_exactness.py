@@ -136,8 +136,8 @@ class StdConv2d(nn.Conv2d):
 class StdConvAbove(Net):
     def __init__(self):
         super().__init__()
-        # dilation 12 on a 16×16 map: most taps read padding only, which plain convolutions skip
-        self.body = StdConv2d(8, 8, 3, padding=12, dilation=12)
+        # dilation 16 on a 16×16 map: only the centre tap reads the map, which plain convolutions use alone
+        self.body = StdConv2d(8, 8, 3, padding=16, dilation=16)
 
     def forward(self, x):
         return F.interpolate(self.head(torch.relu(self.body(self.features(x)))), size=x.shape[-2:], mode="bilinear")
@@ -247,7 +247,8 @@ class ClampedHead(Net):
     cap = 0.3
 
     def forward(self, x):
-        z = torch.clamp(self.head(self.features(x)), max=self.cap)
+        a = self.layer(torch.relu(self.stem(x)))  # the target feeds the 1×1 classifier directly
+        z = torch.clamp(self.head(a), max=self.cap)
         return F.interpolate(z, size=x.shape[-2:], mode="bilinear")
 
 
@@ -255,8 +256,8 @@ def test_a_nonlinearity_after_the_classifier_is_never_folded_into_the_closed_for
     model = ClampedHead().eval()
     small, large = _images(0, scale=0.01), _images(1, scale=30.0)
     with torch.no_grad():
-        z_small = model.head(model.features(small))
-        z_large = model.head(model.features(large))
+        z_small = model.head(model.layer(torch.relu(model.stem(small))))
+        z_large = model.head(model.layer(torch.relu(model.stem(large))))
     assert z_small.max() < ClampedHead.cap < z_large.max() and (z_large < ClampedHead.cap).any()  # inactive, then active
     explainer = sx.Explainer(model, "layer", "gradcam")
     explainer(small)
