@@ -56,10 +56,11 @@ def import_onnxruntime():
 class OnnxExplainer(ExplainerBase):
     """CAM explanations from a graph written by sx.export_onnx, run with ONNX Runtime.
 
-    path: the .onnx file. method: one of sx.methods(); the gradient methods need the file's
-    linear head (see export_onnx); eigencam, scorecam (at the exported layer), rise, occlusion and
-    the segment attributions (featureablation, kernelshap, lime) need only forwards. ablationcam
-    replaces the layer inside the graph, which ONNX Runtime cannot.
+    path: the .onnx file. method: one of sx.methods() (a name or a spec, yours included); the
+    gradient methods need the file's linear head (see export_onnx); the activation methods, the
+    perturbation methods (Score-CAM at the exported layer) and the segment attributions need only
+    forwards. A method a graph cannot serve says why in its spec (Ablation-CAM replaces the layer
+    inside the graph, FullGrad differentiates to the input); `seg-xai methods` lists the runtimes.
     options, normalize: as sx.Explainer's (the perturbation methods' options; raw maps,
     ``normalize=False``, are served for the perturbation methods).
     providers: ONNX Runtime execution providers in order of preference; None: TensorRT and CUDA
