@@ -235,7 +235,8 @@ def test_register_tokens_are_found_from_the_token_count():
 def test_ambiguous_layouts_are_refused_unless_the_model_settles_them():
     """Two readings of one shape: refused with both, unless the module's layout (4-D) or the model's
     patch embedding (tokens) says which; never chosen silently."""
-    from seg_xai_fast.engine.adapters import channels_last_to_first, infer_reshape, module_layout, patch_strides
+    from seg_xai_fast.engine.adapters import (channels_last_to_first, infer_reshape, module_layout, patch_strides,
+                                              prefix_tokens)
 
     # [B,16,16,16] on 64×64: channels-first C=16 on 16×16, or channels-last 16×16 with C=16
     with pytest.raises(ValueError, match=r"reads both as channels-first \[B,C=16,h=16,w=16\] and as channels-last"):
@@ -252,7 +253,12 @@ def test_ambiguous_layouts_are_refused_unless_the_model_settles_them():
     assert (grid.prefix, grid.h, grid.w) == (1, 8, 8)
     grid = infer_reshape((2, 65, 8), (32, 32), "layer", strides=(5,))
     assert (grid.prefix, grid.h, grid.w) == (16, 7, 7)
+    grid = infer_reshape((2, 65, 8), (32, 32), "layer", prefix=1)  # the model has one CLS token
+    assert (grid.prefix, grid.h, grid.w) == (1, 8, 8)
     assert patch_strides(nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.Conv2d(8, 8, 3, stride=2))) == (4,)
+    vit = nn.Module()
+    vit.cls_token, vit.register_tokens = nn.Parameter(torch.zeros(1, 1, 8)), nn.Parameter(torch.zeros(1, 4, 8))
+    assert prefix_tokens(vit) == 5 and prefix_tokens(nn.Linear(2, 2)) == 0
 
 
 class _OddTokens(nn.Module):

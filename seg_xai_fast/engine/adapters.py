@@ -151,15 +151,16 @@ def _grid_of(n: int, image_size: tuple) -> Optional[tuple]:
 
 
 def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str,
-                  layout: Optional[str] = None, strides: tuple = ()) -> Optional[Callable]:
+                  layout: Optional[str] = None, strides: tuple = (), prefix: Optional[int] = None) -> Optional[Callable]:
     """The reshape of a target layer's output `shape` to [B,C,h,w], or None when it is one already.
 
     [B,C,h,w] when (h, w) fits the image; [B,h,w,C] (channels-last: Swin, ConvNeXt blocks) when
     (h, w) = shape[1:3] does; tokens [B,N,C] → the last h·w tokens on the grid the image implies,
     the first P = N − h·w (CLS, distillation, register tokens) dropped. Where two readings fit, the
     module's `layout` ("channels_first" / "channels_last", see module_layout) decides for [B,·,·,·],
-    the model's patch-embedding `strides` (patch_strides) for tokens; where they do not, the shape
-    is ambiguous and refused with the candidate readings — never chosen silently.
+    the model's prefix-token count `prefix` (prefix_tokens) and patch-embedding `strides`
+    (patch_strides) for tokens; where they do not, the shape is ambiguous and refused with the
+    candidate readings — never chosen silently.
     """
     example = ("reshape=lambda t: t[:, P:].reshape(t.shape[0], h, w, -1).permute(0, 3, 1, 2) "
                "(pytorch-grad-cam's reshape_transform signature)")
@@ -183,6 +184,8 @@ def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str,
         n = shape[1]
         readings = [(prefix, grid) for prefix in range(min(n - 1, MAX_PREFIX_TOKENS) + 1)
                     for grid in [_grid_of(n - prefix, image_size)] if grid is not None]
+        if len(readings) > 1 and prefix is not None:  # the model's own CLS/register/distillation tokens
+            readings = [(p, g) for p, g in readings if p == prefix] or readings
         if len(readings) > 1:  # the patch embedding's stride tells the grid
             patched = [(p, g) for p, g in readings if any(_grid_of_stride(g, image_size, st) for st in strides)]
             readings = patched or readings
@@ -207,6 +210,17 @@ def infer_reshape(shape: tuple, image_size: Optional[tuple], layer_name: str,
 
 def _grid_of_stride(grid: tuple, image_size: tuple, stride: int) -> bool:
     return all(g in (n // stride, -(-n // stride)) for g, n in zip(grid, image_size))
+
+
+#: Parameter names of the tokens a transformer puts before its patch tokens (Hugging Face, timm).
+PREFIX_TOKEN_NAMES = ("cls_token", "register_tokens", "reg_token", "dist_token", "distillation_token")
+
+
+def prefix_tokens(model: nn.Module) -> int:
+    """How many tokens the model puts before its patch tokens: the sizes of its CLS / register /
+    distillation token parameters (0 for a model without them, such as SegFormer or Swin)."""
+    return sum(p.shape[-2] if p.ndim >= 2 else 1 for name, p in model.named_parameters()
+               if name.rsplit(".", 1)[-1] in PREFIX_TOKEN_NAMES)
 
 
 def patch_strides(model: nn.Module) -> tuple:
@@ -252,7 +266,8 @@ class TokenGrid:
 
 
 def layer_activations(tensor: torch.Tensor, reshape: Optional[Callable], image_size: Optional[tuple],
-                      layer_name: str, make_leaf: bool, layout: Optional[str] = None, strides: tuple = ()) -> tuple:
+                      layer_name: str, make_leaf: bool, layout: Optional[str] = None, strides: tuple = (),
+                      prefix: Optional[int] = None) -> tuple:
     """(A float [B,C,h,w], what the model gets instead of `tensor`, or None to keep it).
 
     Without a reshape (a [B,C,h,w] output and reshape=None) returns (tensor, None): the caller
@@ -263,7 +278,7 @@ def layer_activations(tensor: torch.Tensor, reshape: Optional[Callable], image_s
     dropped (prefix) token keeps its value and the graph still starts at the target layer.
     """
     if reshape is None:
-        reshape = infer_reshape(tuple(tensor.shape), image_size, layer_name, layout, strides)
+        reshape = infer_reshape(tuple(tensor.shape), image_size, layer_name, layout, strides, prefix)
         if reshape is None:
             return tensor, None
     raw = tensor.detach()

@@ -24,7 +24,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import layer_activations, module_layout, output_hint, patch_strides
+from .adapters import layer_activations, module_layout, output_hint, patch_strides, prefix_tokens
 from .analytic import FOLDABLE, LinearHead, fold_chain, is_linear_conv
 from .conv_taps import skip_padding_taps
 
@@ -166,7 +166,8 @@ class ForwardCapture:
         self.tangent, self.call, self.exact = tangent, call, exact
         self.reshape = reshape  # token / channels-last layers: see adapters.layer_activations
         self.layout = None if use_input else module_layout(layer)  # settles [B,h,w,C] vs [B,C,h,w] ties
-        self.strides = patch_strides(model)  # settles which token grid the image implies
+        self.strides = patch_strides(model)  # with the prefix tokens, settles which token grid the image implies
+        self.prefix = prefix_tokens(model)
         self.image_size: Optional[tuple] = None
         self.use_input, self.make_leaf = use_input, leaf
         self.handles: list = []
@@ -234,7 +235,7 @@ class ForwardCapture:
                              f"{type(tensor).__name__}")
         if self.exact:  # A is what the model computed, reshaped as the fast path does
             activations, _ = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, False,
-                                               self.layout, self.strides)
+                                               self.layout, self.strides, self.prefix)
             self.raw.append(tensor)
             self.leaves.append(activations)
             # the model goes on with a copy: an in-place operation after the layer then leaves the
@@ -242,7 +243,7 @@ class ForwardCapture:
             return tensor.clone()
         # tokens / channels-last → A [B,C,h,w] (adapters.py)
         activations, feed = layer_activations(tensor, self.reshape, self.image_size, self.layer_name, self.make_leaf,
-                                              self.layout, self.strides)
+                                              self.layout, self.strides, self.prefix)
         if feed is not None or activations is not tensor:
             if self.tangent:
                 raise ValueError(f"target_layer {self.layer_name!r} outputs {list(tensor.shape)}, not [B,C,h,w]: "

@@ -44,7 +44,8 @@ class ExactPass:
         """Gradients at `raw` [n,*raw.shape] → at A [n,B,C,h,w] (the same reshape as A's)."""
         n, flat = grads_of_raw.shape[0], grads_of_raw.reshape(-1, *grads_of_raw.shape[2:])
         cap = self.capture
-        G, _ = layer_activations(flat, cap.reshape, cap.image_size, cap.layer_name, False, cap.layout, cap.strides)
+        G, _ = layer_activations(flat, cap.reshape, cap.image_size, cap.layer_name, False, cap.layout, cap.strides,
+                                 cap.prefix)
         return G.reshape(n, -1, *G.shape[1:])
 
 
