@@ -70,22 +70,24 @@ def explain_fullgrad(explainer, forwards, images: torch.Tensor, classes, masks, 
             return hook
 
         handles = [m.register_forward_hook(keep(name)) for name, m in layers]
-        try:
-            # The images are the leaf: ForwardCapture on the model's input (and it finds the
-            # pre-upsample logits where the backward starts, as for the layer methods).
-            with ForwardCapture(model, model, "input", use_input=True, leaf=True) as cap, torch.enable_grad():
-                logits = select_output(model(images), explainer.output_key, images.shape[0])
+        # The images are the leaf: ForwardCapture on the model's input (and it finds the pre-upsample
+        # logits where the backward starts, as for the layer methods). The backward passes run inside
+        # it: the capture gives the images' requires_grad flag back on exit.
+        with ForwardCapture(model, model, "input", use_input=True, leaf=True) as cap:
+            try:
+                with torch.enable_grad():
+                    logits = select_output(model(images), explainer.output_key, images.shape[0])
                 x = cap.activations()
                 start, upsample = cap.backward_start(logits)
-        finally:
-            for h in handles:
-                h.remove()
-        class_ids = check_classes(classes, logits.shape[1], explainer.class_names)
-        labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, explainer.backend)
-        active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
-        biases = [effective_bias(name, m).to(x.device) for name, m, _ in biased]
-        leaves = [x] + [z for _, _, z in biased]
-        maps = _fullgrad_maps(explainer, x, start, leaves, biases, seeds, class_ids, active)
+            finally:
+                for h in handles:
+                    h.remove()
+            class_ids = check_classes(classes, logits.shape[1], explainer.class_names)
+            labels, seeds = labels_and_seeds(logits.detach(), None, class_ids, masks, upsample, explainer.backend)
+            active = seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
+            biases = [effective_bias(name, m).to(x.device) for name, m, _ in biased]
+            leaves = [x] + [z for _, _, z in biased]
+            maps = _fullgrad_maps(explainer, x, start, leaves, biases, seeds, class_ids, active)
     return Explanation(maps=maps, classes=class_ids, labels=labels, active=active, method=explainer.method, layer="input",
                        info={"gradient_path": "autograd", "backward_start": "logits before upsample" if upsample
                              else "model output", "backward_passes": int(active.any(dim=0).sum()),
