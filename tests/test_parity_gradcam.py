@@ -12,6 +12,7 @@ import torch
 import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
+from conftest import box_masks
 
 pgc = pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is a test dependency: pip install '.[test]'")
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
@@ -52,15 +53,8 @@ def case(request):
 
 
 def _box_masks(batch, classes, size, seed):
-    """Non-empty random box regions [B,K,H,W], different per image and class."""
-    g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(batch, len(classes), size, size)
-    for b in range(batch):
-        for k in range(len(classes)):
-            y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
-            masks[b, k, y0:y0 + h, x0:x0 + w] = 1.0
-    return masks
+    """Non-empty random box regions [B,K,H,W], one per (image, class id in `classes`)."""
+    return box_masks(batch, len(classes), size, seed)
 
 
 def _peer_maps(model, layer, method, images, classes, masks):

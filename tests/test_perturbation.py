@@ -13,6 +13,7 @@ import torch
 import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
+from conftest import box_masks
 from seg_xai_fast.engine.perturbation import TorchForwards, rise_grids
 from seg_xai_fast.kernels import reference
 
@@ -51,14 +52,8 @@ def case(request):
 
 
 def _box_masks(batch, classes, size, seed):
-    g = torch.Generator().manual_seed(seed)
-    masks = torch.zeros(batch, len(classes), size, size)
-    for b in range(batch):
-        for k in range(len(classes)):
-            y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
-            masks[b, k, y0:y0 + h, x0:x0 + w] = 1.0
-    return masks
+    """Non-empty random box regions [B,K,H,W], one per (image, class id in `classes`)."""
+    return box_masks(batch, len(classes), size, seed)
 
 
 def _peer_cam(model, layer, method, images, classes, masks):
