@@ -339,14 +339,8 @@ class ForwardCapture:
         pulled back through that very upsample (its align_corners from the graph). Otherwise they
         start at the logits themselves (seeds M): exact, only slower.
         """
-        upsample = bilinear_upsample(logits)
-        if upsample is None:
-            return logits, None
-        source, align = upsample
-        for _, z, node in reversed(self.module_outputs):
-            if z.grad_fn is source and node is source and z is not logits:
-                return z, (tuple(z.shape[-2:]), align)
-        return logits, None
+        found = upsampled_module_output(logits, self.module_outputs)
+        return (logits, None) if found is None else found[1:]
 
     def linear_head(self, start: torch.Tensor, upsample) -> Optional[LinearHead]:
         """The linear head from A to `start` (z), or None.
@@ -389,6 +383,20 @@ def head_node(start: torch.Tensor):
         live = [edge for edge, _ in node.next_functions if edge is not None]
         return live[0] if len(live) == 1 else None
     return node
+
+
+def upsampled_module_output(logits: torch.Tensor, outputs: list) -> Optional[tuple]:
+    """(module, z, ((h, w), align_corners)) when `logits` are the bilinear upsample (bilinear_upsample)
+    of z, one of `outputs` — (module, output, its graph node when the module made it), in call
+    order — still as the module made it; else None."""
+    upsample = bilinear_upsample(logits)
+    if upsample is None:
+        return None
+    source, align = upsample
+    for module, z, node in reversed(outputs):
+        if z.grad_fn is source and node is source and z is not logits:
+            return module, z, (tuple(z.shape[-2:]), align)
+    return None
 
 
 def bilinear_upsample(logits: torch.Tensor) -> Optional[tuple]:

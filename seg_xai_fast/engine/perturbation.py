@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..kernels import reference
-from .capture import ModelState, bilinear_upsample, select_output
+from .capture import ModelState, select_output, upsampled_module_output
 from .checks import check_classes
 from .method_maths import ablation_values
 from .outputs import Explanation, ForwardPass
@@ -42,7 +42,7 @@ class _LogitsProbe:
     to the logits (the pre-upsample logits), then captures z in the perturbed forwards, so the
     logit scores are read at z's resolution against Up*(M) (as the gradient seeds are). The
     unperturbed forward runs with a graph, and z and the upsample's align_corners are read from it
-    (capture.bilinear_upsample), never guessed from values."""
+    (capture.upsampled_module_output), never guessed from values."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -64,14 +64,10 @@ class _LogitsProbe:
 
     def resolve(self, logits: torch.Tensor) -> None:
         outputs, self.outputs = self.outputs, []
-        found = bilinear_upsample(logits)
-        if found is None:
-            return
-        source, align = found
-        for module, z, node in reversed(outputs):
-            if node is source and z.grad_fn is source and z is not logits:
-                self.module, self.upsample, self.z = module, (tuple(z.shape[-2:]), align), z.detach()
-                return
+        found = upsampled_module_output(logits, outputs)
+        if found is not None:
+            self.module, z, self.upsample = found
+            self.z = z.detach()
 
     def capture(self, stack: ExitStack) -> None:
         if self.module is not None:
