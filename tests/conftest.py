@@ -8,9 +8,13 @@ returns a Tensor) is in peers.py.
 Test files import the factories (`from conftest import torchvision_model`); the fixtures reach
 every test by name.
 """
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+import seg_xai_fast
 from seg_xai_fast.demo.model import DemoSegNet
 
 
@@ -47,6 +51,14 @@ def box_masks(batch: int, classes: int, size: int, seed: int) -> torch.Tensor:
             h, w = torch.randint(size // 8, size // 2, (2,), generator=g).tolist()
             masks[b, k, y0:y0 + h, x0:x0 + w] = 1.0
     return masks
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment for a `python -m seg_xai_fast.cli` subprocess: the package these tests
+    imported comes first on PYTHONPATH. Run it with cwd outside the checkout too, or `-m` finds the
+    source tree first, which has no compiled core when the package was installed non-editable."""
+    path = os.pathsep.join(filter(None, [str(Path(seg_xai_fast.__file__).parents[1]), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from PIL import Image
 import seg_xai_fast as sx
 from seg_xai_fast import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import cli_env
+
 PALETTE = [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (256 * 3 - 12)
 
 
@@ -151,11 +152,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_a_clean_run(tmp_pat
     argv = [sys.executable, "-m", "seg_xai_fast.cli", "evaluate", str(images), "--labels", str(labels),
             "--methods", "gradcam", "--metrics", "pointing_game,roc_auc,sparseness,deletion,insertion,"
             "faithfulness_correlation,road", "--steps", "4", "--samples", "4", "--no-progress", "--out"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = cli_env(OMP_NUM_THREADS="1")
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    subprocess.run(argv + [str(clean)], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(argv + [str(clean)], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(argv + [str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv + [str(killed)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while log_lines(killed) < 3 and proc.poll() is None and time.time() < deadline:  # header + 2 images
         time.sleep(0.05)
@@ -165,7 +166,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_numbers_of_a_clean_run(tmp_pat
     assert 1 <= done_before < 6, "the run must be killed part-way"
     with open(killed / "evaluate.jsonl", "ab") as f:
         f.write(b'{"type": "image", "key": "part/s5.png", "rows": [')  # as if killed mid-append
-    subprocess.run(argv + [str(killed)], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(argv + [str(killed)], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=600)
 
     assert (killed / "rows.csv").read_text() == (clean / "rows.csv").read_text()
     a, b = (json.loads((d / "summary.json").read_text()) for d in (clean, killed))

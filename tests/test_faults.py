@@ -17,6 +17,7 @@ from seg_xai_fast.apps.batch.store import read_manifest
 from seg_xai_fast.cli import main
 from seg_xai_fast.fileio import atomic_write, atomic_write_text, check_target
 from seg_xai_fast.viz import save_png
+from conftest import cli_env
 
 
 @contextlib.contextmanager
@@ -347,7 +348,7 @@ def test_sigterm_stops_cleanly_and_sigkill_leaves_no_stale_lock(tmp_path, model_
     for i, image in enumerate((images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
         Image.fromarray(image).save(src / f"s{i:03d}.png")
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(sx.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    env = cli_env()
     cmd = [sys.executable, "-m", "seg_xai_fast.cli", "explain", str(src), "--out", str(out), "--model", model_file,
            "--layer", "decoder", "--runtime", "torch", "--batch-size", "2", "--workers", "2", "--no-progress"]
 
