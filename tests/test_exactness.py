@@ -390,3 +390,59 @@ def test_dpt_encoder_layers_equal_the_definition(init, out_indices):
                 sx.Explainer(segmenter, layer, "gradcam")(images)
             continue
         check_against_oracle(segmenter, layer, images, classes=(1, 3), methods=("gradcam",), to_grid=_tokens_to_grid)
+
+
+# --------------------------------------------------------------------------- ShapleyCAM's second-order pass
+
+
+class CurvedRecorded(RecordedOutput):
+    """SiLU above the layer (H·A ≠ 0), and the parent reads the layer's own tensor again."""
+
+    def forward(self, x):
+        a = self.rec(self.features(x))
+        y = F.silu(a) + self.other(F.silu(self.rec.recorded))
+        return F.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear")
+
+
+class CurvedInplace(Net):
+    """An in-place ReLU right after the layer, then a curved operation."""
+
+    def forward(self, x):
+        a = self.layer(torch.relu(self.stem(x)))
+        return F.interpolate(self.head(F.silu(torch.relu_(a)) * 2), size=x.shape[-2:], mode="bilinear")
+
+
+@pytest.mark.parametrize("model,layer", [(CurvedRecorded, "rec"), (CurvedInplace, "layer")],
+                         ids=["recorded_output", "inplace_after_layer"])
+@pytest.mark.parametrize("vjp", ["batched", "loop"])
+def test_shapleycam_second_order_equals_the_definition(model, layer, vjp):
+    """g − ½·H·A by double backward through the whole model: the forward-over-reverse pass serves
+    where its dual tensor reaches every reader, reverse-over-reverse on the verified graph elsewhere."""
+    model = model().eval()
+    images, classes = _images(scale=4.0), [0, 1, 2]
+    masks = _masks(classes, images.shape[0], images.shape[-1])
+    module = model.get_submodule(layer)
+    A, G2, _ = layer_gradients(model, module, images, classes, masks, second_order=True)
+    _, G1, _ = layer_gradients(model, module, images, classes, masks)
+    assert float((G2 - G1).abs().max()) > 0.05 * float(G1.abs().max())  # the Hessian term matters here
+    explainer = sx.Explainer(model, layer, "shapleycam", vjp=vjp)
+    for _ in range(2):
+        res = explainer(images, classes=classes, masks=masks)
+        compare(res.maps, cam_maps("shapleycam", A, G2, images.shape[-2:]), f"shapleycam ({res.info['hessian']})")
+        assert "H·A" in res.info["hessian"]
+
+
+def test_aug_smooth_explains_each_copy_alone_when_samples_share_statistics():
+    """BatchNorm without running statistics mixes the samples of a batch: the 6 augmented copies are
+    explained one batch each, as each copy is explained without augmentation."""
+    model = BatchStatsBeforeHead().eval()
+    images, classes = _images(), [0, 2]
+    masks = _masks(classes, images.shape[0], images.shape[-1])
+    truth = []
+    for flip in (False, True):
+        for factor in (0.9, 1.0, 1.1):
+            turn = (lambda t: t.flip(-1)) if flip else (lambda t: t)
+            A, G, _ = layer_gradients(model, model.layer, turn(images) * factor, classes, turn(masks))
+            truth.append(turn(cam_maps("gradcam", A, G, images.shape[-2:])))
+    res = sx.Explainer(model, "layer", "gradcam", options={"aug_smooth": True})(images, classes=classes, masks=masks)
+    compare(res.maps, torch.stack(truth).mean(dim=0), "aug_smooth gradcam")

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 
 import seg_xai_fast as sx
 from conftest import torchvision_model
-from peers import OutOnly
-from oracle import cam_maps, compare, layer_gradients, raw_cam
+from oracle import combined_maps, compare, layer_gradients, raw_cam
 from seg_xai_fast.engine.methods import remove_method
 
 QUICK = range(24)
 FULL = range(24, 524)
-METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "shapleycam")
 
 
 class StdConv2d(nn.Conv2d):
@@ -80,6 +79,7 @@ class Generated(nn.Module):
             "clamp": rng.random() < 0.2,
             "upsample": rng.choice(["interpolate", "interpolate_ac", "module_ac", "none"]),
             "target": rng.choice(["layer", "layer", "head_input", "pair"]),
+            "curved": rng.random() < 0.3,  # a SiLU above the layer: ShapleyCAM's Hessian term is not zero
         }
         c = self.choice
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), *([nn.BatchNorm2d(C)] if c["stem_bn"] else []))
@@ -113,6 +113,8 @@ class Generated(nn.Module):
             a = torch.relu(self.recorder(a)) + self.skip(self.recorder.recorded)
         elif c["above"] == "skip":
             a = a + self.skip(a)
+        if c["curved"]:
+            a = F.silu(a)
         z = self.head(a)
         if c["aux"]:
             self.aux_logits = self.aux(a)  # an auxiliary head after the main one, unused by the output
@@ -158,9 +160,13 @@ def generated_case(seed: int):
     picked = rng.sample(range(classes), rng.randint(1, classes))
     method = rng.choice(METHODS)
     layer = {"layer": "layer", "pair": "pair", "head_input": sx.InputOf("head")}[model.choice["target"]]
+    if rng.random() < 0.15:  # several target layers, combined as pytorch-grad-cam combines them
+        layer = [layer, "layer" if isinstance(layer, sx.InputOf) else sx.InputOf("head")]
+    aug = rng.random() < 0.15  # test-time augmentation
     description = (f"seed {seed}: {model.choice}, C={channels}, L={classes}, size={size}, batch={batch}, {dtype}, "
-                   f"channels_last={channels_last}, flat={flat}, train={train}, method={method}, classes={picked}")
-    return model, images, picked, method, {}, description, layer
+                   f"channels_last={channels_last}, flat={flat}, train={train}, method={method}, classes={picked}, "
+                   f"layers={layer}, aug_smooth={aug}")
+    return model, images, picked, method, {"options": {"aug_smooth": True}} if aug else {}, description, layer
 
 
 def _masks(batch, classes, size, seed):
@@ -194,11 +200,37 @@ def _conditioned(A, G, method) -> torch.Tensor:
     return spread >= 1e-2 * terms
 
 
-def check_case(model, images, classes, method, kwargs, description, layer="layer"):
-    input_of = isinstance(layer, sx.InputOf)
-    module = model.get_submodule(layer.layer if input_of else layer)
+def _module(model, layer):
+    """(module, input_of) of a target layer given as a name or InputOf."""
+    if isinstance(layer, sx.InputOf):
+        return model.get_submodule(layer.layer), True
+    return model.get_submodule(layer), False
+
+
+def oracle_maps(model, layers, images, classes, masks, method, to_grid=None, aug=False):
+    """(maps [B,K,H,W], well conditioned bool [B,K]) by the oracle: every layer's gradients by plain
+    autograd, combined over layers; with aug, the mean over the 6 copies (horizontal flip × brightness
+    0.9, 1, 1.1) of each copy's map flipped back, the masks flipped with their copy."""
+    copies = [(flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)] if aug else [(False, 1.0)]
+    maps, conditioned = [], torch.ones(images.shape[0], len(classes), dtype=torch.bool)
+    for flip, factor in copies:
+        flipped = (lambda t: t.flip(-1)) if flip else (lambda t: t)
+        per_layer = []
+        for layer in layers:
+            module, input_of = _module(model, layer)
+            A, G, _ = layer_gradients(model, module, flipped(images) * factor, classes, flipped(masks),
+                                      input_of=input_of, to_grid=to_grid, second_order=method == "shapleycam")
+            conditioned &= _conditioned(A, G, method)
+            per_layer.append((A, G))
+        maps.append(flipped(combined_maps(per_layer, method, images.shape[-2:])))
+    return torch.stack(maps).mean(dim=0), conditioned
+
+
+def check_case(model, images, classes, method, kwargs, description, layer="layer", to_grid=None):
+    layers = list(layer) if isinstance(layer, list) else [layer]
     was_training = model.training
     explainer = sx.Explainer(model, layer, method, **kwargs)
+    aug = bool(kwargs.get("options", {}).get("aug_smooth"))
     probes = {}
     for i, batch in enumerate(images):
         masks = _masks(batch.shape[0], len(classes), batch.shape[-2:], i)
@@ -212,23 +244,23 @@ def check_case(model, images, classes, method, kwargs, description, layer="layer
             return "the model cannot run"
         assert model.training == was_training, f"{description}: the model's mode was changed"
         model.eval()
-        A, G, _ = layer_gradients(model, module, batch, classes, masks, input_of=input_of)
+        module, input_of = _module(model, layers[0])
+        A, G, _ = layer_gradients(model, module, batch, classes, masks, input_of=input_of, to_grid=to_grid)
+        truth, conditioned = oracle_maps(model, layers, batch, classes, masks, method, to_grid, aug)
         model.train(was_training)
-        for c in range(G.shape[2]):  # the gradients, channel by channel, at the layer's resolution
-            probe = probes.setdefault(c, sx.Explainer(model, layer, "fuzz_gradient_channel", normalize=False,
-                                                      options={"channel": c}, **kwargs))
+        for c in range(G.shape[2]):  # the first layer's gradients, channel by channel, at its resolution
+            probe = probes.setdefault(c, sx.Explainer(model, layers[0], "fuzz_gradient_channel", normalize=False,
+                                                      options={"channel": c}))
             got = probe(batch, classes=classes, masks=masks, resolution="layer")
             compare(got.maps, G[:, :, c], f"{description}, call {i}: gradients, channel {c} "
                                           f"({got.info.get('gradient_path')})")
-        conditioned = _conditioned(A, G, method)
         if bool(conditioned.any()):
-            truth = cam_maps(method, A, G, batch.shape[-2:])
             compare(res.maps[conditioned], truth[conditioned],
                     f"{description}, call {i}: {method} maps ({res.info.get('gradient_path')})")
     return res.info.get("gradient_path")
 
 
-@pytest.mark.filterwarnings("ignore:.*fast gradient path is not exact:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*is not exact for this model:UserWarning")
 @pytest.mark.filterwarnings("ignore:.*train mode:UserWarning")
 @pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in QUICK]
                          + [pytest.param(s, id=f"seed-{s}", marks=pytest.mark.fuzz) for s in FULL])
@@ -247,37 +279,127 @@ def test_the_generator_covers_every_choice():
     assert seen["target"] == {"layer", "head_input", "pair"}
     assert seen["upsample"] >= {"interpolate", "interpolate_ac", "module_ac"}
     assert {True, False} <= seen["aux"] and {True, False} <= seen["clamp"] and {True, False} <= seen["inplace"]
-    assert len(seen["head"]) == 5
+    assert len(seen["head"]) == 5 and {True, False} <= seen["curved"]
+    cases = [generated_case(seed) for seed in QUICK]
+    assert {case[3] for case in cases} == set(METHODS)
+    assert any(isinstance(case[6], list) for case in cases) and any(case[4] for case in cases)
 
 
 # --------------------------------------------------------------------------- real architectures (full sweep)
 
 
+def _torch_init(model: nn.Module) -> nn.Module:
+    """PyTorch's default initialisation for every module that has one (the libraries' own differ:
+    Hugging Face's std 0.02 gives nearly flat logits)."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
+
+
 def _smp(arch, encoder):
     smp = pytest.importorskip("segmentation_models_pytorch")
     torch.manual_seed(0)
-    return getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, classes=4).eval()
+    return getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, classes=4)
 
 
+def _monai(name, **kwargs):
+    nets = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    return getattr(nets, name)(spatial_dims=2, in_channels=3, out_channels=4, **kwargs)
+
+
+def _hf(name):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    T = transformers
+    if name == "segformer":
+        return T.SegformerForSemanticSegmentation(T.SegformerConfig(
+            depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1], hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 2, 2],
+            decoder_hidden_size=32, num_labels=4))
+    if name == "dpt":
+        return T.DPTForSemanticSegmentation(T.DPTConfig(
+            image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+            intermediate_size=64, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
+            fusion_hidden_size=16, num_labels=4, reassemble_factors=[4, 2, 1, 0.5]))
+    if name == "upernet_convnext":
+        return T.UperNetForSemanticSegmentation(T.UperNetConfig(
+            backbone_config=T.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+            hidden_size=16, num_labels=4, auxiliary_in_channels=24))
+    if name == "beit":
+        return T.BeitForSemanticSegmentation(T.BeitConfig(
+            image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+            intermediate_size=64, out_indices=[0, 1, 2, 3], pool_scales=[1, 2], auxiliary_channels=16, num_labels=4))
+    if name == "mobilevit":
+        return T.MobileViTForSemanticSegmentation(T.MobileViTConfig(
+            image_size=64, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+            num_attention_heads=2, aspp_out_channels=16, num_labels=4))
+    if name == "mask2former":
+        backbone = T.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                                window_size=2, out_features=["stage1", "stage2", "stage3", "stage4"])
+        return T.Mask2FormerForUniversalSegmentation(T.Mask2FormerConfig(
+            backbone_config=backbone, num_labels=4, num_queries=6, hidden_dim=32, encoder_feedforward_dim=32,
+            dim_feedforward=32, decoder_layers=2, encoder_layers=1, mask_feature_size=32, feature_size=32,
+            num_attention_heads=2, use_pretrained_backbone=False))
+    raise ValueError(name)
+
+
+def _vit_grid(prefix: int):
+    """Tokens [B,prefix+16,C] of a 64-px ViT with 16-px patches → [B,C,4,4]."""
+    return lambda t: t[:, prefix:].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+
+def _tokens_grid(h: int, w: int):
+    return lambda t: t.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+
+
+def _channels_last(t):
+    return t.permute(0, 3, 1, 2)
+
+
+# name → (model factory, target layer, image size, tokens/channels-last → [B,C,h,w] for the oracle)
 REAL = {
-    "deeplabv3_mobilenet_v3_large@backbone.16": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "backbone.16", 64),
-    "deeplabv3_mobilenet_v3_large@classifier.0": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "classifier.0", 64),
-    "lraspp_mobilenet_v3_large@backbone.12": (lambda: torchvision_model("lraspp_mobilenet_v3_large", 5), "backbone.12", 64),
-    "fcn_resnet50@backbone.layer3": (lambda: torchvision_model("fcn_resnet50", 5), "backbone.layer3", 48),
-    "smp_unet_resnet18@decoder.blocks.1": (lambda: _smp("Unet", "resnet18"), "decoder.blocks.1", 64),
-    "smp_fpn_efficientnet-b0@encoder": (lambda: _smp("FPN", "efficientnet-b0"), "encoder._blocks.10", 64),
+    "deeplabv3_mobilenet_v3_large@backbone.16": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "backbone.16", 64, None),
+    "deeplabv3_mobilenet_v3_large@classifier.0": (lambda: torchvision_model("deeplabv3_mobilenet_v3_large", 5), "classifier.0", 64, None),
+    "lraspp_mobilenet_v3_large@backbone.12": (lambda: torchvision_model("lraspp_mobilenet_v3_large", 5), "backbone.12", 64, None),
+    "fcn_resnet50@backbone.layer3": (lambda: torchvision_model("fcn_resnet50", 5), "backbone.layer3", 48, None),
+    "smp_unet_resnet18@decoder.blocks.1": (lambda: _smp("Unet", "resnet18"), "decoder.blocks.1", 64, None),
+    "smp_fpn_efficientnet-b0@encoder": (lambda: _smp("FPN", "efficientnet-b0"), "encoder._blocks.10", 64, None),
     "smp_unet_tu-tf_efficientnet_b0@encoder": (lambda: _smp("Unet", "tu-tf_efficientnet_b0"),
-                                               "encoder.model.blocks.4", 64),
-    "smp_deeplabv3plus_resnet18@decoder": (lambda: _smp("DeepLabV3Plus", "resnet18"), "decoder.aspp", 64),
+                                               "encoder.model.blocks.4", 64, None),
+    "smp_unet_tu-resnetv2_50x1_bit@stdconv": (lambda: _smp("Unet", "tu-resnetv2_50x1_bit"),
+                                              "encoder.model.stages.2", 64, None),  # timm's weight-standardised convs
+    "smp_deeplabv3plus_resnet18@decoder": (lambda: _smp("DeepLabV3Plus", "resnet18"), "decoder.aspp", 64, None),
+    "smp_segformer_mit_b0@decoder": (lambda: _smp("Segformer", "mit_b0"), "decoder", 64, None),
+    "monai_unet@down": (lambda: _monai("UNet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1),
+                        "model.1.submodule.0", 64, None),
+    "monai_segresnet@up": (lambda: _monai("SegResNet", init_filters=8), "up_layers.0", 64, None),
+    "monai_basicunet@upcat": (lambda: _monai("BasicUNet", features=(8, 8, 16, 32, 64, 8)), "upcat_2", 64, None),
+    "hf_segformer@block_tokens": (lambda: _hf("segformer"), "segformer.encoder.block.1.0", 64, _tokens_grid(8, 8)),
+    "hf_segformer@decode_head": (lambda: _hf("segformer"), "decode_head.linear_fuse", 64, None),
+    "hf_dpt@vit_layer": (lambda: _hf("dpt"), "dpt.encoder.layer.1", 64, _vit_grid(1)),
+    "hf_upernet_convnext@stage": (lambda: _hf("upernet_convnext"), "backbone.encoder.stages.2", 64, None),
+    "hf_upernet_convnext@channels_last": (lambda: _hf("upernet_convnext"),
+                                          "backbone.encoder.stages.3.layers.0.pwconv2", 64, _channels_last),
+    "hf_beit@vit_layer": (lambda: _hf("beit"), "beit.encoder.layer.2", 64, _vit_grid(1)),
+    "hf_mobilevit@stage": (lambda: _hf("mobilevit"), "mobilevit.encoder.layer.2", 64, None),
+    "hf_mask2former@pixel_decoder": (lambda: _hf("mask2former"), "model.pixel_level_module.decoder.adapter_1", 64, None),
 }
 
 
 @pytest.mark.fuzz
-@pytest.mark.filterwarnings("ignore:.*fast gradient path is not exact:UserWarning")
+@pytest.mark.filterwarnings("ignore:.*is not exact for this model:UserWarning")
+@pytest.mark.parametrize("init", ["library", "torch"])
 @pytest.mark.parametrize("name", sorted(REAL))
 @pytest.mark.parametrize("method", ["gradcam", "hirescam"])
-def test_real_architecture(name, method):
-    build, layer, size = REAL[name]
-    model = OutOnly(build())
+def test_real_architecture(name, method, init):
+    """Each architecture as its library builds it and with PyTorch's default initialisation."""
+    build, layer, size, to_grid = REAL[name]
+    model = build()
+    if init == "torch":
+        torch.manual_seed(1)
+        _torch_init(model)
+    model = model.eval()
     images = [torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    check_case(model, images, [0, 2, 3], method, {}, name, layer=f"model.{layer}")
+    check_case(model, images, [0, 2, 3], method, {}, f"{name} ({init} init)", layer=layer, to_grid=to_grid)

@@ -256,9 +256,11 @@ class ForwardCapture:
         if not self.make_leaf:
             self.leaves.append(tensor.detach())
             return tensor
-        if self.tangent:  # the dual tensor carries A's tangent: the model gets the dual, nothing else reads A
+        if self.tangent:
+            # The model goes on with (a copy of) the dual tensor, whose tangent is A; a reader of the
+            # layer's own tensor gets neither, which the second-order check finds (explainer.py).
             leaf = tensor.detach().requires_grad_(True)
-            fed = fwAD.make_dual(leaf, leaf.detach())
+            fed = fwAD.make_dual(leaf, leaf.detach()).clone()
         elif tensor.is_leaf and not tensor.requires_grad and not tensor.is_inference():
             # The object itself becomes the leaf, so that every reader of it is on the graph; the
             # model goes on with a copy, on which in-place operations after the layer are allowed.

@@ -93,12 +93,26 @@ def explain_augmented(explainer, images: torch.Tensor, classes, masks, resolutio
     class_ids = check_classes(classes, logits.shape[1], explainer.class_names)
     labels = kernels.class_argmax(logits, explainer.backend)
     regions = target_masks(labels, class_ids, masks)  # [B,K,H,W]
-    res = explainer.explain_plain(augment(images), class_ids, augment_masks(regions), "full")
+    copies, copy_masks = augment(images), augment_masks(regions)
+    if mixes_samples(explainer.model):  # each copy as a batch of its own, as explained without augmentation
+        parts = [explainer.explain_plain(x, class_ids, m, "full")
+                 for x, m in zip(copies.chunk(len(AUGMENTATIONS)), copy_masks.chunk(len(AUGMENTATIONS)))]
+        res = parts[0]
+        res.maps, res.active = torch.cat([p.maps for p in parts]), torch.cat([p.active for p in parts])
+    else:
+        res = explainer.explain_plain(copies, class_ids, copy_masks, "full")
     identity = AUGMENTATIONS.index((False, 1.0))
     active = res.active.reshape(len(AUGMENTATIONS), -1, len(class_ids))[identity]
     return Explanation(maps=deaugment_mean(res.maps), classes=class_ids, labels=labels, active=active,
                        method=explainer.method, layer=explainer.layer_name,
                        info={**res.info, "augmentations": len(AUGMENTATIONS)}, class_names=explainer.class_names)
+
+
+def mixes_samples(model: nn.Module) -> bool:
+    """Does one sample's output depend on the others in its batch? (BatchNorm without running
+    statistics normalises with the batch's, also in eval mode.) Then the augmented copies cannot
+    share one batch without changing what each explains."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in model.modules())
 
 
 def augment_masks(regions: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ is exactly zero wherever it exists (autograd's double backward returns zeros the
 does), so ShapleyCAM is Grad-CAM and the forward-over-reverse pass that computes H·A (about three
 times Grad-CAM's cost) can be skipped. The check walks the graph once, reads each operation's
 type, and answers "curved" for anything it does not know: an unknown operation costs time, never
-a wrong map. Where it curves, shapley_gradients forms g − ½·H·A by forward-over-reverse.
+a wrong map. Where it curves, shapley_gradients forms g − ½·H·A by forward-over-reverse (where that
+cannot serve: shapley_gradients_reverse, reverse-over-reverse, one class at a time).
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def curved_operation(output: torch.Tensor, leaf: torch.Tensor) -> Optional[str]:
     return None
 
 
-def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor, layer_name: str,
+def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor,
                       batched: bool) -> torch.Tensor:
     """g − ½·H·A for every cotangent: [n,*start.shape] → float [n,*leaf.shape].
 
@@ -102,16 +103,8 @@ def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch
     goes through one batched backward (`batched`, vjp="batched") or one backward each. A target
     linear in A leaves no tangent: H·A = 0, as the peer's unused Hessian.
     """
-    def vjp(cot, is_batched):
-        try:
-            (g,) = torch.autograd.grad(start, leaf, cot, retain_graph=True, create_graph=True,
-                                       is_grads_batched=is_batched)
-        except RuntimeError as e:
-            if "not implemented" not in str(e) and "does not support" not in str(e):
-                raise
-            raise ValueError(f"method 'shapleycam' needs second derivatives of the model above target_layer "
-                             f"{layer_name!r}, and an operation there has none in torch ({e}); choose a later "
-                             "layer") from e
+    def vjp(cot, is_batched):  # (an operation without a forward-mode derivative raises: the caller's fallback)
+        (g,) = torch.autograd.grad(start, leaf, cot, retain_graph=True, create_graph=True, is_grads_batched=is_batched)
         primal, hvp = fwAD.unpack_dual(g)
         return primal.detach() if hvp is None else primal.detach() - 0.5 * hvp.detach()
 
@@ -120,4 +113,27 @@ def shapley_gradients(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch
     return torch.stack([vjp(c, False) for c in cotangents])
 
 
-__all__ = ["curved_operation", "shapley_gradients", "PIECEWISE_LINEAR", "MULTILINEAR"]
+def shapley_gradients_reverse(start: torch.Tensor, leaf: torch.Tensor, cotangents: torch.Tensor,
+                              layer_name: str) -> torch.Tensor:
+    """g − ½·H·A by reverse-over-reverse, one cotangent at a time: [n,*start.shape] → [n,*leaf.shape].
+
+    H·A is the gradient of g·A with A held fixed. Where the forward-over-reverse pass cannot serve
+    (an operation whose backward has no forward-mode derivative, a reader of A the dual tensor does
+    not reach), on the first-order pass's graph or the exact path's (leaf: the layer's own output).
+    """
+    out = []
+    for cot in cotangents:
+        (g,) = torch.autograd.grad(start, leaf, cot, retain_graph=True, create_graph=True)
+        try:
+            (hvp,) = torch.autograd.grad(g, leaf, leaf.detach(), retain_graph=True, allow_unused=True)
+        except RuntimeError as e:
+            if "not implemented" not in str(e):
+                raise
+            raise ValueError(f"method 'shapleycam' needs second derivatives of the model above target_layer "
+                             f"{layer_name!r}, and an operation there has none in torch ({e}); choose a later "
+                             "layer") from e
+        out.append(g.detach() if hvp is None else g.detach() - 0.5 * hvp)
+    return torch.stack(out)
+
+
+__all__ = ["curved_operation", "shapley_gradients", "shapley_gradients_reverse", "PIECEWISE_LINEAR", "MULTILINEAR"]

@@ -66,10 +66,11 @@ def exact_pass(explainer, images: torch.Tensor, stack) -> ExactPass:
 
 
 def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Tensor,
-           upsample: Optional[tuple]) -> Optional[str]:
+           upsample: Optional[tuple], dual: bool = False) -> Optional[str]:
     """None when the fast pass's gradients (from `start`, the logits or the logits before the
     upsample `upsample`, to `leaf`, A) equal the exact ones for a random cotangent of the logits;
-    else what differs, naming the shortcut that fails."""
+    else what differs, naming the shortcut that fails. dual: `start` was computed from a dual
+    tensor (ShapleyCAM's second-order pass)."""
     with ExitStack() as stack:
         ex = exact_pass(explainer, images, stack)
         generator = torch.Generator().manual_seed(0)
@@ -78,8 +79,10 @@ def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Ten
         exact = ex.gradients(exact_raw[None])[0]
     # pulled back by the kernel the fast path's seeds come from, so the check covers it too
     seeds = r if upsample is None else kernels.mask_seeds(r, upsample[0], upsample[1]).to(r)
-    (fast,) = torch.autograd.grad((start * seeds).sum(), leaf, retain_graph=True, allow_unused=True)
-    fast = torch.zeros_like(leaf) if fast is None else fast
+    # (on a dual graph the backward is recorded, as the second-order pass runs it: a backward op run
+    # outside autograd would need a forward-mode derivative that torch lacks for some, e.g. SiLU's)
+    (fast,) = torch.autograd.grad((start * seeds).sum(), leaf, retain_graph=True, allow_unused=True, create_graph=dual)
+    fast = torch.zeros_like(leaf) if fast is None else fast.detach()
     if not (torch.isfinite(fast).all() and torch.isfinite(exact).all()):
         return None  # nothing to compare: the CAM stage reports the non-finite gradients themselves
     if fast.shape != exact.shape:

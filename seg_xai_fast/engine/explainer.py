@@ -32,7 +32,7 @@ from .cam_stage import stage_cam
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
 from .checks import check_class_names, check_classes, check_images
 from .combine import explain_augmented, explain_layers, layer_list
-from .curvature import curved_operation, shapley_gradients
+from .curvature import curved_operation, shapley_gradients, shapley_gradients_reverse
 from .exact import exact_pass, verify
 from .gradients import chunked_vjps
 from .methods import check_layer, get_method
@@ -167,7 +167,8 @@ class Explainer(ExplainerBase):
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
         self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
-        self._problems: dict = {}  # input shape → None (the fast path verified) or why it failed
+        # (input shape, second order) → None (the fast path verified) or why it failed
+        self._problems: dict = {}
         # --- several target layers: one explainer per layer, their maps combined (combine.py) ---
         self.layer_explainers: Optional[list] = None
         if layers is not None:
@@ -239,38 +240,53 @@ class Explainer(ExplainerBase):
             )
         key = tuple(images.shape[1:])
         with ModelState(self.model):
-            if self.requested_path != "exact" and self._problems.get(key) is None:
+            if self.requested_path != "exact" and self._problems.get((key, False)) is None:
                 res = self._autograd_call(images, classes, masks, resolution, second_order=False)
                 if res is None:  # ShapleyCAM above a curved head: again, the gradients carrying H·A as tangents
-                    with fwAD.dual_level():
-                        res = self._autograd_call(images, classes, masks, resolution, second_order=True)
+                    res = self._forward_over_reverse(key, images, classes, masks, resolution)
+                if res is NEEDS_EXACT:  # the tangents cannot serve it: H·A by reverse-over-reverse, same graph
+                    res = self._autograd_call(images, classes, masks, resolution, second_order=False)
                 if res is not NEEDS_EXACT:
                     return res
             return self._exact_call(images, classes, masks, resolution)
 
-    def _check_fast_path(self, key: tuple, images, start, activations, upsample) -> bool:
+    def _forward_over_reverse(self, key, images, classes, masks, resolution):
+        """ShapleyCAM's second-order pass, or NEEDS_EXACT (recorded for `key`) where it cannot serve
+        the model: an operation above the layer whose backward has no forward-mode derivative in
+        torch (SiLU, GELU, …), or a reader of A the dual tensor does not reach (the check)."""
+        try:
+            with fwAD.dual_level():
+                return self._autograd_call(images, classes, masks, resolution, second_order=True)
+        except (NotImplementedError, RuntimeError) as err:
+            if "forward AD" not in str(err) and "not implemented" not in str(err):
+                raise
+            self._problems[key, True] = f"no forward-mode derivative in torch: {err}"
+            return NEEDS_EXACT
+
+    def _check_fast_path(self, key: tuple, second_order: bool, images, start, activations, upsample) -> bool:
         """True when the fast path may explain inputs of shape `key`: verified once against the
-        exact path (engine/exact.py). A failure warns once ("auto") or raises (a fast path asked for)."""
-        if key not in self._problems:
-            self._problems[key] = verify(self, images, start, activations, upsample)
-            problem = self._problems[key]
+        exact path (engine/exact.py), and once more for the second-order pass (whose dual tensor
+        must reach every reader of A as the first-order leaf does). A failure warns once ("auto")
+        or raises (a fast path asked for)."""
+        if (key, second_order) not in self._problems:
+            problem = self._problems[key, second_order] = verify(self, images, start, activations, upsample, second_order)
             if problem is not None and self.requested_path in ("analytic", "autograd"):
                 raise ValueError(f"gradient_path={self.requested_path!r} cannot explain target_layer "
                                  f"{self.layer_name!r} of this model exactly: {problem}. Use gradient_path='auto' or "
                                  "'exact' (plain autograd through the whole model)")
-            if problem is not None:
+            if problem is not None and second_order:
+                warnings.warn(f"target_layer {self.layer_name!r}: the forward-over-reverse pass for H·A is not exact "
+                              f"for this model ({problem}); {list(key)} inputs take H·A by reverse-over-reverse, one "
+                              "class at a time", stacklevel=4)
+            elif problem is not None:
                 warnings.warn(f"target_layer {self.layer_name!r}: the fast gradient path is not exact for this model "
                               f"({problem}); explaining {list(key)} inputs by plain autograd through the whole model "
                               "(gradient_path='exact')", stacklevel=4)
-        return self._problems[key] is None
+        return self._problems[key, second_order] is None
 
     def _exact_call(self, images, classes, masks, resolution: str) -> Explanation:
         """The exact path on checked `images`, inside ModelState: one forward with the graph from the
         input up, one VJP per class from the full-resolution logits to the layer's own output."""
-        if self.spec.second_order:
-            raise ValueError(f"method {self.method!r} needs Hessian-vector products at the layer, which the exact "
-                             f"path does not compute; target_layer {self.layer_name!r} of this model cannot take the "
-                             "fast path (see the warning): choose another layer or method")
         with ExitStack() as stack:
             ex = exact_pass(self, images, stack)
             logits = ex.logits
@@ -282,10 +298,12 @@ class Explainer(ExplainerBase):
             if self.spec.target_mix is not None:
                 mix = self.spec.target_mix(logits.detach(), labels, class_ids, masks, self.options)
             maps = self._gradient_maps(ex.activations(), logits, ex.raw, seeds, class_ids, active, output_size, mix,
-                                       to_activations=ex.gradients)
+                                       to_activations=ex.gradients, reverse_hessian=self.spec.second_order)
         self.gradient_path = "exact"
+        info = {"hessian": "H·A by reverse-over-reverse"} if self.spec.second_order else {}
         return self._result(maps, class_ids, labels, active, {
-            "backward_start": "model output", "backward_passes": int(active.any(dim=0).sum()), "verified": True})
+            "backward_start": "model output", "backward_passes": int(active.any(dim=0).sum()), "verified": True,
+            **info})
 
     def _autograd_call(self, images, classes, masks, resolution, second_order: bool) -> Optional[Explanation]:
         """autograd_explain's graph pass on checked `images` float [B,C,H,W], inside ModelState: one
@@ -307,10 +325,9 @@ class Explainer(ExplainerBase):
                     f"target_layer {self.layer_name!r} is not on the path to the model output: "
                     "no gradient reaches it. Choose a layer whose output feeds the logits."
                 )
-            if not second_order:
-                with cap.paused():  # the check runs the model again, without this pass's hooks
-                    if not self._check_fast_path(key, images, start, activations, upsample):
-                        return NEEDS_EXACT
+            with cap.paused():  # the check runs the model again, without this pass's hooks
+                if not self._check_fast_path(key, second_order, images, start, activations, upsample):
+                    return NEEDS_EXACT
             head = None
             if self.requested_path != "autograd" and key not in self._heads and self.normalize:
                 self._heads[key] = head = cap.linear_head(start, upsample)
@@ -326,10 +343,14 @@ class Explainer(ExplainerBase):
                 outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
                 return self.explain_outputs(outputs, classes, masks, resolution=resolution)
             info = {}
+            reverse_hessian = False
             if self.spec.second_order:
-                if not second_order and curved_operation(start, activations) is not None:
-                    return None
+                curved = not second_order and curved_operation(start, activations) is not None
+                if curved and (key, True) not in self._problems:
+                    return None  # try the forward-over-reverse pass first: batched over classes
+                reverse_hessian = curved  # it failed: H·A by reverse-over-reverse on this (verified) graph
                 info["hessian"] = ("H·A by forward-over-reverse" if second_order
+                                   else "H·A by reverse-over-reverse" if curved
                                    else "zero: every operation above the layer is piecewise linear")
             self.gradient_path = "autograd"
             class_ids = check_classes(classes, logits.shape[1], self.class_names)
@@ -340,7 +361,7 @@ class Explainer(ExplainerBase):
             if self.spec.target_mix is not None:
                 mix = self.spec.target_mix(logits.detach(), labels, class_ids, masks, self.options)
             maps = self._gradient_maps(activations.detach(), start, activations, seeds, class_ids, active, output_size,
-                                       mix, second_order)
+                                       mix, second_order, reverse_hessian=reverse_hessian)
         return self._result(maps, class_ids, labels, active, {
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum()), "verified": True, **info})
@@ -396,7 +417,8 @@ class Explainer(ExplainerBase):
                            method=self.method, layer=self.layer_name, info=info, class_names=self.class_names)
 
     def _gradient_maps(self, A, start, leaf, seeds, class_ids, active, output_size, mix=None,
-                       second_order: bool = False, to_activations=None) -> torch.Tensor:
+                       second_order: bool = False, to_activations=None,
+                       reverse_hessian: bool = False) -> torch.Tensor:
         """Per-chunk VJPs and CAM stage → float32 [B,K,H,W] ((H, W) = output_size, None: A's (h, w)).
 
         A: the activations float [B,C,h,w]; start: logits [B,L,h',w'] computed from `leaf` (A itself
@@ -404,7 +426,8 @@ class Explainer(ExplainerBase):
         cotangents of each class at `start`'s resolution; mix: None (class k's cotangent is seed_k
         at logit class_ids[k]) or float [B,K,L] (seed_k·mix[b,k,l] at every logit l: a target that
         combines several classes' scores); second_order: g − ½·H·A instead of g (A a dual tensor,
-        see _autograd_call); to_activations: gradients at `leaf` [n,...] → at A [n,B,C,h,w].
+        see _autograd_call); to_activations: gradients at `leaf` [n,...] → at A [n,B,C,h,w];
+        reverse_hessian: g − ½·H·A by reverse-over-reverse, one class at a time (no dual tensor).
         """
         B, K = active.shape
         H, W = output_size or tuple(A.shape[-2:])
@@ -412,7 +435,10 @@ class Explainer(ExplainerBase):
         grad = None
         if second_order:
             def grad(start, leaves, cot):
-                return [shapley_gradients(start, leaves[0], cot, self.layer_name, self.vjp == "batched")]
+                return [shapley_gradients(start, leaves[0], cot, self.vjp == "batched")]
+        elif reverse_hessian:
+            def grad(start, leaves, cot):
+                return [shapley_gradients_reverse(start, leaves[0], cot, self.layer_name)]
         chunks = chunked_vjps(start, [leaf], seeds, class_ids, active, self._chunk_size(A, H * W),
                               self.vjp == "batched", mix, grad)
         for ks, (G,) in chunks:  # G [n,B,C,h,w]
