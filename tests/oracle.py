@@ -23,15 +23,15 @@ def logits_of(output, image_size) -> torch.Tensor:
     """The semantic logits [B,L,H,W] at the image's size, as the libraries' post-processing makes
     them: torchvision's dict, Hugging Face's output objects (Mask2Former: Σ_q softmax(class_q)[:L]·
     sigmoid(mask_q), masks at 384² first), a tuple's first element; bilinear to the image's size."""
-    if isinstance(output, dict):
-        logits = output["out"]
-    elif hasattr(output, "masks_queries_logits"):
+    if hasattr(output, "masks_queries_logits"):  # (Hugging Face's outputs are dicts too: first)
         masks = output.masks_queries_logits
         if type(output).__name__.startswith("Mask2Former"):
             masks = F.interpolate(masks, size=MASK2FORMER_SIZE, mode="bilinear", align_corners=False)
         logits = torch.einsum("bql,bqhw->blhw", output.class_queries_logits.softmax(-1)[..., :-1], masks.sigmoid())
     elif hasattr(output, "logits"):
         logits = output.logits
+    elif isinstance(output, dict):
+        logits = output["out"]
     elif isinstance(output, (tuple, list)):
         logits = output[0]
     else:
