@@ -446,3 +446,18 @@ def test_aug_smooth_explains_each_copy_alone_when_samples_share_statistics():
             truth.append(turn(cam_maps("gradcam", A, G, images.shape[-2:])))
     res = sx.Explainer(model, "layer", "gradcam", options={"aug_smooth": True})(images, classes=classes, masks=masks)
     compare(res.maps, torch.stack(truth).mean(dim=0), "aug_smooth gradcam")
+
+
+@pytest.mark.parametrize("method,options", [("ablationcam", {"batch_size": 8}),
+                                            ("occlusion", {"window": 8, "stride": 8, "batch_size": 8})])
+def test_perturbations_of_a_model_whose_samples_share_statistics_run_one_by_one(method, options):
+    """Each perturbed copy is explained as itself: the maps of a batch of images equal each image's
+    explained alone (whose perturbed copies, 8 to a forward before, then shared their statistics)."""
+    model = BatchStatsBeforeHead().eval()
+    images, classes = _images(batch=3), [0, 2]
+    masks = _masks(classes, 3, images.shape[-1])
+    layer = "layer" if method != "occlusion" else None
+    together = sx.Explainer(model, layer, method, options=options)(images, classes=classes, masks=masks).maps
+    alone = torch.cat([sx.Explainer(model, layer, method, options=options)(
+        images[b:b + 1], classes=classes, masks=masks[b:b + 1]).maps for b in range(3)])
+    compare(together, alone, f"{method}: the batch against each image alone")

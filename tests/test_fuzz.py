@@ -295,6 +295,53 @@ def test_the_generator_covers_every_choice():
     assert any(isinstance(case[6], list) for case in cases) and any(case[4] for case in cases)
 
 
+# --------------------------------------------------------------------------- perturbation CAMs
+
+
+def _peer_perturbation_maps(model, layer, method, images, classes, masks):
+    """The real pytorch-grad-cam's Score-CAM / Ablation-CAM maps [B,K,H,W], one call per (image,
+    class): the oracle of the perturbation CAMs (their definitions are its)."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    cam = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM}[method](model=model, target_layers=[layer])
+    out = torch.zeros(images.shape[0], len(classes), *images.shape[-2:])
+    for b in range(images.shape[0]):
+        for k, c in enumerate(classes):
+            target = SemanticSegmentationTarget(c, masks[b, k].numpy())
+            out[b, k] = torch.from_numpy(cam(input_tensor=images[b:b + 1], targets=[target])[0])
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:.*train mode:UserWarning")
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(6)]
+                         + [pytest.param(s, id=f"seed-{s}", marks=pytest.mark.fuzz) for s in range(6, 106)])
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_generated_graph_perturbation_cams(seed, method):
+    """The generated graphs (float32, a plain target layer: the peer hooks one tensor) explained by
+    Score-CAM and Ablation-CAM, which read the logits before the final upsample from the graph and
+    run what precedes the layer once where a check allows: equal to the peer's maps, class by class,
+    wherever its map is not flat (min-max of rounding noise). Heads with batch statistics are
+    explained (engine/perturbation.py runs their copies one by one) but not compared: the peer
+    batches its ablated copies, whose statistics then mix (tests/test_exactness.py covers them)."""
+    model, images, classes, _, _, description, layer = generated_case(seed)
+    comparable = model.choice["head"] != "linear_bn_batchstats"
+    model = model.float().to(memory_format=torch.contiguous_format).eval()
+    layer = "layer" if not isinstance(layer, str) or layer == "pair" else layer
+    explainer = sx.Explainer(model, layer, method)
+    for i, batch in enumerate(images):
+        batch = batch.float().contiguous()
+        masks = _masks(batch.shape[0], len(classes), batch.shape[-2:], i)
+        res = explainer(batch, classes=classes, masks=masks)
+        assert res.maps.shape == masks.shape and torch.isfinite(res.maps).all()
+        if not comparable:
+            continue
+        peer = _peer_perturbation_maps(model, model.get_submodule(layer), method, batch, classes, masks)
+        informative = peer.flatten(2).amax(2) - peer.flatten(2).amin(2) > 0.5  # [B,K]: a map, not noise
+        if bool(informative.any()):
+            compare(res.maps[informative], peer[informative], f"{description}, {method}, call {i}", rtol=1e-4)
+
+
 # --------------------------------------------------------------------------- real architectures (full sweep)
 
 

@@ -140,6 +140,13 @@ class ModelState:
             self.lock.release()
 
 
+def mixes_samples(model: nn.Module) -> bool:
+    """Does one sample's output depend on the others in its batch? (BatchNorm without running
+    statistics normalises with the batch's, also in eval mode.) Then copies of an image — augmented,
+    perturbed, ablated — cannot share a batch without changing what each one explains."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in model.modules())
+
+
 class ForwardCapture:
     """Hooks for one forward pass; all removed on exit.
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .. import kernels
 from ..kernels import reference
-from .capture import InputOf, model_logits
+from .capture import InputOf, mixes_samples, model_logits
 from .checks import check_classes
 from .methods import get_method
 from .outputs import Explanation
@@ -94,7 +94,7 @@ def explain_augmented(explainer, images: torch.Tensor, classes, masks, resolutio
     labels = kernels.class_argmax(logits, explainer.backend)
     regions = target_masks(labels, class_ids, masks)  # [B,K,H,W]
     copies, copy_masks = augment(images), augment_masks(regions)
-    if mixes_samples(explainer.model):  # each copy as a batch of its own, as explained without augmentation
+    if mixes_samples(explainer.model):  # each copy a batch of its own, as it is explained without augmentation
         parts = [explainer.explain_plain(x, class_ids, m, "full")
                  for x, m in zip(copies.chunk(len(AUGMENTATIONS)), copy_masks.chunk(len(AUGMENTATIONS)))]
         res = parts[0]
@@ -106,13 +106,6 @@ def explain_augmented(explainer, images: torch.Tensor, classes, masks, resolutio
     return Explanation(maps=deaugment_mean(res.maps), classes=class_ids, labels=labels, active=active,
                        method=explainer.method, layer=explainer.layer_name,
                        info={**res.info, "augmentations": len(AUGMENTATIONS)}, class_names=explainer.class_names)
-
-
-def mixes_samples(model: nn.Module) -> bool:
-    """Does one sample's output depend on the others in its batch? (BatchNorm without running
-    statistics normalises with the batch's, also in eval mode.) Then the augmented copies cannot
-    share one batch without changing what each explains."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in model.modules())
 
 
 def augment_masks(regions: torch.Tensor) -> torch.Tensor:

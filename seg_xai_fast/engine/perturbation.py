@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..kernels import reference
-from .capture import ModelState, select_output, upsampled_module_output
+from .capture import ModelState, mixes_samples, select_output, upsampled_module_output
 from .checks import check_classes
 from .method_maths import ablation_values
 from .outputs import Explanation, ForwardPass
@@ -86,6 +86,9 @@ class TorchForwards:
     def __init__(self, ex) -> None:
         self.ex = ex
         self.probe = _LogitsProbe(ex.model)
+        # a model whose samples share batch statistics runs one sample per forward: each perturbed
+        # copy, and each original image, is then explained as itself
+        self.one_by_one = mixes_samples(ex.model)
         self.shares_prefix: Optional[bool] = None  # may layer replacements run the prefix once? (checked once)
 
     def state(self):
@@ -122,6 +125,9 @@ class TorchForwards:
         """The unperturbed forward of images float [B,3,H,W] → (A [B,C,h,w] or None, logits
         [B,L,H,W], z [B,L,h',w'] or None)."""
         ex = self.ex
+        if self.one_by_one and images.shape[0] > 1:
+            parts = [self.original(image[None], need_layer) for image in images]
+            return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
         with ExitStack() as stack, torch.enable_grad():  # a graph, from which the probe reads the upsample
             cap = stack.enter_context(ex.capture()) if need_layer else None
             self.probe.find(stack)
@@ -136,6 +142,12 @@ class TorchForwards:
         function (the target layer's output → its replacement of `batch` = m samples, default n)
         hooked on the layer."""
         ex = self.ex
+        n = batch or inputs.shape[0]
+        if self.one_by_one and n > 1:
+            parts = [self.perturbed(inputs[i:i + 1] if inputs.shape[0] == n else inputs,
+                                    None if layer_output is None else (lambda out, i=i: layer_output(out)[i:i + 1]), 1)
+                     for i in range(n)]
+            return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
         with ExitStack() as stack, torch.no_grad():
             self.probe.capture(stack)
             if layer_output is not None:
