@@ -461,3 +461,28 @@ def test_perturbations_of_a_model_whose_samples_share_statistics_run_one_by_one(
     alone = torch.cat([sx.Explainer(model, layer, method, options=options)(
         images[b:b + 1], classes=classes, masks=masks[b:b + 1]).maps for b in range(3)])
     compare(together, alone, f"{method}: the batch against each image alone")
+
+
+class GatedTupleDerived(TupleDerived):
+    """TupleDerived (the fast path is not exact) whose logits are gated off for an all-zero image:
+    there every gradient is zero, so a check there proves nothing."""
+
+    def forward(self, x):
+        return super().forward(x) * x.flatten(1).amax(dim=1).clamp(max=1)[:, None, None, None]
+
+
+@pytest.mark.filterwarnings("ignore:.*is not exact for this model:UserWarning")
+def test_a_check_on_a_batch_with_zero_gradients_proves_nothing():
+    """The first batch's gradients are all zero (fast and exact agree vacuously): the check runs again
+    on the next batch, and neither the fast path nor a closed form is trusted from the first."""
+    model = GatedTupleDerived().eval()
+    images = _images()
+    classes = [0, 1, 2]
+    masks = _masks(classes, images.shape[0], images.shape[-1])
+    explainer = sx.Explainer(model, "pair", "hirescam", normalize=False)
+    blank = explainer(torch.zeros_like(images), classes=classes, masks=masks, resolution="layer")
+    assert float(blank.maps.abs().max()) == 0
+    A, G, _ = layer_gradients(model, model.pair, images, classes, masks)
+    res = explainer(images, classes=classes, masks=masks, resolution="layer")
+    compare(res.maps, raw_cam("hirescam", A, G), f"raw HiResCAM after a blank batch ({res.info['gradient_path']})")
+    assert res.info["gradient_path"] == "exact"

@@ -26,6 +26,9 @@ from .capture import ForwardCapture, select_output
 #: Fast and exact gradients agree to this fraction of the largest exact one: float32 rounding of
 #: different summation orders (the pruned convolutions, the pulled-back seeds), measured ≤ 2e-6.
 VERIFY_RTOL = 1e-4
+#: verify's answer when both gradients are zero (every path saturated, e.g. by a clamp or ReLUs on
+#: this batch): the fast path is right for this batch, but nothing was proven for the next.
+INCONCLUSIVE = "inconclusive: the exact gradients are zero on this batch"
 
 
 @dataclass
@@ -69,7 +72,7 @@ def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Ten
            upsample: Optional[tuple], dual: bool = False) -> Optional[str]:
     """None when the fast pass's gradients (from `start`, the logits or the logits before the
     upsample `upsample`, to `leaf`, A) equal the exact ones for a random cotangent of the logits;
-    else what differs, naming the shortcut that fails. dual: `start` was computed from a dual
+    INCONCLUSIVE when both are zero; else what differs, naming the shortcut that fails. dual: `start` was computed from a dual
     tensor (ShapleyCAM's second-order pass)."""
     with ExitStack() as stack:
         ex = exact_pass(explainer, images, stack)
@@ -90,6 +93,8 @@ def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Ten
                 "autograd")
     scale = float(exact.abs().max())
     error = float((fast - exact).abs().max())
+    if scale == 0 and error == 0:
+        return INCONCLUSIVE
     if error <= VERIFY_RTOL * scale + 1e-30:
         return None
     what = "the substituted layer output does not reach every consumer of it, or a rebuilt module differs"
@@ -100,4 +105,4 @@ def verify(explainer, images: torch.Tensor, start: torch.Tensor, leaf: torch.Ten
     return f"gradients differ from plain autograd by {error:.3g} (largest {scale:.3g}): {what}"
 
 
-__all__ = ["ExactPass", "VERIFY_RTOL", "exact_pass", "verify"]
+__all__ = ["ExactPass", "INCONCLUSIVE", "VERIFY_RTOL", "exact_pass", "verify"]

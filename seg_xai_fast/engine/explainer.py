@@ -33,7 +33,7 @@ from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_la
 from .checks import check_class_names, check_classes, check_images
 from .combine import explain_augmented, explain_layers, layer_list
 from .curvature import curved_operation, shapley_gradients, shapley_gradients_reverse
-from .exact import exact_pass, verify
+from .exact import INCONCLUSIVE, exact_pass, verify
 from .gradients import chunked_vjps
 from .methods import check_layer, get_method
 from .options import check_options
@@ -269,7 +269,10 @@ class Explainer(ExplainerBase):
         must reach every reader of A as the first-order leaf does). A failure warns once ("auto")
         or raises (a fast path asked for)."""
         if (key, second_order) not in self._problems:
-            problem = self._problems[key, second_order] = verify(self, images, start, activations, upsample, second_order)
+            problem = verify(self, images, start, activations, upsample, second_order)
+            if problem == INCONCLUSIVE:  # right for this batch; checked again on the next
+                return True
+            self._problems[key, second_order] = problem
             if problem is not None and self.requested_path in ("analytic", "autograd"):
                 raise ValueError(f"gradient_path={self.requested_path!r} cannot explain target_layer "
                                  f"{self.layer_name!r} of this model exactly: {problem}. Use gradient_path='auto' or "
@@ -329,7 +332,8 @@ class Explainer(ExplainerBase):
                 if not self._check_fast_path(key, second_order, images, start, activations, upsample):
                     return NEEDS_EXACT
             head = None
-            if self.requested_path != "autograd" and key not in self._heads and self.normalize:
+            proven = (key, False) in self._problems  # (not after an inconclusive check: the head would skip the next)
+            if self.requested_path != "autograd" and key not in self._heads and self.normalize and proven:
                 self._heads[key] = head = cap.linear_head(start, upsample)
                 if head is None and self.requested_path == "analytic":
                     raise ValueError(
