@@ -219,3 +219,39 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp
     with pytest.raises(ValueError, match="other settings"):  # the refusal releases its lock
         ResultLog(tmp_path / "out", {"a": 2}, force=False)
     ResultLog(tmp_path / "out", {"a": 1}, force=False).close()
+
+
+@pytest.mark.slow
+def test_ray_scores_the_pairs_to_the_numbers_of_a_local_run(tmp_path, capsys):
+    """`--ray local`: pairs scored by Ray actors, the driver the only writer of the log; the rows,
+    summary and failures equal a local run's, and a rerun resumes from the log."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'seg-xai-fast[ray]'")
+    images, labels = write_pairs(tmp_path, 4, 48)
+    Image.new("RGB", (48, 48)).save(images / "part" / "nolabel.png")  # a recorded failure, on Ray too
+    base = [images, "--labels", labels, "--methods", "gradcam", "--metrics", "pointing_game,sparseness,deletion,"
+            "faithfulness_correlation", "--samples", "4", "--steps", "4", "--no-progress"]
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert evaluate(base + ["--out", local], capsys)[0] == 0
+    code, _, err = evaluate(base + ["--out", remote, "--ray", "local"], capsys)
+    assert code == 0 and "actors" in err
+    # equal up to float32 summation order: the actors run one torch thread each, this process two
+    assert _close(list(csv.reader(open(remote / "rows.csv"))), list(csv.reader(open(local / "rows.csv"))))
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (local, remote))
+    for key in ("overall", "per_class", "curves", "images", "failures"):
+        assert _close(a[key], b[key]), key
+    assert log_lines(remote) == 1 + 5
+    code, _, err = evaluate(base + ["--out", remote, "--ray", "local"], capsys)  # only the failure is tried again
+    assert code == 0 and log_lines(remote) == 1 + 5 + 1
+
+
+def _close(a, b, rtol=1e-5) -> bool:
+    """Nested lists/dicts of numbers and strings equal, numbers (and numeric strings) to rtol."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y, rtol) for x, y in zip(a, b))
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return a == b
+    return (np.isnan(x) and np.isnan(y)) or abs(x - y) <= rtol * max(abs(x), abs(y), 1e-12)

@@ -280,12 +280,14 @@ def run_dataset_evaluate(
     weights: Optional[str] = None,
     num_classes: Optional[int] = None,
     options: Optional[dict] = None,
+    ray: Optional[str] = None,
     **settings,
 ) -> dict:
     """Evaluate `methods` on the image/label pairs; returns {"summary", "rows", "failures", "meta"}.
 
     `settings`: the other fields of Settings (steps, tolerance, top_k, samples, seed, ...).
-    With `out`, the run is resumable (DIR/evaluate.jsonl) and writes its files there.
+    With `out`, the run is resumable (DIR/evaluate.jsonl) and writes its files there. With `ray`
+    ('local', 'auto' or ray://host:port), the pairs are scored by Ray actors (apps/evaluate_ray.py).
     """
     loaded = load_model(model, weights=weights, num_classes=num_classes)
     layer = require_layer(loaded, layer)
@@ -295,39 +297,71 @@ def run_dataset_evaluate(
                  options=dict(options or {}), model_digest=model_digest(loaded.model), **settings)
     check_settings(s)
     pairs = find_pairs(images, labels)
-    net = loaded.model
-    n_classes = model_logits(net, torch.zeros(1, 3, 64, 64)).shape[1]
+    net, explainers, n_classes = scoring_of(loaded.model, layer, s.methods, options)
     check_ignore_index(s.ignore_index, n_classes)
-    explainers = {m: method_explainer(net, layer, m, "out", options) for m in s.methods}
     log = ResultLog(Path(out), asdict(s), force) if out is not None else None
     done = log.done if log else {}
+    by_key = {p.key: done[p.key] for p in pairs if p.key in done and _unchanged(done[p.key], p)}
+    todo = [p for p in pairs if p.key not in by_key]
     from tqdm.auto import tqdm
 
-    records, start = [], time.perf_counter()
-    bar = tqdm(pairs, desc="evaluate", unit="image", disable=not progress, file=sys.stderr, leave=False)
+    start = time.perf_counter()
+    bar = tqdm(total=len(pairs), initial=len(by_key), desc="evaluate", unit="image", disable=not progress,
+               file=sys.stderr, leave=False)
+
+    def finished(record: dict) -> None:
+        if log:
+            log.append(record)
+        by_key[record["key"]] = record
+        bar.update(1)
+
     try:
-        for pair in bar:
-            previous = done.get(pair.key)
-            if previous is not None and _unchanged(previous, pair):
-                records.append(previous)
-                continue
-            record = _evaluate_pair(net, explainers, pair, n_classes, s)
-            if log:
-                log.append(record)
-            records.append(record)
+        if ray is not None:
+            from .evaluate_ray import score_on_ray
+
+            # files are opened by the actors, whose working directory is Ray's: absolute paths
+            spec = os.path.abspath(model) if os.path.exists(model) else model
+            scorer_args = (spec, weights and os.path.abspath(weights), num_classes, str(layer), options, asdict(s))
+            score_on_ray(ray, todo, PairScorer, scorer_args, finished)
+        else:
+            for pair in todo:
+                finished(evaluate_pair(net, explainers, pair, n_classes, s))
     finally:
         bar.close()
         if log:
             log.close()
     seconds = time.perf_counter() - start
-    result = summarise(records, s, names)
+    result = summarise([by_key[p.key] for p in pairs], s, names)
     result["meta"] = {"settings": asdict(s), "pairs": len(pairs), "seconds": seconds, "files": []}
     if out is not None:
         result["meta"]["files"] = write_dataset_outputs(result, Path(out))
     return result
 
 
-def _evaluate_pair(net, explainers, pair, n_classes: int, s: Settings) -> dict:
+def scoring_of(net, layer, methods: Sequence[str], options: Optional[dict]) -> tuple:
+    """(model, {method: explainer}, number of classes): what scoring a pair needs."""
+    n_classes = model_logits(net, torch.zeros(1, 3, 64, 64)).shape[1]
+    return net, {m: method_explainer(net, layer, m, "out", options) for m in methods}, n_classes
+
+
+class PairScorer:
+    """pair → its log record, with the model and explainers loaded here once (a Ray actor's)."""
+
+    def __init__(self, model: str, weights: Optional[str], num_classes: Optional[int], layer: str,
+                 options: Optional[dict], settings: dict) -> None:
+        loaded = load_model(model, weights=weights, num_classes=num_classes)
+        self.settings = Settings(**settings)
+        if model_digest(loaded.model) != self.settings.model_digest:  # e.g. another file at that path on this node
+            raise RuntimeError(f"model {model!r} here has digest {model_digest(loaded.model)}, the driver's "
+                               f"{self.settings.model_digest}")
+        self.net, self.explainers, self.n_classes = scoring_of(loaded.model, require_layer(loaded, layer),
+                                                               self.settings.methods, options)
+
+    def __call__(self, pair) -> dict:
+        return evaluate_pair(self.net, self.explainers, pair, self.n_classes, self.settings)
+
+
+def evaluate_pair(net, explainers, pair, n_classes: int, s: Settings) -> dict:
     """The log record of one pair: its rows, or its failure with the reason."""
     base = {"key": pair.key, "image": pair.image, "label": pair.label}
     if pair.label is None:

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=16,
                    help="with IMAGES: random samples of faithfulness correlation, infidelity and sensitivity (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="with IMAGES and --out: start over instead of resuming")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="with IMAGES: score the pairs on Ray: 'auto' (the running cluster), 'local' (start one here) "
+                        "or ray://host:port; the files must be at the same paths on every node")
     add_model_arguments(p)  # the model must predict the scenes' classes (background, disc, square, triangle)
     add_method_arguments(p, methods=True, default="gradcam,gradcam++")
     p.add_argument("--n", type=int, default=DEFAULT_N,
@@ -53,6 +56,8 @@ def run(args) -> int:
     names = method_names(args.methods)
     if args.images or args.labels is not None:
         return run_dataset(args, names)
+    if args.ray is not None:
+        raise UsageError("--ray scores image/label pairs: give IMAGES and --labels (generated scenes run here)")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
     results = run_evaluate(args.model, args.layer, names, **model_options(args), options=parse_options(args.option), n=args.n, size=args.size, seed=args.seed, classes=classes,
                            steps=args.steps, tolerance=args.tolerance, context=args.context,
@@ -79,7 +84,7 @@ def run_dataset(args, names) -> int:
     result = run_dataset_evaluate(
         args.images, args.labels, model=args.model, layer=args.layer, methods=names, metrics=metrics,
         targets=args.targets, ignore_index=args.ignore_index, classes=classes, out=args.out, force=args.force,
-        progress=not args.no_progress, options=parse_options(args.option), **model_options(args),
+        progress=not args.no_progress, options=parse_options(args.option), ray=args.ray, **model_options(args),
         steps=args.steps, tolerance=args.tolerance, samples=args.samples)
     if args.json:
         print(json.dumps(json_summary(result)))

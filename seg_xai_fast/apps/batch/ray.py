@@ -92,7 +92,7 @@ class _ExplainActor:
                 "entry": np.array([r[2] for r in rows], dtype=object)}
 
 
-def _connect(address: str) -> bool:
+def connect(address: str) -> bool:
     """Connect to (or start) Ray; True when this call started it (and so must shut it down)."""
     try:
         import ray
@@ -120,7 +120,7 @@ def _connect(address: str) -> bool:
 
 def run_on_ray(cfg: JobConfig, prep: Prepared) -> Summary:
     """Explain prep.todo on Ray (see the module docstring) → Summary; manifest and failures via prep.store."""
-    started = _connect(cfg.ray)
+    started = connect(cfg.ray)
     import ray
     import ray.data
 
