@@ -38,6 +38,8 @@ from .gradients import chunked_vjps
 from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards
+from .sliding import SlidingWindow
+from .sliding_explain import explain_through_windows
 from .volume import explain_volume
 from .outputs import Explanation, ForwardPass, MaskSpec, labels_and_seeds
 
@@ -201,6 +203,8 @@ class Explainer(ExplainerBase):
     def explain_checked(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
         """A call on checked images: test-time augmentation around explain_plain (combine.py);
         volumes [B,C,D,H,W] take the 3-D path (engine/volume.py)."""
+        if isinstance(self.model, SlidingWindow):  # window by window (sliding_explain.py)
+            return explain_through_windows(self, images, classes, masks, resolution)
         if images.ndim == 5:
             return explain_volume(self, images, classes, masks, resolution)
         if self.options.get("aug_smooth"):
@@ -215,7 +219,8 @@ class Explainer(ExplainerBase):
         return super().explain_checked(images, classes, masks, resolution)
 
     def wraps_calls(self) -> bool:
-        return self.layer_explainers is not None or bool(self.options.get("aug_smooth"))
+        return (self.layer_explainers is not None or bool(self.options.get("aug_smooth"))
+                or isinstance(self.model, SlidingWindow))
 
     def forwards(self) -> TorchForwards:
         """The forwards of this explainer's model (a new object per call: it holds one call's state)."""

@@ -68,6 +68,7 @@ class SlidingWindow(nn.Module):
         if len(roi) not in (2, 3):
             raise ValueError(f"roi_size must have 2 (images [B,C,H,W]) or 3 (volumes [B,C,D,H,W]) axes, got {list(roi)}")
         self.model = model
+        self.training = model.training  # the wrapper follows the model's mode (eval models stay eval)
         self.roi_size = roi
         self.overlap = tuple(float(o) for o in _per_axis(overlap, len(roi), "overlap"))
         for o in self.overlap:

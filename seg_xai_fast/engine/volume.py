@@ -74,8 +74,8 @@ class LayerLeaf:
     as a leaf of the graph when `leaf` (the model goes on with a copy, so in-place operations
     after the layer are allowed). Removed on exit."""
 
-    def __init__(self, explainer, leaf: bool) -> None:
-        self.explainer, self.leaf = explainer, leaf
+    def __init__(self, explainer, leaf: bool, ndim: int = 5) -> None:
+        self.explainer, self.leaf, self.ndim = explainer, leaf, ndim
         self.captured: list = []
         self.handle = None
 
@@ -95,9 +95,10 @@ class LayerLeaf:
 
     def _swap(self, tensor):
         name = self.explainer.layer_name
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 5:
+        if not isinstance(tensor, torch.Tensor) or tensor.ndim != self.ndim:
             got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ValueError(f"target_layer {name!r} of a volume model must give a Tensor [B,C,d,h,w], got {got}")
+            layout = "[B,C,d,h,w]" if self.ndim == 5 else "[B,C,h,w]"
+            raise ValueError(f"target_layer {name!r} must give a Tensor {layout}, got {got}")
         if not self.leaf:
             self.captured.append(tensor.detach())
             return tensor
