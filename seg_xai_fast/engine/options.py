@@ -29,10 +29,12 @@ def _int(low: Optional[int]) -> Callable:
 
 
 def _pair(key, value) -> tuple:
+    """An int → (v, v); a pair (h, w), or a triple (d, h, w) for volumes, as given."""
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+    if (not isinstance(pair, (tuple, list)) or len(pair) not in (2, 3)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
-        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints, got {value!r}")
+        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints (a triple (d, h, w) for volumes), "
+                        f"got {value!r}")
     if min(pair) < 1:
         raise ValueError(f"option {key!r} must be ≥ 1 in both dimensions, got {value!r}")
     return tuple(pair)

@@ -28,6 +28,7 @@ from ..kernels import reference
 from .cam_stage import stage_cam
 from .capture import ModelState
 from .checks import check_classes
+from .occlusion_nd import explain_occlusion_nd, is_occlusion
 from .outputs import Explanation
 from .sliding import SlidingWindow
 from .targets import target_masks, volume_masks
@@ -59,6 +60,9 @@ def explain_through_windows(explainer, images: torch.Tensor, classes, masks, res
     sw: SlidingWindow = explainer.model
     spec = explainer.spec
     dims = images.ndim - 2
+    if is_occlusion(spec):  # only the windows a patch touches are recomputed (occlusion_nd.py)
+        sw.check_input(images)
+        return explain_occlusion_nd(explainer, images, classes, masks, resolution)
     if spec.family != "gradient":
         raise ValueError(
             f"method {explainer.method!r} cannot explain through a SlidingWindow: "

@@ -1,6 +1,7 @@
 """Volumes: explanations of 3-D segmenters, inputs [B,C,D,H,W] → maps [B,K,D,H,W].
 
-The layer methods that take volumes are those whose CAM stage is unchanged when the depth is
+Occlusion takes volumes with 3-D windows and strides (engine/occlusion_nd.py). The layer methods
+that take volumes are those whose CAM stage is unchanged when the depth is
 folded into the rows ([B,C,d,h,w] → [B,C,d·h,w]): the gradient CAMs with one weight per channel
 (a mean or sum over d, h, w: Grad-CAM, Grad-CAM++, XGrad-CAM), the element-wise ones (HiResCAM,
 LayerCAM, Grad-CAM element-wise), the principal-component ones (Eigen-Grad-CAM, Seg-Eigen-CAM,
@@ -28,6 +29,7 @@ from .capture import ModelState, select_output
 from .checks import check_classes
 from .gradients import chunked_vjps
 from .methods import get_method, registered
+from .occlusion_nd import explain_occlusion_nd, is_occlusion
 from .outputs import Explanation, explain_activations
 from .targets import volume_masks
 
@@ -38,7 +40,7 @@ def volume_problem(spec, options: dict, several_layers: bool = False) -> Optiona
         return "a list of target layers is 2-D only; pass one target_layer"
     if options.get("aug_smooth"):
         return "aug_smooth (test-time augmentation) is 2-D only"
-    if spec.family == "activation":
+    if spec.family == "activation" or is_occlusion(spec):
         return None
     if spec.family != "gradient" or not spec.needs_layer or spec.runner is not None:
         return f"its family ({spec.family}) has no 3-D runner yet"
@@ -144,8 +146,10 @@ def layer_volume_maps(spec, options: dict, A: torch.Tensor, G: torch.Tensor, bac
 
 
 def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
-    """A layer method of `explainer` (an Explainer) on checked volumes float [B,C,D,H,W]."""
+    """A layer method or occlusion of `explainer` (an Explainer) on checked volumes float [B,C,D,H,W]."""
     check_volume_method(explainer)
+    if is_occlusion(explainer.spec):
+        return explain_occlusion_nd(explainer, images, classes, masks, resolution)
     spec = explainer.spec
     gradient = spec.needs_gradients
     if gradient and torch.is_inference_mode_enabled():
