@@ -135,10 +135,9 @@ def run_scenes(args) -> int:
                                 loaded.class_names)
     classes = parse_class_spec(args.classes, loaded.class_names)
     out = Path(args.out)
-    failed = 0
     for path in scene_files(args.inputs):
         scene = read_scene(path)
         name = scene.path.name.split(".")[0]
         summary = explain_scene(explainer, scene, classes, out / name, loaded.class_names)
         print(f"seg-xai explain: {path} → {len(summary['files'])} files in {out / name}", flush=True)
-    return EXIT_FAILURES if failed else EXIT_OK
+    return EXIT_OK

@@ -111,7 +111,10 @@ class LayerLeaf:
     def activations(self) -> torch.Tensor:
         name, call = self.explainer.layer_name, self.explainer.call
         if not self.captured:
-            raise ValueError(f"target_layer {name!r} was not called during the forward pass")
+            scripted = any(isinstance(m, torch.jit.ScriptModule) for m in self.explainer.model.modules())
+            hint = (": a TorchScript model runs compiled code that calls no Python hooks; explain the Python model, or "
+                    "use an input-space method (occlusion)") if scripted else ""
+            raise ValueError(f"target_layer {name!r} was not called during the forward pass{hint}")
         if call is None:
             if len(self.captured) > 1:
                 raise ValueError(f"target_layer {name!r} was called {len(self.captured)} times in one forward pass: "
