@@ -100,9 +100,12 @@ def explain_through_windows(explainer, images: torch.Tensor, classes, masks, res
         forwards = backwards = 0
         for chunk, inputs in sw.window_batches(padded, windows):
             seeds = torch.stack([R[(b, slice(None)) + windows[w]] for b, w in chunk]) * imp  # [n,K,*roi]
+            keep = [j for j in range(len(chunk)) if bool(seeds[j].ne(0).any())]
+            if not keep:
+                continue  # no target meets these windows: nothing to run
+            if len(keep) < len(chunk):  # only the windows some target meets
+                chunk, inputs, seeds = [chunk[j] for j in keep], inputs[keep], seeds[keep]
             todo = [k for k in range(K) if bool(seeds[:, k].ne(0).any())]
-            if not todo:
-                continue  # no target meets these windows: nothing to differentiate
             forwards += len(chunk)
             with LayerLeaf(explainer, leaf=True, ndim=images.ndim) as cap, torch.enable_grad():
                 logits = sw.run_window(inputs)  # [n,L,*roi]
