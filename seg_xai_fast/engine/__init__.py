@@ -21,6 +21,9 @@ combine.py     several target layers, test-time augmentation
 perturbation.py  the perturbation family's forwards and runner (Score-CAM, Ablation-CAM, RISE, occlusion)
 segments.py    segment attributions (feature ablation, Kernel SHAP, LIME)
 sliding.py     SlidingWindow: sliding-window inference as a module (MONAI's definition)
+sliding_explain.py  gradient CAMs (and occlusion) through a SlidingWindow, window by window
+volume.py      volumes [B,C,D,H,W]: the 3-D gradient and activation CAMs
+occlusion_nd.py  occlusion of volumes and through a SlidingWindow
 """
 from . import catalog  # registers the built-in methods
 from .capture import InputOf, model_logits
