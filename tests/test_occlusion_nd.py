@@ -102,3 +102,31 @@ def test_refusals_name_the_method_and_the_way_out():
         sx.Explainer(net(3), None, "occlusion", options={"window": (2, 3), "stride": 2})(vol)
     with pytest.raises(ValueError, match="option 'window' .* has 3 axes"):
         sx.Explainer(net(2), None, "occlusion", options={"window": (2, 3, 3), "stride": 2})(torch.randn(1, 2, 8, 8))
+
+
+def test_3d_rise_equals_brute_force():
+    """RISE in 3-D against its definition with every mask materialised: N binary s³ grids,
+    trilinear to (s+1)·cell, cropped at random shifts; saliency = Σ_i S_i·mask_i / (N·p)."""
+    import torch.nn.functional as F
+
+    model = net(3)
+    x = torch.randn(1, 2, 7, 9, 10, generator=torch.Generator().manual_seed(5))
+    opts = {"n_masks": 40, "grid": 3, "p": 0.5, "seed": 3, "batch_size": 16}
+    res = sx.Explainer(model, None, "rise", normalize=False, options=opts)(x, classes=[0, 1])
+    g = torch.Generator().manual_seed(3)
+    grids = (torch.rand(40, 3, 3, 3, generator=g) < 0.5).float()
+    cells = [3, 3, 4]  # ceil(n / 3)
+    shifts = [torch.randint(0, c, (40,), generator=g) for c in cells]
+    with torch.no_grad():
+        labels = model(x).argmax(1)[0]
+        expected = torch.zeros(2, 7, 9, 10)
+        for i in range(40):
+            up = F.interpolate(grids[i][None, None], size=(12, 12, 16), mode="trilinear", align_corners=False)[0, 0]
+            dz, dy, dx = (int(s[i]) for s in shifts)
+            mask = up[dz:dz + 7, dy:dy + 9, dx:dx + 10]
+            out = model(x * mask)[0]
+            for k in range(2):
+                expected[k] += (out[k] * (labels == k)).sum() * mask
+    expected /= 40 * 0.5
+    expected *= torch.stack([(labels == k).any() for k in range(2)]).view(2, 1, 1, 1)
+    torch.testing.assert_close(res.maps[0], expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))

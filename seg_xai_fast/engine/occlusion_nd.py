@@ -1,4 +1,5 @@
-"""Occlusion of volumes and through a SlidingWindow (captum's Occlusion in N dimensions).
+"""Occlusion of volumes and through a SlidingWindow (captum's Occlusion in N dimensions), and RISE
+of volumes (3-D grids, trilinear).
 
 A pixel's (voxel's) attribution is the mean, over the occlusion windows that cover it, of
 S_k − S_k(occluded), with S_k = Σ_p M_k(p)·logit_k(p) on the model's (stitched) output; windows
@@ -21,7 +22,7 @@ from .. import kernels
 from .capture import ModelState, select_output
 from .checks import check_classes
 from .outputs import Explanation
-from .perturbation import occlusion_maps
+from .perturbation import occlusion_maps, rise_maps
 from .sliding import SlidingWindow
 from .targets import target_masks, volume_masks
 
@@ -29,6 +30,11 @@ from .targets import target_masks, volume_masks
 def is_occlusion(spec) -> bool:
     """True for the occlusion method (its perturbation step is occlusion_maps)."""
     return spec.perturb is occlusion_maps
+
+
+def is_rise(spec) -> bool:
+    """True for RISE (its perturbation step is rise_maps)."""
+    return spec.perturb is rise_maps
 
 
 def axes_option(options: dict, key: str, dims: int) -> tuple:
@@ -196,3 +202,63 @@ def _sliding_drops(explainer, sw: SlidingWindow, images, M, class_ids, boxes, ou
             for (o, i, _), term in zip(part, terms):
                 out[(b, slice(None)) + boxes[o]] += (base_terms[i] - term).view((-1,) + (1,) * len(spatial))
     return forwards
+
+
+def rise_masks_nd(grids: torch.Tensor, shifts: torch.Tensor, size: tuple) -> torch.Tensor:
+    """RISE's masks in N-D: each binary grid [s,...,s] upsampled (bilinear / trilinear,
+    align_corners=False) to (s+1)·cell per axis, cell = ceil(n/s), and cropped at its shift.
+    grids float [n,s,...]; shifts int64 [n,dims] → float32 [n,*size]."""
+    s = grids.shape[-1]
+    cells = [-(-int(n) // s) for n in size]
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    up = F.interpolate(grids.float()[:, None], size=[(s + 1) * c for c in cells], mode=mode, align_corners=False)[:, 0]
+    return torch.stack([up[(i,) + tuple(slice(d, d + n) for d, n in zip(shift, size))]
+                        for i, shift in enumerate(shifts.tolist())])
+
+
+def rise_grids_nd(n: int, grid: int, p: float, seed: int, size: tuple) -> tuple:
+    """RISE's N binary grids float32 [N,s,...,s] (1 with probability p) and shifts int64 [N,dims]
+    in the cell, from a CPU generator seeded with `seed` (the grids drawn first, then the shifts
+    axis by axis)."""
+    g = torch.Generator().manual_seed(seed)
+    grids = (torch.rand((n,) + (grid,) * len(size), generator=g) < p).float()
+    cells = [-(-int(s) // grid) for s in size]
+    shifts = torch.stack([torch.randint(0, c, (n,), generator=g) for c in cells], dim=1)
+    return grids, shifts
+
+
+def explain_rise_nd(explainer, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """RISE of checked volumes [B,C,D,H,W]: saliency_k = Σ_i S_ik·mask_i / (N·p), S_ik the region
+    score (Σ_p M_k(p)·logit_k(p)) of the input times mask i."""
+    o = explainer.options
+    if resolution != "full":
+        raise ValueError("resolution='layer' needs a target layer; RISE works in input space")
+    if o["score"] != "logit":
+        raise ValueError(f"option 'score' {o['score']!r}: volumes take score='logit'")
+    spatial = tuple(images.shape[2:])
+    dims, B = len(spatial), images.shape[0]
+    model = explainer.model
+    grids, shifts = rise_grids_nd(o["n_masks"], o["grid"], o["p"], o["seed"], spatial)
+    grids = grids.to(images.device)
+    with ModelState(model), torch.no_grad():
+        logits = select_output(model(images), explainer.output_key, B, images.ndim)
+        class_ids = check_classes(classes, logits.shape[1], explainer.class_names)
+        labels = logits.argmax(dim=1)
+        M = volume_masks(labels, class_ids, masks)
+        active = M.flatten(2).ne(0).any(dim=2)
+        out = torch.zeros((B, len(class_ids)) + spatial, device=images.device)
+        chunk = _chunk(explainer, 2 * images[0].numel() + logits[0].numel())
+        for lo in range(0, o["n_masks"], chunk):
+            m = rise_masks_nd(grids[lo:lo + chunk], shifts[lo:lo + chunk], spatial)  # [n,*S]
+            for b in range(B):
+                perturbed = select_output(model(images[b:b + 1] * m[:, None]), explainer.output_key, m.shape[0],
+                                          images.ndim)
+                scores = region_score(perturbed, M[b], class_ids)  # [n,K]
+                out[b] += torch.einsum("nk,np->kp", scores, m.flatten(1)).view(out.shape[1:])
+    maps = out / (o["n_masks"] * o["p"])
+    if explainer.normalize:
+        maps = kernels.normalize_maps(maps.flatten(-3, -2).contiguous(), backend=explainer.backend).view(maps.shape)
+    maps = maps * active.view((B, len(class_ids)) + (1,) * dims)
+    info = {"gradient_path": "none", "backward_passes": 0, "perturbed_forwards": o["n_masks"] * B, "score": "logit"}
+    return Explanation(maps=maps, classes=class_ids, labels=labels, active=active, method=explainer.method,
+                       layer="input", info=info, class_names=explainer.class_names)

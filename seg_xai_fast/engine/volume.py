@@ -1,6 +1,7 @@
 """Volumes: explanations of 3-D segmenters, inputs [B,C,D,H,W] → maps [B,K,D,H,W].
 
-Occlusion takes volumes with 3-D windows and strides (engine/occlusion_nd.py). The layer methods
+Occlusion takes volumes with 3-D windows and strides, RISE with 3-D grids upsampled trilinearly
+(engine/occlusion_nd.py). The layer methods
 that take volumes are those whose CAM stage is unchanged when the depth is
 folded into the rows ([B,C,d,h,w] → [B,C,d·h,w]): the gradient CAMs with one weight per channel
 (a mean or sum over d, h, w: Grad-CAM, Grad-CAM++, XGrad-CAM), the element-wise ones (HiResCAM,
@@ -29,7 +30,7 @@ from .capture import ModelState, select_output
 from .checks import check_classes
 from .gradients import chunked_vjps
 from .methods import get_method, registered
-from .occlusion_nd import explain_occlusion_nd, is_occlusion
+from .occlusion_nd import explain_occlusion_nd, explain_rise_nd, is_occlusion, is_rise
 from .outputs import Explanation, explain_activations
 from .targets import volume_masks
 
@@ -40,7 +41,7 @@ def volume_problem(spec, options: dict, several_layers: bool = False) -> Optiona
         return "a list of target layers is 2-D only; pass one target_layer"
     if options.get("aug_smooth"):
         return "aug_smooth (test-time augmentation) is 2-D only"
-    if spec.family == "activation" or is_occlusion(spec):
+    if spec.family == "activation" or is_occlusion(spec) or is_rise(spec):
         return None
     if spec.family != "gradient" or not spec.needs_layer or spec.runner is not None:
         return f"its family ({spec.family}) has no 3-D runner yet"
@@ -153,6 +154,8 @@ def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: 
     check_volume_method(explainer)
     if is_occlusion(explainer.spec):
         return explain_occlusion_nd(explainer, images, classes, masks, resolution)
+    if is_rise(explainer.spec):
+        return explain_rise_nd(explainer, images, classes, masks, resolution)
     spec = explainer.spec
     gradient = spec.needs_gradients
     if gradient and torch.is_inference_mode_enabled():
