@@ -127,7 +127,7 @@ def test_bad_3d_targets_are_named(masks, message):
 
 def test_methods_not_yet_3d_refuse_volumes_by_name():
     net, layer = monai_unet()
-    for method, needs_layer in (("scorecam", True), ("segxrescam", True), ("featureablation", False)):
+    for method, needs_layer in (("shapleycam", True), ("segxrescam", True), ("featureablation", False)):
         ex = sx.Explainer(net, layer if needs_layer else None, method)
         with pytest.raises(ValueError, match=rf"method '{method}' cannot explain volumes"):
             ex(torch.randn(1, *SHAPE[1:]))
@@ -160,3 +160,46 @@ def test_raw_maps_and_model_left_as_found():
     assert net.training and all(p.requires_grad for p in net.parameters())
     assert raw.min() < 0  # signed raw maps
     assert not net.get_submodule(layer)._forward_hooks
+
+
+def _region_scores(net, inputs, labels, classes):
+    with torch.no_grad():
+        out = net(inputs)
+    return torch.stack([(out[:, c] * (labels == c)).flatten(1).sum(1) for c in classes], dim=1)  # [n,K]
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_3d_scorecam_and_ablationcam_equal_their_definition(method):
+    """The raw maps Σ_c w_kc·A_c against the definitions written out channel by channel
+    (pytorch-grad-cam's ScoreCAM upsamples with UpsamplingBilinear2d, 2-D only: no 3-D peer)."""
+    import torch.nn.functional as F
+    from seg_xai_fast.engine.method_maths import ablation_values
+
+    net, layer = monai_unet()
+    x = torch.randn(1, *SHAPE[1:], generator=torch.Generator().manual_seed(9))
+    res = sx.Explainer(net, layer, method, normalize=False, options={"batch_size": 4})(x)
+    module = net.get_submodule(layer)
+    captured = []
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o.detach()))
+    with torch.no_grad():
+        labels = net(x).argmax(1)[0]
+    handle.remove()
+    A = captured[0][0]  # [C,d,h,w]
+    classes = list(range(CLASSES))
+    base = _region_scores(net, x, labels, classes)[0]
+    scores = []
+    for c in range(A.shape[0]):
+        if method == "scorecam":
+            up = F.interpolate(A[c][None, None], size=SHAPE[2:], mode="trilinear", align_corners=True)[0, 0]
+            mask = (up - up.min()) / (up.max() - up.min() + 1e-8)
+            scores.append(_region_scores(net, x * mask, labels, classes)[0])
+        else:
+            value = ablation_values(float(A.min()), 4)[c % 4]
+            h = module.register_forward_hook(lambda m, i, o, c=c: o.index_fill(1, torch.tensor([c]), float(value)))
+            scores.append(_region_scores(net, x, labels, classes)[0])
+            h.remove()
+    S = torch.stack(scores)  # [C,K]
+    weights = torch.softmax(S, dim=0) if method == "scorecam" else (base - S) / base
+    expected = torch.einsum("ck,cdhw->kdhw", weights, A)
+    present = torch.tensor([(labels == c).any() for c in classes]).view(-1, 1, 1, 1)
+    torch.testing.assert_close(res.maps[0], expected * present, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))

@@ -23,7 +23,8 @@ segments.py    segment attributions (feature ablation, Kernel SHAP, LIME)
 sliding.py     SlidingWindow: sliding-window inference as a module (MONAI's definition)
 sliding_explain.py  gradient CAMs (and occlusion) through a SlidingWindow, window by window
 volume.py      volumes [B,C,D,H,W]: the 3-D gradient and activation CAMs
-occlusion_nd.py  occlusion of volumes and through a SlidingWindow
+occlusion_nd.py  occlusion of volumes and through a SlidingWindow, RISE of volumes
+volume_perturbation.py  Score-CAM and Ablation-CAM of volumes
 """
 from . import catalog  # registers the built-in methods
 from .capture import InputOf, model_logits
