@@ -32,7 +32,8 @@ from .occlusion_nd import explain_occlusion_nd, is_occlusion
 from .outputs import Explanation
 from .sliding import SlidingWindow
 from .targets import target_masks, volume_masks
-from .volume import LayerLeaf, layer_volume_maps, volume_problem
+from .volume import layer_volume_maps, volume_problem
+from .volume_maps import LayerLeaf
 
 
 def sliding_problem(spec, options: dict, dims: int, several_layers: bool) -> str | None:

@@ -23,6 +23,7 @@ from .occlusion_nd import region_score
 from .outputs import Explanation
 from .perturbation import ablationcam_weights, scorecam_weights
 from .targets import volume_masks
+from .volume_maps import LayerLeaf, finish_maps, fold
 
 SCORECAM_EPS = reference.SCORECAM_EPS
 
@@ -48,8 +49,6 @@ def _forward(explainer, inputs: torch.Tensor, n: int, replace=None) -> torch.Ten
 
 def explain_layer_perturbation_nd(explainer, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
     """Score-CAM or Ablation-CAM of checked volumes [B,C,D,H,W]."""
-    from .volume import LayerLeaf, finish_maps, fold  # volume.py routes here: imported at call time
-
     spec, o = explainer.spec, explainer.options
     if o["score"] != "logit":
         raise ValueError(f"option 'score' {o['score']!r}: volumes take score='logit'")
