@@ -52,3 +52,59 @@ def test_resize_normalize_3d_arguments_are_named():
         kernels.resize_normalize_3d(torch.zeros(1, 2, 3, 4), (2, 2, 2))
     with pytest.raises(ValueError, match="argument 'size' must be a triple"):
         kernels.resize_normalize_3d(torch.zeros(1, 1, 2, 3, 4), (2, 2))
+
+
+# --------------------------------------------------------------------------- 3-D CAM weighting and pooling
+# Volumes run the 2-D fused CAM stage on tensors whose depth is folded into the rows
+# ([B,C,d,h,w] → [B,C,d·h,w], engine/volume.py): each check below compares that against the 3-D
+# definitions written directly on 5-D tensors (means and sums over d, h, w; a per-voxel product),
+# fresh random inputs, NaN-poisoned outputs, every element compared.
+ATOL_SUM = 2e-5  # float32 sums over d·h·w or C in another order, on maps normalised to [0, 1]
+
+
+def cam_3d(A, G, method):
+    """The raw 3-D CAM from its definition: A [B,C,d,h,w], G [B,K,C,d,h,w] → [B,K,d,h,w]."""
+    A5 = A.unsqueeze(1)
+    axes = (-3, -2, -1)
+    if method == "gradcam":
+        return (G.mean(dim=axes, keepdim=True) * A5).sum(2)
+    if method == "gradcam++":
+        g2, g3 = G * G, G * G * G
+        alpha = g2 / (2 * g2 + A5.sum(dim=axes, keepdim=True) * g3 + reference.GRADCAMPP_EPS)
+        alpha = torch.where(G != 0, alpha, torch.zeros_like(alpha))
+        return ((torch.relu(G) * alpha).sum(dim=axes, keepdim=True) * A5).sum(2)
+    if method == "xgradcam":
+        w = (G * A5).sum(dim=axes, keepdim=True) / (A5.sum(dim=axes, keepdim=True) + reference.XGRADCAM_EPS)
+        return (w * A5).sum(2)
+    if method == "hirescam":
+        return (G * A5).sum(2)
+    if method == "layercam":
+        return (torch.relu(G) * A5).sum(2)
+    if method == "gradcam_elementwise":
+        return torch.relu(G * A5).sum(2)
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1, 1), (1, 2, 3, 5, 1, 7), (2, 3, 8, 4, 6, 5)])  # B,K,C,d,h,w
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcam_elementwise"])
+def test_folded_fused_cam_stage_equals_the_3d_definition(device, shape, method):
+    B, K, C, d, h, w = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    A = torch.randn(B, C, d, h, w, generator=g).relu().to(device)
+    G = torch.randn(B, K, C, d, h, w, generator=g).to(device)
+    out = torch.full((B, K, d * h, w), float("nan"), device=device)
+    fused = kernels.cam_from_gradients(A.flatten(2, 3), G.flatten(3, 4), method, backend="fused", out=out)
+    expected = reference.normalize_volumes(reference.normalize_volumes(cam_3d(A.cpu(), G.cpu(), method)))
+    close(fused.view(B, K, d, h, w), expected, ATOL_SUM)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_folded_region_scores_equal_the_3d_sums(device):
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(5, 4, 3, 6, 7, generator=g).to(device)
+    masks = (torch.rand(2, 3, 6, 7, generator=g) > 0.5).float().to(device)
+    out = torch.full((5, 2), float("nan"), device=device)
+    fused = kernels.region_scores(logits.flatten(2, 3), masks.flatten(1, 2), [1, 3], backend="fused", out=out)
+    expected = torch.stack([(logits[:, c].cpu() * masks[k].cpu()).flatten(1).sum(1) for k, c in enumerate([1, 3])], 1)
+    close(fused, expected, 1e-4)

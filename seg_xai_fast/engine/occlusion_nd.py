@@ -70,8 +70,16 @@ def baseline_of(image: torch.Tensor, baseline) -> torch.Tensor:
     return torch.full_like(image, float(baseline))
 
 
-def region_score(logits: torch.Tensor, weights: torch.Tensor, class_ids: list) -> torch.Tensor:
-    """Σ_p weights_k(p)·logits_k(p): logits [n,L,*s], weights [K,*s] (shared) or [n,K,*s] → float32 [n,K]."""
+def region_score(logits: torch.Tensor, weights: torch.Tensor, class_ids: list, backend: str = "auto") -> torch.Tensor:
+    """Σ_p weights_k(p)·logits_k(p): logits [n,L,*s], weights [K,*s] (shared) or [n,K,*s] → float32 [n,K].
+
+    Shared weights run the fused region-score kernel on the folded tensors (a sum over positions
+    does not care about their layout: [n,L,d,h,w] → [n,L,d·h,w])."""
+    if weights.ndim == logits.ndim - 1:
+        if logits.ndim == 5:
+            logits, weights = logits.flatten(2, 3), weights.flatten(1, 2)
+        return kernels.region_scores(logits.contiguous(), weights.contiguous(), list(class_ids), "logit",
+                                     backend=backend)
     return (logits[:, class_ids].float() * weights.float()).flatten(2).sum(-1)
 
 
