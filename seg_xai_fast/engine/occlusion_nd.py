@@ -165,14 +165,16 @@ def _sliding_drops(explainer, sw: SlidingWindow, images, M, class_ids, boxes, ou
                        _chunk(explainer, int(images.shape[1] * torch.Size(roi).numel() * 8))))
     forwards = 0
     for b in range(images.shape[0]):
-        seeds = [R[(b, slice(None)) + w] * imp for w in windows]  # [K,*roi] per window
-        relevant = [i for i, s in enumerate(seeds) if bool(s.ne(0).any())]
+        def seed(i, b=b):  # window i's target weights [K,*roi], sliced when needed (never all held)
+            return R[(b, slice(None)) + windows[i]] * imp
+
+        relevant = [i for i, w in enumerate(windows) if bool(R[(b, slice(None)) + w].ne(0).any())]
         base_terms = {}
         for lo in range(0, len(relevant), chunk):  # each relevant window's unperturbed terms
             ids = relevant[lo:lo + chunk]
             logits = sw.run_window(torch.cat([padded[(slice(b, b + 1), slice(None)) + windows[i]] for i in ids]))
             forwards += len(ids)
-            terms = region_score(logits, torch.stack([seeds[i] for i in ids]), class_ids)
+            terms = region_score(logits, torch.stack([seed(i) for i in ids]), class_ids)
             base_terms.update(zip(ids, terms))
         base = baseline_of(images[b], explainer.options["baseline"])
 
@@ -206,7 +208,7 @@ def _sliding_drops(explainer, sw: SlidingWindow, images, M, class_ids, boxes, ou
                 break
             logits = sw.run_window(torch.stack([p[2] for p in part]))
             forwards += len(part)
-            terms = region_score(logits, torch.stack([seeds[i] for _, i, _ in part]), class_ids)  # [n,K]
+            terms = region_score(logits, torch.stack([seed(i) for _, i, _ in part]), class_ids)  # [n,K]
             for (o, i, _), term in zip(part, terms):
                 out[(b, slice(None)) + boxes[o]] += (base_terms[i] - term).view((-1,) + (1,) * len(spatial))
     return forwards
