@@ -127,7 +127,7 @@ def test_bad_3d_targets_are_named(masks, message):
 
 def test_methods_not_yet_3d_refuse_volumes_by_name():
     net, layer = monai_unet()
-    for method, needs_layer in (("shapleycam", True), ("segxrescam", True), ("featureablation", False)):
+    for method, needs_layer in (("shapleycam", True), ("segxrescam", True), ("fullgrad", False)):
         ex = sx.Explainer(net, layer if needs_layer else None, method)
         with pytest.raises(ValueError, match=rf"method '{method}' cannot explain volumes"):
             ex(torch.randn(1, *SHAPE[1:]))

@@ -25,6 +25,7 @@ sliding_explain.py  gradient CAMs (and occlusion) through a SlidingWindow, windo
 volume.py      volumes [B,C,D,H,W]: the 3-D gradient and activation CAMs
 occlusion_nd.py  occlusion of volumes and through a SlidingWindow, RISE of volumes
 volume_perturbation.py  Score-CAM and Ablation-CAM of volumes
+volume_segments.py  segment attributions of volumes (3-D supervoxels)
 volume_maps.py the 3-D runners' shared steps (layer capture, folding, trilinear finish)
 """
 from . import catalog  # registers the built-in methods

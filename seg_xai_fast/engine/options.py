@@ -69,14 +69,14 @@ def _bool(key, value):
 
 
 def _features(key, value):
-    """"predicted", "slic" or an int64 label map [B,H,W] (its shape is checked against the images
-    when the explainer is called, in segments.py)."""
+    """"predicted", "slic" or an int64 label map [B,H,W] ([B,D,H,W] for volumes; its shape is
+    checked against the images when the explainer is called, in segments.py / volume_segments.py)."""
     if isinstance(value, str) and value in FEATURES:
         return value
     if isinstance(value, torch.Tensor):
-        if value.dtype != torch.int64 or value.ndim != 3:
+        if value.dtype != torch.int64 or value.ndim not in (3, 4):
             raise TypeError(f"option {key!r} must be a label map: an int64 (torch.long) Tensor [B,H,W], got "
-                            f"{value.dtype} of shape {list(value.shape)}")
+                            f"{value.dtype} of shape {list(value.shape)} (volumes: [B,D,H,W])")
         return value
     raise TypeError(f"option {key!r} must be {' or '.join(map(repr, FEATURES))} or an int64 Tensor [B,H,W] "
                     f"label map, got {value!r}")

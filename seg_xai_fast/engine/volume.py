@@ -1,7 +1,8 @@
 """Volumes: explanations of 3-D segmenters, inputs [B,C,D,H,W] → maps [B,K,D,H,W].
 
 Occlusion takes volumes with 3-D windows and strides, RISE with 3-D grids upsampled trilinearly
-(engine/occlusion_nd.py), Score-CAM and Ablation-CAM their 3-D twins (engine/volume_perturbation.py). The layer methods
+(engine/occlusion_nd.py), Score-CAM and Ablation-CAM their 3-D twins (engine/volume_perturbation.py),
+the segment attributions 3-D supervoxels (engine/volume_segments.py). The layer methods
 that take volumes are those whose CAM stage is unchanged when the depth is
 folded into the rows ([B,C,d,h,w] → [B,C,d·h,w]): the gradient CAMs with one weight per channel
 (a mean or sum over d, h, w: Grad-CAM, Grad-CAM++, XGrad-CAM), the element-wise ones (HiResCAM,
@@ -32,6 +33,7 @@ from .occlusion_nd import explain_occlusion_nd, explain_rise_nd, is_occlusion, i
 from .outputs import Explanation, explain_activations
 from .volume_maps import LayerLeaf, finish_maps, fold
 from .volume_perturbation import explain_layer_perturbation_nd, is_layer_perturbation
+from .volume_segments import explain_segments_nd
 from .targets import volume_masks
 
 
@@ -41,7 +43,7 @@ def volume_problem(spec, options: dict, several_layers: bool = False) -> Optiona
         return "a list of target layers is 2-D only; pass one target_layer"
     if options.get("aug_smooth"):
         return "aug_smooth (test-time augmentation) is 2-D only"
-    if spec.family == "activation" or is_occlusion(spec) or is_rise(spec) or is_layer_perturbation(spec):
+    if spec.family in ("activation", "segment") or is_occlusion(spec) or is_rise(spec) or is_layer_perturbation(spec):
         return None
     if spec.family != "gradient" or not spec.needs_layer or spec.runner is not None:
         return f"its family ({spec.family}) has no 3-D runner yet"
@@ -89,6 +91,8 @@ def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: 
         return explain_rise_nd(explainer, images, classes, masks, resolution)
     if is_layer_perturbation(explainer.spec):
         return explain_layer_perturbation_nd(explainer, images, classes, masks, resolution)
+    if explainer.spec.family == "segment":
+        return explain_segments_nd(explainer, images, classes, masks, resolution)
     spec = explainer.spec
     gradient = spec.needs_gradients
     if gradient and torch.is_inference_mode_enabled():
