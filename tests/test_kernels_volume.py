@@ -108,3 +108,15 @@ def test_folded_region_scores_equal_the_3d_sums(device):
     fused = kernels.region_scores(logits.flatten(2, 3), masks.flatten(1, 2), [1, 3], backend="fused", out=out)
     expected = torch.stack([(logits[:, c].cpu() * masks[k].cpu()).flatten(1).sum(1) for k, c in enumerate([1, 3])], 1)
     close(fused, expected, 1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (1, 9, 1, 4)])  # B,D,H,W
+def test_folded_label_seeds_equal_the_3d_label_masks(device, shape):
+    """The predicted regions of a volume come from the fused seeds kernel on the folded labels."""
+    B, D, H, W = shape
+    labels = torch.randint(0, 4, shape, generator=torch.Generator().manual_seed(B * D + W)).to(device)
+    out = torch.full((B, 3, D * H, W), float("nan"), device=device)
+    fused = kernels.label_seeds(labels.reshape(B, D * H, W), [0, 2, 3], (D * H, W), backend="fused", out=out)
+    expected = (labels.cpu()[:, None] == torch.tensor([0, 2, 3]).view(1, 3, 1, 1, 1)).float()
+    close(fused.view(B, 3, D, H, W), expected, 0.0)

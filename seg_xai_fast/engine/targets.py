@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .. import kernels
 from ..kernels import reference
 from .checks import check_int, check_masks
 
@@ -182,15 +183,16 @@ def volume_masks(
     labels: torch.Tensor,
     classes: Sequence[int],
     masks: Union[None, torch.Tensor, Region, Sequence[Region]],
+    backend: str = "auto",
 ) -> torch.Tensor:
     """target_masks for volumes: labels int64 [B,D,H,W]; masks None (predicted regions), a float
     Tensor [B,K,D,H,W], or a region / a list of B regions with depth coordinates (a Box without
     z0/z1 spans every slice). Returns float32 [B,K,D,H,W]."""
     B, D, H, W = labels.shape
     K = len(classes)
-    if masks is None:
-        wanted = torch.as_tensor(list(classes), device=labels.device).view(1, -1, 1, 1, 1)
-        return (labels.unsqueeze(1) == wanted).float()
+    if masks is None:  # the fused seeds kernel on the folded volume (at full resolution Up* is the identity)
+        folded = kernels.label_seeds(labels.reshape(B, D * H, W), list(classes), (D * H, W), backend=backend)
+        return folded.view(B, K, D, H, W)
     if isinstance(masks, torch.Tensor):
         if masks.ndim != 5:
             raise ValueError(f"masks of a volume must be [B,K,D,H,W] = {[B, K, D, H, W]} (images, classes, output "
