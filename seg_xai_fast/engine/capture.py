@@ -427,7 +427,8 @@ def foldable(module: nn.Module) -> bool:
 
 
 def model_logits(model: nn.Module, images: torch.Tensor, output_key: str = "out") -> torch.Tensor:
-    """A plain forward pass → logits [B,L,H,W], without a graph, in eval mode with the model's
-    state restored afterwards (for metrics and benchmarks that only need the prediction)."""
+    """A plain forward pass → logits [B,L,H,W] ([B,L,D,H,W] for volumes), without a graph, in eval
+    mode with the model's state restored afterwards (for metrics and benchmarks that only need the
+    prediction)."""
     with ModelState(model), torch.no_grad():
-        return select_output(model(images), output_key, images.shape[0])
+        return select_output(model(images), output_key, images.shape[0], max(images.ndim, 4))
