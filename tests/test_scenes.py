@@ -127,3 +127,15 @@ def test_missing_extra_names_it(tmp_path, volume_file, monkeypatch):
     (tmp_path / "x.tif").write_bytes(b"II*\0")
     with pytest.raises(ImportError, match=r"seg_xai_fast\[geo\]"):
         read_scene(str(tmp_path / "x.tif"))
+
+
+def test_a_volume_for_a_2d_model_is_an_error_and_writes_nothing(tmp_path, volume_file, capsys):
+    torch.manual_seed(0)
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1)).eval()
+    model_file = tmp_path / "flat.pt"
+    torch.save(flat, model_file)
+    out = tmp_path / "out"
+    assert main(["explain", str(volume_file), "--out", str(out), "--model", str(model_file), "--layer", "1",
+                 "--device", "cpu"]) == 2
+    assert "takes images [B,C,H,W]" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*.*"))
