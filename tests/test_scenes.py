@@ -139,3 +139,16 @@ def test_a_volume_for_a_2d_model_is_an_error_and_writes_nothing(tmp_path, volume
                  "--device", "cpu"]) == 2
     assert "takes images [B,C,H,W]" in capsys.readouterr().err
     assert not out.exists() or not any(out.rglob("*.*"))
+
+
+def test_report_shows_volumes_as_slice_views(tmp_path, volume_file):
+    from seg_xai_fast.apps.report.build import build_report
+
+    out = tmp_path / "out"
+    assert main(["explain", str(volume_file), "--out", str(out), "--model", "monai:UNet", "--model-args",
+                 json.dumps(UNET_ARGS), "--layer", "model.2.0", "--classes", "0,1", "--device", "cpu"]) == 0
+    index = build_report(out)
+    page = index.read_text()
+    assert index.name == "index.html" and "Volumes and scenes" in page
+    for k in (0, 1):
+        assert f'src="../ct/slices_{k}.png"' in page and "map_" in page
