@@ -71,6 +71,10 @@ PYBIND11_MODULE(_core, m) {
     resize_normalize(maps, out, minmax, eps, make_exec(threads, stream));
   }, nogil, "Bilinear resize (align_corners=False) + ReLU + per-map min-max.", py::arg("maps"),
      out_arg, minmax_arg, eps_arg, threads_arg, stream_arg);
+  m.def("resize_normalize_3d", [](Tv maps, Tv out, Tv minmax, float eps, int threads, Ptr stream) {
+    resize_normalize_3d(maps, out, minmax, eps, make_exec(threads, stream));
+  }, nogil, "Trilinear resize (align_corners=False) + ReLU + per-volume min-max.", py::arg("maps"),
+     out_arg, minmax_arg, eps_arg, threads_arg, stream_arg);
   m.def("channel_weights", [](Tv a, Tv g, const std::string& method, Tv out, Tv sums, int threads,
                               Ptr stream) {
     channel_weights(a, g, parse_method("channel_weights", method), out, sums, make_exec(threads, stream));

@@ -16,7 +16,7 @@ from .apps.batch import load_explanation
 from .apps.video import overlay_stream, write_demo_video
 from .demo import CLASS_NAMES, demo_model, synthetic_scenes
 from .engine.adapters import as_segmenter
-from .engine import Box, Component, Explainer, Explanation, ForwardPass, InputOf, Pixel, upsample_maps
+from .engine import Box, Component, Explainer, Explanation, ForwardPass, InputOf, Pixel, SlidingWindow, upsample_maps
 from .engine.methods import method_options, methods, register_method
 from .kernels import cam_from_gradients, overlay
 from .runtimes import OnnxExplainer, export_onnx
@@ -31,6 +31,7 @@ __all__ = [
     "InputOf",
     "OnnxExplainer",
     "Pixel",
+    "SlidingWindow",
     "__version__",
     "as_segmenter",
     "build_info",

@@ -49,6 +49,16 @@ def resize_normalize(
 ) -> None:
     """Bilinear resize (align_corners=False) + ReLU + per-map min-max."""
 
+def resize_normalize_3d(
+    maps: TensorView,  # float [M,d,h,w]
+    out: TensorView,  # float32 [M,D,H,W]
+    minmax: TensorView,  # int32 [M,2] workspace (CUDA only)
+    eps: float,
+    threads: int,
+    stream: int,
+) -> None:
+    """Trilinear resize (align_corners=False) + ReLU + per-volume min-max."""
+
 def channel_weights(
     activations: TensorView,  # float [B,C,h,w]
     gradients: TensorView,  # float [B,K,C,h,w]

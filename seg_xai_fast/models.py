@@ -45,8 +45,14 @@ _DEFAULT_CLASSES = 21  # torchvision's (Pascal VOC's) class count
 _warned_random: set = set()
 
 
-def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: Optional[int] = None) -> LoadedModel:
+def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: Optional[int] = None,
+               model_args: Optional[dict] = None) -> LoadedModel:
     """Build the model named by `spec`, in eval mode.
+
+    "monai:NAME" (extra [medical]): a MONAI network (monai.networks.nets.NAME, e.g. SegResNet,
+    UNet, SwinUNETR) built with `model_args` (its constructor's keyword arguments, --model-args
+    JSON), random-initialised unless `weights` names its state dict. A TorchScript file (.ts, or
+    a .pt/.pth written by torch.jit.save, as MONAI bundles ship models) loads with torch.jit.load.
 
     spec: "demo" (the bundled trained model), "torchvision:NAME" (a torchvision segmentation
     architecture, random-initialised unless `weights` names a state-dict file; nothing is
@@ -56,6 +62,10 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: O
     """
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes (--num-classes) must be a positive int, got {num_classes!r}")
+    if spec.startswith("monai:"):
+        return _monai(spec.split(":", 1)[1], weights, num_classes, model_args)
+    if model_args is not None:
+        raise ValueError(f"--model-args applies to monai:NAME models only, got model {spec!r}")
     if spec.startswith(("hf:", "smp:")):  # Hugging Face / segmentation-models-pytorch: hub.py
         return LoadedModel(*load_hub_model(spec, weights, num_classes))
     if spec.startswith("torchvision:"):
@@ -67,7 +77,9 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: O
     if spec == "demo":
         return LoadedModel(demo_model(), "decoder", "demo", CLASS_NAMES, 160)
     path = Path(spec)
-    if path.suffix in (".pt", ".pth"):
+    if path.suffix in (".ts", ".pt", ".pth") and path.is_file() and (path.suffix == ".ts" or _is_torchscript(path)):
+        return LoadedModel(torch.jit.load(str(path), map_location="cpu").eval(), "", path.stem)
+    if path.suffix in (".pt", ".pth", ".ts"):
         if not path.is_file():
             raise FileNotFoundError(f"model file {spec!r} does not exist")
         model = torch.load(path, map_location="cpu", weights_only=False)
@@ -77,7 +89,45 @@ def load_model(spec: str = "demo", weights: Optional[str] = None, num_classes: O
         if not isinstance(model, nn.Module):
             raise ValueError(f"model file {spec!r} must hold a whole nn.Module (torch.save(model)), got {type(model).__name__}")
         return LoadedModel(model.eval(), "", path.stem)
-    raise ValueError(f"model must be 'demo', 'torchvision:NAME' or a .pt/.pth file, got {spec!r}")
+    raise ValueError(f"model must be 'demo', 'torchvision:NAME', 'monai:NAME' or a .pt/.pth/.ts file, got {spec!r}")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """True for a torch.jit.save archive (a zip holding code/ and constants.pkl)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") for n in z.namelist())
+
+
+def _monai(name: str, weights: Optional[str], num_classes: Optional[int], model_args: Optional[dict]) -> LoadedModel:
+    """monai:NAME with --model-args JSON (keyword arguments) and --weights (a state dict)."""
+    try:
+        import monai.networks.nets as nets
+    except ImportError:
+        raise ImportError("model 'monai:NAME' needs MONAI: pip install 'seg_xai_fast[medical]'") from None
+    cls = getattr(nets, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"model 'monai:NAME' needs NAME to be a network of monai.networks.nets (e.g. SegResNet, UNet, "
+                         f"SwinUNETR), got {name!r}")
+    if model_args is not None and not isinstance(model_args, dict):
+        raise ValueError(f"--model-args must be a JSON object of {name}'s keyword arguments, got {model_args!r}")
+    kwargs = dict(model_args or {})
+    if num_classes is not None:
+        kwargs["out_channels"] = num_classes
+    try:
+        model = cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"--model-args {kwargs} do not fit monai.networks.nets.{name}: {err}") from None
+    if weights is not None:
+        _load_state(model, _state_dict(weights), f"monai:{name}", weights)
+    elif name not in _warned_random:
+        _warned_random.add(name)
+        print(f"seg-xai: monai:{name} is random-initialised (no --weights): the maps of a random model explain "
+              "nothing; pass --weights FILE (a state dict) for meaningful maps", file=sys.stderr)
+    return LoadedModel(model.eval(), "", f"monai-{name}")
 
 
 def _torchvision(name: str, weights: Optional[str], num_classes: Optional[int]) -> LoadedModel:
@@ -146,13 +196,13 @@ def suggest_layers(model: nn.Module, count: int = 3) -> list[str]:
     """Target layers worth trying in `model`: the input of its last 1×1 convolution (the
     classifier, for the closed form), then the last `count` blocks holding convolutions."""
     names = [(n, m) for n, m in model.named_modules() if n]
-    convs = [(n, m) for n, m in names if isinstance(m, nn.Conv2d)]
+    convs = [(n, m) for n, m in names if isinstance(m, (nn.Conv2d, nn.Conv3d))]
     suggestions = []
-    last_1x1 = next((n for n, m in reversed(convs) if tuple(m.kernel_size) == (1, 1)), None)
+    last_1x1 = next((n for n, m in reversed(convs) if all(k == 1 for k in m.kernel_size)), None)
     if last_1x1:
         suggestions.append(f"{last_1x1}:input")
     # Blocks: modules with a convolution as a direct child, latest first (stages end in such blocks).
-    blocks = [n for n, m in names if any(isinstance(c, nn.Conv2d) for c in m.children())]
+    blocks = [n for n, m in names if any(isinstance(c, (nn.Conv2d, nn.Conv3d)) for c in m.children())]
     for n in reversed(blocks):
         if len(suggestions) > count:
             break

@@ -184,7 +184,7 @@ def test_model_left_as_found(model, images):
 @pytest.mark.parametrize(
     "call, error, pattern",
     [
-        (lambda e, x: e(x[0]), ValueError, r"images must have 4 dimensions \[B,3,H,W\], got shape \[3, 48, 40\]"),
+        (lambda e, x: e(x[0]), ValueError, r"images must have 4 or 5 dimensions \[B,C,H,W\] \(images\) or \[B,C,D,H,W\] \(volumes\), got shape \[3, 48, 40\]"),
         (lambda e, x: e(x[:, :2]), ValueError, r"images must have 3 channels.*got shape \[2, 2, 48, 40\]"),
         (lambda e, x: e((x * 255).to(torch.uint8)), ValueError, r"images must be a float tensor, got dtype torch.uint8"),
         (lambda e, x: e(x.numpy()), TypeError, r"images must be a torch.Tensor"),

@@ -9,6 +9,8 @@ namespace seg_xai::cpu {
 void normalize_maps_cpu(const TensorView& maps, const TensorView& out, float eps, const Exec& exec);
 void resize_normalize_cpu(const TensorView& maps, const TensorView& out, float eps,
                           const Exec& exec);
+void resize_normalize_3d_cpu(const TensorView& maps, const TensorView& out, float eps,
+                             const Exec& exec);
 void channel_weights_cpu(const TensorView& activations, const TensorView& gradients, Method method,
                          const TensorView& out, const TensorView& channel_sums, const Exec& exec);
 void analytic_gradcampp_weights_cpu(const TensorView& activations_or_sums,

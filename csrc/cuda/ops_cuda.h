@@ -10,6 +10,8 @@ void normalize_maps_cuda(const TensorView& maps, const TensorView& out, const Te
                          float eps, const Exec& exec);
 void resize_normalize_cuda(const TensorView& maps, const TensorView& out, const TensorView& minmax,
                            float eps, const Exec& exec);
+void resize_normalize_3d_cuda(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                              float eps, const Exec& exec);
 void channel_weights_cuda(const TensorView& activations, const TensorView& gradients,
                           Method method, const TensorView& out, const TensorView& channel_sums,
                           const Exec& exec);

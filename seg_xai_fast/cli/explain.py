@@ -5,6 +5,9 @@ import sys
 
 from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
+from ..apps.scenes import build_explainer, explain_scene, is_scene_input, parse_roi, read_scene
+from ..engine.checks import parse_class_spec
+from ..models import load_model, require_layer
 from ..runtimes.choice import RUNTIMES
 from .common import add_method_arguments, add_model_arguments, model_options, parse_options
 from .exits import EXIT_FAILURES, EXIT_OK
@@ -48,11 +51,27 @@ def register(subparsers) -> None:
                    help="larger images are not decoded but recorded as failures: their memory would be the "
                         "job's (default: %(default)s = 4096×4096)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v = p.add_argument_group("volumes and whole scenes", "NIfTI (.nii, .nii.gz; extra [medical]) and GeoTIFF (.tif; "
+                             "extra [geo]) inputs, and any input with --sliding-window, are explained whole into "
+                             "OUT/NAME/ (docs/volumes.md)")
+    v.add_argument("--model-args", default=None, metavar="JSON",
+                   help="constructor keyword arguments of a monai:NAME model, e.g. "
+                        "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
+    v.add_argument("--sliding-window", default=None, metavar="ROI",
+                   help="explain through sliding-window inference with windows of this size, e.g. 96,96,96 or 512,512")
+    v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
+    v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
+                   help="how overlapping windows are blended (default: %(default)s)")
+    v.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward (default: %(default)s)")
     p.set_defaults(func=run, on_interrupt="interrupted; rerun the same command to resume",
                    on_io_error="; rerun the same command to resume")
 
 
 def run(args) -> int:
+    if args.sliding_window is not None or any(is_scene_input(i) for i in args.inputs) or args.model.startswith("monai:"):
+        return run_scenes(args)
+    if args.model_args is not None:
+        raise ValueError("--model-args applies to monai:NAME models only")
     cfg = JobConfig(
         inputs=args.inputs, out=args.out, model=args.model, **model_options(args), layer=args.layer, method=args.method,
         options=parse_options(args.option),
@@ -66,3 +85,59 @@ def run(args) -> int:
         print(f"seg-xai explain: {summary.failed} inputs failed, see {summary.failures_csv}", file=sys.stderr)
     print(summary.line(), flush=True)
     return EXIT_FAILURES if summary.failed else EXIT_OK
+
+
+def scene_files(inputs) -> list:
+    """INPUTS as files: folders give their NIfTI/GeoTIFF files, patterns their matches."""
+    import glob
+    from pathlib import Path
+
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(f) for f in path.rglob("*") if f.is_file() and is_scene_input(str(f)))
+        elif any(ch in item for ch in "*?["):
+            files += sorted(glob.glob(item, recursive=True))
+        else:
+            files.append(item)
+    if not files:
+        raise ValueError(f"INPUTS {list(inputs)} name no file")
+    return files
+
+
+def run_scenes(args) -> int:
+    """Volumes and whole scenes (apps/scenes.py), one file at a time."""
+    import json
+    from pathlib import Path
+
+    model_args = None
+    if args.model_args is not None:
+        try:
+            model_args = json.loads(args.model_args)
+        except ValueError as err:
+            raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
+                             f"{err}") from None
+    sliding = None
+    if args.sliding_window is not None:
+        if not 0 <= args.overlap < 1:
+            raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+        if args.sw_batch_size < 1:
+            raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
+        sliding = {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
+                   "sw_batch_size": args.sw_batch_size}
+    loaded = load_model(args.model, **model_options(args), model_args=model_args)
+    from ..engine.methods import get_method
+    layer = require_layer(loaded, args.layer) if get_method(args.method).needs_layer else None
+    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else \
+        ("cpu" if args.device == "auto" else args.device)
+    explainer = build_explainer(loaded.model, layer, args.method, parse_options(args.option), device, sliding,
+                                loaded.class_names)
+    classes = parse_class_spec(args.classes, loaded.class_names)
+    out = Path(args.out)
+    for path in scene_files(args.inputs):
+        scene = read_scene(path)
+        name = scene.path.name.split(".")[0]
+        summary = explain_scene(explainer, scene, classes, out / name, loaded.class_names)
+        print(f"seg-xai explain: {path} → {len(summary['files'])} files in {out / name}", flush=True)
+    return EXIT_OK

@@ -20,12 +20,20 @@ fullgrad.py    FullGrad (input and bias gradients)
 combine.py     several target layers, test-time augmentation
 perturbation.py  the perturbation family's forwards and runner (Score-CAM, Ablation-CAM, RISE, occlusion)
 segments.py    segment attributions (feature ablation, Kernel SHAP, LIME)
+sliding.py     SlidingWindow: sliding-window inference as a module (MONAI's definition)
+sliding_explain.py  gradient CAMs (and occlusion) through a SlidingWindow, window by window
+volume.py      volumes [B,C,D,H,W]: the 3-D gradient and activation CAMs
+occlusion_nd.py  occlusion of volumes and through a SlidingWindow, RISE of volumes
+volume_perturbation.py  Score-CAM and Ablation-CAM of volumes
+volume_segments.py  segment attributions of volumes (3-D supervoxels)
+volume_maps.py the 3-D runners' shared steps (layer capture, folding, trilinear finish)
 """
 from . import catalog  # registers the built-in methods
 from .capture import InputOf, model_logits
 from .explainer import Explainer
 from .outputs import Explanation, ForwardPass, upsample_maps
+from .sliding import SlidingWindow
 from .targets import Box, Component, Pixel
 
-__all__ = ["Box", "Component", "Explainer", "Explanation", "ForwardPass", "InputOf", "Pixel", "model_logits",
+__all__ = ["Box", "Component", "Explainer", "Explanation", "ForwardPass", "InputOf", "Pixel", "SlidingWindow", "model_logits",
            "upsample_maps"]

@@ -74,7 +74,7 @@ class ExplainerBase:
         does); otherwise it keeps only the images. explain_outputs finishes.
         """
         images = self.check_images(images)
-        if not self.spec.one_forward or self.wraps_calls():
+        if not self.spec.one_forward or self.wraps_calls() or images.ndim == 5:
             return ForwardPass(images)
         forwards = self.forwards()
         if self.spec.needs_gradients:

@@ -56,8 +56,8 @@ def resolve_layer(model: nn.Module, layer: Union[nn.Module, str]) -> tuple[str, 
         raise ValueError(f"target_layer {layer!r} not found in the model{hint}") from None
 
 
-def select_output(output, key: str, batch: int) -> torch.Tensor:
-    """The logits [B,L,H,W] inside the model's output (a Tensor, a dict or a tuple/list)."""
+def select_output(output, key: str, batch: int, ndim: int = 4) -> torch.Tensor:
+    """The logits [B,L,H,W] (ndim 5: [B,L,D,H,W]) inside the model's output (a Tensor, a dict or a tuple/list)."""
     if isinstance(output, dict):
         if key not in output:
             raise ValueError(f"the model returned a dict without output_key {key!r}; keys: {sorted(output)}"
@@ -67,10 +67,11 @@ def select_output(output, key: str, batch: int) -> torch.Tensor:
         if not output:
             raise ValueError("the model returned an empty tuple/list")
         output = output[0]
-    if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != batch:
+    if not isinstance(output, torch.Tensor) or output.ndim != ndim or output.shape[0] != batch:
         got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        layout = "L,H,W" if ndim == 4 else "L,D,H,W"
         raise ValueError(
-            f"the model output is not a segmentation map: expected logits [B={batch},L,H,W], got {got}{output_hint(output)}"
+            f"the model output is not a segmentation map: expected logits [B={batch},{layout}], got {got}{output_hint(output)}"
         )
     return output
 
@@ -435,7 +436,8 @@ def foldable(module: nn.Module) -> bool:
 
 
 def model_logits(model: nn.Module, images: torch.Tensor, output_key: str = "out") -> torch.Tensor:
-    """A plain forward pass → logits [B,L,H,W], without a graph, in eval mode with the model's
-    state restored afterwards (for metrics and benchmarks that only need the prediction)."""
+    """A plain forward pass → logits [B,L,H,W] ([B,L,D,H,W] for volumes), without a graph, in eval
+    mode with the model's state restored afterwards (for metrics and benchmarks that only need the
+    prediction)."""
     with ModelState(model), torch.no_grad():
-        return select_output(model(images), output_key, images.shape[0])
+        return select_output(model(images), output_key, images.shape[0], max(images.ndim, 4))

@@ -31,19 +31,22 @@ def describe(x) -> str:
     return type(x).__name__
 
 
-def check_images(images, channels: Optional[int] = None, what: str = "the model's first convolution") -> torch.Tensor:
-    """images float [B,C,H,W], B ≥ 1, finite; channels: the input channels expected, if known
-    (`what` says where that number comes from)."""
+def check_images(images, channels: Optional[int] = None, what: str = "the model's first convolution",
+                 ndims: Sequence[int] = (4,)) -> torch.Tensor:
+    """images float [B,C,H,W] (with 5 in `ndims`: volumes [B,C,D,H,W] too), B ≥ 1, finite;
+    channels: the input channels expected, if known (`what` says where that number comes from)."""
+    layout = "[B,C,H,W]" if tuple(ndims) == (4,) else "[B,C,H,W] (images) or [B,C,D,H,W] (volumes)"
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor [B,3,H,W], got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have 4 dimensions [B,3,H,W], got shape {list(images.shape)}")
+        raise TypeError(f"images must be a torch.Tensor {layout}, got {type(images).__name__}")
+    if images.ndim not in ndims:
+        dims = " or ".join(str(n) for n in ndims)
+        raise ValueError(f"images must have {dims} dimensions {layout}, got shape {list(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be a float tensor, got dtype {images.dtype}")
     if images.shape[0] == 0:
         raise ValueError("images must hold at least one image, got an empty batch")
-    if images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(f"images must be at least 1×1 pixels, got shape {list(images.shape)}")
+    if any(s == 0 for s in images.shape[2:]):
+        raise ValueError(f"images must be at least 1×1 pixels, got shape {list(images.shape)} (1 pixel along every spatial axis)")
     if channels is not None and images.shape[1] != channels:
         raise ValueError(f"images must have {channels} channels ({what}), got shape {list(images.shape)}")
     check_finite_images(images)

@@ -38,6 +38,9 @@ from .gradients import chunked_vjps
 from .methods import check_layer, get_method
 from .options import check_options
 from .perturbation import TorchForwards
+from .sliding import SlidingWindow
+from .sliding_explain import explain_through_windows
+from .volume import explain_volume
 from .outputs import Explanation, ForwardPass, MaskSpec, labels_and_seeds
 
 
@@ -162,8 +165,10 @@ class Explainer(ExplainerBase):
             raise TypeError(f"call must be None or an int (the index of the target module's call; -1: the last), "
                             f"got {call!r}")
         self.call = call
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        first_conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
         self._in_channels = first_conv.in_channels if first_conv is not None else None
+        # the input's dimensionality the model's first convolution implies (None: not known)
+        self._input_ndim = None if first_conv is None else (5 if isinstance(first_conv, nn.Conv3d) else 4)
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
         self._heads: dict = {}  # input shape → verified LinearHead, or None when there is none
@@ -197,7 +202,12 @@ class Explainer(ExplainerBase):
         """Nothing to release: hooks live only inside a call."""
 
     def explain_checked(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
-        """A call on checked images: test-time augmentation around explain_plain (combine.py)."""
+        """A call on checked images: test-time augmentation around explain_plain (combine.py);
+        volumes [B,C,D,H,W] take the 3-D path (engine/volume.py)."""
+        if isinstance(self.model, SlidingWindow):  # window by window (sliding_explain.py)
+            return explain_through_windows(self, images, classes, masks, resolution)
+        if images.ndim == 5:
+            return explain_volume(self, images, classes, masks, resolution)
         if self.options.get("aug_smooth"):
             return explain_augmented(self, images, classes, masks, resolution)
         return self.explain_plain(images, classes, masks, resolution)
@@ -210,7 +220,8 @@ class Explainer(ExplainerBase):
         return super().explain_checked(images, classes, masks, resolution)
 
     def wraps_calls(self) -> bool:
-        return self.layer_explainers is not None or bool(self.options.get("aug_smooth"))
+        return (self.layer_explainers is not None or bool(self.options.get("aug_smooth"))
+                or isinstance(self.model, SlidingWindow))
 
     def forwards(self) -> TorchForwards:
         """The forwards of this explainer's model (a new object per call: it holds one call's state)."""
@@ -385,7 +396,11 @@ class Explainer(ExplainerBase):
     def check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
         images for a float32 model, say: the conversion the model's first layer would demand)."""
-        images = check_images(images, self._in_channels)
+        images = check_images(images, self._in_channels, ndims=(4, 5))
+        if self._input_ndim is not None and images.ndim != self._input_ndim:
+            kind = "volumes [B,C,D,H,W] (its first convolution is a Conv3d)" if self._input_ndim == 5 else \
+                "images [B,C,H,W] (its first convolution is a Conv2d)"
+            raise ValueError(f"images must match the model, which takes {kind}; got shape {list(images.shape)}")
         param = next(self.model.parameters(), None)
         if param is None:
             return images

@@ -29,10 +29,12 @@ def _int(low: Optional[int]) -> Callable:
 
 
 def _pair(key, value) -> tuple:
+    """An int → (v, v); a pair (h, w), or a triple (d, h, w) for volumes, as given."""
     pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+    if (not isinstance(pair, (tuple, list)) or len(pair) not in (2, 3)
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
-        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints, got {value!r}")
+        raise TypeError(f"option {key!r} must be an int or a pair (h, w) of ints (a triple (d, h, w) for volumes), "
+                        f"got {value!r}")
     if min(pair) < 1:
         raise ValueError(f"option {key!r} must be ≥ 1 in both dimensions, got {value!r}")
     return tuple(pair)
@@ -67,14 +69,14 @@ def _bool(key, value):
 
 
 def _features(key, value):
-    """"predicted", "slic" or an int64 label map [B,H,W] (its shape is checked against the images
-    when the explainer is called, in segments.py)."""
+    """"predicted", "slic" or an int64 label map [B,H,W] ([B,D,H,W] for volumes; its shape is
+    checked against the images when the explainer is called, in segments.py / volume_segments.py)."""
     if isinstance(value, str) and value in FEATURES:
         return value
     if isinstance(value, torch.Tensor):
-        if value.dtype != torch.int64 or value.ndim != 3:
+        if value.dtype != torch.int64 or value.ndim not in (3, 4):
             raise TypeError(f"option {key!r} must be a label map: an int64 (torch.long) Tensor [B,H,W], got "
-                            f"{value.dtype} of shape {list(value.shape)}")
+                            f"{value.dtype} of shape {list(value.shape)} (volumes: [B,D,H,W])")
         return value
     raise TypeError(f"option {key!r} must be {' or '.join(map(repr, FEATURES))} or an int64 Tensor [B,H,W] "
                     f"label map, got {value!r}")

@@ -352,6 +352,10 @@ def rise_maps(run: PerturbationRun, A=None) -> torch.Tensor:
 def occlusion_windows(size: tuple, window: tuple, stride: tuple) -> list:
     """captum's window positions: along each axis ceil((n − w)/s) + 1 starts i·s, each window
     clipped to the image. → [(y0, y1, x0, x1)] in captum's order (x fastest)."""
+    for key, value in (("window", window), ("stride", stride)):
+        if len(value) != 2:
+            raise ValueError(f"option {key!r} {tuple(value)} has {len(value)} axes; images [B,C,H,W] take an int or a "
+                             "pair (h, w)")
     axes = []
     for n, w, s in zip(size, window, stride):
         if w > n:

@@ -167,9 +167,11 @@ def coalition_scores(run: PerturbationRun, b: int, seg: torch.Tensor, base: torc
     removed ones replaced by base float [3,H,W]): one forward per chunk of samples, each chunk's
     inputs built by the segment_inputs kernel, so no more than a chunk is ever materialised."""
     chunk = run.chunk()
+    make = getattr(run, "coalition_inputs", None)  # a run of volumes builds its own (volume_segments.py)
     scores = torch.empty(keep.shape[0], len(run.class_ids), device=run.images.device)
     for lo in range(0, keep.shape[0], chunk):
-        inputs = kernels.segment_inputs(run.images[b], base, seg, keep[lo:lo + chunk], backend=run.backend)
+        inputs = make(b, base, seg, keep[lo:lo + chunk]) if make is not None else \
+            kernels.segment_inputs(run.images[b], base, seg, keep[lo:lo + chunk], backend=run.backend)
         scores[lo:lo + chunk] = run.score(b, inputs)
     return scores
 

@@ -37,7 +37,8 @@ def deletion_curves(
     """Deletion curves (Petsiuk et al. 2018), segmentation version.
 
     images: float [B,3,H,W] as the model takes them; maps: float [B,K,H,W]; classes: K ids;
-    regions: bool [B,K,H,W] frozen M_c (None: from the clean prediction).
+    regions: bool [B,K,H,W] frozen M_c (None: from the clean prediction). Volumes: images
+    [B,C,D,H,W], maps and regions [B,K,D,H,W].
     Step t = 0..T replaces the round(t·P/T) most salient of the P candidate pixels (all pixels;
     with context=True only the pixels outside M_c, which stays intact) by `substrate` in every channel (0: black,
     since the model takes [0,1] images and normalises them itself) and records s_c.
@@ -89,10 +90,12 @@ def auc(curves: torch.Tensor) -> torch.Tensor:
 
 def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
     """Separable Gaussian blur of images float [N,C,H,W] → [N,C,H,W] (replicate padding, so the
-    borders do not darken as they would with zero padding)."""
+    borders do not darken as they would with zero padding); volumes [N,C,D,H,W] along all three axes."""
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"blur_kernel must be a positive odd int, got {kernel_size!r}")
     sigma = check_number(sigma, "blur_sigma", minimum=1e-6)
+    if images.ndim == 5:
+        return _gaussian_blur_3d(images, kernel_size, sigma)
     N, C, H, W = images.shape
     r = kernel_size // 2
     taps = torch.arange(-r, r + 1, device=images.device, dtype=torch.float32)
@@ -104,28 +107,41 @@ def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
     return x.reshape(N, C, H, W)
 
 
+def _gaussian_blur_3d(volumes: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    N, C, D, H, W = volumes.shape
+    r = kernel_size // 2
+    taps = torch.arange(-r, r + 1, device=volumes.device, dtype=torch.float32)
+    g = torch.exp(-(taps**2) / (2 * sigma**2))
+    g = (g / g.sum()).to(volumes.dtype)
+    x = F.pad(volumes.reshape(N * C, 1, D, H, W), (r, r, r, r, r, r), mode="replicate")
+    for shape in ((1, 1, 1, 1, -1), (1, 1, 1, -1, 1), (1, 1, -1, 1, 1)):
+        x = F.conv3d(x, g.view(shape))
+    return x.reshape(N, C, D, H, W)
+
+
 def _perturbation_curves(model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch, start, end):
     """x_t = where(changed_t, end(x), start(x)), changed_t = the first round(t·P/T) candidates in
     saliency order; with context, pixels of M_c keep their original values at every step."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     return _ordered_curves(model, images, maps, classes, regions, lambda P: [round(t * P / steps) for t in range(steps + 1)],
-                           context, seed, output_key, forward_batch, start, end)
+                           context, seed, output_key, forward_batch, start, end, volumes=True)
 
 
 def _ordered_curves(model, images, maps, classes, regions, counts_of, context, seed, output_key, forward_batch, start, end,
-                    rank_of=None):
+                    rank_of=None, volumes: bool = False):
     """Scores of images whose counts_of(P)[t] first-ranked candidate pixels come from end(x), the
     others from start(x). rank_of(map [H,W], candidates, perm) → long [H,W] (default: saliency rank).
     Pairs of an image with identical maps (a class-agnostic method's, or one method's maps passed
     twice) share one perturbed batch: one forward scores all of them (without context, where the
     candidates do not depend on the class).
     Returns float32 [B,K,len(counts)], NaN rows where M_c is empty (or, with context, fills the image)."""
-    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
-    B, K, H, W = maps.shape
-    perm = _tie_break(H * W, seed, maps.device)
+    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch, volumes)
+    B, K = maps.shape[:2]
+    N = maps[0, 0].numel()  # pixels (voxels) per map
+    perm = _tie_break(N, seed, maps.device)
     rank_of = rank_of or _saliency_rank
-    curves = torch.full((B, K, len(counts_of(H * W))), math.nan)
+    curves = torch.full((B, K, len(counts_of(N))), math.nan)
     for b in range(B):
         first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,3,H,W]
         todo = [k for k in range(K) if regions[b, k].any()]
@@ -139,8 +155,8 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
             if P == 0:
                 continue
             rank = rank_of(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
-            counts = counts_of(P if context else H * W)
-            changed = rank[None] < torch.tensor(counts, device=rank.device).view(-1, 1, 1)  # [T,H,W]
+            counts = counts_of(P if context else N)
+            changed = rank[None] < torch.tensor(counts, device=rank.device).view((-1,) + (1,) * rank.ndim)  # [T,*S]
             batch = torch.where(changed[:, None], last, first)  # [T,3,H,W]
             if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
                 batch = torch.where(region, images[b : b + 1], batch)
@@ -313,17 +329,19 @@ def _check_percentiles(percentiles) -> list[float]:
     return pcts
 
 
-def check_pairs(model, images, maps, classes, regions, output_key, forward_batch):
-    """Validated (images, maps, class ids, regions bool [B,K,H,W]) for the perturbation metrics."""
+def check_pairs(model, images, maps, classes, regions, output_key, forward_batch, volumes: bool = False):
+    """Validated (images, maps, class ids, regions bool [B,K,H,W]) for the perturbation metrics;
+    volumes=True (deletion and insertion): volumes [B,C,D,H,W] with maps [B,K,D,H,W] too."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(forward_batch, int) or forward_batch < 1:
         raise ValueError(f"forward_batch must be a positive int, got {forward_batch!r}")
-    images = check_images(images)
-    maps = check_maps(maps)
-    B, K, H, W = maps.shape
-    if images.shape[0] != B or images.shape[-2:] != maps.shape[-2:]:
-        raise ValueError(f"images must be [B={B},3,H={H},W={W}] like maps, got {list(images.shape)}")
+    images = check_images(images, ndims=(4, 5) if volumes else (4,))
+    maps = check_maps(maps, volumes=volumes)
+    B, K = maps.shape[:2]
+    if images.shape[0] != B or images.ndim != maps.ndim or images.shape[2:] != maps.shape[2:]:
+        raise ValueError(f"images must be [B={B},C,{','.join(map(str, maps.shape[2:]))}] like maps, got "
+                         f"{list(images.shape)}")
     ids = check_class_ids(classes)
     if len(ids) != K:
         raise ValueError(f"classes must hold one id per map (K={K}), got {len(ids)}: {ids}")
@@ -332,5 +350,5 @@ def check_pairs(model, images, maps, classes, regions, output_key, forward_batch
     if regions is None:
         regions = predicted_regions(model, images, ids, output_key=output_key, forward_batch=forward_batch)
     elif not isinstance(regions, torch.Tensor) or regions.dtype != torch.bool or regions.shape != maps.shape:
-        raise ValueError(f"regions must be a bool tensor [B={B},K={K},H={H},W={W}], got {describe(regions)}")
+        raise ValueError(f"regions must be a bool tensor {list(maps.shape)} like maps, got {describe(regions)}")
     return images, maps, ids, regions.to(device)

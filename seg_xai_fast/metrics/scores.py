@@ -17,16 +17,17 @@ def predicted_regions(
 ) -> torch.Tensor:
     """The frozen class regions M_c of the clean prediction.
 
-    images: float [B,3,H,W]; classes: K class ids. Returns bool [B,K,H,W]: argmax f(images) == c.
+    images: float [B,3,H,W] (volumes: [B,C,D,H,W]); classes: K class ids. Returns bool [B,K,H,W]
+    ([B,K,D,H,W]): argmax f(images) == c.
     """
-    images = check_images(images)
+    images = check_images(images, ndims=(4, 5))
     labels = torch.cat([model_logits(model, chunk, output_key).argmax(dim=1) for chunk in images.split(forward_batch)])
-    if labels.shape[-2:] != images.shape[-2:]:
+    if labels.shape[1:] != images.shape[2:]:
         raise ValueError(
-            f"the model output must have the images' size {list(images.shape[-2:])}, got {list(labels.shape[-2:])}"
+            f"the model output must have the images' size {list(images.shape[2:])}, got {list(labels.shape[1:])}"
         )
     ids = torch.as_tensor(check_class_ids(classes), device=labels.device)
-    return labels[:, None] == ids.view(1, -1, 1, 1)
+    return labels[:, None] == ids.view((1, -1) + (1,) * (labels.ndim - 1))
 
 
 def class_scores(

@@ -42,6 +42,13 @@ void normalize_maps(const TensorView& maps, const TensorView& out, const TensorV
 void resize_normalize(const TensorView& maps, const TensorView& out, const TensorView& minmax,
                       float eps, const Exec& exec);
 
+// Trilinear resize (align_corners=False) fused with ReLU and per-volume min-max.
+//   maps:   float [M,d,h,w]
+//   out:    float32 [M,D,H,W]
+//   minmax: int32 [M,2] workspace (CUDA only)
+void resize_normalize_3d(const TensorView& maps, const TensorView& out, const TensorView& minmax,
+                         float eps, const Exec& exec);
+
 // Per-class channel weights of gradcam / gradcam++ / xgradcam, one pass over the gradients.
 //   activations:  float [B,C,h,w]
 //   gradients:    float [B,K,C,h,w]

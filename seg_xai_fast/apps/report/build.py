@@ -91,13 +91,17 @@ def build_report(
     bench = next((out_dir / n for n in ("bench.json", "bench.txt") if (out_dir / n).is_file()), None)
     if bench is not None:
         sections.append(("bench", bench))
+    scene_dirs = scene_folders(out_dir)
+    if scene_dirs:
+        sections.append(("scenes", out_dir))
     if not sections:
         raise ValueError(
             f"out_dir {str(out_dir)!r} holds no report source: expected {MANIFEST} (seg-xai explain), "
-            "metrics.json (seg-xai evaluate --out) or bench.json / bench.txt (seg-xai bench)")
+            "metrics.json (seg-xai evaluate --out), bench.json / bench.txt (seg-xai bench) or the folders of "
+            "volumes and scenes (seg-xai explain of NIfTI / GeoTIFF / --sliding-window)")
     dest.mkdir(parents=True, exist_ok=True)
     files = {"explain": "index.html", "failures": "failures.html", "evaluate": "evaluate.html",
-             "bench": "bench.html"}
+             "bench": "bench.html", "scenes": "scenes.html"}
     files[sections[0][0]] = "index.html"
     nav = []  # (file, title, badge) of the links at the top of every page
     explain = None
@@ -105,20 +109,30 @@ def build_report(
         explain = _ExplainData(out_dir, dest, page_size, workers, progress)
         nav += [(files["explain"], "Images", f"{explain.count:,}"),
                 (files["failures"], "Failures", f"{explain.failures:,}")]
-    nav += [(files[kind], {"evaluate": "Evaluation", "bench": "Benchmark"}[kind], "") for kind, _ in sections
-            if kind != "explain"]
+    nav += [(files[kind], {"evaluate": "Evaluation", "bench": "Benchmark", "scenes": "Volumes and scenes"}[kind],
+             f"{len(scene_dirs):,}" if kind == "scenes" else "") for kind, _ in sections if kind != "explain"]
     copy_static(dest)
     for kind, source in sections:
         if kind == "explain":
             write_text(dest / "index.html", html.explain_page("index", explain.summary, nav, files["explain"]))
             write_text(dest / "image.html", html.explain_page("image", explain.summary, nav, files["explain"]))
             write_text(dest / files["failures"], html.explain_page("failures", explain.summary, nav, files["explain"]))
+        elif kind == "scenes":
+            write_text(dest / files[kind], html.scenes_page(scene_dirs, dest, nav, files[kind]))
         elif kind == "evaluate":
             metrics = html.read_json(source)
             write_text(dest / files[kind], html.evaluate_page(metrics, source.parent, dest, nav, files[kind]))
         else:
             write_text(dest / files[kind], html.bench_page(source, dest, nav, files[kind]))
     return dest / "index.html"
+
+
+def scene_folders(out_dir: Path) -> list:
+    """The folders `seg-xai explain` wrote for volumes and scenes (apps/scenes.py): those holding
+    slice views or overlays beside their maps."""
+    return sorted(d for d in out_dir.iterdir() if d.is_dir() and d.name != "report"
+                  and (any(d.glob("slices_*.png")) or any(d.glob("overlay_*.png")))
+                  and any(d.glob("map*")))
 
 
 # --------------------------------------------------------------------------- the explain section

@@ -311,6 +311,22 @@ def _file_links(paths: Sequence[Path], dest: Path) -> str:
     return f'<p class="files">files: {" · ".join(links)}</p>' if links else ""
 
 
+def scenes_page(scene_dirs: Sequence[Path], dest: Path, nav: Sequence[tuple], current: str) -> str:
+    """Volumes and scenes explained by `seg-xai explain` (apps/scenes.py): per input folder its
+    slice views (three orthogonal slices through each class's target, NIfTI) or overlays (GeoTIFF,
+    images), and links to the map files."""
+    parts = [f"<h1>Volumes and scenes</h1><p>{len(scene_dirs)} inputs explained whole (slice views of volumes, "
+             "overlays of scenes).</p>"]
+    for folder in scene_dirs:
+        pictures = sorted(folder.glob("slices_*.png")) or sorted(folder.glob("overlay_*.png"))
+        maps = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".png")
+        imgs = "".join(f'<figure><img src="{escape(rel_url(p, dest))}" alt="{escape(p.stem)}" loading="lazy">'
+                       f'<figcaption>{escape(p.stem)}</figcaption></figure>' for p in pictures)
+        parts.append(f'<section><h2>{escape(folder.name)}</h2>{_file_links(maps, dest)}<div class="scenes">{imgs}</div>'
+                     "</section>")
+    return page("Volumes and scenes", nav, current, "".join(parts), "scenes")
+
+
 def rel_url(path: Path, dest: Path) -> str:
     """A URL from the report folder `dest` to `path` (relative, so the two can move together)."""
     from urllib.request import pathname2url

@@ -14,7 +14,7 @@ Every op accepts ``out=``, a contiguous tensor of the result's shape, dtype and 
 written and returned (the tests pass NaN-filled outputs through it).
 
 One module per op family, as csrc/ and kernels/reference/: normalize (csrc/normalize_maps.cpp,
-resize_normalize.cpp), cam (channel_weights.cpp, weighted_cam.cpp, elementwise_cam.cpp,
+resize_normalize.cpp, resize_normalize_3d.cpp), cam (channel_weights.cpp, weighted_cam.cpp, elementwise_cam.cpp,
 pooled_cam.cpp and the whole CAM stage cam_from_gradients), seeds (class_argmax.cpp, seeds.cpp),
 display (overlay.cpp), perturbation (perturbation.cpp). checks.py holds the argument checks,
 dispatch.py the backend choice and the calling convention of the core.
@@ -32,6 +32,6 @@ from .cam import (
 )
 from .dispatch import BACKENDS
 from .display import overlay
-from .normalize import normalize_maps, resize_normalize
+from .normalize import normalize_maps, resize_normalize, resize_normalize_3d
 from .perturbation import region_scores, rise_accumulate, rise_inputs, scorecam_inputs, segment_inputs
 from .seeds import class_argmax, label_seeds, mask_seeds

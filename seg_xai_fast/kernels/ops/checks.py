@@ -55,6 +55,16 @@ def size_pair(name: str, size) -> Tuple[int, int]:
     return h, w
 
 
+def size_triple(name: str, size) -> Tuple[int, int, int]:
+    try:
+        d, h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"argument '{name}' must be a triple (D, H, W) of ints, got {size!r}") from None
+    if d < 1 or h < 1 or w < 1:
+        raise ValueError(f"argument '{name}' must be positive, got {(d, h, w)}")
+    return d, h, w
+
+
 def method_arg(method: str, allowed: Sequence[str]) -> str:
     if method not in allowed:
         raise ValueError(f"argument 'method' must be one of {tuple(allowed)}, got {method!r}")

@@ -1,5 +1,5 @@
-"""csrc/normalize_maps.cpp and csrc/resize_normalize.cpp: ReLU + per-map min-max, alone or fused
-with the bilinear resize to the output size."""
+"""csrc/normalize_maps.cpp, csrc/resize_normalize.cpp and csrc/resize_normalize_3d.cpp: ReLU +
+per-map min-max, alone or fused with the bilinear (2-D) or trilinear (3-D) resize to the output size."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -8,7 +8,7 @@ import torch
 
 from .. import reference
 from ..backend import core
-from .checks import size_pair, tensor_arg
+from .checks import size_pair, size_triple, tensor_arg
 from .dispatch import core_view, exec_args, into_out, minmax_workspace, out_tensor, use_fused
 
 
@@ -66,3 +66,28 @@ def resize_normalize_into(maps: torch.Tensor, result: torch.Tensor) -> None:
     dst = result.view(-1, *result.shape[-2:])
     core.resize_normalize(core_view(src), core_view(dst), core_view(minmax_workspace(src.shape[0], maps.device)),
                           reference.MINMAX_EPS, *exec_args(maps.device))
+
+
+def resize_normalize_3d(
+    maps: torch.Tensor,  # float [B,K,d,h,w]
+    size: Tuple[int, int, int],  # (D, H, W)
+    *,
+    backend: str = "auto",
+    out: Optional[torch.Tensor] = None,  # float32 [B,K,D,H,W]
+) -> torch.Tensor:
+    """Trilinear resize (align_corners=False) + ReLU + per-volume min-max → float32 [B,K,D,H,W].
+
+    Equals reference.resize_normalize_3d(maps, size), the 3-D twin of resize_normalize.
+    Non-contiguous `maps` are copied.
+    """
+    tensor_arg("maps", maps, 5)
+    D, H, W = size_triple("size", size)
+    B, K = maps.shape[:2]
+    if not use_fused(backend, maps.device, maps.dtype):
+        return into_out(out, reference.resize_normalize_3d(maps, (D, H, W)))
+    result = out_tensor(out, (B, K, D, H, W), torch.float32, maps.device)
+    src = maps.contiguous().view(-1, *maps.shape[-3:])
+    core.resize_normalize_3d(core_view(src), core_view(result.view(-1, D, H, W)),
+                             core_view(minmax_workspace(src.shape[0], maps.device)), reference.MINMAX_EPS,
+                             *exec_args(maps.device))
+    return result

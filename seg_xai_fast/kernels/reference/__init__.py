@@ -36,13 +36,21 @@ from .cam import (
 )
 from .display import overlay
 from .method_names import (
+    DEPTH_FOLDABLE_METHODS,
     ELEMENTWISE_METHODS,
     GRADIENT_CAM_METHODS,
     POOLED_METHODS,
     PROJECTION_METHODS,
     WEIGHTED_METHODS,
 )
-from .normalize import MINMAX_EPS, normalize_maps, resize_bilinear
+from .normalize import (
+    MINMAX_EPS,
+    normalize_maps,
+    normalize_volumes,
+    resize_bilinear,
+    resize_normalize_3d,
+    resize_trilinear,
+)
 from .perturbation import (
     SCORE_TYPES,
     SCORECAM_EPS,

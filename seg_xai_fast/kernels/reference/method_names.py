@@ -13,3 +13,7 @@ POOLED_METHODS = ("segxrescam",)
 PROJECTION_METHODS = ("eigengradcam", "segeigencam")
 #: Every CAM stage computed from activations and gradients (kernels.cam_from_gradients).
 GRADIENT_CAM_METHODS = WEIGHTED_METHODS + ELEMENTWISE_METHODS + POOLED_METHODS + PROJECTION_METHODS
+#: The CAM stages that are unchanged when a volume's depth is folded into its rows ([B,C,d,h,w] →
+#: [B,C,d·h,w]): each is a per-position function of channel sums, means over all positions or a
+#: principal component over positions; Seg-XRes-CAM's pooling windows are not.
+DEPTH_FOLDABLE_METHODS = WEIGHTED_METHODS + ELEMENTWISE_METHODS + PROJECTION_METHODS

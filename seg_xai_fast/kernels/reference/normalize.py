@@ -1,5 +1,5 @@
-"""Twins of csrc/normalize_maps.cpp and csrc/resize_normalize.cpp: ReLU + per-map min-max, and the
-bilinear resize it is fused with.
+"""Twins of csrc/normalize_maps.cpp, csrc/resize_normalize.cpp and csrc/resize_normalize_3d.cpp:
+ReLU + per-map min-max, and the bilinear (2-D) or trilinear (3-D) resize it is fused with.
 
 Shapes: (h, w) a map's size, (H, W) the size it is resized to.
 """
@@ -30,3 +30,21 @@ def resize_bilinear(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     maps: float [B,K,h,w] → float32 [B,K,H,W] with (H, W) = size.
     """
     return F.interpolate(maps.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def resize_trilinear(maps: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize with F.interpolate(align_corners=False) semantics, the 3-D twin of resize_bilinear.
+
+    maps: float [B,K,d,h,w] → float32 [B,K,D,H,W] with (D, H, W) = size.
+    """
+    return F.interpolate(maps.float(), size=tuple(size), mode="trilinear", align_corners=False)
+
+
+def normalize_volumes(maps: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
+    """normalize_maps with one min-max per volume: maps float [..., d, h, w] → float32, same shape."""
+    return normalize_maps(maps.flatten(-3, -2), eps).view(maps.shape)
+
+
+def resize_normalize_3d(maps: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize + ReLU + per-volume min-max: maps float [B,K,d,h,w] → float32 [B,K,D,H,W]."""
+    return normalize_volumes(resize_trilinear(maps, size))
