@@ -56,8 +56,9 @@ def resolve_layer(model: nn.Module, layer: Union[nn.Module, str]) -> tuple[str, 
         raise ValueError(f"target_layer {layer!r} not found in the model{hint}") from None
 
 
-def select_output(output, key: str, batch: int) -> torch.Tensor:
-    """The logits [B,L,H,W] inside the model's output (a Tensor, a dict or a tuple/list)."""
+def select_output(output, key: str, batch: int, ndim: int = 4) -> torch.Tensor:
+    """The logits [B,L,H,W] (ndim=5: [B,L,D,H,W], volumes) inside the model's output (a Tensor, a
+    dict or a tuple/list)."""
     if isinstance(output, dict):
         if key not in output:
             raise ValueError(f"the model returned a dict without output_key {key!r}; keys: {sorted(output)}"
@@ -67,10 +68,11 @@ def select_output(output, key: str, batch: int) -> torch.Tensor:
         if not output:
             raise ValueError("the model returned an empty tuple/list")
         output = output[0]
-    if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[0] != batch:
+    if not isinstance(output, torch.Tensor) or output.ndim != ndim or output.shape[0] != batch:
         got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        dims = "L,H,W" if ndim == 4 else "L,D,H,W"
         raise ValueError(
-            f"the model output is not a segmentation map: expected logits [B={batch},L,H,W], got {got}{output_hint(output)}"
+            f"the model output is not a segmentation map: expected logits [B={batch},{dims}], got {got}{output_hint(output)}"
         )
     return output
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 from .. import kernels
 from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
+from .attributions import check_volumes
 from .base import ExplainerBase
 from .cam_stage import stage_cam
 from .capture import ForwardCapture, InputOf, ModelState, model_lock, resolve_layer, select_output, unwrap_compiled
@@ -162,7 +163,7 @@ class Explainer(ExplainerBase):
             raise TypeError(f"call must be None or an int (the index of the target module's call; -1: the last), "
                             f"got {call!r}")
         self.call = call
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        first_conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
         self._in_channels = first_conv.in_channels if first_conv is not None else None
         self.requested_path = gradient_path
         self.gradient_path = gradient_path  # resolved to "analytic" or "autograd" by the first call
@@ -360,7 +361,10 @@ class Explainer(ExplainerBase):
     def check_images(self, images) -> torch.Tensor:
         """Checked images, moved to the model's device and converted to its float dtype (float64
         images for a float32 model, say: the conversion the model's first layer would demand)."""
-        images = check_images(images, self._in_channels)
+        if isinstance(images, torch.Tensor) and images.ndim == 5 and self.spec.takes_volumes:
+            images = check_volumes(images, self._in_channels)
+        else:
+            images = check_images(images, self._in_channels)
         param = next(self.model.parameters(), None)
         if param is None:
             return images

@@ -1,0 +1,158 @@
+"""The attribution family (engine/attributions.py): saliency, Input×Gradient, Integrated Gradients
+and SmoothGrad, every class from one call, against captum 0.9 class by class on a torchvision
+segmenter, an smp U-Net and a 3-D segmenter.
+
+Parity: for each explained class k captum explains F_k(x) = Σ_p M_k(p)·logit_k(x)(p) (the
+Seg-Grad-CAM target with the same region M_k) with target=None; ours must equal it within 1e-4 of
+the largest |attribution| of that class (float32 sums over pixels and steps in another order).
+SmoothGrad: captum's NoiseTunnel draws its noise from the global generator; called after
+torch.manual_seed(seed) it draws exactly the noise our `seed` option draws (engine/attributions.py,
+_Run.noisy), so both see the same noisy inputs.
+"""
+import pytest
+import torch
+
+import seg_xai_fast as sx
+from conftest import box_masks, smp_unet, torchvision_model
+from peers import OutOnly
+
+captum_attr = pytest.importorskip("captum.attr")
+
+REL = 1e-4
+
+
+class Tiny3d(torch.nn.Module):
+    """A small 3-D segmenter: Conv3d + BatchNorm3d + ReLU, a strided stage, a transposed-conv
+    upsample and a skip concatenation (a U-Net in miniature), 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Conv3d(1, 6, 3, padding=1), torch.nn.BatchNorm3d(6), torch.nn.ReLU())
+        self.down = torch.nn.Sequential(torch.nn.Conv3d(6, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.up = torch.nn.ConvTranspose3d(8, 6, 2, stride=2)
+        self.head = torch.nn.Conv3d(12, 3, 1)
+
+    def forward(self, x):
+        e = self.enc(x)
+        return self.head(torch.cat([e, self.up(self.down(e))], dim=1))
+
+
+def tiny3d() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = Tiny3d()
+    with torch.no_grad():  # non-trivial running statistics
+        net.enc[1].running_mean.uniform_(-0.2, 0.2)
+        net.enc[1].running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def box_masks_3d(batch, classes, size, seed):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(batch, classes, size, size, size)
+    for b in range(batch):
+        for k in range(classes):
+            lo = torch.randint(0, size // 2, (3,), generator=g).tolist()
+            masks[b, k, lo[0]:lo[0] + size // 3, lo[1]:lo[1] + size // 2, lo[2]:lo[2] + size // 3] = 1.0
+    return masks
+
+
+def _case(name):
+    torch.manual_seed(1)
+    if name == "deeplabv3_mobilenet":
+        model, x = torchvision_model("deeplabv3_mobilenet_v3_large", 3), torch.rand(1, 3, 40, 40)
+        masks = box_masks(1, 3, 40, seed=2)
+    elif name == "smp_unet":
+        model, x = smp_unet(3), torch.rand(1, 3, 32, 32)
+        masks = box_masks(1, 3, 32, seed=3)
+    else:
+        model, x = tiny3d(), torch.rand(2, 1, 12, 12, 12)
+        masks = box_masks_3d(2, 3, 12, seed=4)
+    return model, x, masks
+
+
+CASES = ("deeplabv3_mobilenet", "smp_unet", "tiny3d")
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request):
+    return _case(request.param)
+
+
+def class_target(model, masks, k, samples=1):
+    """captum's forward function for class k's Seg-Grad-CAM target: [rows]. captum stacks the
+    noise samples as rows b·T + t and the path steps as blocks of those rows, so row r is image
+    (r mod B·T) div T."""
+    peer = OutOnly(model)
+    B = masks.shape[0]
+
+    def forward(x):
+        image = (torch.arange(x.shape[0]) % (B * samples)) // samples
+        return (peer(x)[:, k] * masks[image, k]).flatten(1).sum(dim=1)
+    return forward
+
+
+def peer_attributions(model, x, masks, k, method, options):
+    """captum's attributions [B,C,*spatial] of class k for our method name and options."""
+    o = options
+    f = class_target(model, masks, k, o.get("nt_samples", 1) if method == "smoothgrad" else 1)
+    if method == "saliency":
+        return captum_attr.Saliency(f).attribute(x.clone().requires_grad_(), abs=o.get("abs", True))
+    if method == "inputxgradient":
+        return captum_attr.InputXGradient(f).attribute(x.clone().requires_grad_())
+    if method == "integratedgradients":
+        return captum_attr.IntegratedGradients(f).attribute(
+            x, baselines=peer_baseline(x, o.get("baseline", 0.0)), n_steps=o["n_steps"],
+            method=o.get("method", "gausslegendre"))
+    base = o.get("base", "saliency")
+    inner = {"saliency": captum_attr.Saliency, "inputxgradient": captum_attr.InputXGradient,
+             "integratedgradients": captum_attr.IntegratedGradients}[base](f)
+    kwargs = {}
+    if base == "saliency":
+        kwargs["abs"] = o.get("abs", True)
+    if base == "integratedgradients":
+        kwargs = dict(baselines=peer_baseline(x, o.get("baseline", 0.0)), n_steps=o["n_steps"],
+                      method=o.get("method", "gausslegendre"))
+    torch.manual_seed(o.get("seed", 0))  # the noise our seed draws (module docstring)
+    return captum_attr.NoiseTunnel(inner).attribute(x.clone().requires_grad_(), nt_type=o["nt_type"],
+                                                    nt_samples=o["nt_samples"], stdevs=o["stdevs"], **kwargs)
+
+
+def peer_baseline(x, baseline):
+    if isinstance(baseline, torch.Tensor):
+        return baseline.expand_as(x)
+    if baseline == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).contiguous()
+    return float(baseline)
+
+
+CONFIGS = [
+    ("saliency", {}),
+    ("saliency", {"abs": False}),
+    ("inputxgradient", {}),
+    ("integratedgradients", {"n_steps": 5}),
+    ("integratedgradients", {"n_steps": 4, "method": "riemann_trapezoid", "baseline": "mean", "batch_size": 3}),
+    ("smoothgrad", {"nt_type": "smoothgrad", "nt_samples": 3, "stdevs": 0.2, "seed": 5}),
+    ("smoothgrad", {"base": "integratedgradients", "nt_type": "vargrad", "nt_samples": 2, "stdevs": 0.1,
+                    "n_steps": 3, "method": "riemann_middle", "seed": 7, "batch_size": 4}),
+    ("smoothgrad", {"base": "inputxgradient", "nt_type": "smoothgrad_sq", "nt_samples": 3, "stdevs": 0.1}),
+]
+
+
+def assert_parity(res, model, x, masks, method, options):
+    assert res.attributions.shape == (x.shape[0], len(res.classes)) + tuple(x.shape[1:])
+    for i, k in enumerate(res.classes):
+        want = peer_attributions(model, x, masks, k, method, options).detach()
+        got = res.attributions[:, i]
+        scale = float(want.abs().max())
+        assert scale > 0, f"class {k}: captum's attributions are all zero, the comparison would be empty"
+        err = float((got - want).abs().max())
+        assert err <= REL * scale, f"{method} {options} class {k}: max |ours − captum| {err:.3g} > {REL}·{scale:.3g}"
+
+
+@pytest.mark.parametrize("method,options", CONFIGS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CONFIGS)])
+def test_parity_with_captum(case, method, options):
+    model, x, masks = case
+    res = sx.Explainer(model, None, method, options=options, normalize=False)(x, masks=masks)
+    assert_parity(res, model, x, masks, method, options)
+    # maps: the channel sum (normalize=False), every class from the same call
+    torch.testing.assert_close(res.maps, res.attributions.sum(dim=2), rtol=0, atol=1e-6 * float(res.maps.abs().max()))
