@@ -42,17 +42,20 @@ from .outputs import Explanation, labels_and_seeds
 
 #: captum's integration methods (captum.attr._utils.approximation_methods).
 INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
-#: captum's NoiseTunnel types.
-NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+#: captum's NoiseTunnel types and what each aggregates over the samples: the mean of the
+#: attributions, the mean of their squares, or their variance (mean of squares − square of mean).
+NT_AGGREGATES = {"smoothgrad": "mean", "smoothgrad_sq": "square", "vargrad": "variance"}
+NT_TYPES = tuple(NT_AGGREGATES)
 #: "blur" baseline: σ = 4 px, as the segment attributions' (occlusion_baseline of a 16-px window).
 BLUR_SIGMA = 4.0
 
 
 @dataclass(frozen=True)
 class Noise:
-    """SmoothGrad's noise (captum's NoiseTunnel): `samples` draws of N(0, stdevs²) per image."""
+    """SmoothGrad's noise (captum's NoiseTunnel): `samples` draws of N(0, stdevs²) per image;
+    aggregate: "mean", "square" or "variance" (NT_AGGREGATES)."""
 
-    nt_type: str
+    aggregate: str
     samples: int
     stdevs: float
     seed: int
@@ -302,13 +305,13 @@ class _Run:
     @property
     def needs_sample_sum(self) -> bool:
         noise = self.plan.noise
-        return self.plan.abs or (noise is not None and noise.nt_type != "smoothgrad")
+        return self.plan.abs or (noise is not None and noise.aggregate != "mean")
 
     def attribute(self) -> torch.Tensor:
         """The attributions float32 [B,K,C,*spatial]."""
         K = len(self.class_ids)
         R = self.B * self.C * math.prod(self.spatial)
-        square = self.plan.noise is not None and self.plan.noise.nt_type != "smoothgrad"
+        square = self.plan.noise is not None and self.plan.noise.aggregate != "mean"
         total = torch.zeros(K, R, device=self.x.device)
         total_sq = torch.zeros(K, R, device=self.x.device) if square else None
         per_sample = self.S > 1 and self.needs_sample_sum  # Σ_s first, f and the square per sample after
@@ -354,7 +357,7 @@ class _Run:
         mean = total / self.T
         if square:
             mean_sq = total_sq / self.T
-            mean = mean_sq if self.plan.noise.nt_type == "smoothgrad_sq" else mean_sq - mean * mean
+            mean = mean_sq if self.plan.noise.aggregate == "square" else mean_sq - mean * mean
         return mean.view(K, self.B, self.C, *self.spatial).transpose(0, 1).contiguous()
 
     def _start(self, leaf: torch.Tensor) -> tuple:
@@ -415,5 +418,5 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
-__all__ = ["INTEGRATION_METHODS", "NT_TYPES", "Noise", "Plan", "baseline_of", "check_volumes", "explain_attributions",
+__all__ = ["INTEGRATION_METHODS", "NT_AGGREGATES", "NT_TYPES", "Noise", "Plan", "baseline_of", "check_volumes", "explain_attributions",
            "integration_points"]

@@ -77,7 +77,7 @@ _NT_BASES = {"saliency": _saliency_plan, "inputxgradient": _inputxgradient_plan,
 
 
 def _smoothgrad_plan(o: dict) -> attr.Plan:
-    noise = attr.Noise(o["nt_type"], o["nt_samples"], o["stdevs"], o["seed"])
+    noise = attr.Noise(attr.NT_AGGREGATES[o["nt_type"]], o["nt_samples"], o["stdevs"], o["seed"])
     return replace(_NT_BASES[o["base"]](o), noise=noise)
 
 
