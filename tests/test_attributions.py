@@ -67,6 +67,10 @@ def _case(name):
     else:
         model, x = tiny3d(), torch.rand(2, 1, 12, 12, 12)
         masks = box_masks_3d(2, 3, 12, seed=4)
+    # captum differentiates the parameters too unless they are frozen (slow on the CPU, and not
+    # part of any attribution): frozen, as the explainer freezes them for its own calls
+    for p in model.parameters():
+        p.requires_grad_(False)
     return model, x, masks
 
 

@@ -190,7 +190,8 @@ def explain_attributions(explainer, forwards, images: torch.Tensor, classes, mas
     maps = maps * run.active.view(B, K, *([1] * (maps.ndim - 2)))
     res = Explanation(maps=maps, classes=run.class_ids, labels=run.labels, active=run.active, method=spec.name,
                       layer="input", info={"gradient_path": "autograd", "backward_start": run.start_name,
-                                           "backward_passes": run.passes, "forwards": run.forwards},
+                                           "backward_passes": run.passes, "forwards": run.forwards,
+                                           "inputs": run.T * run.S * run.B},
                       class_names=explainer.class_names, attributions=attributions)
     return res
 
