@@ -79,7 +79,7 @@ CASES = ("deeplabv3_mobilenet", "smp_unet", "tiny3d")
 
 @pytest.fixture(scope="module", params=CASES)
 def case(request):
-    return _case(request.param)
+    return (request.param,) + _case(request.param)
 
 
 def class_target(model, masks, k, samples=1):
@@ -103,6 +103,12 @@ def peer_attributions(model, x, masks, k, method, options):
         return captum_attr.Saliency(f).attribute(x.clone().requires_grad_(), abs=o.get("abs", True))
     if method == "inputxgradient":
         return captum_attr.InputXGradient(f).attribute(x.clone().requires_grad_())
+    if method in ("guidedbackprop", "deconvolution"):
+        cls = captum_attr.GuidedBackprop if method == "guidedbackprop" else captum_attr.Deconvolution
+        return cls(Scored(f, model)).attribute(x.clone().requires_grad_())
+    if method == "guidedgradcam":
+        peer = Scored(f, model)
+        return captum_attr.GuidedGradCam(peer, model.get_submodule(o["layer"])).attribute(x.clone().requires_grad_())
     if method == "integratedgradients":
         return captum_attr.IntegratedGradients(f).attribute(
             x, baselines=peer_baseline(x, o.get("baseline", 0.0)), n_steps=o["n_steps"],
@@ -119,6 +125,18 @@ def peer_attributions(model, x, masks, k, method, options):
     torch.manual_seed(o.get("seed", 0))  # the noise our seed draws (module docstring)
     return captum_attr.NoiseTunnel(inner).attribute(x.clone().requires_grad_(), nt_type=o["nt_type"],
                                                     nt_samples=o["nt_samples"], stdevs=o["stdevs"], **kwargs)
+
+
+class Scored(torch.nn.Module):
+    """captum's rule-changing methods take an nn.Module (they hook its ReLUs): the target function
+    around the model."""
+
+    def __init__(self, forward, model):
+        super().__init__()
+        self.model, self.score = model, forward
+
+    def forward(self, x):
+        return self.score(x)
 
 
 def peer_baseline(x, baseline):
@@ -139,24 +157,72 @@ CONFIGS = [
     ("smoothgrad", {"base": "integratedgradients", "nt_type": "vargrad", "nt_samples": 2, "stdevs": 0.1,
                     "n_steps": 3, "method": "riemann_middle", "seed": 7, "batch_size": 4}),
     ("smoothgrad", {"base": "inputxgradient", "nt_type": "smoothgrad_sq", "nt_samples": 3, "stdevs": 0.1}),
+    ("guidedbackprop", {}),
+    ("deconvolution", {}),
 ]
+#: Guided Grad-CAM's layer per case (2-D only: its Grad-CAM is a layer method).
+GUIDED_LAYERS = {"deeplabv3_mobilenet": "classifier.0", "smp_unet": "decoder"}
 
 
 def assert_parity(res, model, x, masks, method, options):
     assert res.attributions.shape == (x.shape[0], len(res.classes)) + tuple(x.shape[1:])
+    compared = 0
     for i, k in enumerate(res.classes):
         want = peer_attributions(model, x, masks, k, method, options).detach()
         got = res.attributions[:, i]
         scale = float(want.abs().max())
-        assert scale > 0, f"class {k}: captum's attributions are all zero, the comparison would be empty"
         err = float((got - want).abs().max())
         assert err <= REL * scale, f"{method} {options} class {k}: max |ours − captum| {err:.3g} > {REL}·{scale:.3g}"
+        compared += scale > 0
+    assert compared, "captum's attributions are all zero: the comparison would be empty"
 
 
 @pytest.mark.parametrize("method,options", CONFIGS, ids=[f"{m}-{i}" for i, (m, _) in enumerate(CONFIGS)])
 def test_parity_with_captum(case, method, options):
-    model, x, masks = case
+    _, model, x, masks = case
     res = sx.Explainer(model, None, method, options=options, normalize=False)(x, masks=masks)
     assert_parity(res, model, x, masks, method, options)
     # maps: the channel sum (normalize=False), every class from the same call
     torch.testing.assert_close(res.maps, res.attributions.sum(dim=2), rtol=0, atol=1e-6 * float(res.maps.abs().max()))
+
+
+def test_guided_gradcam_parity_with_captum(case):
+    name, model, x, masks = case
+    if name not in GUIDED_LAYERS:
+        with pytest.raises(ValueError, match="method 'guidedgradcam' explains 2-D images"):
+            sx.Explainer(model, "head", "guidedgradcam")(x, masks=masks)
+        return
+    res = sx.Explainer(model, GUIDED_LAYERS[name], "guidedgradcam", normalize=False)(x, masks=masks)
+    assert res.layer == GUIDED_LAYERS[name]
+    assert_parity(res, model, x, masks, "guidedgradcam", {"layer": GUIDED_LAYERS[name]})
+
+
+class FunctionalReLUs(torch.nn.Module):
+    """A net whose ReLUs are F.relu calls, in place and not; `modules=True` builds the same net with
+    nn.ReLU modules (the form captum's ReLU hooks reach)."""
+
+    def __init__(self, modules=False):
+        super().__init__()
+        self.a, self.b, self.head = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Conv2d(6, 6, 3, padding=1), \
+            torch.nn.Conv2d(6, 3, 1)
+        self.relus = torch.nn.ModuleList([torch.nn.ReLU(), torch.nn.ReLU(inplace=True)]) if modules else None
+
+    def forward(self, x):
+        if self.relus is not None:
+            return self.head(self.relus[1](self.b(self.relus[0](self.a(x)))))
+        return self.head(torch.nn.functional.relu(self.b(torch.relu(self.a(x))), inplace=True))
+
+
+@pytest.mark.parametrize("method", ["guidedbackprop", "deconvolution"])
+def test_functional_and_inplace_relus_get_the_rule(method):
+    """The rule reaches F.relu / torch.relu too: a net of functional ReLUs equals captum on the same
+    net built with nn.ReLU modules (captum leaves functional ReLUs' gradients as they are)."""
+    torch.manual_seed(0)
+    functional = FunctionalReLUs().eval()
+    modules = FunctionalReLUs(modules=True).eval()
+    modules.load_state_dict(functional.state_dict())
+    x, masks = torch.rand(2, 3, 16, 16), box_masks(2, 3, 16, seed=9)
+    res = sx.Explainer(functional, None, method, normalize=False)(x, masks=masks)
+    assert_parity(res, modules, x, masks, method, {})
+    plain = sx.Explainer(functional, None, "saliency", options={"abs": False}, normalize=False)(x, masks=masks)
+    assert not torch.allclose(plain.attributions, res.attributions)  # the rule did change the gradient

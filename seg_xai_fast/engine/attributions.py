@@ -179,12 +179,24 @@ def explain_attributions(explainer, forwards, images: torch.Tensor, classes, mas
     if torch.is_inference_mode_enabled():
         raise RuntimeError(f"method {spec.name!r} needs gradients, which torch.inference_mode() forbids: call the "
                            "explainer outside torch.inference_mode()")
-    plan = spec.attribute(explainer.options)
+    run = attribute(explainer, spec.attribute(explainer.options), images, classes, masks)
+    return explanation(explainer, run, run.attributions)
+
+
+def attribute(explainer, plan: Plan, images: torch.Tensor, classes, masks) -> "_Run":
+    """The run of `plan` on checked images (its attributions float32 [B,K,C,*spatial] in .attributions),
+    the model in eval mode with frozen parameters and the plan's backward rules meanwhile."""
     model = explainer.model
     with ModelState(model), (plan.rules(model) if plan.rules is not None else nullcontext()):
         run = _Run(explainer, plan, images)
         run.targets(classes, masks)
-        attributions = run.attribute()
+        run.attributions = run.attribute()
+    return run
+
+
+def explanation(explainer, run: "_Run", attributions: torch.Tensor) -> Explanation:
+    """The Explanation of a run's `attributions` float32 [B,K,C,*spatial]: maps as the module docstring says."""
+    spec = explainer.spec
     B, K = run.active.shape
     maps = kernels.attribution_maps(attributions, normalize=explainer.normalize, backend=explainer.backend)
     maps = maps * run.active.view(B, K, *([1] * (maps.ndim - 2)))
@@ -419,5 +431,32 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
-__all__ = ["INTEGRATION_METHODS", "NT_AGGREGATES", "NT_TYPES", "Noise", "Plan", "baseline_of", "check_volumes", "explain_attributions",
+def explain_guided_gradcam(explainer, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
+    """Guided Grad-CAM (captum's GuidedGradCam): guided backpropagation times the target layer's
+    Grad-CAM, relu(Σ_c mean(∂S/∂A_c)·A_c) with plain gradients, upsampled to the input by nearest
+    neighbour; on checked images float [B,C,H,W] (2-D only: the layer methods are)."""
+    from .backward_rules import relu_rule
+
+    spec = explainer.spec
+    if images.ndim != 4:
+        raise ValueError(f"method {spec.name!r} explains 2-D images [B,C,H,W] (its Grad-CAM is a layer method), "
+                         f"got {list(images.shape)}")
+    if resolution != "full":
+        raise ValueError(f"resolution must be 'full' for method {spec.name!r} (pixel-level maps), got {resolution!r}")
+    layer = explainer.target_layer
+    if explainer.use_input:
+        from .capture import InputOf
+        layer = InputOf(layer)
+    cam = type(explainer)(explainer.model, layer, "gradcam", normalize=False, backend=explainer.backend,
+                          output_key=explainer.output_key, max_memory_mb=explainer.max_memory_mb,
+                          class_chunk=explainer.class_chunk, vjp=explainer.vjp, class_names=explainer.class_names,
+                          reshape=explainer.reshape, call=explainer.call)(images, classes, masks, resolution="layer")
+    run = attribute(explainer, Plan(rules=relu_rule("guided")), images, classes, masks)
+    up = torch.nn.functional.interpolate(cam.maps.clamp_min(0), size=tuple(images.shape[2:]), mode="nearest")
+    res = explanation(explainer, run, run.attributions * up.unsqueeze(2))
+    res.layer = explainer.layer_name
+    return res
+
+
+__all__ = ["INTEGRATION_METHODS", "NT_AGGREGATES", "NT_TYPES", "Noise", "Plan", "baseline_of", "check_volumes", "explain_attributions", "explain_guided_gradcam",
            "integration_points"]

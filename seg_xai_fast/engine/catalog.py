@@ -11,6 +11,7 @@ from dataclasses import replace
 from ..kernels import reference
 from . import analytic, method_maths
 from . import attributions as attr
+from .backward_rules import relu_rule
 from .fullgrad import explain_fullgrad
 from .gradients import explain_gradients
 from .methods import Method, add_method, set_family_runner
@@ -91,10 +92,18 @@ _ATTR_CHECKS = {
 }
 
 
-def _attribution(name, description, plan, options=(), peer=None):
-    return Method(name, description, "attribution", attribute=plan, needs_layer=False,
+def _attribution(name, description, plan, options=(), peer=None, **behaviour):
+    return Method(name, description, "attribution", attribute=plan, needs_layer=behaviour.pop("needs_layer", False),
                   options=options + _BATCH, checks=_ATTR_CHECKS, unavailable=(_NO_INPUT_GRADIENT,),
-                  peer=("captum", peer) if peer else None)
+                  peer=("captum", peer) if peer else None, **behaviour)
+
+
+def _guided_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=relu_rule("guided"))
+
+
+def _deconvolution_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=relu_rule("deconv"))
 
 
 for _spec in (
@@ -177,5 +186,14 @@ for _spec in (
     _attribution("smoothgrad", "SmoothGrad: saliency, Input×Gradient or IG averaged over noisy copies of the input "
                  "(Smilkov et al. 2017; captum's NoiseTunnel)", _smoothgrad_plan, _NT + _ABS + _IG,
                  peer="NoiseTunnel"),
+    _attribution("guidedbackprop", "Guided backpropagation: the input gradient with every ReLU passing back only "
+                 "positive gradients where its input was positive (Springenberg et al. 2015; captum's GuidedBackprop)",
+                 _guided_plan, peer="GuidedBackprop"),
+    _attribution("deconvolution", "Deconvolution: the input gradient with every ReLU passing back the positive part "
+                 "of its output's gradient (Zeiler & Fergus 2014; captum's Deconvolution)", _deconvolution_plan,
+                 peer="Deconvolution"),
+    _attribution("guidedgradcam", "Guided Grad-CAM: guided backpropagation times the target layer's Grad-CAM "
+                 "upsampled to the input (Selvaraju et al. 2017; captum's GuidedGradCam)", _guided_plan,
+                 peer="GuidedGradCam", needs_layer=True, runner=attr.explain_guided_gradcam),
 ):
     add_method(_spec)
