@@ -226,3 +226,45 @@ def test_functional_and_inplace_relus_get_the_rule(method):
     assert_parity(res, modules, x, masks, method, {})
     plain = sx.Explainer(functional, None, "saliency", options={"abs": False}, normalize=False)(x, masks=masks)
     assert not torch.allclose(plain.attributions, res.attributions)  # the rule did change the gradient
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"])
+def test_lrp_parity_with_zennit(case, composite):
+    """LRP of every class from one call equals zennit's Gradient attributor with the same composite
+    and canonizer, class by class, its initial relevance the target's output M_k ⊙ logit_k."""
+    zennit_attribution = pytest.importorskip("zennit.attribution")
+    from seg_xai_fast.engine.lrp import make_composite
+    from seg_xai_fast.engine.options import check_options
+
+    _, model, x, masks = case
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    options = {"composite": composite}
+    res = sx.Explainer(model, None, "lrp", options=options, normalize=False)(x, masks=masks)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # the canonizer undone
+    compared = 0
+    for i, k in enumerate(res.classes):
+        one_hot = torch.zeros(1, 3, *([1] * (x.ndim - 2)))
+        one_hot[0, k] = 1.0
+        with zennit_attribution.Gradient(model=OutOnly(model), composite=make_composite(check_options("lrp", options))) \
+                as attributor:
+            _, want = attributor(x.clone(), lambda y: one_hot * masks[:, k:k + 1] * y)
+        scale = float(want.abs().max())
+        err = float((res.attributions[:, i] - want).abs().max())
+        assert err <= REL * scale, f"lrp {composite} class {k}: {err:.3g} > {REL}·{scale:.3g}"
+        compared += scale > 0
+    assert compared
+
+
+def test_lrp_without_zennit_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_zennit(name, *args, **kwargs):
+        if name.startswith("zennit"):
+            raise ImportError("No module named 'zennit'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_zennit)
+    with pytest.raises(ImportError, match=r"pip install 'seg_xai_fast\[lrp\]'"):
+        sx.Explainer(tiny3d(), None, "lrp")(torch.rand(1, 1, 6, 6, 6))

@@ -104,6 +104,9 @@ def test_baselines_and_integration_points():
     ("smoothgrad", {"base": "gradcam"}, "option 'base' must be one of .*saliency.*got 'gradcam'"),
     ("saliency", {"abs": 1}, "option 'abs' must be True or False, got 1"),
     ("saliency", {"n_steps": 3}, r"options \['n_steps'\] are not options of method 'saliency'"),
+    ("lrp", {"composite": "epsilon_zeta"}, "option 'composite' must be one of .*epsilon_plus_flat.*got 'epsilon_zeta'"),
+    ("lrp", {"canonizer": "resnet"}, "option 'canonizer' must be one of .*merge_batchnorm.*got 'resnet'"),
+    ("lrp", {"epsilon": 0}, "option 'epsilon' must be a finite float > 0, got 0"),
 ])
 def test_bad_options_are_named(method, options, match):
     with pytest.raises((ValueError, TypeError), match=match):

@@ -67,7 +67,9 @@ class Plan:
 
     alphas, weights: the path points α_s and quadrature weights w_s; multiply: m_t = x_t − b;
     baseline: b (a float, "mean", "blur" or a tensor) when multiply; abs: f = |·|; noise: None or
-    Noise; rules(model) -> context manager: backward rules changed inside (None: plain gradients).
+    Noise; rules(model) -> context manager: backward rules changed inside (None: plain gradients);
+    times_output: class k's cotangent is M_k ⊙ logit_k (LRP's initial relevance: the target's
+    output) instead of M_k; one clean input only (no path, no noise).
     """
 
     alphas: tuple = (1.0,)
@@ -77,6 +79,7 @@ class Plan:
     abs: bool = False
     noise: Optional[Noise] = None
     rules: Optional[Callable] = None
+    times_output: bool = False
 
 
 def integration_points(method: str, n_steps: int) -> tuple:
@@ -145,6 +148,18 @@ def check_choice(choices: tuple, what: str) -> Callable:
             raise ValueError(f"option {key!r} must be one of {list(choices)} ({what}), got {value!r}")
         return value
     return check
+
+
+def check_positive(key, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"option {key!r} must be a finite float > 0, got {value!r}")
+    return float(value)
+
+
+def check_float(key, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"option {key!r} must be a finite float, got {value!r}")
+    return float(value)
 
 
 def check_flag(key, value):
@@ -251,7 +266,7 @@ class _Run:
             outputs: list = []
             leaf = self.x.clone().requires_grad_(True)
             logits = self._logits(leaf, outputs)
-            found = upsampled_module_output(logits, outputs) if not self.volumes else None
+            found = upsampled_module_output(logits, outputs) if not (self.volumes or self.plan.times_output) else None
         if self.reuse:
             self.clean = (leaf, logits if found is None else found[1])
         if tuple(logits.shape[2:]) != self.spatial:
@@ -279,6 +294,10 @@ class _Run:
             self.labels, self.seeds = labels_and_seeds(logits, None, self.class_ids, masks, self.upsample,
                                                        self.ex.backend)
         self.active = self.seeds.flatten(2).ne(0).any(dim=2)  # [B,K]
+        if self.plan.times_output:  # R_k = M_k ⊙ logit_k, at the output itself (no upsample found)
+            if not self.reuse:
+                raise ValueError("times_output needs one clean input (no path steps, no noise)")
+            self.seeds = self.seeds * logits[:, self.class_ids]
 
     # the stacked inputs
 

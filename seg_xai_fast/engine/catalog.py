@@ -12,6 +12,7 @@ from ..kernels import reference
 from . import analytic, method_maths
 from . import attributions as attr
 from .backward_rules import relu_rule
+from .lrp import LRP_CANONIZERS, LRP_COMPOSITES, lrp_rules
 from .fullgrad import explain_fullgrad
 from .gradients import explain_gradients
 from .methods import Method, add_method, set_family_runner
@@ -89,6 +90,9 @@ _ATTR_CHECKS = {
     "nt_samples": attr.check_count("noise samples per image"), "stdevs": attr.check_stdevs,
     "base": attr.check_choice(tuple(_NT_BASES), "the method under the noise"),
     "batch_size": attr.check_count("inputs per forward pass: path steps × noise samples × images"),
+    "composite": attr.check_choice(LRP_COMPOSITES, "zennit's LRP composites"),
+    "canonizer": attr.check_choice(LRP_CANONIZERS, "batch norm merged into the convolution before it, or not"),
+    "epsilon": attr.check_positive, "gamma": attr.check_positive, "low": attr.check_float, "high": attr.check_float,
 }
 
 
@@ -104,6 +108,14 @@ def _guided_plan(o: dict) -> attr.Plan:
 
 def _deconvolution_plan(o: dict) -> attr.Plan:
     return attr.Plan(rules=relu_rule("deconv"))
+
+
+def _lrp_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=lrp_rules(o), times_output=True)
+
+
+_LRP = (("composite", "epsilon_plus_flat"), ("canonizer", "merge_batchnorm"), ("epsilon", 1e-6), ("gamma", 0.25),
+        ("low", 0.0), ("high", 1.0))
 
 
 for _spec in (
@@ -195,5 +207,8 @@ for _spec in (
     _attribution("guidedgradcam", "Guided Grad-CAM: guided backpropagation times the target layer's Grad-CAM "
                  "upsampled to the input (Selvaraju et al. 2017; captum's GuidedGradCam)", _guided_plan,
                  peer="GuidedGradCam", needs_layer=True, runner=attr.explain_guided_gradcam),
+    _attribution("lrp", "LRP: layer-wise relevance propagation of the target's output with zennit's composite "
+                 "rules and batch-norm canonizer (Bach et al. 2015; Montavon et al. 2019; zennit)", _lrp_plan, _LRP,
+                 peer=None),
 ):
     add_method(_spec)
