@@ -1,6 +1,7 @@
 """The attribution family (engine/attributions.py): saliency, Input×Gradient, Integrated Gradients
 and SmoothGrad, every class from one call, against captum 0.9 class by class on a torchvision
-segmenter, an smp U-Net and a 3-D segmenter.
+segmenter, an smp U-Net and two 3-D segmenters (a MONAI UNet, and a small Conv3d U-Net with batch norm and
+ReLUs for the rules that need them).
 
 Parity: for each explained class k captum explains F_k(x) = Σ_p M_k(p)·logit_k(x)(p) (the
 Seg-Grad-CAM target with the same region M_k) with target=None; ours must equal it within 1e-4 of
@@ -64,6 +65,12 @@ def _case(name):
     elif name == "smp_unet":
         model, x = smp_unet(3), torch.rand(1, 3, 32, 32)
         masks = box_masks(1, 3, 32, seed=3)
+    elif name == "monai_unet":
+        monai_nets = pytest.importorskip("monai.networks.nets")
+        torch.manual_seed(0)
+        model = monai_nets.UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2),
+                                num_res_units=1).eval()
+        x, masks = torch.rand(1, 1, 16, 16, 16), box_masks_3d(1, 3, 16, seed=5)
     else:
         model, x = tiny3d(), torch.rand(2, 1, 12, 12, 12)
         masks = box_masks_3d(2, 3, 12, seed=4)
@@ -74,7 +81,7 @@ def _case(name):
     return model, x, masks
 
 
-CASES = ("deeplabv3_mobilenet", "smp_unet", "tiny3d")
+CASES = ("deeplabv3_mobilenet", "smp_unet", "monai_unet", "tiny3d")
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -190,7 +197,8 @@ def test_guided_gradcam_parity_with_captum(case):
     name, model, x, masks = case
     if name not in GUIDED_LAYERS:
         with pytest.raises(ValueError, match="method 'guidedgradcam' explains 2-D images"):
-            sx.Explainer(model, "head", "guidedgradcam")(x, masks=masks)
+            layer = next(name for name, _ in model.named_modules() if name)
+            sx.Explainer(model, layer, "guidedgradcam")(x, masks=masks)
         return
     res = sx.Explainer(model, GUIDED_LAYERS[name], "guidedgradcam", normalize=False)(x, masks=masks)
     assert res.layer == GUIDED_LAYERS[name]
