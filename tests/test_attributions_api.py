@@ -154,6 +154,19 @@ def image_dir(tmp_path_factory):
     return root
 
 
+def test_docs_examples_run_and_show_their_results():
+    """docs/attributions.md's examples run as written, in order in one namespace (tests/test_readme.py's
+    checker of the result comments); the IG example checks completeness against the model itself."""
+    from pathlib import Path
+
+    from test_readme import python_blocks, run_block
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "attributions.md"
+    blocks = python_blocks(doc.read_text())
+    assert len(blocks) == 3
+    assert run_block("\n".join(blocks), "docs/attributions.md") >= 6
+
+
 def test_cli_explain_methods_evaluate_bench(model_file, image_dir, tmp_path, capsys):
     base = ["explain", str(image_dir), "--model", model_file, "--workers", "0", "--no-progress"]
     assert cli.main(base + ["--out", str(tmp_path / "o"), "--method", "integratedgradients", "--option", "n_steps=3",
