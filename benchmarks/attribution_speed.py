@@ -25,7 +25,7 @@ import torch
 import torchvision.models.segmentation as tvseg
 
 import seg_xai_fast as sx
-from seg_xai_fast.apps.bench import attribution_floor, box_masks, captum_attribution
+from seg_xai_fast.apps.bench import attribution_floor, box_masks, peer_attribution
 from seg_xai_fast.engine.capture import ModelState
 from timing import interleaved, timed
 
@@ -59,7 +59,7 @@ def main() -> None:
     for method, options, label in CASES:
         explainer = sx.Explainer(model, None, method, options=options)
         info = explainer(image, classes=classes, masks=masks).info
-        peer = captum_attribution(model, method, options)
+        peer = peer_attribution(model, method, options)
 
         def ours():
             explainer(image, classes=classes, masks=masks)

@@ -116,6 +116,9 @@ def peer_attributions(model, x, masks, k, method, options):
     if method == "guidedgradcam":
         peer = Scored(f, model)
         return captum_attr.GuidedGradCam(peer, model.get_submodule(o["layer"])).attribute(x.clone().requires_grad_())
+    if method == "deeplift":
+        return captum_attr.DeepLift(Scored(f, model)).attribute(
+            x.clone().requires_grad_(), baselines=peer_baseline(x, o.get("baseline", 0.0)))
     if method == "integratedgradients":
         return captum_attr.IntegratedGradients(f).attribute(
             x, baselines=peer_baseline(x, o.get("baseline", 0.0)), n_steps=o["n_steps"],
@@ -276,3 +279,124 @@ def test_lrp_without_zennit_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_zennit)
     with pytest.raises(ImportError, match=r"pip install 'seg_xai_fast\[lrp\]'"):
         sx.Explainer(tiny3d(), None, "lrp")(torch.rand(1, 1, 6, 6, 6))
+
+
+def monai_relu_unet(dims):
+    """MONAI's UNet with ReLUs and batch norm (strided convolutions, residual units, transposed
+    convolutions, concatenation): a segmenter whose non-linearities DeepLIFT's rescale rule covers."""
+    monai_nets = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    model = monai_nets.UNet(spatial_dims=dims, in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2),
+                            num_res_units=1, act="RELU", norm="BATCH").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["tiny3d", "relu_unet_2d", "relu_unet_3d"])
+@pytest.mark.parametrize("baseline", [0.0, "mean"])
+def test_deeplift_parity_with_captum(arch, baseline):
+    """DeepLIFT's rescale rule (captum's DeepLift) on a 3-D U-Net with batch norm and ReLUs and
+    MONAI's UNet with ReLUs in 2-D and 3-D; completeness: each class's attributions sum to
+    S_k(x) − S_k(baseline)."""
+    if arch == "tiny3d":
+        model, x, masks = _case("tiny3d")
+    else:
+        dims = 2 if arch.endswith("2d") else 3
+        model, x = monai_relu_unet(dims), torch.rand(2, 1, *([16] * dims))
+        masks = box_masks(2, 3, 16, seed=6) if dims == 2 else box_masks_3d(2, 3, 16, seed=6)
+    res = sx.Explainer(model, None, "deeplift", options={"baseline": baseline}, normalize=False)(x, masks=masks)
+    assert_parity(res, model, x, masks, "deeplift", {"baseline": baseline})
+    base = peer_baseline(x, baseline)
+    base = torch.full_like(x, base) if isinstance(base, float) else base
+    for i, k in enumerate(res.classes):
+        f = class_target(model, masks, k)
+        with torch.no_grad():
+            gap = f(x) - f(base)
+        torch.testing.assert_close(res.attributions[:, i].flatten(1).sum(1), gap, rtol=1e-4, atol=1e-4)
+
+
+def test_deeplift_max_pool_rule_written_out():
+    """Conv → ReLU → MaxPool → Conv → ReLU → upsample → Conv: our DeepLIFT equals the rescale and
+    max-pool rules of captum's deep_lift.py written out by hand. (captum's own DeepLift differs on
+    this net: its tensor hooks let the ReLU before the pool record the gradient arriving at their
+    shared tensor before the pool's rule rewrites it, so the pool's rule is lost.)"""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    c1, c2, c3 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 1)
+    model = torch.nn.Sequential(c1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), c2, torch.nn.ReLU(),
+                                torch.nn.Upsample(scale_factor=2), c3).eval()
+    x, masks = torch.rand(1, 1, 16, 16), box_masks(1, 3, 16, seed=1)
+    res = sx.Explainer(model, None, "deeplift", normalize=False)(x, masks=masks)
+
+    def rescale(h, g):  # ReLU: g·Δy/Δx, its gradient where Δx = 0 (both halves alike)
+        h1, h0 = h.chunk(2)
+        dx, dy = torch.cat([h1 - h0] * 2), torch.cat([F.relu(h1) - F.relu(h0)] * 2)
+        return torch.where(dx.abs() < 1e-10, g * (h > 0), g * dy / dx)
+
+    def vjp(f, at, g):
+        return torch.autograd.functional.vjp(f, at, g)[1]
+
+    for k in range(3):
+        with torch.no_grad():
+            xx = torch.cat([x, torch.zeros_like(x)])  # inputs; baselines
+            h1 = c1(xx)
+            r1 = F.relu(h1)
+            p, idx = F.max_pool2d(r1, 2, return_indices=True)
+            h2 = c2(p)
+            r2 = F.relu(h2)
+            u = F.interpolate(r2, scale_factor=2)
+            g = torch.zeros(2, 3, 16, 16)
+            g[:, k] = masks[0, k]
+            gp = vjp(c2, p, rescale(h2, vjp(lambda t: F.interpolate(t, scale_factor=2), r2, vjp(c3, u, g))))
+            (pa, pb), (ra, rb) = p.chunk(2), r1.chunk(2)
+            top = torch.max(pa, pb)
+            a, b = F.max_unpool2d(gp * torch.cat([top - pb, pa - top]), idx, 2, 2, 0, list(r1.shape)).chunk(2)
+            dx = torch.cat([ra - rb] * 2)
+            gr1 = torch.where(dx.abs() < 1e-10, F.max_unpool2d(gp, idx, 2, 2, 0, list(r1.shape)),
+                              torch.cat([a + b] * 2) / dx)
+            want = x * vjp(c1, xx, rescale(h1, gr1))[:1]
+        torch.testing.assert_close(res.attributions[:, k], want, rtol=0, atol=1e-6 * float(want.abs().max()))
+
+
+def test_deeplift_of_the_baseline_itself_is_zero():
+    """x = baseline: every Δin is 0, so every rule falls back on its gradient; (x − b)·g = 0."""
+    model, x, masks = _case("tiny3d")
+    res = sx.Explainer(model, None, "deeplift", options={"baseline": x[0]}, normalize=False)(x[:1], masks=masks[:1])
+    assert float(res.attributions.abs().max()) == 0
+
+
+def test_deeplift_refuses_what_its_rule_does_not_define_and_serves_reused_relus():
+    model = torchvision_model("deeplabv3_mobilenet_v3_large", 3)
+    with pytest.raises(ValueError, match="module 'backbone.0.2' is Hardswish, for which it does not"):
+        sx.Explainer(model, None, "deeplift")(torch.rand(1, 3, 32, 32))
+
+    class Functional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.conv(x))
+
+    with pytest.raises(ValueError, match="calls relu as a function"):
+        sx.Explainer(Functional().eval(), None, "deeplift")(torch.rand(1, 3, 8, 8))
+    # a module called twice (ResNet blocks call one nn.ReLU twice; captum's DeepLift refuses them): each
+    # call rescaled with its own input, as the same net with two ReLU modules in captum
+    class Twice(torch.nn.Module):
+        def __init__(self, distinct=False):
+            super().__init__()
+            self.a, self.b, self.head = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1), \
+                torch.nn.Conv2d(4, 3, 1)
+            self.relu = torch.nn.ReLU(inplace=True)
+            self.relu2 = torch.nn.ReLU(inplace=True) if distinct else self.relu
+
+        def forward(self, x):
+            return self.head(self.relu2(self.b(self.relu(self.a(x)))))
+
+    torch.manual_seed(0)
+    twice, distinct = Twice().eval(), Twice(distinct=True).eval()
+    distinct.load_state_dict(twice.state_dict(), strict=False)
+    x, masks = torch.rand(2, 3, 12, 12), box_masks(2, 3, 12, seed=3)
+    res = sx.Explainer(twice, None, "deeplift", normalize=False)(x, masks=masks)
+    assert_parity(res, distinct, x, masks, "deeplift", {})

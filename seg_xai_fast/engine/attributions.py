@@ -69,7 +69,8 @@ class Plan:
     baseline: b (a float, "mean", "blur" or a tensor) when multiply; abs: f = |·|; noise: None or
     Noise; rules(model) -> context manager: backward rules changed inside (None: plain gradients);
     times_output: class k's cotangent is M_k ⊙ logit_k (LRP's initial relevance: the target's
-    output) instead of M_k; one clean input only (no path, no noise).
+    output) instead of M_k; one clean input only (no path, no noise); paired: all the path's inputs
+    in one forward, whatever batch_size (DeepLIFT's inputs and baselines, which its rules pair).
     """
 
     alphas: tuple = (1.0,)
@@ -80,6 +81,7 @@ class Plan:
     noise: Optional[Noise] = None
     rules: Optional[Callable] = None
     times_output: bool = False
+    paired: bool = False
 
 
 def integration_points(method: str, n_steps: int) -> tuple:
@@ -326,6 +328,8 @@ class _Run:
         """The groups (g0, g1) of each forward: `batch_size` rows at most (one group at least);
         when a sample's attribution is not linear in its steps' gradients (|·| or a square of a
         multi-step sum) a chunk never spans two samples."""
+        if self.plan.paired:
+            return [(0, self.T * self.S)]
         per = max(1, self.ex.options.get("batch_size", 32) // self.B)
         split = self.S > 1 and self.needs_sample_sum
         out = []

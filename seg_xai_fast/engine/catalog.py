@@ -11,7 +11,7 @@ from dataclasses import replace
 from ..kernels import reference
 from . import analytic, method_maths
 from . import attributions as attr
-from .backward_rules import relu_rule
+from .backward_rules import deeplift_rules, relu_rule
 from .lrp import LRP_CANONIZERS, LRP_COMPOSITES, lrp_rules
 from .fullgrad import explain_fullgrad
 from .gradients import explain_gradients
@@ -108,6 +108,12 @@ def _guided_plan(o: dict) -> attr.Plan:
 
 def _deconvolution_plan(o: dict) -> attr.Plan:
     return attr.Plan(rules=relu_rule("deconv"))
+
+
+def _deeplift_plan(o: dict) -> attr.Plan:
+    # the inputs (α = 1) and the baselines (α = 0) in one forward; only the inputs' gradients count
+    return attr.Plan(alphas=(1.0, 0.0), weights=(1.0, 0.0), multiply=True, baseline=o["baseline"],
+                     rules=deeplift_rules(), paired=True)
 
 
 def _lrp_plan(o: dict) -> attr.Plan:
@@ -207,6 +213,9 @@ for _spec in (
     _attribution("guidedgradcam", "Guided Grad-CAM: guided backpropagation times the target layer's Grad-CAM "
                  "upsampled to the input (Selvaraju et al. 2017; captum's GuidedGradCam)", _guided_plan,
                  peer="GuidedGradCam", needs_layer=True, runner=attr.explain_guided_gradcam),
+    _attribution("deeplift", "DeepLIFT: (x − baseline) times the gradient with every non-linear module's derivative "
+                 "replaced by Δout/Δin between input and baseline, the rescale rule (Shrikumar et al. 2017; captum's "
+                 "DeepLift)", _deeplift_plan, (("baseline", 0.0),), peer="DeepLift"),
     _attribution("lrp", "LRP: layer-wise relevance propagation of the target's output with zennit's composite "
                  "rules and batch-norm canonizer (Bach et al. 2015; Montavon et al. 2019; zennit)", _lrp_plan, _LRP,
                  peer=None),
