@@ -29,6 +29,7 @@ COLUMNS = [
     ("smoothgrad", None, {"nt_samples": 16, "stdevs": 0.15}),
     ("guidedbackprop", None, None),
     ("guidedgradcam", "decoder", None),
+    ("deeplift", None, None),
     ("lrp", None, {"composite": "epsilon_plus_flat"}),
 ]
 
