@@ -195,3 +195,12 @@ def test_cli_explain_methods_evaluate_bench(model_file, image_dir, tmp_path, cap
     assert {"saliency floor (1 inputs)", "saliency fused", "saliency captum", "smoothgrad floor (2 inputs)",
             "smoothgrad captum"} <= set(names)
     assert all(r["x_floor"] > 0 and r["peer_over_ours"] > 0 for r in rows if r["row"].endswith(" fused"))
+
+
+def test_cli_video_explains_with_an_attribution_method(model_file, tmp_path, capsys):
+    pytest.importorskip("av")
+    rc = cli.main(["video", "testsrc=size=48x40:rate=25", str(tmp_path / "v.mkv"), "--input-format", "lavfi",
+                   "--max-frames", "3", "--model", model_file, "--method", "smoothgrad", "--option", "nt_samples=2",
+                   "--runtime", "auto", "--no-progress"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and out[-1].startswith("frames=3 ")
