@@ -181,12 +181,12 @@ def test_cli_explain_methods_evaluate_bench(model_file, image_dir, tmp_path, cap
     listed = json.loads(capsys.readouterr().out)
     assert listed["integratedgradients"]["family"] == "attribution"
     assert listed["saliency"]["runtimes"] == ["torch"] and listed["saliency"]["needs_gradients"]
-    code = cli.main(["evaluate", "--model", model_file, "--layer", "decoder", "--methods", "saliency,integratedgradients",
+    code = cli.main(["evaluate", "--model", model_file, "--layer", "decoder", "--methods", "saliency,integratedgradients,lrp",
                      "--n", "1", "--size", "40", "--steps", "2", "--json", "--no-progress", "--option", "n_steps=2"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(captured.out)
-    assert list(result) == ["saliency", "integratedgradients"]
+    assert list(result) == ["saliency", "integratedgradients", "lrp"]
     assert all(row["pointing_game"] is not None for row in result.values())
     lines = []
     rows = run_bench("demo", methods=["saliency", "smoothgrad"], num_classes=2, size=40, repeats=1, peer_repeats=1,
