@@ -454,6 +454,23 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
+def _layer_gradcam(explainer):
+    """The raw Grad-CAM explainer at `explainer`'s layer, made once per explainer (it keeps what its
+    first call verified)."""
+    cam = getattr(explainer, "layer_gradcam", None)
+    if cam is None:
+        layer = explainer.target_layer
+        if explainer.use_input:
+            from .capture import InputOf
+            layer = InputOf(layer)
+        cam = type(explainer)(explainer.model, layer, "gradcam", normalize=False, backend=explainer.backend,
+                              output_key=explainer.output_key, max_memory_mb=explainer.max_memory_mb,
+                              class_chunk=explainer.class_chunk, vjp=explainer.vjp,
+                              class_names=explainer.class_names, reshape=explainer.reshape, call=explainer.call)
+        explainer.layer_gradcam = cam
+    return cam
+
+
 def explain_guided_gradcam(explainer, forwards, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
     """Guided Grad-CAM (captum's GuidedGradCam): guided backpropagation times the target layer's
     Grad-CAM, relu(Σ_c mean(∂S/∂A_c)·A_c) with plain gradients, upsampled to the input by nearest
@@ -466,14 +483,7 @@ def explain_guided_gradcam(explainer, forwards, images: torch.Tensor, classes, m
                          f"got {list(images.shape)}")
     if resolution != "full":
         raise ValueError(f"resolution must be 'full' for method {spec.name!r} (pixel-level maps), got {resolution!r}")
-    layer = explainer.target_layer
-    if explainer.use_input:
-        from .capture import InputOf
-        layer = InputOf(layer)
-    cam = type(explainer)(explainer.model, layer, "gradcam", normalize=False, backend=explainer.backend,
-                          output_key=explainer.output_key, max_memory_mb=explainer.max_memory_mb,
-                          class_chunk=explainer.class_chunk, vjp=explainer.vjp, class_names=explainer.class_names,
-                          reshape=explainer.reshape, call=explainer.call)(images, classes, masks, resolution="layer")
+    cam = _layer_gradcam(explainer)(images, classes, masks, resolution="layer")
     run = attribute(explainer, Plan(rules=relu_rule("guided")), images, classes, masks)
     up = torch.nn.functional.interpolate(cam.maps.clamp_min(0), size=tuple(images.shape[2:]), mode="nearest")
     res = explanation(explainer, run, run.attributions * up.unsqueeze(2))
