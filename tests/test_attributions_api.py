@@ -204,3 +204,10 @@ def test_cli_video_explains_with_an_attribution_method(model_file, tmp_path, cap
                    "--runtime", "auto", "--no-progress"])
     out = capsys.readouterr().out.strip().splitlines()
     assert rc == 0 and out[-1].startswith("frames=3 ")
+
+
+def test_bad_baseline_tensors_are_named():
+    with pytest.raises(TypeError, match=r"option 'baseline' must be a float tensor .*got torch.int64 tensor"):
+        sx.Explainer(random_demo(), None, "integratedgradients", options={"baseline": torch.zeros(3, 4, 4).long()})
+    with pytest.raises(ValueError, match="option 'baseline' must be finite, got a torch.float32 tensor .* NaN or Inf"):
+        sx.Explainer(random_demo(), None, "deeplift", options={"baseline": torch.full((3, 4, 4), float("nan"))})

@@ -117,10 +117,10 @@ def check_attr_baseline(key, value):
     """A finite float, "mean", "blur" or a finite float tensor [C,*spatial] or [B,C,*spatial]
     (its shape is checked against the images when called)."""
     if isinstance(value, torch.Tensor):
-        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
-            raise ValueError(f"option {key!r} must be a finite float tensor [C,*spatial] or [B,C,*spatial], "
-                             f"got {describe(value)}{'' if value.is_floating_point() else ''} with non-finite or "
-                             "non-float values")
+        if not value.is_floating_point():
+            raise TypeError(f"option {key!r} must be a float tensor [C,*spatial] or [B,C,*spatial], got {describe(value)}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"option {key!r} must be finite, got a {describe(value)} holding NaN or Inf")
         return value
     if isinstance(value, str) and value in ("mean", "blur"):
         return value
