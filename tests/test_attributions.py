@@ -247,7 +247,10 @@ def test_lrp_parity_with_zennit(case, composite):
     from seg_xai_fast.engine.lrp import make_composite
     from seg_xai_fast.engine.options import check_options
 
-    _, model, x, masks = case
+    name, model, x, masks = case
+    if (name, composite) == ("smp_unet", "epsilon_gamma_box"):
+        pytest.skip("the slowest pair (zennit's box rule on the ResNet-18 stem, ~10 s on a busy machine); "
+                    "epsilon_gamma_box is compared on the three other architectures")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     options = {"composite": composite}
     res = sx.Explainer(model, None, "lrp", options=options, normalize=False)(x, masks=masks)
