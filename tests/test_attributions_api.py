@@ -189,11 +189,11 @@ def test_cli_explain_methods_evaluate_bench(model_file, image_dir, tmp_path, cap
     assert list(result) == ["saliency", "integratedgradients", "lrp"]
     assert all(row["pointing_game"] is not None for row in result.values())
     lines = []
-    rows = run_bench("demo", methods=["saliency", "smoothgrad"], num_classes=2, size=40, repeats=1, peer_repeats=1,
-                     options={"nt_samples": 2}, log=lines.append)
+    rows = run_bench("demo", methods=["saliency", "smoothgrad", "deeplift", "lrp"], num_classes=2, size=40, repeats=1,
+                     peer_repeats=1, options={"nt_samples": 2}, log=lines.append)
     names = [r["row"] for r in rows]
     assert {"saliency floor (1 inputs)", "saliency fused", "saliency captum", "smoothgrad floor (2 inputs)",
-            "smoothgrad captum"} <= set(names)
+            "smoothgrad captum", "deeplift floor (2 inputs)", "deeplift captum", "lrp zennit"} <= set(names)
     assert all(r["x_floor"] > 0 and r["peer_over_ours"] > 0 for r in rows if r["row"].endswith(" fused"))
 
 
