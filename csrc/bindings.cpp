@@ -147,6 +147,19 @@ PYBIND11_MODULE(_core, m) {
   }, nogil, "Segment coalitions: image where keep[i, segments[p]], else the baseline.",
      py::arg("image"), py::arg("baseline"), py::arg("segments"), py::arg("keep"), out_arg,
      threads_arg, stream_arg);
+  // mult and total_sq may be None (a TensorView* from pybind: nullptr)
+  m.def("attribution_accumulate", [](Tv grads, Tv weights, const TensorView* mult, Tv rows, Tv total,
+                                     const TensorView* total_sq, bool abs, int threads, Ptr stream) {
+    attribution_accumulate(grads, weights, mult ? *mult : grads, mult != nullptr, rows, total,
+                           total_sq ? *total_sq : total, total_sq != nullptr, abs, make_exec(threads, stream));
+  }, nogil, "Weighted sums of input gradients over path steps and noise samples, accumulated in place.",
+     py::arg("grads"), py::arg("weights"), py::arg("mult").none(true), py::arg("rows"), py::arg("total"),
+     py::arg("total_sq").none(true), py::arg("abs"), threads_arg, stream_arg);
+  m.def("attribution_maps", [](Tv attributions, Tv out, bool normalize, Tv minmax, float eps, int threads,
+                               Ptr stream) {
+    attribution_maps(attributions, out, normalize, minmax, eps, make_exec(threads, stream));
+  }, nogil, "Attribution maps: the channel sum, then ReLU + per-map min-max (normalize).",
+     py::arg("attributions"), out_arg, py::arg("normalize"), minmax_arg, eps_arg, threads_arg, stream_arg);
 
   m.def("build_info", [] {
     const BuildInfo b = build_info();

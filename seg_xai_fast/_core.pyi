@@ -208,6 +208,30 @@ def segment_inputs(
 ) -> None:
     """Segment coalitions: image where keep[i, segments[p]], else the baseline."""
 
+def attribution_accumulate(
+    grads: TensorView,  # float32 [n,G,R]
+    weights: TensorView,  # float32 [G]
+    mult: TensorView | None,  # float32 [G,R] or None (1)
+    rows: TensorView,  # int64 [n], distinct, in [0, K)
+    total: TensorView,  # float32 [K,R], accumulated in place
+    total_sq: TensorView | None,  # float32 [K,R] or None, accumulated in place
+    abs: bool,
+    threads: int,
+    stream: int,
+) -> None:
+    """Weighted sums of input gradients over path steps and noise samples, accumulated in place."""
+
+def attribution_maps(
+    attributions: TensorView,  # float [B,K,C,N]
+    out: TensorView,  # float32 [B,K,N]
+    normalize: bool,
+    minmax: TensorView,  # int32 [B*K,2] workspace (CUDA only)
+    eps: float,
+    threads: int,
+    stream: int,
+) -> None:
+    """Attribution maps: the channel sum, then ReLU + per-map min-max (normalize)."""
+
 def build_info() -> dict[str, Any]:
     """How the core was built and what it finds now (see kernels.backend.build_info).
 

@@ -251,7 +251,9 @@ def test_methods_listing():
     assert set(listed) == {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
                            "gradcam_elementwise", "segxrescam", "eigengradcam", "segeigencam", "finercam",
                            "kpcacam", "fem", "randomcam", "scorecam", "ablationcam", "rise", "occlusion",
-                           "shapleycam", "fullgrad", "featureablation", "kernelshap", "lime"}
+                           "shapleycam", "fullgrad", "featureablation", "kernelshap", "lime", "saliency",
+                           "inputxgradient", "integratedgradients", "smoothgrad", "guidedbackprop", "deconvolution",
+                           "guidedgradcam", "deeplift", "lrp"}
     assert all(isinstance(d, str) and d for d in listed.values())
 
 

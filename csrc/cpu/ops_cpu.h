@@ -44,4 +44,10 @@ void segment_inputs_cpu(const TensorView& image, const TensorView& baseline,
                         const TensorView& segments, const TensorView& keep, const TensorView& out,
                         const Exec& exec);
 
+void attribution_accumulate_cpu(const TensorView& grads, const TensorView& weights, const TensorView& mult,
+                                bool use_mult, const TensorView& rows, const TensorView& total,
+                                const TensorView& total_sq, bool use_sq, bool abs, const Exec& exec);
+void attribution_maps_cpu(const TensorView& attributions, const TensorView& out, bool normalize, float eps,
+                          const Exec& exec);
+
 }  // namespace seg_xai::cpu

@@ -54,4 +54,10 @@ void segment_inputs_cuda(const TensorView& image, const TensorView& baseline,
 int runtime_version_cuda();  // CUDART_VERSION
 int device_count_cuda();     // 0 without driver or device; never throws
 
+void attribution_accumulate_cuda(const TensorView& grads, const TensorView& weights, const TensorView& mult,
+                                 bool use_mult, const TensorView& rows, const TensorView& total,
+                                 const TensorView& total_sq, bool use_sq, bool abs, const Exec& exec);
+void attribution_maps_cuda(const TensorView& attributions, const TensorView& out, bool normalize,
+                           const TensorView& minmax, float eps, const Exec& exec);
+
 }  // namespace seg_xai::cuda

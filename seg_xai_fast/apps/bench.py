@@ -12,6 +12,11 @@ Rows (all for the same model, layer, image and K classes):
 - <method> pytorch-grad-cam: the peer, one call (forward + full backward) per class, same targets;
 - predicted targets: the default Seg-Grad-CAM target (each class's predicted pixels); classes
   predicted nowhere cost us nothing and the peer still one forward + backward each.
+Attribution methods (saliency, inputxgradient, integratedgradients, smoothgrad) get their own
+floor: the same forwards with a graph from the input (its steps and noise samples stacked as ours,
+`batch_size` inputs per forward) and one backward to the input per class and forward, with no
+attribution work; their peer is captum (zennit for LRP), one call per class (parameters frozen for
+it, as we freeze them).
 Perturbation methods (scorecam, ablationcam, rise, occlusion) get their own floor: the same number
 of perturbed forwards (the image, in batches of the method's batch_size) with no explanation work;
 their peer is pytorch-grad-cam (scorecam, ablationcam) or captum (occlusion), one call per class.
@@ -183,6 +188,128 @@ def captum_occlusion_seconds(model, images, classes, masks, output_key: str, rep
         return median_seconds(run, repeats)
 
 
+def peer_attribution(model, method: str, options: dict, layer: Optional[str] = None, output_key: str = "out"):
+    """run(images, masks, k, c) -> the peer's attributions of class c (target: its logits summed
+    over masks[:, k]) for our attribution `method` with `options`: captum's class the spec names
+    (SmoothGrad's NoiseTunnel wraps the class of its `base` method; Guided Grad-CAM at `layer`), or
+    zennit's Gradient attributor with the LRP composite. Raises ImportError without the package."""
+    spec = get_method(method)
+    o = {**dict(spec.options), **options}
+    library = spec.peer[0] if spec.peer else "zennit"
+
+    class Score(torch.nn.Module):  # captum hooks the modules of an nn.Module it is given
+        def __init__(self):
+            super().__init__()
+            self.model, self.k, self.c, self.masks = model, 0, 0, None
+
+        def forward(self, x):
+            logits = select_output(self.model(x), output_key, x.shape[0], x.ndim)
+            B = self.masks.shape[0]  # captum stacks noise samples as rows b·T + t, path steps as blocks of those
+            rows = (torch.arange(x.shape[0]) % (B * T)) // T
+            return (logits[:, self.c] * self.masks[rows, self.k]).flatten(1).sum(1)
+
+    T = o["nt_samples"] if "nt_type" in o else 1
+    score = Score()
+    if library == "zennit":
+        from zennit.attribution import Gradient
+
+        from ..engine.lrp import make_composite
+        from ..engine.options import check_options
+
+        composite = make_composite(check_options(method, options))
+
+        def run_zennit(images, masks, k, c):
+            class Logits(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.model = model
+
+                def forward(self, x):
+                    return select_output(self.model(x), output_key, x.shape[0], x.ndim)
+
+            with Gradient(model=Logits(), composite=composite) as attributor:
+                return attributor(images, lambda y: torch.zeros_like(y).index_fill(1, torch.tensor([c]), 1.0)
+                                  * masks[:, k:k + 1] * y)[1]
+        return run_zennit
+
+    import captum.attr as ca
+
+    base = get_method(o["base"]) if "base" in o else spec
+    kwargs = {}
+    if "abs" in dict(base.options):
+        kwargs["abs"] = o["abs"]
+    if "baseline" in dict(base.options):
+        if not isinstance(o["baseline"], (float, int)):
+            raise ValueError(f"bench drives captum with a float baseline only, got {o['baseline']!r}")
+        kwargs["baselines"] = float(o["baseline"])
+    if "n_steps" in dict(base.options):
+        kwargs.update(n_steps=o["n_steps"], method=o["method"], internal_batch_size=o["batch_size"])
+    cls = getattr(ca, base.peer[1])
+    inner = cls(score, model.get_submodule(layer)) if spec.needs_layer else cls(score)
+
+    def run(images, masks, k, c):
+        score.k, score.c, score.masks = k, c, masks
+        x = images.clone().requires_grad_(True)
+        if "nt_type" not in o:
+            return inner.attribute(x, **kwargs)
+        torch.manual_seed(o["seed"])
+        return ca.NoiseTunnel(inner).attribute(x, nt_type=o["nt_type"], nt_samples=o["nt_samples"],
+                                               stdevs=o["stdevs"], **kwargs)
+    return run
+
+
+def attribution_rows(model, method: str, images, classes, masks, options: dict, repeats: int, peer_repeats: int,
+                     peer: bool, layer: Optional[str] = None) -> list[dict]:
+    """Ours (fused and torch backends), the floor (the same forwards from the input and one backward
+    to the input per class and forward, no attribution work) and the peer (captum, or zennit for
+    LRP), one call per class."""
+    timings, info = {}, {}
+    for backend in ("fused", "torch"):
+        explainer = Explainer(model, layer_for(method, layer), method, backend=backend,
+                              options=options_for(method, options))
+        info = explainer(images, classes=classes, masks=masks).info  # also the warm-up
+        timings[backend] = median_seconds(lambda: explainer(images, classes=classes, masks=masks), repeats, warmup=0)
+    floor_s = median_seconds(lambda: attribution_floor(model, images, classes, masks, info["inputs"],
+                                                       explainer.options["batch_size"]), repeats)
+    rows = [{"row": f"{method} floor ({info['inputs']} inputs)", "ms": floor_s * 1e3}]
+    peer_s, library = None, get_method(method).peer[0] if get_method(method).peer else "zennit"
+    if peer:
+        try:
+            run = peer_attribution(model, method, options_for(method, options), layer)
+        except ImportError:
+            run = None
+        if run is not None:
+            with ModelState(model):  # frozen parameters: captum would differentiate them too
+                peer_s = median_seconds(lambda: [run(images, masks, k, c) for k, c in enumerate(classes)],
+                                        peer_repeats)
+    for backend, seconds in timings.items():
+        row = {"row": f"{method} {backend}", "ms": seconds * 1e3, "x_floor": seconds / floor_s}
+        if peer_s is not None:
+            row["peer_over_ours"] = peer_s / seconds
+        rows.append(row)
+    if peer_s is not None:
+        rows.append({"row": f"{method} {library}", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+    return rows
+
+
+def attribution_floor(model, images, classes, masks, inputs: int, batch: int, output_key: str = "out") -> None:
+    """What any attribution of `inputs` stacked inputs (B images each) must do: their forwards with a
+    graph from the input, `batch` inputs at a time, and one backward to the input per class and
+    forward (the class's logits summed over its region)."""
+    B = images.shape[0]
+    per = max(1, batch // B) * B
+    with ModelState(model):
+        for lo in range(0, inputs, per):
+            n = min(per, inputs - lo)
+            x = images.repeat(n // B, *([1] * (images.ndim - 1))).requires_grad_(True)
+            with torch.enable_grad():
+                logits = select_output(model(x), output_key, x.shape[0], x.ndim)
+            for k, c in enumerate(classes):
+                cot = torch.zeros_like(logits)
+                cot[:, c] = masks[:, k].repeat(n // B, *([1] * (masks.ndim - 2)))
+                torch.autograd.grad(logits, x, cot, retain_graph=True)
+
+
 def perturbation_rows(model, layer: str, method: str, images, classes, masks, options: dict, repeats: int,
                       peer_repeats: int, peer: bool) -> list[dict]:
     """Ours (fused and torch backends), the floor (as many plain forwards, batched alike) and the peer."""
@@ -267,6 +394,10 @@ def run_bench(
             {"row": f"VJP batched ({len(classes)} classes)", "ms": statistics.median(vjp["batched"]) * 1e3},
             {"row": "floor = fastest forward + fastest VJP", "ms": floor_s * 1e3}]
     for method in methods:
+        if get_method(method).family == "attribution":
+            rows += attribution_rows(model, method, images, classes, masks, options or {}, repeats, peer_repeats, peer,
+                                     layer)
+            continue
         if get_method(method).perturbs:
             rows += perturbation_rows(model, layer, method, images, classes, masks, options or {}, repeats,
                                       peer_repeats, peer)
@@ -285,7 +416,7 @@ def run_bench(
         if peer_s is not None:
             rows.append({"row": f"{method} pytorch-grad-cam", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
     # The default target: only the classes the model actually predicts cost a VJP.
-    gradient_methods = [m for m in methods if not get_method(m).perturbs]
+    gradient_methods = [m for m in methods if not get_method(m).perturbs and get_method(m).family != "attribution"]
     if not gradient_methods:
         return _finish(rows, loaded.name, layer, size, classes, chart, log)
     first = gradient_methods[0]

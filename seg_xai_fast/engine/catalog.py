@@ -6,8 +6,13 @@ engine/options.py checks them by name.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..kernels import reference
 from . import analytic, method_maths
+from . import attributions as attr
+from .backward_rules import deeplift_rules, relu_rule
+from .lrp import LRP_CANONIZERS, LRP_COMPOSITES, lrp_rules
 from .fullgrad import explain_fullgrad
 from .gradients import explain_gradients
 from .methods import Method, add_method, set_family_runner
@@ -19,6 +24,7 @@ set_family_runner("gradient", explain_gradients)
 set_family_runner("activation", explain_one_forward)
 set_family_runner("perturbation", explain_perturbation)
 set_family_runner("segment", explain_segments)
+set_family_runner("attribution", attr.explain_attributions)
 
 _BATCH = (("batch_size", 32),)
 _SCORE = (("score", "logit"),)
@@ -47,6 +53,75 @@ def _activation(name, description, peer, class_specific=False, **behaviour):
 
 def _finer_stage(options: dict) -> str:
     return options["base_method"]
+
+
+# --- the attribution family (engine/attributions.py): each method's Plan from its options
+_ABS = (("abs", True),)
+_IG = (("n_steps", 50), ("baseline", 0.0), ("method", "gausslegendre"))
+_NT = (("base", "saliency"), ("nt_type", "smoothgrad"), ("nt_samples", 5), ("stdevs", 1.0), ("seed", 0))
+
+
+def _saliency_plan(o: dict) -> attr.Plan:
+    return attr.Plan(abs=o["abs"])
+
+
+def _inputxgradient_plan(o: dict) -> attr.Plan:
+    return attr.Plan(multiply=True, baseline=0.0)
+
+
+def _ig_plan(o: dict) -> attr.Plan:
+    alphas, weights = attr.integration_points(o["method"], o["n_steps"])
+    return attr.Plan(alphas=alphas, weights=weights, multiply=True, baseline=o["baseline"])
+
+
+#: The methods SmoothGrad's noise tunnel runs over (its "base" option).
+_NT_BASES = {"saliency": _saliency_plan, "inputxgradient": _inputxgradient_plan, "integratedgradients": _ig_plan}
+
+
+def _smoothgrad_plan(o: dict) -> attr.Plan:
+    noise = attr.Noise(attr.NT_AGGREGATES[o["nt_type"]], o["nt_samples"], o["stdevs"], o["seed"])
+    return replace(_NT_BASES[o["base"]](o), noise=noise)
+
+
+_ATTR_CHECKS = {
+    "abs": attr.check_flag, "baseline": attr.check_attr_baseline, "n_steps": attr.check_count("path steps"),
+    "method": attr.check_choice(attr.INTEGRATION_METHODS, "captum's integration methods"),
+    "nt_type": attr.check_choice(attr.NT_TYPES, "captum's NoiseTunnel types"),
+    "nt_samples": attr.check_count("noise samples per image"), "stdevs": attr.check_stdevs,
+    "base": attr.check_choice(tuple(_NT_BASES), "the method under the noise"),
+    "batch_size": attr.check_count("inputs per forward pass: path steps × noise samples × images"),
+    "composite": attr.check_choice(LRP_COMPOSITES, "zennit's LRP composites"),
+    "canonizer": attr.check_choice(LRP_CANONIZERS, "batch norm merged into the convolution before it, or not"),
+    "epsilon": attr.check_positive, "gamma": attr.check_positive, "low": attr.check_float, "high": attr.check_float,
+}
+
+
+def _attribution(name, description, plan, options=(), peer=None, **behaviour):
+    return Method(name, description, "attribution", attribute=plan, needs_layer=behaviour.pop("needs_layer", False),
+                  options=options + _BATCH, checks=_ATTR_CHECKS, unavailable=(_NO_INPUT_GRADIENT,),
+                  peer=("captum", peer) if peer else None, **behaviour)
+
+
+def _guided_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=relu_rule("guided"))
+
+
+def _deconvolution_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=relu_rule("deconv"))
+
+
+def _deeplift_plan(o: dict) -> attr.Plan:
+    # the inputs (α = 1) and the baselines (α = 0) in one forward; only the inputs' gradients count
+    return attr.Plan(alphas=(1.0, 0.0), weights=(1.0, 0.0), multiply=True, baseline=o["baseline"],
+                     rules=deeplift_rules(), paired=True)
+
+
+def _lrp_plan(o: dict) -> attr.Plan:
+    return attr.Plan(rules=lrp_rules(o), times_output=True)
+
+
+_LRP = (("composite", "epsilon_plus_flat"), ("canonizer", "merge_batchnorm"), ("epsilon", 1e-6), ("gamma", 0.25),
+        ("low", 0.0), ("high", 1.0))
 
 
 for _spec in (
@@ -120,5 +195,29 @@ for _spec in (
     Method("lime", "LIME: a weighted linear surrogate of the scores on random coalitions of segments (Ribeiro et "
            "al. 2016)", "segment", perturb=lime_attributions, needs_layer=False,
            options=_SEGMENTS + (("n_samples", 1024), ("kernel_width", 0.25)) + _SAMPLES, peer=("captum", "Lime")),
+    _attribution("saliency", "Saliency: the gradient of the class's target with respect to the input, |·| by default "
+                 "(Simonyan et al. 2014; captum's Saliency)", _saliency_plan, _ABS, peer="Saliency"),
+    _attribution("inputxgradient", "Input × Gradient: the input times its gradient (Shrikumar et al. 2016; captum's "
+                 "InputXGradient)", _inputxgradient_plan, peer="InputXGradient"),
+    _attribution("integratedgradients", "Integrated Gradients: (x − baseline) times the path integral of the gradient, "
+                 "captum's quadratures (Sundararajan et al. 2017)", _ig_plan, _IG, peer="IntegratedGradients"),
+    _attribution("smoothgrad", "SmoothGrad: saliency, Input×Gradient or IG averaged over noisy copies of the input "
+                 "(Smilkov et al. 2017; captum's NoiseTunnel)", _smoothgrad_plan, _NT + _ABS + _IG,
+                 peer="NoiseTunnel"),
+    _attribution("guidedbackprop", "Guided backpropagation: the input gradient with every ReLU passing back only "
+                 "positive gradients where its input was positive (Springenberg et al. 2015; captum's GuidedBackprop)",
+                 _guided_plan, peer="GuidedBackprop"),
+    _attribution("deconvolution", "Deconvolution: the input gradient with every ReLU passing back the positive part "
+                 "of its output's gradient (Zeiler & Fergus 2014; captum's Deconvolution)", _deconvolution_plan,
+                 peer="Deconvolution"),
+    _attribution("guidedgradcam", "Guided Grad-CAM: guided backpropagation times the target layer's Grad-CAM "
+                 "upsampled to the input (Selvaraju et al. 2017; captum's GuidedGradCam)", _guided_plan,
+                 peer="GuidedGradCam", needs_layer=True, runner=attr.explain_guided_gradcam),
+    _attribution("deeplift", "DeepLIFT: (x − baseline) times the gradient with every non-linear module's derivative "
+                 "replaced by Δout/Δin between input and baseline, the rescale rule (Shrikumar et al. 2017; captum's "
+                 "DeepLift)", _deeplift_plan, (("baseline", 0.0),), peer="DeepLift"),
+    _attribution("lrp", "LRP: layer-wise relevance propagation of the target's output with zennit's composite "
+                 "rules and batch-norm canonizer (Bach et al. 2015; Montavon et al. 2019; zennit)", _lrp_plan, _LRP,
+                 peer=None),
 ):
     add_method(_spec)

@@ -80,7 +80,11 @@ class Explainer(ExplainerBase):
     ``Explanation.overlay`` accept names as well as ids.
     Perturbation methods (scorecam, ablationcam with a target layer; rise, occlusion with
     target_layer=None) run every class from one set of perturbed forwards (engine/perturbation.py);
-    so do the segment attributions (featureablation, kernelshap, lime; engine/segments.py).
+    so do the segment attributions (featureablation, kernelshap, lime; engine/segments.py). The
+    input attributions (saliency, inputxgradient, integratedgradients, smoothgrad, guidedbackprop,
+    deconvolution, deeplift, lrp with target_layer=None; guidedgradcam with a layer) differentiate
+    to the input, every class from shared forwards (engine/attributions.py, docs/attributions.md);
+    they also take 3-D volumes [B,C,D,H,W], and their results carry ``attributions`` [B,K,C,*spatial].
     options: the method's options as one dict (each method's options and defaults: ``sx.method_options(name)``); unknown keys are errors.
     normalize: True (maps in [0, 1]: ReLU, then per-map min-max) or False (the raw, signed maps at
     the output resolution, for every method; the gradient methods then take the autograd path).
@@ -206,7 +210,7 @@ class Explainer(ExplainerBase):
         volumes [B,C,D,H,W] take the 3-D path (engine/volume.py)."""
         if isinstance(self.model, SlidingWindow):  # window by window (sliding_explain.py)
             return explain_through_windows(self, images, classes, masks, resolution)
-        if images.ndim == 5:
+        if images.ndim == 5 and not self.spec.takes_volumes:  # (the attribution family's runner takes them)
             return explain_volume(self, images, classes, masks, resolution)
         if self.options.get("aug_smooth"):
             return explain_augmented(self, images, classes, masks, resolution)

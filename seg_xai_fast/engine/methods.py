@@ -22,8 +22,8 @@ from typing import Callable, Optional
 import torch
 
 #: The method families: gradient CAMs (and FullGrad), CAMs from activations alone, perturbation
-#: methods (perturbed forwards, no gradient) and segment attributions.
-FAMILIES = ("gradient", "activation", "perturbation", "segment")
+#: methods (perturbed forwards, no gradient), segment attributions and input-gradient attributions.
+FAMILIES = ("gradient", "activation", "perturbation", "segment", "attribution")
 #: The runtimes an explainer can run on.
 RUNTIMES = ("torch", "onnxruntime")
 #: The entry-point group through which installed packages register methods.
@@ -63,6 +63,8 @@ class Method:
       (K' = 1 for a class-agnostic map) or activation_cam(A, options) -> [B,1,h,w].
     Perturbation and segment methods: perturb, the family's per-method step (see
       engine/perturbation.py and engine/segments.py).
+    Attribution methods (gradients to the input, engine/attributions.py): attribute(options) ->
+      Plan, what the family's runner computes (path steps, multiplier, noise, backward rules).
 
     unavailable: ((runtime, reason), ...) for the runtimes that cannot serve the method.
     peer: ("pytorch_grad_cam", class name) or ("captum", class name): the peer bench times.
@@ -87,14 +89,21 @@ class Method:
     activation_weights: Optional[Callable] = None
     activation_cam: Optional[Callable] = None
     perturb: Optional[Callable] = None
+    attribute: Optional[Callable] = None
     unavailable: tuple = ()
     peer: Optional[tuple] = None
     builtin: bool = True
 
     @property
     def needs_gradients(self) -> bool:
-        """True for the gradient family (gradient CAMs and FullGrad)."""
-        return self.family == "gradient"
+        """True for the gradient family (gradient CAMs and FullGrad) and the input attributions."""
+        return self.family in ("gradient", "attribution")
+
+    @property
+    def takes_volumes(self) -> bool:
+        """True when the method explains 3-D volumes [B,C,D,H,W] as well as images (the attribution
+        family)."""
+        return self.family == "attribution"
 
     @property
     def perturbs(self) -> bool:
@@ -146,6 +155,7 @@ _BEHAVIOUR = {
     "activation": ("activation_weights", "activation_cam"),
     "perturbation": ("perturb",),
     "segment": ("perturb",),
+    "attribution": ("attribute",),
 }
 
 

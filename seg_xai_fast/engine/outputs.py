@@ -77,6 +77,8 @@ class Explanation:
     class_names: one name per model class when the explainer knows them, else None.
     context: segment attributions only: one SegmentContext per image, when computed (see
     docs/segments.md), else None.
+    attributions: the attribution methods only (docs/attributions.md): float32 [B,K,C,*spatial],
+    each class's raw signed per-pixel, per-channel attributions (maps reduce their channels); else None.
     """
 
     maps: torch.Tensor
@@ -88,6 +90,7 @@ class Explanation:
     info: dict = field(default_factory=dict)
     class_names: Optional[tuple] = None
     context: Optional[list] = None
+    attributions: Optional[torch.Tensor] = None
 
     def map_of(self, class_id=None) -> torch.Tensor:
         """The maps float32 [B,H,W] of class `class_id` (an id, or a name when class_names are

@@ -11,6 +11,8 @@ from .colormaps import COLORMAP_NAMES, colormap_lut
 from .ops import (
     BACKENDS,
     analytic_gradcampp_weights,
+    attribution_accumulate,
+    attribution_maps,
     cam_from_gradients,
     channel_weights,
     class_argmax,
@@ -34,6 +36,8 @@ __all__ = [
     "BACKENDS",
     "COLORMAP_NAMES",
     "analytic_gradcampp_weights",
+    "attribution_accumulate",
+    "attribution_maps",
     "build_info",
     "cam_from_gradients",
     "channel_weights",

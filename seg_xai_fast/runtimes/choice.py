@@ -114,7 +114,12 @@ def make_explainer(
     # The exported graph exposes a layer's activations; the input-space methods read only its logits.
     layer = explainer.layer_name if get_method(method).needs_layer else (loaded.layer or _first_conv(loaded.model))
     note = ""
-    if runtime != "torch":
+    refused = get_method(method).unavailable_on("onnxruntime")  # the spec's reason, before any export
+    if refused is not None and runtime == "onnxruntime":
+        raise ValueError(f"runtime onnxruntime cannot serve method {method!r}: {refused}")
+    if refused is not None:
+        note = f"auto chose torch: {refused}"
+    elif runtime != "torch":
         try:
             import_onnxruntime()
             if importlib.util.find_spec("onnx") is None:  # export_onnx writes the metadata with it; found, not

@@ -2,10 +2,11 @@
 // (argument checks, then dispatch), csrc/cpu/<f>_cpu.cpp and csrc/cuda/<f>_cuda.cu, with <f> one of
 // CMakeLists.txt's SEG_XAI_OPS. Three files hold several ops: channel_weights (channel_weights,
 // analytic_gradcampp_weights), seeds (seeds_from_labels, seeds_from_masks) and perturbation
-// (region_scores, scorecam_inputs, rise_inputs, rise_accumulate, segment_inputs); the others one op
+// (region_scores, scorecam_inputs, rise_inputs, rise_accumulate, segment_inputs), attribution
+// (attribution_accumulate, attribution_maps); the others one op
 // of their name. Each op's Python wrapper is in seg_xai_fast/kernels/ops/ and its pure-PyTorch twin
 // in seg_xai_fast/kernels/reference/, in the module of its family (normalize, cam, seeds, display,
-// perturbation).
+// perturbation, attribution).
 //
 // Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
 // (H, W) the output/image size, M = number of maps (any flattening of leading dims), L logit classes.
@@ -171,6 +172,27 @@ void rise_accumulate(const TensorView& scores, const TensorView& grids, const Te
 //   keep: uint8 [n,M];  out: float32 [n,3,H,W]
 void segment_inputs(const TensorView& image, const TensorView& baseline, const TensorView& segments,
                     const TensorView& keep, const TensorView& out, const Exec& exec);
+
+// ---- The attribution family (csrc/attribution.cpp): the input-gradient attributions' hot path.
+
+// In place, for i < n: total[rows[i], r] += Σ_g f(w_g·m_g[r]·grads[i,g,r]) and (use_sq)
+// total_sq[rows[i], r] += Σ_g f(·)², with m_g = mult[g] (use_mult; else 1) and f = |·| (abs) or
+// the identity: the weighted sum of the input gradients over IG's path steps and SmoothGrad's noise
+// samples. float32 only, on CPU and CUDA.
+//   grads:    float32 [n,G,R]  (n classes, G inputs per forward, R elements per input)
+//   weights:  float32 [G]
+//   mult:     float32 [G,R] (read when use_mult)
+//   rows:     int64 [n], distinct, in [0, K) (checked by the caller)
+//   total:    float32 [K,R];  total_sq: float32 [K,R] (read when use_sq)
+void attribution_accumulate(const TensorView& grads, const TensorView& weights, const TensorView& mult,
+                            bool use_mult, const TensorView& rows, const TensorView& total,
+                            const TensorView& total_sq, bool use_sq, bool abs, const Exec& exec);
+
+// The maps of attributions: out[b,k,p] = Σ_c attributions[b,k,c,p], then (normalize) ReLU and
+// per-map min-max (x − min) / (max − min + eps).
+//   attributions: float [B,K,C,N];  out: float32 [B,K,N];  minmax: int32 [B·K,2] (CUDA workspace)
+void attribution_maps(const TensorView& attributions, const TensorView& out, bool normalize,
+                      const TensorView& minmax, float eps, const Exec& exec);
 
 // Build facts for kernels.backend.build_info().
 struct BuildInfo {

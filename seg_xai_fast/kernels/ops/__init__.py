@@ -22,6 +22,7 @@ dispatch.py the backend choice and the calling convention of the core.
 Shapes: B images, K explained classes, C channels of the target layer, (h, w) its spatial size,
 (H, W) the output/image size, L logit classes.
 """
+from .attribution import attribution_accumulate, attribution_maps
 from .cam import (
     analytic_gradcampp_weights,
     cam_from_gradients,

@@ -14,6 +14,7 @@ kernel runs (KPCA-CAM, FEM, RandomCAM, Finer-CAM, Ablation-CAM, FullGrad) lives 
 in engine/method_maths.py. Every name is re-exported here: `reference.normalize_maps`,
 `reference.WEIGHTED_METHODS`, ...
 """
+from .attribution import attribution_accumulate, attribution_maps
 from .cam import (
     GRADCAMPP_EPS,
     POOL_REDUCTIONS,
