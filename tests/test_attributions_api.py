@@ -125,7 +125,7 @@ def test_bad_calls_are_named(scene):
         sx.Explainer(model, None, "integratedgradients", options={"n_steps": 1, "method": "riemann_left"})(images)
     with pytest.raises(ValueError, match="resolution must be 'full' for method 'saliency'"):
         sx.Explainer(model, None, "saliency")(images, resolution="layer")
-    with pytest.raises(ValueError, match="images must have 4 dimensions"):  # volumes: the attribution family only
+    with pytest.raises(ValueError, match=r"images must match the model, which takes images \[B,C,H,W\]"):
         sx.Explainer(model, "decoder", "gradcam")(torch.rand(1, 3, 4, 8, 8))
     with pytest.raises(ValueError, match="3-D volumes must be None .* or a float Tensor"):
         vol = torch.nn.Conv3d(1, 2, 1).eval()

@@ -17,6 +17,7 @@ Exit status: 0 every input explained, 3 finished with failures (DIR/failures.csv
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
@@ -267,7 +268,7 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
     state = {"explained": 0}
     writer = Writer(prep.store, overlays, cfg.colormap, cfg.alpha)
     start = time.perf_counter()
-    batches = iter(loader)
+    batches = forked_iter(loader, workers)
     try:
         with progress_bar(len(dataset), cfg.progress) as bar:
             for item in batches:
@@ -286,6 +287,21 @@ def run_local(cfg: JobConfig, prep: Prepared) -> Summary:
         writer.close()  # waits for the queued batches: they are explained, so they get written
         torch.set_num_threads(threads_before)  # in-process callers keep their setting
     return Summary(explained=writer.written, seconds=time.perf_counter() - start)
+
+
+def forked_iter(loader, workers: int):
+    """iter(loader), whose worker processes are forked from this one. Garbage left in this process
+    (a finished video's decoder, say, whose threads do not exist in a child) must not be freed by a
+    worker's collector, where it can hang on a lock of a thread that was not forked: it is
+    collected here first, and what remains is frozen (skipped by collectors) while the workers fork."""
+    if not workers:
+        return iter(loader)
+    gc.collect()
+    gc.freeze()
+    try:
+        return iter(loader)
+    finally:
+        gc.unfreeze()
 
 
 def _explain_batch(engine: BatchEngine, writer: Writer, store, item: dict, overlays: bool, cfg: JobConfig,
