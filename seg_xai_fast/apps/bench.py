@@ -282,13 +282,20 @@ def attribution_rows(model, method: str, images, classes, masks, options: dict, 
             with ModelState(model):  # frozen parameters: captum would differentiate them too
                 peer_s = median_seconds(lambda: [run(images, masks, k, c) for k, c in enumerate(classes)],
                                         peer_repeats)
+    return rows + timing_rows(method, timings, floor_s, peer_s, library)
+
+
+def timing_rows(method: str, timings: dict, floor_s: float, peer_s, peer_name: str) -> list:
+    """The table rows of one method: each backend's time (× the floor, the peer's time over ours),
+    then the peer's own row when it was timed."""
+    rows = []
     for backend, seconds in timings.items():
         row = {"row": f"{method} {backend}", "ms": seconds * 1e3, "x_floor": seconds / floor_s}
         if peer_s is not None:
             row["peer_over_ours"] = peer_s / seconds
         rows.append(row)
     if peer_s is not None:
-        rows.append({"row": f"{method} {library}", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+        rows.append({"row": f"{method} {peer_name}", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
     return rows
 
 
@@ -408,13 +415,7 @@ def run_bench(
                                   options=options_for(method, options))
             timings[backend] = median_seconds(lambda: explainer(images, classes=classes, masks=masks), repeats)
         peer_s = peer_seconds(model, layer, method, images, classes, masks, "out", peer_repeats) if peer else None
-        for backend, seconds in timings.items():
-            row = {"row": f"{method} {backend}", "ms": seconds * 1e3, "x_floor": seconds / floor_s}
-            if peer_s is not None:
-                row["peer_over_ours"] = peer_s / seconds
-            rows.append(row)
-        if peer_s is not None:
-            rows.append({"row": f"{method} pytorch-grad-cam", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+        rows += timing_rows(method, timings, floor_s, peer_s, "pytorch-grad-cam")
     # The default target: only the classes the model actually predicts cost a VJP.
     gradient_methods = [m for m in methods if not get_method(m).perturbs and get_method(m).family != "attribution"]
     if not gradient_methods:

@@ -119,16 +119,20 @@ def check_deeplift_model(model: nn.Module) -> None:
                 "'inputxgradient' for this model")
 
 
-class _Rescale(torch.autograd.Function):
-    """y = f(x) forwards (given; f = module.forward); backwards g·Δy/Δx where |Δx| ≥ eps, else
-    g·f'(x), Δ between the two halves of the batch (inputs; baselines), the same multiplier for
-    both halves. f'(x) is formed only where some |Δx| < eps needs it."""
+class _Rule(torch.autograd.Function):
+    """y forwards as it is (computed by `module` from x); x and y kept for a rule's backward."""
 
     @staticmethod
     def forward(ctx, x, y, module):
         ctx.module = module
         ctx.save_for_backward(x, y)
         return y.clone()
+
+
+class _Rescale(_Rule):
+    """y = f(x) forwards (given; f = module.forward); backwards g·Δy/Δx where |Δx| ≥ eps, else
+    g·f'(x), Δ between the two halves of the batch (inputs; baselines), the same multiplier for
+    both halves. f'(x) is formed only where some |Δx| < eps needs it."""
 
     @staticmethod
     def backward(ctx, g):
@@ -149,14 +153,8 @@ class _Rescale(torch.autograd.Function):
         return out, None, None
 
 
-class _MaxPoolRescale(torch.autograd.Function):
+class _MaxPoolRescale(_Rule):
     """captum's DeepLIFT rule for max pooling (attr/_core/deep_lift.py's maxpool), written out."""
-
-    @staticmethod
-    def forward(ctx, x, y, module):
-        ctx.module = module
-        ctx.save_for_backward(x, y)
-        return y.clone()
 
     @staticmethod
     def backward(ctx, g):
