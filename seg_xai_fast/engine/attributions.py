@@ -84,19 +84,19 @@ class Plan:
     paired: bool = False
 
 
-def integration_points(method: str, n_steps: int) -> tuple:
-    """(alphas, weights) of captum's integration `method` with n_steps points."""
-    if method == "gausslegendre":
+def integration_points(scheme: str, n_steps: int) -> tuple:
+    """(alphas, weights) of captum's integration scheme (option 'method') with n_steps points."""
+    if scheme == "gausslegendre":
         import numpy as np
 
         x, w = np.polynomial.legendre.leggauss(n_steps)
         return tuple((0.5 * (1 + x)).tolist()), tuple((0.5 * w).tolist())
     if n_steps < 2:
-        raise ValueError(f"option 'n_steps' must be ≥ 2 for method {method!r} (a Riemann sum needs two points), "
+        raise ValueError(f"option 'n_steps' must be ≥ 2 for method {scheme!r} (a Riemann sum needs two points), "
                          f"got {n_steps}")
     n = n_steps
     weights = [1 / n] * n
-    kind = method.split("_")[-1]
+    kind = scheme.split("_")[-1]
     if kind == "trapezoid":
         weights[0] /= 2
         weights[-1] /= 2

@@ -127,7 +127,7 @@ class TorchForwards:
         ex = self.ex
         if self.one_by_one and images.shape[0] > 1:
             parts = [self.original(image[None], need_layer) for image in images]
-            return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+            return _joined(parts)
         with ExitStack() as stack, torch.enable_grad():  # a graph, from which the probe reads the upsample
             cap = stack.enter_context(ex.capture()) if need_layer else None
             self.probe.find(stack)
@@ -147,7 +147,7 @@ class TorchForwards:
             parts = [self.perturbed(inputs[i:i + 1] if inputs.shape[0] == n else inputs,
                                     None if layer_output is None else (lambda out, i=i: layer_output(out)[i:i + 1]), 1)
                      for i in range(n)]
-            return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+            return _joined(parts)
         with ExitStack() as stack, torch.no_grad():
             self.probe.capture(stack)
             if layer_output is not None:
@@ -179,6 +179,12 @@ class TorchForwards:
             return False
         return (logits.shape == (2,) + reference_logits.shape[1:]
                 and bool(torch.allclose(logits, reference_logits.expand_as(logits), rtol=1e-4, atol=1e-5)))
+
+
+def _joined(parts: list) -> tuple:
+    """One-sample forwards' result tuples → one tuple, each element concatenated along the batch
+    (None where the forwards return None)."""
+    return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
 
 
 def _replace_layer(ex, fn):
