@@ -119,6 +119,41 @@ def test_given_targets_take_one_pass_and_equal_the_definition(dims):
     assert res.info["window_forwards"] + res.info["plain_window_forwards"] == res.info["windows"] + 1
 
 
+@pytest.mark.parametrize("dims,swb", [(2, 1), (2, 3), (3, 2)])
+def test_predicted_targets_wait_for_their_neighbours_instead_of_a_pre_pass(dims, swb):
+    """The default budget holds the waiting windows' graphs: one forward per window, no no-grad
+    pass; a budget too small for them takes the no-grad pass first. Both equal the definition."""
+    spatial, roi = ((20, 27), (8, 12)) if dims == 2 else ((10, 12, 9), (6, 6, 6))
+    sw = sx.SlidingWindow(net(dims), roi, overlap=0.5, mode="gaussian", sw_batch_size=swb)
+    x = torch.randn(2, 2, *spatial, generator=torch.Generator().manual_seed(5))
+    expected = brute_force(sw, sw.model[3], "gradcam", x)
+    streamed = sx.Explainer(sw, "model.3", "gradcam")(x)
+    tight = sx.Explainer(sw, "model.3", "gradcam", max_memory_mb=1e-3)(x)
+    windows = streamed.info["windows"]
+    assert (streamed.info["window_forwards"], streamed.info["plain_window_forwards"]) == (windows, 0)
+    assert (tight.info["window_forwards"], tight.info["plain_window_forwards"]) == (windows, windows)
+    for res in (streamed, tight):
+        torch.testing.assert_close(res.maps, expected, rtol=0, atol=1e-4)
+        with torch.no_grad():
+            assert torch.equal(res.labels, sw(x).argmax(1))
+
+
+def test_a_component_target_takes_the_no_grad_pass_and_equals_its_region_given_as_masks():
+    sw = sx.SlidingWindow(net(2), (8, 12), overlap=0.25, mode="gaussian", sw_batch_size=2)
+    x = torch.randn(1, 2, 20, 27, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        labels = sw(x).argmax(1)
+    y, xx = 10, 13
+    k = int(labels[0, y, xx])
+    region = sx.engine.targets.target_masks(labels, [k], sx.Component(y, xx))  # [1,1,H,W]
+    res = sx.Explainer(sw, "model.3", "gradcam")(x, classes=[k], masks=sx.Component(y, xx))
+    assert res.info["plain_window_forwards"] == res.info["windows"]
+    masks = torch.zeros(1, 3, 20, 27)
+    masks[:, k] = region[:, 0]
+    expected = brute_force(sw, sw.model[3], "gradcam", x, masks=masks)[:, k:k + 1]
+    torch.testing.assert_close(res.maps, expected, rtol=0, atol=1e-4)
+
+
 def test_raw_maps_equal_the_definition():
     sw = sx.SlidingWindow(net(2), (12, 12), overlap=0.25, mode="gaussian")
     x = torch.randn(1, 2, 20, 27, generator=torch.Generator().manual_seed(8))
