@@ -1,7 +1,7 @@
 """ROAD's noisy linear imputation: removed pixels filled from their neighbours, solved jointly."""
 from __future__ import annotations
 
-import itertools
+import math
 from typing import Optional
 
 import torch
@@ -12,24 +12,34 @@ from .checks import check_number
 
 
 def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
-    """Σ_q w_q v(p+q) over the neighbours q inside the image or volume (zero padding drops the others).
+    """Σ_q w_q v(p+q) over the neighbours q inside the image or volume (the others count as zero).
 
     The ROAD neighbourhood: in 2-D the 8 neighbours, edge ones weighing 1/6 and diagonal ones 1/12
-    (Rong et al.); in 3-D its extension to the 26 neighbours with the same rule, w_q ∝ 1/|q|² (face
+    (Rong et al.); in 3-D its extension to the 26 neighbours by the same rule, w_q ∝ 1/|q|² (face
     3/44, edge 3/88, corner 1/44), which is what gives 1/6 and 1/12 in 2-D. The weights sum to 1.
-    v: float [N,C,H,W] or [N,C,D,H,W] → the same shape. Shifted slices, summed per distance and
-    weighted once: several times faster than a 1-channel conv on CPU."""
-    spatial = v.shape[2:]
-    p = F.pad(v, (1, 1) * len(spatial))
-    by_distance: dict = {}  # |q|² → (Σ v(p+q) over those q, how many)
-    for q in itertools.product((-1, 0, 1), repeat=len(spatial)):
-        r2 = sum(abs(o) for o in q)
-        if r2:
-            shifted = p[(...,) + tuple(slice(1 + o, 1 + o + n) for o, n in zip(q, spatial))]
-            total, count = by_distance.get(r2, (0, 0))
-            by_distance[r2] = (total + shifted, count + 1)
-    norm = sum(count / r2 for r2, (_, count) in by_distance.items())  # 2-D: 6, 3-D: 44/3
-    return sum(total / (r2 * norm) for r2, (total, _) in sorted(by_distance.items()))
+    v: float [N,C,H,W] or [N,C,D,H,W] → the same shape.
+
+    With T_a v = v(p − e_a) + v(p + e_a) along axis a, the neighbours at |q|² = k are summed by the
+    k-th elementary symmetric polynomial of the T_a (faces Σ T_a, edges Σ T_a T_b, corners T_0 T_1 T_2):
+    6 shifts in 3-D instead of 26, 3 in 2-D instead of 8, on contiguous tensors."""
+    d = v.ndim - 2
+    sums = [v] + [None] * d  # sums[k]: Σ over the neighbours with k non-zero offsets
+    for axis in range(2, v.ndim):
+        for k in range(axis - 1, 0, -1):  # downwards, so that sums[k - 1] is still without this axis
+            shifted = _shift_sum(sums[k - 1], axis)
+            sums[k] = shifted if sums[k] is None else sums[k] + shifted
+    norm = sum(math.comb(d, k) * 2**k / k for k in range(1, d + 1))  # Σ_q 1/|q|²: 2-D 6, 3-D 44/3
+    return sum(sums[k] / (k * norm) for k in range(1, d + 1))
+
+
+def _shift_sum(v: torch.Tensor, axis: int) -> torch.Tensor:
+    """v(p − e_axis) + v(p + e_axis), zero beyond the border."""
+    n = v.shape[axis]
+    out = torch.zeros_like(v)
+    if n > 1:
+        out.narrow(axis, 1, n - 1).add_(v.narrow(axis, 0, n - 1))
+        out.narrow(axis, 0, n - 1).add_(v.narrow(axis, 1, n - 1))
+    return out
 
 
 def noisy_linear_impute(
