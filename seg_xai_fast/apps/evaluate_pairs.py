@@ -93,7 +93,7 @@ def find_pairs(images: Sequence[str], labels: str) -> list[Pair]:
             else:
                 wanted = f"{stem}.nii/.nii.gz" if kind == "volume" else f"{stem}.*"
                 why = (f"no label {'volume' if kind == 'volume' else 'map'} for it: looked for "
-                       f"{Path(key).with_name(wanted)} under {root} and found "
+                       f"{Path(key).parent / wanted} under {root} and found "
                        + (f"{len(same_stem)} files named {wanted}" if same_stem else f"no file named {wanted}"))
         pairs.append(Pair(key, image, label, why))
     if any(kind_of(p.image) == VOLUME or (p.label and kind_of(p.label) == VOLUME) for p in pairs):
