@@ -10,6 +10,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,15 @@ def test_errors_name_the_extra_and_the_method(tmp_path, dataset, capsys, monkeyp
     code, _, err = evaluate([images, "--labels", labels, *model_argv(weights), "--no-progress", "--out", out], capsys)
     assert code == 2 and "pip install 'seg_xai_fast[medical]'" in err
     assert not os.path.exists(out / "evaluate.jsonl")
+
+
+def test_the_volume_examples_of_docs_metrics_run_and_show_their_results():
+    """docs/metrics.md's section on volumes: both Python examples run as written (tests/test_readme.py's
+    run_block checks each result comment)."""
+    from test_readme import python_blocks, run_block
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    section = doc[doc.index("## Volumes: 3-D metrics and NIfTI label volumes"):]
+    blocks = python_blocks(section)
+    assert len(blocks) == 2, "docs/metrics.md lost a volume example"
+    assert sum(run_block(block, "docs/metrics.md") for block in blocks) >= 12
