@@ -183,3 +183,18 @@ def test_the_volume_examples_of_docs_metrics_run_and_show_their_results():
     blocks = python_blocks(section)
     assert len(blocks) == 2, "docs/metrics.md lost a volume example"
     assert sum(run_block(block, "docs/metrics.md") for block in blocks) >= 12
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit's deprecation notices
+def test_a_torchscript_volume_model_runs_the_input_space_methods_without_a_layer(tmp_path, dataset, capsys):
+    images, labels, _ = dataset
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3, padding=1))
+    path = tmp_path / "net.ts"
+    torch.jit.save(torch.jit.trace(net.eval(), torch.zeros(1, 1, 8, 8, 8)), str(path))
+    code, stdout, _ = evaluate([images / "sub" / "v0.nii.gz", "--labels", labels, "--model", path, "--methods", "occlusion",
+                                "--option", "window=8", "--option", "stride=8", "--steps", "2", "--no-progress", "--json"],
+                               capsys)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["images"] == 1 and all(math.isfinite(v) for v in result["overall"]["occlusion"].values())

@@ -27,6 +27,7 @@ import torch
 
 from ..engine import SlidingWindow
 from ..engine.capture import model_logits
+from ..engine.methods import get_method
 from ..engine.volume import check_volume_method
 from ..errors import UsageError
 from ..fileio import atomic_write_text
@@ -250,7 +251,8 @@ class ResultLog:
             with open(self.path, "rb") as f:
                 lines = [json.loads(raw) for raw in f if raw.strip()]
             if lines and lines[0].get("type") == "run" and lines[0].get("settings") != settings:
-                changed = sorted(k for k in settings if lines[0]["settings"].get(k) != settings[k])
+                old = lines[0]["settings"]
+                changed = sorted(k for k in set(settings) | set(old) if old.get(k) != settings.get(k))
                 raise UsageError(f"{out_dir} holds an evaluation with other settings ({', '.join(changed)}); "
                                  f"pass --force to start over, or another --out")
             for record in lines[1:]:
@@ -302,7 +304,8 @@ def run_dataset_evaluate(
     included, goes through sliding-window inference.
     """
     loaded = load_model(model, weights=weights, num_classes=num_classes, model_args=model_args)
-    layer = require_layer(loaded, layer)
+    # only the layer methods need one (a TorchScript model runs the input-space methods only)
+    layer = require_layer(loaded, layer) if any(get_method(m).needs_layer for m in methods) else (layer or loaded.layer or "")
     names = list(loaded.class_names) if loaded.class_names else None
     s = Settings(model=loaded.name, layer=str(layer), methods=list(methods), metrics=list(metrics), targets=targets,
                  ignore_index=ignore_index, classes=None if classes is None else parse_class_ids(classes, names),
@@ -383,7 +386,7 @@ def scoring_of(net, layer, methods: Sequence[str], options: Optional[dict], prob
             raise UsageError(f"--sliding-window {','.join(map(str, sliding['roi_size']))} has "
                              f"{len(sliding['roi_size'])} axes but the inputs have {len(probe) - 2} spatial axes")
         net = SlidingWindow(net.eval(), **{**sliding, "roi_size": tuple(sliding["roi_size"])})
-        layer = f"model.{layer}"  # the SlidingWindow's name of the model's layer
+        layer = f"model.{layer}" if layer else layer  # the SlidingWindow's name of the model's layer
     try:
         n_classes = model_logits(net, torch.zeros(probe)).shape[1]
     except RuntimeError as err:
@@ -408,7 +411,7 @@ class PairScorer:
             raise RuntimeError(f"model {model!r} here has digest {model_digest(loaded.model)}, the driver's "
                                f"{self.settings.model_digest}")
         self.probe = tuple(probe)
-        self.net, self.explainers, self.n_classes = scoring_of(loaded.model, require_layer(loaded, layer),
+        self.net, self.explainers, self.n_classes = scoring_of(loaded.model, layer,
                                                                self.settings.methods, options, self.probe,
                                                                self.settings.sliding_window)
 
