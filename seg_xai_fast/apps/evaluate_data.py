@@ -2,8 +2,9 @@
 as a resumable batch job.
 
 Images are 2-D images with label maps, or NIfTI volumes with label volumes (apps/evaluate_pairs.py);
-every metric takes both. Per image: every method explains the classes its label map holds (ground-truth regions as targets,
-or the predicted ones), and each (method, class) pair gets one row of metrics. The run appends one
+every metric takes both. Per image: every method explains the classes its label map holds
+(ground-truth regions as targets, or the predicted ones), and each (method, class) pair gets one
+row of metrics. The run appends one
 line per finished image to DIR/evaluate.jsonl (fsynced; a torn last line from a kill is cut), so a
 rerun skips finished images and — every image being scored on its own, with its random draws seeded
 per image — a killed and resumed run ends with exactly the numbers of an uninterrupted one. The
@@ -305,7 +306,8 @@ def run_dataset_evaluate(
     """
     loaded = load_model(model, weights=weights, num_classes=num_classes, model_args=model_args)
     # only the layer methods need one (a TorchScript model runs the input-space methods only)
-    layer = require_layer(loaded, layer) if any(get_method(m).needs_layer for m in methods) else (layer or loaded.layer or "")
+    needs_layer = any(get_method(m).needs_layer for m in methods)
+    layer = require_layer(loaded, layer) if needs_layer else (layer or loaded.layer or "")
     names = list(loaded.class_names) if loaded.class_names else None
     s = Settings(model=loaded.name, layer=str(layer), methods=list(methods), metrics=list(metrics), targets=targets,
                  ignore_index=ignore_index, classes=None if classes is None else parse_class_ids(classes, names),

@@ -48,7 +48,8 @@ def add_volume_arguments(parser, description: str) -> None:
                    help="constructor keyword arguments of a monai:NAME model, e.g. "
                         "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
     v.add_argument("--sliding-window", default=None, metavar="ROI",
-                   help="run the model through sliding-window inference with windows of this size, e.g. 96,96,96 or 512,512")
+                   help="run the model through sliding-window inference with windows of this size, "
+                        "e.g. 96,96,96 or 512,512")
     v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
     v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
                    help="how overlapping windows are blended (default: %(default)s)")

@@ -106,7 +106,8 @@ def _conjugate_gradient(x, u, v, tol, max_iter):
     """Jacobi-preconditioned CG for A v = b, A v = u·(D·v − nbr(u·v)), b = u·nbr((1−u)·x).
     x: [N,C,*spatial]; u: [N,1,*spatial]; v: start [N,C,*spatial] (zero on the known pixels). One CG per (n, c)."""
     axes = tuple(range(2, x.ndim))
-    D = _neighbour_sum(torch.ones((1, 1) + tuple(x.shape[2:]), device=x.device, dtype=x.dtype))  # 1 inside, less on the border
+    ones = torch.ones((1, 1) + tuple(x.shape[2:]), device=x.device, dtype=x.dtype)
+    D = _neighbour_sum(ones)  # 1 inside, less on the border
 
     def apply(w):
         return u * (D * w - _neighbour_sum(u * w))
