@@ -207,10 +207,10 @@ def region_perturbation(
     """Region-perturbation curves (Samek et al. 2017; Quantus RegionPerturbation) on s_c.
 
     The image is cut into a grid of patch_size² patches (volumes [B,C,D,H,W]: patch_size³ cubes; the
-    last row and column, and slab, may be smaller); a patch's relevance is the sum of the map over it. Step t = 1..T (T = `steps`, at most the
-    number of patches) sets the t most relevant patches (`order="morf"`; "lerf": least relevant
-    first; equal sums in raster order) to `baseline` in every channel and records the drop
-    s_c(x) − s_c(x_t). Quantus perturbs with uniform noise by default; a constant keeps runs
+    last row and column, and slab, may be smaller); a patch's relevance is the sum of the map over
+    it. Step t = 1..T (T = `steps`, at most the number of patches) sets the t most relevant
+    patches (`order="morf"`; "lerf": least relevant first; equal sums in raster order) to
+    `baseline` in every channel and records the drop s_c(x) − s_c(x_t). Quantus perturbs with uniform noise by default; a constant keeps runs
     reproducible. AOPC = the mean of the curve. Returns float32 [B,K,T], NaN rows where M_c is empty.
     """
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
