@@ -1,4 +1,4 @@
-"""ROAD's noisy linear imputation: removed pixels filled from their neighbours, solved jointly."""
+"""ROAD's noisy linear imputation: removed pixels (voxels) filled from their neighbours, solved jointly."""
 from __future__ import annotations
 
 import math
