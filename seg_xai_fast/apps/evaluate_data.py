@@ -1,8 +1,10 @@
 """`seg-xai evaluate IMAGES --labels LABELS`: explanation metrics on a user's own image/label pairs,
 as a resumable batch job.
 
-Per image: every method explains the classes its label map holds (ground-truth regions as targets,
-or the predicted ones), and each (method, class) pair gets one row of metrics. The run appends one
+Images are 2-D images with label maps, or NIfTI volumes with label volumes (apps/evaluate_pairs.py);
+every metric takes both. Per image: every method explains the classes its label map holds
+(ground-truth regions as targets, or the predicted ones), and each (method, class) pair gets one
+row of metrics. The run appends one
 line per finished image to DIR/evaluate.jsonl (fsynced; a torn last line from a kill is cut), so a
 rerun skips finished images and — every image being scored on its own, with its random draws seeded
 per image — a killed and resumed run ends with exactly the numbers of an uninterrupted one. The
@@ -24,7 +26,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..engine import SlidingWindow
 from ..engine.capture import model_logits
+from ..engine.methods import get_method
+from ..engine.volume import check_volume_method
 from ..errors import UsageError
 from ..fileio import atomic_write_text
 from ..metrics import (
@@ -51,6 +56,7 @@ from ..metrics import (
     sparseness,
     top_k_intersection,
 )
+from ..metrics.faithfulness import patch_count
 from ..metrics.randomisation import method_explainer
 from ..models import load_model, require_layer
 from ..viz import save_png
@@ -59,7 +65,8 @@ from .batch.store import file_digest, model_digest
 from .batch.store.manifest import cut_torn_tail
 from .batch.store.run_store import hold_lock
 from .evaluate import curves_chart, parse_class_ids
-from .evaluate_pairs import check_ignore_index, check_label, find_pairs, read_label
+from .evaluate_pairs import VOLUME, check_ignore_index, check_label, find_pairs, read_label
+from .scenes import kind_of, read_scene
 
 LOG = "evaluate.jsonl"
 LOCK = ".evaluate.lock"
@@ -111,6 +118,7 @@ class Settings:
     seed: int = 0
     options: dict = field(default_factory=dict)
     model_digest: str = ""
+    sliding_window: Optional[dict] = None  # SlidingWindow's arguments (roi_size, overlap, mode, sw_batch_size)
 
 
 def check_settings(s: Settings) -> None:
@@ -129,9 +137,10 @@ def columns(metrics: Sequence[str]) -> list[str]:
 def score_image(model, explainers: dict, image: torch.Tensor, label: torch.Tensor, num_classes: int, s: Settings) -> dict:
     """One image's rows: {"rows": [{"method", "class", column: value}], "curves": {method: {class: {...}}}}.
 
-    image: float [3,H,W]; label: int [H,W]. Classes: those the label map holds (but 0 and the
-    ignore index), restricted to s.classes when given. Maps target the ground-truth regions
-    (s.targets == "truth") or the predicted ones; the perturbation metrics score on the targets.
+    image: float [C,H,W]; label: int [H,W] (a volume: image [C,D,H,W], label [D,H,W]). Classes:
+    those the label map holds (but 0 and the ignore index), restricted to s.classes when given.
+    Maps target the ground-truth regions (s.targets == "truth") or the predicted ones; the
+    perturbation metrics score on the targets.
     """
     present = [int(c) for c in torch.unique(label) if int(c) != s.ignore_index and int(c) < num_classes]
     ids = [c for c in present if (c in s.classes if s.classes is not None else c != 0)]
@@ -141,7 +150,7 @@ def score_image(model, explainers: dict, image: torch.Tensor, label: torch.Tenso
     truth = class_regions(labels, ids)  # [1,K,H,W]
     targets = truth if s.targets == "truth" else predicted_regions(model, x, ids)
     masks = targets.float()
-    H, W = label.shape
+    pixels = label.numel()  # pixels, or voxels
     methods = list(explainers)
     maps = {m: explainers[m](x, classes=ids, masks=masks).maps.float() for m in methods}
     values: dict = {m: {} for m in methods}  # method → column → float [K]
@@ -159,7 +168,7 @@ def score_image(model, explainers: dict, image: torch.Tensor, label: torch.Tenso
             if name in want:
                 v[name] = fn(a, truth)[0]
         if "top_k_intersection" in want:
-            v["top_k_intersection"] = top_k_intersection(a, truth, k=min(s.top_k, H * W))[0]
+            v["top_k_intersection"] = top_k_intersection(a, truth, k=min(s.top_k, pixels))[0]
         if "off_target_leakage" in want:
             v["off_target_leakage"] = off_target_leakage(a, labels, ids, s.ignore_index)[0]
         for name, fn in (("sparseness", sparseness), ("complexity", complexity)):
@@ -178,7 +187,7 @@ def score_image(model, explainers: dict, image: torch.Tensor, label: torch.Tenso
             v["road_morf"], v["road_lerf"] = r["morf"][0].mean(1), r["lerf"][0].mean(1)
         if "region_perturbation" in want:
             v["region_perturbation_aopc"] = region_perturbation(
-                model, x, a, ids, patch_size=s.patch_size, steps=min(s.steps, math.ceil(H / s.patch_size) * math.ceil(W / s.patch_size)),
+                model, x, a, ids, patch_size=s.patch_size, steps=min(s.steps, patch_count(label.shape, s.patch_size)),
                 **common)[0].mean(1)
         if "sensitivity" in want:
             ratios = sensitivity_ratios(lambda im, m=m: explainers[m](im, classes=ids, masks=masks).maps.float(), x, a,
@@ -188,12 +197,12 @@ def score_image(model, explainers: dict, image: torch.Tensor, label: torch.Tenso
             v["random_logit"] = random_logit(lambda im, c, mk, m=m: explainers[m](im, classes=c, masks=mk).maps.float(),
                                              x, a, ids, targets, num_classes, seed=s.seed)[0]
     # The random perturbations do not depend on the maps: every method's pairs share one batch.
-    shared = torch.cat([maps[m] for m in methods], dim=1)  # [1,M·K,H,W]
-    together = dict(regions=targets.repeat(1, len(methods), 1, 1), samples=s.samples, seed=s.seed)
+    shared = torch.cat([maps[m] for m in methods], dim=1)  # [1,M·K,*S]
+    together = dict(regions=targets.repeat((1, len(methods)) + (1,) * label.ndim), samples=s.samples, seed=s.seed)
     K = len(ids)
     for name, compute in (
         ("faithfulness_correlation", lambda: faithfulness_correlation(
-            model, x, shared, ids * len(methods), subset_size=min(s.subset_size, H * W), **together)),
+            model, x, shared, ids * len(methods), subset_size=min(s.subset_size, pixels), **together)),
         ("infidelity", lambda: infidelity(model, x, shared, ids * len(methods), noise_std=s.noise_std, **together)),
     ):
         if name in want:
@@ -243,7 +252,8 @@ class ResultLog:
             with open(self.path, "rb") as f:
                 lines = [json.loads(raw) for raw in f if raw.strip()]
             if lines and lines[0].get("type") == "run" and lines[0].get("settings") != settings:
-                changed = sorted(k for k in settings if lines[0]["settings"].get(k) != settings[k])
+                old = lines[0]["settings"]
+                changed = sorted(k for k in set(settings) | set(old) if old.get(k) != settings.get(k))
                 raise UsageError(f"{out_dir} holds an evaluation with other settings ({', '.join(changed)}); "
                                  f"pass --force to start over, or another --out")
             for record in lines[1:]:
@@ -281,6 +291,8 @@ def run_dataset_evaluate(
     num_classes: Optional[int] = None,
     options: Optional[dict] = None,
     ray: Optional[str] = None,
+    model_args: Optional[dict] = None,
+    sliding_window: Optional[dict] = None,
     **settings,
 ) -> dict:
     """Evaluate `methods` on the image/label pairs; returns {"summary", "rows", "failures", "meta"}.
@@ -288,16 +300,23 @@ def run_dataset_evaluate(
     `settings`: the other fields of Settings (steps, tolerance, top_k, samples, seed, ...).
     With `out`, the run is resumable (DIR/evaluate.jsonl) and writes its files there. With `ray`
     ('local', 'auto' or ray://host:port), the pairs are scored by Ray actors (apps/evaluate_ray.py).
+    `model_args`: a monai:NAME model's keyword arguments; `sliding_window`: SlidingWindow's
+    arguments (roi_size, overlap, mode, sw_batch_size): every forward of the model, the metrics'
+    included, goes through sliding-window inference.
     """
-    loaded = load_model(model, weights=weights, num_classes=num_classes)
-    layer = require_layer(loaded, layer)
+    loaded = load_model(model, weights=weights, num_classes=num_classes, model_args=model_args)
+    # only the layer methods need one (a TorchScript model runs the input-space methods only)
+    needs_layer = any(get_method(m).needs_layer for m in methods)
+    layer = require_layer(loaded, layer) if needs_layer else (layer or loaded.layer or "")
     names = list(loaded.class_names) if loaded.class_names else None
     s = Settings(model=loaded.name, layer=str(layer), methods=list(methods), metrics=list(metrics), targets=targets,
                  ignore_index=ignore_index, classes=None if classes is None else parse_class_ids(classes, names),
-                 options=dict(options or {}), model_digest=model_digest(loaded.model), **settings)
+                 options=dict(options or {}), model_digest=model_digest(loaded.model),
+                 sliding_window=None if sliding_window is None else dict(sliding_window), **settings)
     check_settings(s)
     pairs = find_pairs(images, labels)
-    net, explainers, n_classes = scoring_of(loaded.model, layer, s.methods, options)
+    probe = probe_shape(pairs)
+    net, explainers, n_classes = scoring_of(loaded.model, layer, s.methods, options, probe, s.sliding_window)
     check_ignore_index(s.ignore_index, n_classes)
     log = ResultLog(Path(out), asdict(s), force) if out is not None else None
     done = log.done if log else {}
@@ -321,11 +340,12 @@ def run_dataset_evaluate(
 
             # files are opened by the actors, whose working directory is Ray's: absolute paths
             spec = os.path.abspath(model) if os.path.exists(model) else model
-            scorer_args = (spec, weights and os.path.abspath(weights), num_classes, str(layer), options, asdict(s))
+            scorer_args = (spec, weights and os.path.abspath(weights), num_classes, str(layer), options, asdict(s),
+                           model_args, probe)
             score_on_ray(ray, todo, PairScorer, scorer_args, finished)
         else:
             for pair in todo:
-                finished(evaluate_pair(net, explainers, pair, n_classes, s))
+                finished(evaluate_pair(net, explainers, pair, n_classes, s, probe))
     finally:
         bar.close()
         if log:
@@ -338,42 +358,98 @@ def run_dataset_evaluate(
     return result
 
 
-def scoring_of(net, layer, methods: Sequence[str], options: Optional[dict]) -> tuple:
-    """(model, {method: explainer}, number of classes): what scoring a pair needs."""
-    n_classes = model_logits(net, torch.zeros(1, 3, 64, 64)).shape[1]
-    return net, {m: method_explainer(net, layer, m, "out", options) for m in methods}, n_classes
+def probe_shape(pairs) -> tuple:
+    """The input shape that finds the model's class count, and which kind of input the run scores:
+    [1,3,64,64] for images; for volumes (the first input is a NIfTI file) [1,C,X,Y,Z] of the first
+    volume whose header reads. Volumes and images do not mix in one run: the others are failures."""
+    if not pairs or kind_of(pairs[0].image) != VOLUME:
+        return (1, 3, 64, 64)
+    import nibabel
+
+    for pair in pairs:
+        if kind_of(pair.image) == VOLUME:
+            try:
+                shape = tuple(nibabel.load(pair.image).shape)  # the header only
+            except Exception:  # noqa: BLE001 - unreadable: that pair's failure, the next one probes
+                continue
+            if len(shape) == 3:
+                return (1, 1) + shape
+            if len(shape) == 4:
+                return (1, shape[3]) + shape[:3]
+    raise UsageError(f"IMAGES name no readable NIfTI volume (the first input, {pairs[0].image}, is one)")
+
+
+def scoring_of(net, layer, methods: Sequence[str], options: Optional[dict], probe: tuple = (1, 3, 64, 64),
+               sliding: Optional[dict] = None) -> tuple:
+    """(model, {method: explainer}, number of classes): what scoring a pair needs. probe: the input
+    shape of `probe_shape`; sliding: SlidingWindow's arguments, or None."""
+    if sliding is not None:
+        if len(sliding["roi_size"]) != len(probe) - 2:
+            raise UsageError(f"--sliding-window {','.join(map(str, sliding['roi_size']))} has "
+                             f"{len(sliding['roi_size'])} axes but the inputs have {len(probe) - 2} spatial axes")
+        net = SlidingWindow(net.eval(), **{**sliding, "roi_size": tuple(sliding["roi_size"])})
+        layer = f"model.{layer}" if layer else layer  # the SlidingWindow's name of the model's layer
+    try:
+        n_classes = model_logits(net, torch.zeros(probe)).shape[1]
+    except RuntimeError as err:
+        raise UsageError(f"the model cannot take the inputs (probed with zeros of shape {list(probe)}): "
+                         f"{str(err)[:300]}") from None
+    explainers = {m: method_explainer(net, layer, m, "out", options) for m in methods}
+    if len(probe) == 5:
+        for explainer in explainers.values():  # before any work: a method that refuses volumes says so
+            check_volume_method(explainer)
+    return net, explainers, n_classes
 
 
 class PairScorer:
     """pair → its log record, with the model and explainers loaded here once (a Ray actor's)."""
 
     def __init__(self, model: str, weights: Optional[str], num_classes: Optional[int], layer: str,
-                 options: Optional[dict], settings: dict) -> None:
-        loaded = load_model(model, weights=weights, num_classes=num_classes)
+                 options: Optional[dict], settings: dict, model_args: Optional[dict] = None,
+                 probe: tuple = (1, 3, 64, 64)) -> None:
+        loaded = load_model(model, weights=weights, num_classes=num_classes, model_args=model_args)
         self.settings = Settings(**settings)
         if model_digest(loaded.model) != self.settings.model_digest:  # e.g. another file at that path on this node
             raise RuntimeError(f"model {model!r} here has digest {model_digest(loaded.model)}, the driver's "
                                f"{self.settings.model_digest}")
-        self.net, self.explainers, self.n_classes = scoring_of(loaded.model, require_layer(loaded, layer),
-                                                               self.settings.methods, options)
+        self.probe = tuple(probe)
+        self.net, self.explainers, self.n_classes = scoring_of(loaded.model, layer,
+                                                               self.settings.methods, options, self.probe,
+                                                               self.settings.sliding_window)
 
     def __call__(self, pair) -> dict:
-        return evaluate_pair(self.net, self.explainers, pair, self.n_classes, self.settings)
+        return evaluate_pair(self.net, self.explainers, pair, self.n_classes, self.settings, self.probe)
 
 
-def evaluate_pair(net, explainers, pair, n_classes: int, s: Settings) -> dict:
-    """The log record of one pair: its rows, or its failure with the reason."""
+def evaluate_pair(net, explainers, pair, n_classes: int, s: Settings, probe: tuple = (1, 3, 64, 64)) -> dict:
+    """The log record of one pair: its rows, or its failure with the reason. probe: the run's
+    `probe_shape` (a volume in a run of images, or the other way round, is a failure)."""
     base = {"key": pair.key, "image": pair.image, "label": pair.label}
     if pair.label is None:
         return {"type": "failure", **base, "reason": pair.why}
     try:
-        image, image_digest = read_image(pair.image)
+        image, image_digest = read_input(pair.image, probe)
         label = read_label(pair.label)
-        check_label(label, image.shape[-2:], n_classes, s.ignore_index)
+        check_label(label, image.shape[1:], n_classes, s.ignore_index)
         scored = score_image(net, explainers, image, label, n_classes, s)
     except (OSError, ValueError) as err:
         return {"type": "failure", **base, "reason": failure_reason(err)}
     return {"type": "image", **base, "image_digest": image_digest, "label_digest": file_digest(pair.label), **scored}
+
+
+def read_input(path: str, probe: tuple) -> tuple:
+    """(image float [C,*S], digest of the file) for a run whose inputs have `probe`'s kind."""
+    volume = kind_of(path) == VOLUME
+    if volume != (len(probe) == 5):
+        run = "NIfTI volumes" if len(probe) == 5 else "2-D images"
+        raise ValueError(f"a {'volume' if volume else '2-D image'} in a run of {run} (the run scores the first "
+                         f"input's kind): evaluate volumes and images in separate runs")
+    if not volume:
+        return read_image(path)
+    image = read_scene(path).images[0]  # [C,X,Y,Z]
+    if image.shape[0] != probe[1]:
+        raise ValueError(f"the volume has {image.shape[0]} channels, the run's first volume {probe[1]}")
+    return image, file_digest(path)
 
 
 def _unchanged(record: dict, pair) -> bool:

@@ -48,7 +48,8 @@ def is_scene_input(path: str) -> bool:
     return kind_of(path) != "image"
 
 
-def _extra(module: str, extra: str, what: str):
+def extra_module(module: str, extra: str, what: str):
+    """The optional package `module`, or an ImportError naming the extra that installs it."""
     try:
         return __import__(module)
     except ImportError:
@@ -73,7 +74,7 @@ def read_scene(path: str, channels_last: bool = True) -> Scene:
         raise FileNotFoundError(f"INPUTS: {path!r} does not exist")
     kind = kind_of(path)
     if kind == "nifti":
-        nib = _extra("nibabel", "medical", "reading NIfTI volumes")
+        nib = extra_module("nibabel", "medical", "reading NIfTI volumes")
         try:
             img = nib.load(str(p))
         except Exception as err:  # noqa: BLE001 - not NIfTI at all: say so
@@ -91,7 +92,7 @@ def read_scene(path: str, channels_last: bool = True) -> Scene:
                              f"with channels last, got shape {list(data.shape)}")
         return Scene(p, kind, torch.from_numpy(np.ascontiguousarray(array))[None], img)
     if kind == "geotiff":
-        rasterio = _extra("rasterio", "geo", "reading GeoTIFF scenes")
+        rasterio = extra_module("rasterio", "geo", "reading GeoTIFF scenes")
         try:
             with rasterio.open(str(p)) as src:
                 bands = src.read().astype(np.float32)  # [C,H,W]
@@ -151,7 +152,7 @@ def explain_scene(explainer: Explainer, scene: Scene, classes, out_dir: Path, cl
     names = [class_names[c] if class_names else str(c) for c in res.classes]
     written = []
     if scene.kind == "nifti":
-        nib = _extra("nibabel", "medical", "writing NIfTI maps")
+        nib = extra_module("nibabel", "medical", "writing NIfTI maps")
         for k, name in enumerate(names):
             header = scene.source.header.copy()
             vol = nib.Nifti1Image(maps[k].numpy().astype(np.float32), scene.source.affine, header=header)
@@ -162,7 +163,7 @@ def explain_scene(explainer: Explainer, scene: Scene, classes, out_dir: Path, cl
             written.append(save_png(slice_sheet(scene.images[0, 0], maps[k], region, f"{res.method}: class {name}"),
                                     out_dir / f"slices_{name}.png"))
     elif scene.kind == "geotiff":
-        rasterio = _extra("rasterio", "geo", "writing GeoTIFF maps")
+        rasterio = extra_module("rasterio", "geo", "writing GeoTIFF maps")
         profile = dict(scene.source)
         profile.update(count=len(names), dtype="float32", nodata=None)
         for key in ("photometric", "blockxsize", "blockysize", "tiled"):

@@ -40,6 +40,44 @@ def load_model_of(args) -> LoadedModel:
     return load_model(args.model, **model_options(args))
 
 
+def add_volume_arguments(parser, description: str) -> None:
+    """--model-args (a monai:NAME model's keyword arguments) and the sliding-window arguments
+    (--sliding-window, --overlap, --blend, --sw-batch-size), as one argument group."""
+    v = parser.add_argument_group("volumes and whole scenes", description)
+    v.add_argument("--model-args", default=None, metavar="JSON",
+                   help="constructor keyword arguments of a monai:NAME model, e.g. "
+                        "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
+    v.add_argument("--sliding-window", default=None, metavar="ROI",
+                   help="run the model through sliding-window inference with windows of this size, "
+                        "e.g. 96,96,96 or 512,512")
+    v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
+    v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
+                   help="how overlapping windows are blended (default: %(default)s)")
+    v.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward (default: %(default)s)")
+
+
+def volume_options(args) -> tuple:
+    """(model_args dict or None, SlidingWindow's arguments dict or None) from add_volume_arguments'."""
+    from ..apps.scenes import parse_roi
+
+    model_args = None
+    if args.model_args is not None:
+        try:
+            model_args = json.loads(args.model_args)
+        except ValueError as err:
+            raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
+                             f"{err}") from None
+    sliding = None
+    if args.sliding_window is not None:
+        if not 0 <= args.overlap < 1:
+            raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+        if args.sw_batch_size < 1:
+            raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
+        sliding = {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
+                   "sw_batch_size": args.sw_batch_size}
+    return model_args, sliding
+
+
 def add_method_arguments(parser, methods: bool = False, default: str = "gradcam") -> None:
     """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command."""
     if methods:

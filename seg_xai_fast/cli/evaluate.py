@@ -7,7 +7,8 @@ import sys
 
 from ..apps.evaluate_data import DEFAULT_METRICS, METRIC_GROUPS, format_dataset_table, json_summary, run_dataset_evaluate
 from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
-from .common import add_method_arguments, add_model_arguments, method_names, model_options, parse_options
+from .common import (add_method_arguments, add_model_arguments, add_volume_arguments, method_names, model_options,
+                     parse_options, volume_options)
 from ..errors import UsageError
 from .exits import EXIT_OK
 
@@ -18,7 +19,8 @@ def register(subparsers) -> None:
                    help="image files, folders, globs or list files, each paired with its label map under --labels "
                         "(none: generated scenes)")
     p.add_argument("--labels", default=None, metavar="DIR",
-                   help="folder of label maps (index or palette PNGs) at the images' relative paths or with their stems")
+                   help="folder of label maps (index or palette PNGs; NIfTI label volumes for NIfTI volumes) at the "
+                        "images' relative paths or with their stems")
     p.add_argument("--targets", choices=("truth", "predicted"), default="truth",
                    help="explain each class's ground-truth region or its predicted one (default: %(default)s)")
     p.add_argument("--ignore-index", type=int, default=255, help="label value that is not scored (default: %(default)s)")
@@ -49,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
     p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_volume_arguments(p, "with IMAGES: NIfTI volumes (.nii, .nii.gz; extra [medical]) pair with NIfTI label volumes; "
+                            "the model may be monai:NAME with --model-args, and run through a sliding window "
+                            "(docs/metrics.md)")
     p.set_defaults(func=run)
 
 
@@ -58,6 +63,9 @@ def run(args) -> int:
         return run_dataset(args, names)
     if args.ray is not None:
         raise UsageError("--ray scores image/label pairs: give IMAGES and --labels (generated scenes run here)")
+    if args.model_args is not None or args.sliding_window is not None:
+        raise UsageError("--model-args and --sliding-window apply with IMAGES and --labels (the generated scenes "
+                         "are for the bundled model's kind)")
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
     results = run_evaluate(args.model, args.layer, names, **model_options(args), options=parse_options(args.option), n=args.n, size=args.size, seed=args.seed, classes=classes,
                            steps=args.steps, tolerance=args.tolerance, context=args.context,
@@ -81,10 +89,12 @@ def run_dataset(args, names) -> int:
     metrics = {"default": list(DEFAULT_METRICS), "all": list(METRIC_GROUPS)}.get(
         args.metrics, [m.strip() for m in args.metrics.split(",") if m.strip()])
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+    model_args, sliding = volume_options(args)
     result = run_dataset_evaluate(
         args.images, args.labels, model=args.model, layer=args.layer, methods=names, metrics=metrics,
         targets=args.targets, ignore_index=args.ignore_index, classes=classes, out=args.out, force=args.force,
         progress=not args.no_progress, options=parse_options(args.option), ray=args.ray, **model_options(args),
+        model_args=model_args, sliding_window=sliding,
         steps=args.steps, tolerance=args.tolerance, samples=args.samples)
     if args.json:
         print(json.dumps(json_summary(result)))

@@ -4,7 +4,8 @@ over several methods is `seg_xai_fast.apps.evaluate.evaluate` (behind `seg-xai e
 Definitions, conventions and measured numbers: docs/metrics.md. In short:
 
 - Every map argument is ``maps: float [B,K,H,W]`` with ``maps[:, k]`` explaining class
-  ``classes[k]`` (an Explanation's ``.maps`` and ``.classes``), at the images' resolution.
+  ``classes[k]`` (an Explanation's ``.maps`` and ``.classes``), at the images' resolution; every
+  metric also takes volumes: maps ``[B,K,D,H,W]`` with images ``[B,C,D,H,W]`` (pixels are voxels).
 - Per-pair metrics return float32 ``[B,K]`` (or ``[B,K,...]``), with NaN where the
   (image, class) pair is not counted: the class is absent from the ground truth (pointing
   games) or from the clean prediction (perturbation metrics, randomisation check).

@@ -22,12 +22,10 @@ def check_number(value, name: str, minimum: Optional[float] = None) -> float:
     return float(value)
 
 
-def check_maps(maps, volumes: bool = False) -> torch.Tensor:
-    """maps float [B,K,H,W] (volumes=True: or [B,K,D,H,W]), finite, non-negative."""
-    ndims = (4, 5) if volumes else (4,)
-    if not isinstance(maps, torch.Tensor) or maps.ndim not in ndims or not maps.is_floating_point():
-        layout = "[B,K,H,W] or [B,K,D,H,W]" if volumes else "[B,K,H,W]"
-        raise ValueError(f"maps must be a float tensor {layout}, got {describe(maps)}")
+def check_maps(maps) -> torch.Tensor:
+    """maps float [B,K,H,W] or [B,K,D,H,W], finite, non-negative."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim not in (4, 5) or not maps.is_floating_point():
+        raise ValueError(f"maps must be a float tensor [B,K,H,W] or [B,K,D,H,W], got {describe(maps)}")
     if not torch.isfinite(maps).all():
         raise ValueError("maps contains NaN or Inf values")
     if maps.numel() and float(maps.min()) < 0:

@@ -36,7 +36,7 @@ def deletion_curves(
 ) -> torch.Tensor:
     """Deletion curves (Petsiuk et al. 2018), segmentation version.
 
-    images: float [B,3,H,W] as the model takes them; maps: float [B,K,H,W]; classes: K ids;
+    images: float [B,C,H,W] as the model takes them; maps: float [B,K,H,W]; classes: K ids;
     regions: bool [B,K,H,W] frozen M_c (None: from the clean prediction). Volumes: images
     [B,C,D,H,W], maps and regions [B,K,D,H,W].
     Step t = 0..T replaces the round(t·P/T) most salient of the P candidate pixels (all pixels;
@@ -94,29 +94,18 @@ def gaussian_blur(images: torch.Tensor, kernel_size: int = 11, sigma: float = 5.
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"blur_kernel must be a positive odd int, got {kernel_size!r}")
     sigma = check_number(sigma, "blur_sigma", minimum=1e-6)
-    if images.ndim == 5:
-        return _gaussian_blur_3d(images, kernel_size, sigma)
-    N, C, H, W = images.shape
+    N, C, *spatial = images.shape
     r = kernel_size // 2
     taps = torch.arange(-r, r + 1, device=images.device, dtype=torch.float32)
     g = torch.exp(-(taps**2) / (2 * sigma**2))
     g = (g / g.sum()).to(images.dtype)
-    x = F.pad(images.reshape(N * C, 1, H, W), (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, g.view(1, 1, 1, -1))
-    x = F.conv2d(x, g.view(1, 1, -1, 1))
-    return x.reshape(N, C, H, W)
-
-
-def _gaussian_blur_3d(volumes: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
-    N, C, D, H, W = volumes.shape
-    r = kernel_size // 2
-    taps = torch.arange(-r, r + 1, device=volumes.device, dtype=torch.float32)
-    g = torch.exp(-(taps**2) / (2 * sigma**2))
-    g = (g / g.sum()).to(volumes.dtype)
-    x = F.pad(volumes.reshape(N * C, 1, D, H, W), (r, r, r, r, r, r), mode="replicate")
-    for shape in ((1, 1, 1, 1, -1), (1, 1, 1, -1, 1), (1, 1, -1, 1, 1)):
-        x = F.conv3d(x, g.view(shape))
-    return x.reshape(N, C, D, H, W)
+    conv = F.conv2d if len(spatial) == 2 else F.conv3d
+    x = F.pad(images.reshape(N * C, 1, *spatial), (r, r) * len(spatial), mode="replicate")
+    for axis in reversed(range(len(spatial))):  # W, then H (then D)
+        shape = [1, 1] + [1] * len(spatial)
+        shape[2 + axis] = -1
+        x = conv(x, g.view(shape))
+    return x.reshape(N, C, *spatial)
 
 
 def _perturbation_curves(model, images, maps, classes, regions, steps, context, seed, output_key, forward_batch, start, end):
@@ -125,25 +114,26 @@ def _perturbation_curves(model, images, maps, classes, regions, steps, context, 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     return _ordered_curves(model, images, maps, classes, regions, lambda P: [round(t * P / steps) for t in range(steps + 1)],
-                           context, seed, output_key, forward_batch, start, end, volumes=True)
+                           context, seed, output_key, forward_batch, start, end)
 
 
 def _ordered_curves(model, images, maps, classes, regions, counts_of, context, seed, output_key, forward_batch, start, end,
-                    rank_of=None, volumes: bool = False):
+                    rank_of=None):
     """Scores of images whose counts_of(P)[t] first-ranked candidate pixels come from end(x), the
-    others from start(x). rank_of(map [H,W], candidates, perm) → long [H,W] (default: saliency rank).
+    others from start(x). rank_of(map [*S], candidates, perm) → long [*S] (default: saliency rank; S = (H,W)
+    or (D,H,W)).
     Pairs of an image with identical maps (a class-agnostic method's, or one method's maps passed
     twice) share one perturbed batch: one forward scores all of them (without context, where the
     candidates do not depend on the class).
     Returns float32 [B,K,len(counts)], NaN rows where M_c is empty (or, with context, fills the image)."""
-    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch, volumes)
+    images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     B, K = maps.shape[:2]
     N = maps[0, 0].numel()  # pixels (voxels) per map
     perm = _tie_break(N, seed, maps.device)
     rank_of = rank_of or _saliency_rank
     curves = torch.full((B, K, len(counts_of(N))), math.nan)
     for b in range(B):
-        first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,3,H,W]
+        first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,C,*S]
         todo = [k for k in range(K) if regions[b, k].any()]
         while todo:
             k = todo[0]
@@ -154,10 +144,10 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
             P = int(candidates.sum())
             if P == 0:
                 continue
-            rank = rank_of(maps[b, k], candidates, perm)  # [H,W]; non-candidates rank >= P
+            rank = rank_of(maps[b, k], candidates, perm)  # [*S]; non-candidates rank >= P
             counts = counts_of(P if context else N)
             changed = rank[None] < torch.tensor(counts, device=rank.device).view((-1,) + (1,) * rank.ndim)  # [T,*S]
-            batch = torch.where(changed[:, None], last, first)  # [T,3,H,W]
+            batch = torch.where(changed[:, None], last, first)  # [T,C,*S]
             if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
                 batch = torch.where(region, images[b : b + 1], batch)
             scores = region_scores(model, batch, [ids[j] for j in group], regions[b, group], output_key=output_key,
@@ -181,17 +171,19 @@ def pixel_flipping(
 ) -> torch.Tensor:
     """Pixel-flipping curves (Bach et al. 2015; Quantus PixelFlipping) on the region score s_c.
 
-    images: float [B,3,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
-    frozen M_c (None: from the clean prediction). Step t = 1..T sets the t·f most salient pixels
-    (f = features_in_step, which must divide H·W; default H·W/16) to `baseline` in every channel
-    and records s_c: T = H·W/f values, the last one the score of the all-baseline image (Quantus
+    images: float [B,C,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
+    frozen M_c (None: from the clean prediction); volumes: images [B,C,D,H,W], maps and regions
+    [B,K,D,H,W], pixels being voxels. Step t = 1..T sets the t·f most salient pixels
+    (f = features_in_step, which must divide the N pixels; default N/16) to `baseline` in every channel
+    and records s_c: T = N/f values, the last one the score of the all-baseline image (Quantus
     records no clean score either). Equal saliencies are ordered by the fixed permutation `seed`.
     Returns float32 [B,K,T], NaN rows where M_c is empty.
     """
-    HW = images.shape[-2] * images.shape[-1] if isinstance(images, torch.Tensor) and images.ndim == 4 else 0
-    f = HW // 16 if features_in_step is None else features_in_step
-    if isinstance(f, bool) or not isinstance(f, int) or f < 1 or (HW and HW % f):
-        raise ValueError(f"features_in_step must be a positive int dividing H·W = {HW}, got {features_in_step!r}")
+    N = math.prod(images.shape[2:]) if isinstance(images, torch.Tensor) and images.ndim in (4, 5) else 0
+    f = N // 16 if features_in_step is None else features_in_step
+    if isinstance(f, bool) or not isinstance(f, int) or f < 1 or (N and N % f):
+        raise ValueError(f"features_in_step must be a positive int dividing the image's pixel (voxel) count {N}, "
+                         f"got {features_in_step!r}")
     fill = check_number(baseline, "baseline")
     return _ordered_curves(model, images, maps, classes, regions, lambda P: [t * f for t in range(1, P // f + 1)],
                            False, seed, output_key, forward_batch, start=lambda x: x, end=lambda x: torch.full_like(x, fill))
@@ -214,11 +206,11 @@ def region_perturbation(
 ) -> torch.Tensor:
     """Region-perturbation curves (Samek et al. 2017; Quantus RegionPerturbation) on s_c.
 
-    The image is cut into a grid of patch_size² patches (the last row and column may be smaller);
-    a patch's relevance is the sum of the map over it. Step t = 1..T (T = `steps`, at most the
-    number of patches) sets the t most relevant patches (`order="morf"`; "lerf": least relevant
-    first; equal sums in raster order) to `baseline` in every channel and records the drop
-    s_c(x) − s_c(x_t). Quantus perturbs with uniform noise by default; a constant keeps runs
+    The image is cut into a grid of patch_size² patches (volumes [B,C,D,H,W]: patch_size³ cubes; the
+    last row and column, and slab, may be smaller); a patch's relevance is the sum of the map over
+    it. Step t = 1..T (T = `steps`, at most the number of patches) sets the t most relevant
+    patches (`order="morf"`; "lerf": least relevant first; equal sums in raster order) to
+    `baseline` in every channel and records the drop s_c(x) − s_c(x_t). Quantus perturbs with uniform noise by default; a constant keeps runs
     reproducible. AOPC = the mean of the curve. Returns float32 [B,K,T], NaN rows where M_c is empty.
     """
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
@@ -230,23 +222,30 @@ def region_perturbation(
     fill = check_number(baseline, "baseline")
     sign = 1.0 if order == "morf" else -1.0
 
-    def patch_rank(saliency, _candidates, _perm):  # [H,W] → the rank of each pixel's patch
-        H, W = saliency.shape
-        sums = F.avg_pool2d(saliency[None, None].double(), patch_size, ceil_mode=True, divisor_override=1)[0, 0]
-        ranked = torch.sort(-sign * sums.flatten(), stable=True).indices
+    def patch_rank(saliency, _candidates, _perm):  # [*S] → the rank of each pixel's patch
+        pool = F.avg_pool2d if saliency.ndim == 2 else F.avg_pool3d
+        sums = pool(saliency[None, None].double(), patch_size, ceil_mode=True, divisor_override=1)[0, 0]
+        ranked = torch.sort(-sign * sums.flatten(), stable=True).indices  # raster order among equal sums
         rank = torch.empty_like(ranked)
         rank[ranked] = torch.arange(ranked.numel(), device=ranked.device)
-        rank = rank.view(sums.shape).repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
-        return rank[:H, :W]
+        rank = rank.view(sums.shape)
+        for axis in range(rank.ndim):
+            rank = rank.repeat_interleave(patch_size, axis)
+        return rank[tuple(slice(0, n) for n in saliency.shape)]
 
-    H, W = maps.shape[-2:] if isinstance(maps, torch.Tensor) and maps.ndim == 4 else (0, 0)
-    patches = math.ceil(H / patch_size) * math.ceil(W / patch_size)
-    if H and steps > patches:
-        raise ValueError(f"steps must be at most the number of {patch_size}² patches ({patches}), got {steps}")
+    patches = patch_count(maps.shape[2:], patch_size) if isinstance(maps, torch.Tensor) and maps.ndim in (4, 5) else 0
+    if patches and steps > patches:
+        cube = "³" if maps.ndim == 5 else "²"
+        raise ValueError(f"steps must be at most the number of {patch_size}{cube} patches ({patches}), got {steps}")
     scores = _ordered_curves(model, images, maps, classes, regions, lambda _P: list(range(0, steps + 1)), False, seed,
                              output_key, forward_batch, start=lambda x: x, end=lambda x: torch.full_like(x, fill),
                              rank_of=patch_rank)
     return scores[..., :1] - scores[..., 1:]
+
+
+def patch_count(spatial: Sequence[int], patch_size: int) -> int:
+    """How many patches (cubes) of side patch_size cover an image (volume) of size `spatial`."""
+    return math.prod(math.ceil(n / patch_size) for n in spatial)
 
 
 def road(
@@ -264,9 +263,10 @@ def road(
 ) -> dict:
     """ROAD (Rong et al., ICML 2022): remove pixels by noisy linear imputation, measure Δs_c.
 
-    images: float [B,3,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
-    frozen M_c (None: from the clean prediction). For each removal percentage p in
-    `percentiles` (0 < p < 100), MoRF removes the round(p·HW/100) most salient pixels and LeRF
+    images: float [B,C,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
+    frozen M_c (None: from the clean prediction); volumes: images [B,C,D,H,W], maps and regions
+    [B,K,D,H,W] (N voxels, imputed from their 26 neighbours). For each removal percentage p in
+    `percentiles` (0 < p < 100), MoRF removes the round(p·N/100) most salient of the N pixels and LeRF
     the same number of least salient ones (the paper's convention; pytorch-grad-cam's
     RemoveMostRelevantFirst(p) instead removes the top 100−p %). Removed pixels are imputed by
     `noisy_linear_impute`; the 2·P images of a pair go through the model as one batch.
@@ -275,13 +275,13 @@ def road(
     """
     images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     pcts = _check_percentiles(percentiles)
-    B, K, H, W = maps.shape
-    P = len(pcts)
-    counts = torch.tensor([round(p * H * W / 100) for p in pcts], device=maps.device)
-    perm = _tie_break(H * W, seed, maps.device)
+    B, K, *spatial = maps.shape
+    N, P = math.prod(spatial), len(pcts)
+    counts = torch.tensor([round(p * N / 100) for p in pcts], device=maps.device).view((-1,) + (1,) * len(spatial))
+    perm = _tie_break(N, seed, maps.device)
     generator = torch.Generator(device=images.device).manual_seed(seed)
     out = {"morf": torch.full((B, K, P), math.nan), "lerf": torch.full((B, K, P), math.nan)}
-    everything = torch.ones(H, W, dtype=torch.bool, device=maps.device)
+    everything = torch.ones(spatial, dtype=torch.bool, device=maps.device)
     for b in range(B):
         generator.manual_seed(seed)  # each image draws the same noise whatever its batch: resumed runs agree
         for k in range(K):
@@ -289,10 +289,11 @@ def road(
             if not region.any():
                 continue
             rank = _saliency_rank(maps[b, k], everything, perm)
-            morf = rank[None] < counts.view(-1, 1, 1)  # [P,H,W]
-            lerf = rank[None] >= H * W - counts.view(-1, 1, 1)
-            removed = torch.cat([morf, lerf])  # [2P,H,W]
-            batch = noisy_linear_impute(images[b : b + 1].expand(2 * P, -1, -1, -1), removed, noise_std, generator=generator)
+            morf = rank[None] < counts  # [P,*S]
+            lerf = rank[None] >= N - counts
+            removed = torch.cat([morf, lerf])  # [2P,*S]
+            batch = noisy_linear_impute(images[b : b + 1].expand((2 * P,) + images.shape[1:]), removed, noise_std,
+                                        generator=generator)
             scores = class_scores(model, torch.cat([images[b : b + 1], batch]), ids[k], region,
                                   output_key=output_key, forward_batch=forward_batch).cpu()
             delta = scores[1:] - scores[0]
@@ -310,7 +311,7 @@ def _tie_break(n: int, seed: int, device) -> torch.Tensor:
 def _saliency_rank(saliency: torch.Tensor, candidates: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Rank of each pixel (0 = most salient) among the candidates; non-candidates rank after them.
 
-    saliency: float [H,W]; candidates: bool [H,W]; perm: long [H·W] tie-break order. Returns long [H,W].
+    saliency: float [*S]; candidates: bool [*S]; perm: long [prod S] tie-break order. Returns long [*S].
     """
     key = torch.where(candidates, saliency.float(), torch.full_like(saliency, -math.inf, dtype=torch.float32)).flatten()
     order = perm[torch.argsort(key[perm], descending=True, stable=True)]
@@ -329,15 +330,15 @@ def _check_percentiles(percentiles) -> list[float]:
     return pcts
 
 
-def check_pairs(model, images, maps, classes, regions, output_key, forward_batch, volumes: bool = False):
-    """Validated (images, maps, class ids, regions bool [B,K,H,W]) for the perturbation metrics;
-    volumes=True (deletion and insertion): volumes [B,C,D,H,W] with maps [B,K,D,H,W] too."""
+def check_pairs(model, images, maps, classes, regions, output_key, forward_batch):
+    """Validated (images, maps, class ids, regions bool [B,K,*S]) for the perturbation metrics:
+    images [B,C,H,W] with maps [B,K,H,W], or volumes [B,C,D,H,W] with maps [B,K,D,H,W]."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(forward_batch, int) or forward_batch < 1:
         raise ValueError(f"forward_batch must be a positive int, got {forward_batch!r}")
-    images = check_images(images, ndims=(4, 5) if volumes else (4,))
-    maps = check_maps(maps, volumes=volumes)
+    images = check_images(images, ndims=(4, 5))
+    maps = check_maps(maps)
     B, K = maps.shape[:2]
     if images.shape[0] != B or images.ndim != maps.ndim or images.shape[2:] != maps.shape[2:]:
         raise ValueError(f"images must be [B={B},C,{','.join(map(str, maps.shape[2:]))}] like maps, got "

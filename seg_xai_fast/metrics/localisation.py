@@ -23,7 +23,7 @@ def pointing_game(maps: torch.Tensor, truth: torch.Tensor, classes: Sequence[int
     Returns float32 [B,K]: 1 hit, 0 miss, NaN where the class is absent from truth[b].
     Accuracy per class = hits/(hits+misses) = the nanmean over images; see `summarize`.
     """
-    maps = check_maps(maps, volumes=True)
+    maps = check_maps(maps)
     gt = _class_masks(truth, classes, maps, "truth")  # bool [B,K,*spatial]
     tolerance = check_number(tolerance, "tolerance", minimum=0.0)
     B, K, *spatial = maps.shape
@@ -54,7 +54,7 @@ def energy_pointing_game(maps: torch.Tensor, truth: torch.Tensor, classes: Seque
     classes: the K class ids. A map with zero mass puts no energy on the object and scores 0.
     Returns float32 [B,K] in [0,1], NaN where the class is absent from truth[b].
     """
-    maps = check_maps(maps, volumes=True)
+    maps = check_maps(maps)
     gt = _class_masks(truth, classes, maps, "truth")
     mass = maps.flatten(2).sum(dim=2)
     inside = (maps * gt).flatten(2).sum(dim=2)

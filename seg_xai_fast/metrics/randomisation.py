@@ -76,15 +76,15 @@ def randomization_check(
 ) -> dict:
     """Spearman rank correlation between the maps of the model and of its cascading randomised copies.
 
-    images: float [B,3,H,W]; classes: K ids; layer: a dotted name (a module of `model` only
+    images: float [B,C,H,W] (volumes: [B,C,D,H,W]); classes: K ids; layer: a dotted name (a module of `model` only
     works with stages re-resolved by name, so pass names). Both models explain the same targets:
     the regions M_c predicted by the original model, so only the parameters differ.
-    maps: the original model's maps float [B,K,H,W] if already computed; models: the output of
+    maps: the original model's maps float [B,K,*S] if already computed; models: the output of
     `randomized_models` to reuse copies across calls. options: the method's (Explainer(options=)).
     Returns {stage: float32 [B,K]} (cascade order; each entry has that stage and all above it
     randomised), NaN where M_c is empty. The check passes when the correlation collapses.
     """
-    images = check_images(images)
+    images = check_images(images, ndims=(4, 5))
     ids = check_class_ids(classes)
     if models is None:
         models = randomized_models(model, stages or default_stages(model), seed)

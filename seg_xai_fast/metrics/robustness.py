@@ -1,7 +1,8 @@
 """Robustness of the explanations: max- and avg-sensitivity to input noise (Yeh et al. 2019) and
 the random-logit test (Sixt et al. 2020). The parameter-randomisation check is randomisation.py.
 
-Both re-explain: `explain(images float [N,3,H,W]) → maps float [N,K,H,W]` gives every class's maps
+Both re-explain: `explain(images float [N,C,*S]) → maps float [N,K,*S]` (S = (H,W), or (D,H,W) for
+volumes) gives every class's maps
 of a batch from one call (an Explainer's maps targeting the clean regions), so all K classes share
 each noisy forward; every image gets the same noise draws (seeded by `seed`), so a result does not
 depend on how images were batched, and methods compared in one run see identical noisy images.
@@ -23,8 +24,8 @@ def max_sensitivity(explain: Callable, images: torch.Tensor, maps: torch.Tensor,
     """Max-sensitivity (Yeh et al. 2019; Quantus MaxSensitivity): max over samples i of
     ‖e(x + u_i) − e(x)‖₂ / ‖e(x)‖₂, u_i ~ U(−radius, radius) per channel and pixel (not clamped).
 
-    explain: images [N,3,H,W] → maps [N,K,H,W]; images: float [B,3,H,W]; maps: e(x), float
-    [B,K,H,W]. Returns float32 [B,K]; NaN where e(x) is all zero. Lower is better.
+    explain: images [N,C,*S] → maps [N,K,*S]; images: float [B,C,H,W] or volumes [B,C,D,H,W]; maps:
+    e(x), float [B,K,*S]. Returns float32 [B,K]; NaN where e(x) is all zero. Lower is better.
     """
     return sensitivity_ratios(explain, images, maps, radius, samples, seed).amax(dim=2)
 
@@ -38,14 +39,11 @@ def avg_sensitivity(explain: Callable, images: torch.Tensor, maps: torch.Tensor,
 
 def sensitivity_ratios(explain, images, maps, radius, samples, seed) -> torch.Tensor:
     """float32 [B,K,samples]: ‖e(x + u_i) − e(x)‖₂ / ‖e(x)‖₂ (NaN where ‖e(x)‖ = 0)."""
-    images = check_images(images)
-    maps = check_maps(maps)
-    if maps.shape[0] != images.shape[0] or maps.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"maps must be [B,K,H,W] for images {list(images.shape)}, got {describe(maps)}")
+    images, maps = _check_images_and_maps(images, maps)
     radius = check_number(radius, "radius", minimum=0.0)
     n = check_int(samples, "samples")
     generator = torch.Generator().manual_seed(seed)
-    noise = (torch.rand((n,) + tuple(images.shape[1:]), generator=generator) * 2 - 1) * radius  # [n,3,H,W]
+    noise = (torch.rand((n,) + tuple(images.shape[1:]), generator=generator) * 2 - 1) * radius  # [n,C,*S]
     reference = maps.flatten(2).double()
     norm = reference.norm(dim=2)  # [B,K]
     out = []
@@ -56,6 +54,17 @@ def sensitivity_ratios(explain, images, maps, radius, samples, seed) -> torch.Te
         distance = (other.flatten(2).double() - reference).norm(dim=2)
         out.append(where_counted((distance / norm.clamp(min=1e-300)).float().cpu(), (norm > 0).cpu()))
     return torch.stack(out, dim=2)
+
+
+def _check_images_and_maps(images, maps) -> tuple:
+    """images float [B,C,*S] and maps float [B,K,*S] with S = (H,W) or (D,H,W), checked together."""
+    images = check_images(images, ndims=(4, 5))
+    maps = check_maps(maps)
+    if maps.shape[0] != images.shape[0] or maps.shape[2:] != images.shape[2:]:
+        layout = ",".join(str(n) for n in images.shape[2:])
+        raise ValueError(f"maps must be [B={images.shape[0]},K,{layout}] for images {list(images.shape)}, "
+                         f"got {describe(maps)}")
+    return images, maps
 
 
 def random_logit_classes(classes: Sequence[int], num_classes: int, seed: int = 0) -> list[int]:
@@ -75,12 +84,12 @@ def random_logit(explain: Callable, images: torch.Tensor, maps: torch.Tensor, cl
 
     For each pair (b, k), the map of a random other class c'_k (`random_logit_classes`, one draw
     per k) explaining the same target region M_{b,k} is compared with maps[b, k]: the Spearman rank
-    correlation over the pixels (Quantus compares with SSIM). A class-sensitive method scores low.
-    explain(images [B,3,H,W], classes K ids, masks float [B,K,H,W]) → maps [B,K,H,W]; regions:
-    bool [B,K,H,W] the targets maps[b, k] explained. Returns float32 [B,K]; NaN where M is empty.
+    correlation over the pixels (voxels) (Quantus compares with SSIM). A class-sensitive method scores low.
+    explain(images [B,C,*S], classes K ids, masks float [B,K,*S]) → maps [B,K,*S]; regions:
+    bool [B,K,*S] the targets maps[b, k] explained (S = (H,W), or (D,H,W) for volumes).
+    Returns float32 [B,K]; NaN where M is empty.
     """
-    images = check_images(images)
-    maps = check_maps(maps)
+    images, maps = _check_images_and_maps(images, maps)
     regions = check_regions(regions, maps)
     others = random_logit_classes(classes, num_classes, seed)
     other = torch.empty_like(maps)

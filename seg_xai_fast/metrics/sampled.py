@@ -35,26 +35,28 @@ def faithfulness_correlation(
 ) -> torch.Tensor:
     """Faithfulness correlation (Bhatt et al. 2020; Quantus FaithfulnessCorrelation) on s_c.
 
-    images: float [B,3,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
-    frozen M_c (None: from the clean prediction). Sample i = 1..n draws `subset_size` pixels S_i
+    images: float [B,C,H,W]; maps: float [B,K,H,W]; classes: K ids; regions: bool [B,K,H,W]
+    frozen M_c (None: from the clean prediction); volumes: images [B,C,D,H,W], maps and regions
+    [B,K,D,H,W], pixels being voxels. Sample i = 1..n draws `subset_size` pixels S_i
     uniformly without replacement and sets them to `baseline` in every channel (x_i). The result is
     the Pearson correlation over the samples between Σ_{p∈S_i} map(p) and s_c(x) − s_c(x_i).
     Returns float32 [B,K]; NaN where M_c is empty or either side is constant over the samples.
     """
     images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
-    B, K, H, W = maps.shape
+    B, K, *spatial = maps.shape
+    N = math.prod(spatial)
     n = check_int(samples, "samples", minimum=2)
     size = check_int(subset_size, "subset_size")
-    if size > H * W:
-        raise ValueError(f"subset_size must be at most the image's H·W = {H * W} pixels, got {size}")
+    if size > N:
+        raise ValueError(f"subset_size must be at most the image's {N} pixels (voxels), got {size}")
     fill = check_number(baseline, "baseline")
     out = torch.full((B, K), math.nan)
     for b in range(B):
         generator = torch.Generator().manual_seed(seed)
-        subsets = torch.stack([torch.randperm(H * W, generator=generator)[:size] for _ in range(n)])  # [n,size]
-        chosen = torch.zeros(n, H * W, dtype=torch.bool).scatter_(1, subsets, True).to(images.device)  # [n,HW]
+        subsets = torch.stack([torch.randperm(N, generator=generator)[:size] for _ in range(n)])  # [n,size]
+        chosen = torch.zeros(n, N, dtype=torch.bool).scatter_(1, subsets, True).to(images.device)  # [n,N]
         x = images[b : b + 1]
-        perturbed = torch.where(chosen.view(n, 1, H, W), torch.full_like(x, fill), x)
+        perturbed = torch.where(chosen.view(n, 1, *spatial), torch.full_like(x, fill), x)
         drop, valid = _score_drops(model, x, perturbed, ids, regions[b], output_key, forward_batch)  # [n,K]
         attributed = (chosen.double() @ maps[b].flatten(1).double().T).cpu()  # [n,K]
         out[b] = where_counted(_pearson(attributed, drop).cpu(), valid)
@@ -76,13 +78,13 @@ def infidelity(
 ) -> torch.Tensor:
     """Infidelity (Yeh et al. 2019; captum.metrics.infidelity with normalize=False) on s_c.
 
-    Sample i = 1..n draws a perturbation I_i ~ N(0, noise_std²) of the image's shape [3,H,W];
+    Sample i = 1..n draws a perturbation I_i ~ N(0, noise_std²) of the image's shape [C,*spatial];
     the map, one value per pixel, counts for every channel. The result is
     mean_i (Σ_{ch,p} I_i(ch,p)·map(p) − (s_c(x) − s_c(x − I_i)))². Lower is better.
     Arguments as `faithfulness_correlation`. Returns float32 [B,K]; NaN where M_c is empty.
     """
     images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
-    B, K, H, W = maps.shape
+    B, K = maps.shape[:2]
     n = check_int(samples, "samples")
     std = check_number(noise_std, "noise_std", minimum=0.0)
     out = torch.full((B, K), math.nan)

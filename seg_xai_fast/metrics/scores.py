@@ -17,7 +17,7 @@ def predicted_regions(
 ) -> torch.Tensor:
     """The frozen class regions M_c of the clean prediction.
 
-    images: float [B,3,H,W] (volumes: [B,C,D,H,W]); classes: K class ids. Returns bool [B,K,H,W]
+    images: float [B,C,H,W] (volumes: [B,C,D,H,W]); classes: K class ids. Returns bool [B,K,H,W]
     ([B,K,D,H,W]): argmax f(images) == c.
     """
     images = check_images(images, ndims=(4, 5))
@@ -35,7 +35,7 @@ def class_scores(
 ) -> torch.Tensor:
     """s_c for a batch of (perturbed) images that share one class and one frozen region.
 
-    images: float [N,3,H,W]; cls: class id c; region: bool [H,W] non-empty (M_c).
+    images: float [N,C,*S]; cls: class id c; region: bool [*S] non-empty (M_c); S = (H,W) or (D,H,W).
     At most `forward_batch` images go through the model at once (the memory bound).
     Returns float32 [N]: mean softmax probability of class c over the region's pixels.
     """
@@ -43,7 +43,7 @@ def class_scores(
     weight = weight / weight.sum()
     scores = []
     for chunk in images.split(forward_batch):
-        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,H,W]
+        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, cls]  # [n,*S]
         scores.append((probs * weight).flatten(1).sum(dim=1))
     return torch.cat(scores)
 
@@ -54,15 +54,15 @@ def region_scores(
 ) -> torch.Tensor:
     """s_c of every (image, pair) from one forward per image: all K pairs share the forwards.
 
-    images: float [N,3,H,W] (perturbed copies of one image); classes: K ids (repeats allowed: the
-    pairs of several methods); regions: bool [K,H,W] non-empty frozen M_c of each pair.
+    images: float [N,C,*S] (perturbed copies of one image; S = (H,W) or (D,H,W)); classes: K ids
+    (repeats allowed: the pairs of several methods); regions: bool [K,*S] non-empty frozen M_c of each pair.
     Returns float32 [N,K]: the mean softmax probability of classes[k] over regions[k].
     """
     ids = torch.as_tensor(check_class_ids(classes), device=images.device)
     weight = regions.to(images.device, torch.float32).flatten(1)
-    weight = weight / weight.sum(1, keepdim=True).clamp(min=1)  # [K,HW]
+    weight = weight / weight.sum(1, keepdim=True).clamp(min=1)  # [K,N]
     scores = []
     for chunk in images.split(forward_batch):
-        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, ids]  # [n,K,H,W]
+        probs = torch.softmax(model_logits(model, chunk, output_key).float(), dim=1)[:, ids]  # [n,K,*S]
         scores.append((probs.flatten(2) * weight).sum(2))
     return torch.cat(scores)

@@ -26,12 +26,12 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 # --------------------------------------------------------------------------- inputs
 
 
-def discover_inputs(inputs: Sequence[str]) -> list[str]:
+def discover_inputs(inputs: Sequence[str], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
     """The resolved absolute paths of the images named by `inputs`, in order, without duplicates.
 
     Each input is an existing file (taken as an image whatever its name, except a list file:
     *.txt/.lst/.list, one path per line, relative paths from the list's folder, '#' comments),
-    a folder (searched recursively for IMAGE_SUFFIXES), or a glob pattern ('**' recurses; matched
+    a folder (searched recursively for `suffixes`, default IMAGE_SUFFIXES), or a glob pattern ('**' recurses; matched
     folders are searched). An input that matches nothing is a UsageError; a listed path that does
     not exist is not (it becomes a failure of the run, like an unreadable file).
     """
@@ -39,25 +39,25 @@ def discover_inputs(inputs: Sequence[str]) -> list[str]:
         raise UsageError("no INPUTS given: name image files, folders, glob patterns or list files")
     found: dict[str, None] = {}  # resolved paths, in order (a dict keeps insertion order)
     for spec in inputs:
-        paths = _expand(spec)
+        paths = _expand(spec, tuple(suffixes))
         if not paths:
             raise UsageError(f"input {spec!r} matched no image (expected an existing file, a folder "
-                             f"with {'/'.join(IMAGE_SUFFIXES[:4])}... images, a glob pattern or a list file)")
+                             f"with {'/'.join(suffixes[:4])}... images, a glob pattern or a list file)")
         for p in paths:
             found.setdefault(resolve_input(p), None)
     return list(found)
 
 
-def _expand(spec: str) -> list[str]:
+def _expand(spec: str, suffixes: tuple) -> list[str]:
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _walk(path)
+        return _walk(path, suffixes)
     if path.is_file():
         return _read_list(path) if path.suffix.lower() in LIST_SUFFIXES else [str(path)]
     if glob.has_magic(spec):
         out: list[str] = []
         for match in _glob(os.path.expanduser(spec)):
-            out.extend(_walk(Path(match)) if os.path.isdir(match) else [match])
+            out.extend(_walk(Path(match), suffixes) if os.path.isdir(match) else [match])
         return out
     return []
 
@@ -110,11 +110,11 @@ def _glob_regex(parts: Sequence[str]) -> str:
     return regex
 
 
-def _walk(folder: Path) -> list[str]:
+def _walk(folder: Path, suffixes: tuple) -> list[str]:
     out = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()  # a deterministic order, which makes progress and failures.csv reproducible
-        out.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES))
+        out.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(suffixes))
     return out
 
 
