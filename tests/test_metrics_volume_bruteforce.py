@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 
 from seg_xai_fast import metrics as M
 from seg_xai_fast.metrics import imputation
+from test_metrics_bruteforce import explain_fn, pairs, score  # the same on any number of axes
 
 SHAPE, CLASSES = (5, 6, 7), [0, 1, 2]  # odd sizes: partial patches along every axis
 V = math.prod(SHAPE)
@@ -43,18 +44,6 @@ def case():
         regions[:, k, :, :, k * 2 : k * 2 + 3] = True
     regions[1, 2] = False
     return model, images, maps, regions
-
-
-def score(model, x, c, region):
-    """s_c(x): the mean softmax probability of class c over the region; x [C,D,H,W]."""
-    with torch.no_grad():
-        return torch.softmax(model(x[None]), dim=1)[0, c][region].mean().item()
-
-
-def pairs(regions):
-    for b in range(regions.shape[0]):
-        for k, c in enumerate(CLASSES):
-            yield b, k, c, regions[b, k]
 
 
 def test_pixel_flipping_brute_force(case):
@@ -147,23 +136,6 @@ def test_infidelity_brute_force_and_captum(case):
         want = infidelity(forward, lambda x: (noise, x - noise), images[b : b + 1],
                           maps[b, k].expand(1, 2, *SHAPE), n_perturb_samples=n)
         assert got[b, k].item() == pytest.approx(want.item(), rel=1e-4, abs=1e-6)
-
-
-def explain_fn(model, regions):
-    """A map function of the input with a real dependence on it: |input-gradient × input| of s_c,
-    summed over the channels."""
-
-    def explain(x):
-        out = []
-        for k, c in enumerate(CLASSES):
-            xi = x.clone().requires_grad_(True)
-            probs = torch.softmax(model(xi), dim=1)[:, c]
-            s = (probs * regions[:, k]).flatten(1).sum(1) / regions[:, k].flatten(1).sum(1).clamp(min=1)
-            (grad,) = torch.autograd.grad(s.sum(), xi)
-            out.append((grad * xi).abs().sum(1).detach())
-        return torch.stack(out, 1)
-
-    return explain
 
 
 def test_sensitivity_brute_force(case):
