@@ -297,3 +297,21 @@ def test_ctrl_c_ends_a_live_input_and_writes_output(tmp_path, monkeypatch):
                             batch_size=4, progress=False, input_format="lavfi")
     assert not summary.interrupted and "input ended at Ctrl-C" in summary.notes and summary.output == str(out)
     assert summary.frames == 8 and len(_decode(out)) == 8 and os.listdir(tmp_path) == ["live.mp4"]
+
+
+@pytest.mark.parametrize("encoding,settings", [("fast", b"crf=23.0"), ("compact", b"crf=27.0")])
+def test_the_encoding_sets_x264s_preset_and_crf(tmp_path, encoding, settings):
+    """x264 writes its settings into the stream (an SEI message): the output says which were used."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV's FFmpeg has no libx264")
+    clip = write_clip(tmp_path / "in.mp4", scene_frames(6, (H, W)), encoder="libx264")
+    torch.manual_seed(0)
+    out = tmp_path / f"{encoding}.mp4"
+    explainer = Explainer(DemoSegNet().eval(), "decoder", "gradcam")
+    summary = explain_video(clip, out, explainer, batch_size=2, progress=False, encoding=encoding)
+    data = out.read_bytes()
+    preset = b"cabac=0" if encoding == "fast" else b"cabac=1"  # ultrafast turns CABAC off, superfast keeps it
+    assert summary.frames == 6 and settings in data and preset in data
+    with pytest.raises(ValueError, match="encoding must be one of \\['fast', 'compact'\\], got 'tiny'"):
+        explain_video(clip, tmp_path / "no.mp4", explainer, progress=False, encoding="tiny")
+    assert not (tmp_path / "no.mp4").exists()
