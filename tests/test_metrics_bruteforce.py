@@ -223,3 +223,21 @@ def test_identical_maps_share_their_perturbed_batch(case):
         assert torch.isfinite(shared).all()  # three real curves
     finally:
         handle.remove()
+
+
+def test_the_clean_and_the_fully_perturbed_image_are_scored_once_for_every_pair(case):
+    """Deletion's first step (nothing removed) and last (everything removed) are the same images for
+    every pair of an image: K classes with their own maps cost 2 + K·(T − 1) images, not K·(T + 1),
+    and each curve is what it is alone."""
+    model, images, maps, regions = case
+    calls = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        together = M.deletion_curves(model, images[:1], maps[:1], CLASSES, regions=regions[:1], steps=4)
+        assert sum(calls) == 2 + 3 * (4 - 1)
+        for k, c in enumerate(CLASSES):
+            alone = M.deletion_curves(model, images[:1], maps[:1, k : k + 1], [c], regions=regions[:1, k : k + 1], steps=4)
+            torch.testing.assert_close(together[:, k : k + 1], alone, atol=1e-6, rtol=0, equal_nan=True)
+        assert torch.isfinite(together).all()
+    finally:
+        handle.remove()

@@ -124,7 +124,8 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
     or (D,H,W)).
     Pairs of an image with identical maps (a class-agnostic method's, or one method's maps passed
     twice) share one perturbed batch: one forward scores all of them (without context, where the
-    candidates do not depend on the class).
+    candidates do not depend on the class), and without context the steps that change no pixel or
+    every pixel (start(x), end(x)) are the same images for every pair: one forward for all pairs.
     Returns float32 [B,K,len(counts)], NaN rows where M_c is empty (or, with context, fills the image)."""
     images, maps, ids, regions = check_pairs(model, images, maps, classes, regions, output_key, forward_batch)
     B, K = maps.shape[:2]
@@ -135,6 +136,17 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
     for b in range(B):
         first, last = start(images[b : b + 1]), end(images[b : b + 1])  # [1,C,*S]
         todo = [k for k in range(K) if regions[b, k].any()]
+        steps = list(range(curves.shape[2]))
+        if not context and todo:  # steps that change no pixel or every pixel: the same image for every pair
+            counts = counts_of(N)
+            ends = [t for t in steps if counts[t] == 0 or counts[t] >= N]
+            steps = [t for t in steps if t not in ends]
+            if ends:
+                kinds = sorted({counts[t] >= N for t in ends})  # False: start(x), True: end(x)
+                scores = region_scores(model, torch.cat([last if k else first for k in kinds]), [ids[j] for j in todo],
+                                       regions[b, todo], output_key=output_key, forward_batch=forward_batch)  # [≤2,G]
+                for t in ends:
+                    curves[b, todo, t] = scores[kinds.index(counts[t] >= N)].cpu()
         while todo:
             k = todo[0]
             group = [k] if context else [j for j in todo if torch.equal(maps[b, j], maps[b, k])]
@@ -142,17 +154,18 @@ def _ordered_curves(model, images, maps, classes, regions, counts_of, context, s
             region = regions[b, k]
             candidates = ~region if context else torch.ones_like(region)
             P = int(candidates.sum())
-            if P == 0:
+            if P == 0 or not steps:
                 continue
             rank = rank_of(maps[b, k], candidates, perm)  # [*S]; non-candidates rank >= P
-            counts = counts_of(P if context else N)
+            counts = [counts_of(P if context else N)[t] for t in steps]
             changed = rank[None] < torch.tensor(counts, device=rank.device).view((-1,) + (1,) * rank.ndim)  # [T,*S]
             batch = torch.where(changed[:, None], last, first)  # [T,C,*S]
             if context:  # M_c itself is never perturbed (insertion: it is not blurred either)
                 batch = torch.where(region, images[b : b + 1], batch)
             scores = region_scores(model, batch, [ids[j] for j in group], regions[b, group], output_key=output_key,
                                    forward_batch=forward_batch)  # [T,G]
-            curves[b, group] = scores.T.cpu()
+            for i, j in enumerate(group):
+                curves[b, j, steps] = scores[:, i].cpu()
     return curves
 
 
