@@ -109,10 +109,11 @@ PYBIND11_MODULE(_core, m) {
     overlay(images, maps, lut, alpha, out, make_exec(threads, stream));
   }, nogil, "Colour maps through a LUT and blend them onto images.", py::arg("images"),
      py::arg("maps"), py::arg("lut"), py::arg("alpha"), out_arg, threads_arg, stream_arg);
-  m.def("class_argmax", [](Tv logits, Tv labels, int threads, Ptr stream) {
-    class_argmax(logits, labels, make_exec(threads, stream));
-  }, nogil, "Argmax over the class axis (as torch.argmax).", py::arg("logits"), py::arg("labels"),
-     threads_arg, stream_arg);
+  // counts may be None (a TensorView* from pybind: nullptr)
+  m.def("class_argmax", [](Tv logits, Tv labels, const TensorView* counts, int threads, Ptr stream) {
+    class_argmax(logits, labels, counts ? *counts : labels, counts != nullptr, make_exec(threads, stream));
+  }, nogil, "Argmax over the class axis (as torch.argmax), and optionally each image's label histogram.",
+     py::arg("logits"), py::arg("labels"), py::arg("counts").none(true), threads_arg, stream_arg);
   m.def("seeds_from_labels", [](Tv labels, Tv classes, bool align_corners, Tv out, int threads,
                                 Ptr stream) {
     seeds_from_labels(labels, classes, align_corners, out, make_exec(threads, stream));

@@ -7,7 +7,7 @@ int, 0 for the default stream). Shapes and dtypes of each argument: csrc/include
 Bad arguments raise ValueError naming the op and the argument; CUDA tensors in a build without
 CUDA kernels, and CUDA errors, raise RuntimeError. Ops release the GIL while they run.
 """
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 _DType = Literal["float32", "float16", "bfloat16", "uint8", "int32", "int64"]
 _Device = Literal["cpu", "cuda"]
@@ -131,10 +131,11 @@ def overlay(
 def class_argmax(
     logits: TensorView,  # float [B,L,H,W]
     labels: TensorView,  # int64 [B,H,W]
+    counts: Optional[TensorView],  # int64 [B,L]
     threads: int,
     stream: int,
 ) -> None:
-    """Argmax over the class axis (as torch.argmax)."""
+    """Argmax over the class axis (as torch.argmax), and optionally each image's label histogram."""
 
 def seeds_from_labels(
     labels: TensorView,  # int64 [B,H,W]

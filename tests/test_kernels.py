@@ -288,6 +288,26 @@ def test_class_argmax(device, case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", SEED_CASES + [(3, 2, 97, 131, 1, 1)])  # + more rows than any thread count
+def test_class_argmax_counts_each_images_labels_in_the_same_pass(device, case):
+    B, L, H, W, _, _ = case
+    logits = torch.randn(B, L, H, W, generator=_gen(17)).to(device)
+    logits[:, :, :2, :2] = 0.5  # ties: the lowest class
+    if L > 2 and H * W > 4:
+        logits[-1, 1, -1, -1] = float("nan")  # a NaN wins its pixel and is counted there
+    labels = torch.full((B, H, W), -7, dtype=torch.int64, device=device)  # poisoned
+    counts = torch.full((B, L), -7, dtype=torch.int64, device=device)  # poisoned: overwritten, not added to
+    got, counted = kernels.class_argmax_counts(logits, backend="fused", out=labels, counts=counts)
+    assert got is labels and counted is counts and torch.equal(labels, logits.argmax(dim=1))
+    expected = reference.label_counts(logits.argmax(dim=1), L)
+    assert torch.equal(counts, expected) and int(counts.sum()) == B * H * W
+    again = kernels.class_argmax_counts(logits, backend="fused", out=labels, counts=counts)[1]
+    assert torch.equal(again, expected)  # a second call into the same tensor: not accumulated
+    plain = kernels.class_argmax_counts(logits, backend="torch")
+    assert torch.equal(plain[0], logits.argmax(dim=1)) and torch.equal(plain[1], expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_label_seeds_for_given_labels(device):
     labels = torch.randint(0, 4, (2, 13, 11), generator=_gen(16)).to(device)
     classes = [3, 0, 7]  # 7: no pixel has it

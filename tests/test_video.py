@@ -269,6 +269,19 @@ def test_dominant_class_rule():
     assert dominant_classes(labels, 4).tolist() == [2, 1, 0]  # image 2: background only
     assert dominant_classes(labels, 4, candidates=[3, 0]).tolist() == [0, 3, 0]
     assert dominant_classes(labels, 4, candidates=[3]).tolist() == [3, 3, 3]
+    counts = torch.stack([torch.bincount(row.flatten(), minlength=4) for row in labels])  # as the forward counts them
+    for candidates in (None, [3, 0], [3]):
+        assert torch.equal(dominant_classes(labels, 4, candidates, counts), dominant_classes(labels, 4, candidates))
+
+
+def test_the_forward_counts_the_labels_it_gives():
+    """The video's class choice reads the label histogram the forward pass counted with the argmax."""
+    torch.manual_seed(0)
+    explainer = Explainer(DemoSegNet().eval(), "decoder", "gradcam")
+    outputs = explainer.forward(torch.rand(3, 3, 40, 48))
+    assert outputs.has_outputs and outputs.counts is not None
+    assert torch.equal(outputs.counts, torch.stack([torch.bincount(row.flatten(), minlength=outputs.logits.shape[1])
+                                                     for row in outputs.labels]))
 
 
 def test_demo_video(tmp_path):

@@ -7,16 +7,22 @@
 namespace seg_xai::cpu {
 
 // logits: float32 [B,L,H,W] → labels: int64 [B,H,W], the argmax over L. Strictly greater:
-// ties keep the lowest class; the first NaN wins (as torch.argmax).
-void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const Exec& exec) {
+// ties keep the lowest class; the first NaN wins (as torch.argmax). With use_counts, counts
+// int64 [B,L] receives each image's label histogram, counted per thread while the row's labels
+// are still in L1 and summed at the end (no second pass over the labels).
+void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const TensorView& counts, bool use_counts,
+                      const Exec& exec) {
   const int64_t B = logits.shape[0], L = logits.shape[1], H = logits.shape[2], W = logits.shape[3];
   const int64_t HW = H * W;
   const float* Y = logits.ptr<float>();
   int64_t* label = labels.ptr<int64_t>();
+  int64_t* total = use_counts ? counts.ptr<int64_t>() : nullptr;
+  if (total) std::fill_n(total, B * L, int64_t(0));
 #pragma omp parallel num_threads(exec.num_threads)
   {
     std::vector<float> best(W);
     std::vector<int32_t> lab(W);  // 32-bit lanes vectorise twice as wide; widened on the way out
+    std::vector<int64_t> mine(total ? B * L : 0);  // this thread's histogram
 #pragma omp for schedule(static)
     for (int64_t by = 0; by < B * H; ++by) {
       const int64_t b = by / H, p0 = (by % H) * W;
@@ -25,6 +31,12 @@ void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const 
       for (int64_t l = 1; l < L; ++l)
         argmax_step(Y + (b * L + l) * HW + p0, best.data(), lab.data(), int32_t(l), W);
       widen_i32(lab.data(), label + b * HW + p0, W);
+      if (total)
+        for (int64_t x = 0; x < W; ++x) ++mine[b * L + lab[x]];
+    }
+    if (total) {
+#pragma omp critical(seg_xai_class_argmax_counts)
+      for (int64_t i = 0; i < B * L; ++i) total[i] += mine[i];
     }
   }
 }

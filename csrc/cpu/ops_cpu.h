@@ -25,7 +25,8 @@ void pooled_cam_cpu(const TensorView& activations, const TensorView& gradients, 
                     bool mean, const TensorView& out, float eps, const Exec& exec);
 void overlay_cpu(const TensorView& images, const TensorView& maps, const TensorView& lut,
                  double alpha, const TensorView& out, const Exec& exec);
-void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const Exec& exec);
+void class_argmax_cpu(const TensorView& logits, const TensorView& labels, const TensorView& counts, bool use_counts,
+                      const Exec& exec);
 void seeds_from_labels_cpu(const TensorView& labels, const TensorView& classes, bool align_corners,
                            const TensorView& out, const Exec& exec);
 void seeds_from_masks_cpu(const TensorView& masks, bool align_corners, const TensorView& out,

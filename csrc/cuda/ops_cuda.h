@@ -30,7 +30,8 @@ void pooled_cam_cuda(const TensorView& activations, const TensorView& gradients,
                      const Exec& exec);
 void overlay_cuda(const TensorView& images, const TensorView& maps, const TensorView& lut,
                   double alpha, const TensorView& out, const Exec& exec);
-void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const Exec& exec);
+void class_argmax_cuda(const TensorView& logits, const TensorView& labels, const TensorView& counts, bool use_counts,
+                       const Exec& exec);
 void seeds_from_labels_cuda(const TensorView& labels, const TensorView& classes,
                             bool align_corners, const TensorView& out, const Exec& exec);
 void seeds_from_masks_cuda(const TensorView& masks, bool align_corners, const TensorView& out,

@@ -358,8 +358,8 @@ class Explainer(ExplainerBase):
                         "gradient_path='auto' or 'autograd', or target the input of the final classifier."
                     )
             if head is not None:
-                labels = kernels.class_argmax(logits.detach(), self.backend)
-                outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head)
+                labels, counts = kernels.class_argmax_counts(logits.detach(), self.backend)
+                outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head, counts)
                 return self.explain_outputs(outputs, classes, masks, resolution=resolution)
             info = {}
             reverse_hessian = False
@@ -390,7 +390,8 @@ class Explainer(ExplainerBase):
         with ModelState(self.model), self.capture() as cap, torch.no_grad():
             logits = select_output(self.model(images), self.output_key, images.shape[0])
             activations = cap.activations()
-        return ForwardPass(images, activations, logits, kernels.class_argmax(logits, self.backend), head)
+        labels, counts = kernels.class_argmax_counts(logits, self.backend)
+        return ForwardPass(images, activations, logits, labels, head, counts)
 
     def capture(self, leaf: bool = False, tangent: bool = False, exact: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""

@@ -32,7 +32,8 @@ class ForwardPass:
 
     images: float [B,3,H,W] on the model's device. When the explainer can finish from outputs
     alone (closed form, Eigen-CAM, ONNX Runtime): activations float [B,C,h,w], logits float
-    [B,L,H,W], labels int64 [B,H,W] (argmax of the logits) and, for the closed form, the head.
+    [B,L,H,W], labels int64 [B,H,W] (argmax of the logits), counts int64 [B,L] (the pixels
+    labelled with each class, counted in the argmax's pass) and, for the closed form, the head.
     Otherwise (the autograd path) only images: explain_outputs then runs the whole explanation.
     """
 
@@ -41,6 +42,7 @@ class ForwardPass:
     logits: Optional[torch.Tensor] = None
     labels: Optional[torch.Tensor] = None
     head: Optional[LinearHead] = None
+    counts: Optional[torch.Tensor] = None
 
     @property
     def has_outputs(self) -> bool:

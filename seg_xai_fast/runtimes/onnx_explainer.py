@@ -346,9 +346,12 @@ class OnnxForwards:
 
     def outputs(self, images: torch.Tensor, head=None) -> ForwardPass:
         """One ORT run of checked images → ForwardPass with activations float32 [B,C,h,w], logits
-        float32 [B,L,H,W] and labels int64 [B,H,W], on the CPU."""
-        logits, activations, labels = self.explainer.run(images, labels=True)
-        return ForwardPass(images, activations, logits, labels)
+        float32 [B,L,H,W], labels int64 [B,H,W] and their counts int64 [B,L], on the CPU."""
+        logits, activations, labels = self.explainer.run(images, labels=self.explainer.graph_labels)
+        counts = None
+        if labels is None:  # the core's one pass gives the labels and their histogram
+            labels, counts = kernels.class_argmax_counts(logits, self.explainer.backend)
+        return ForwardPass(images, activations, logits, labels, counts=counts)
 
     def closed_form_outputs(self, images: torch.Tensor, find: bool = False) -> Optional[ForwardPass]:
         """The graph's outputs: its head was exported with it (checked when the method was set)."""

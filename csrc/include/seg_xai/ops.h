@@ -112,7 +112,10 @@ void overlay(const TensorView& images, const TensorView& maps, const TensorView&
 // The argmax over classes (ties → lowest class, the first NaN wins, as torch.argmax), one pass.
 //   logits: float [B,L,H,W]
 //   labels: int64 [B,H,W]
-void class_argmax(const TensorView& logits, const TensorView& labels, const Exec& exec);
+//   counts: int64 [B,L], when use_counts: the pixels of each class per image (the label
+//           histogram, counted in the same pass; overwritten)
+void class_argmax(const TensorView& logits, const TensorView& labels, const TensorView& counts, bool use_counts,
+                  const Exec& exec);
 
 // Target seeds Up*([labels == classes[k]]) for all K classes at once; the K masks are never
 // stored. With labels = class_argmax(logits): the Seg-Grad-CAM predicted-class targets.

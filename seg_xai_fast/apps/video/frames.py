@@ -29,17 +29,22 @@ from .stages import Lanes, Outlet, Pipeline, Source, Stage
 # --------------------------------------------------------------------------- explaining frames
 
 
-def dominant_classes(labels: torch.Tensor, num_classes: int, candidates: Optional[Sequence[int]] = None) -> torch.Tensor:
+def dominant_classes(labels: torch.Tensor, num_classes: int, candidates: Optional[Sequence[int]] = None,
+                     counts: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The class each frame shows: int64 [B] from predicted labels int64 [B,H,W].
 
     Among `candidates` (None: all classes), the one covering the most pixels; class 0
     (background) only when no other candidate is present; candidates[0] when none is.
+    counts: int64 [B,L], the labels' histogram when the forward pass counted it (ForwardPass.counts).
     """
     ids = list(range(num_classes)) if candidates is None else list(candidates)
-    flat = labels.reshape(labels.shape[0], -1).cpu().numpy()
-    # One numpy histogram per frame (numpy's bincount: ~70× faster than torch's on CPU here; per
-    # frame, it needs no offset array and no pass to find the largest label first).
-    rows = [np.bincount(frame) for frame in flat]
+    if counts is None:
+        flat = labels.reshape(labels.shape[0], -1).cpu().numpy()
+        # One numpy histogram per frame (numpy's bincount: ~70× faster than torch's on CPU here; per
+        # frame, it needs no offset array and no pass to find the largest label first).
+        rows = [np.bincount(frame) for frame in flat]
+    else:
+        rows = list(counts.cpu().numpy())
     counts = np.zeros((len(rows), max(num_classes, max(ids) + 1, *(len(r) for r in rows))), dtype=np.int64)
     for b, row in enumerate(rows):
         counts[b, :len(row)] = row
@@ -84,7 +89,7 @@ class FrameExplainer:
     def explain(self, outputs: ForwardPass) -> tuple[torch.Tensor, torch.Tensor]:
         """forward()'s result → (maps float32 [B,H,W] in [0,1], shown class int64 [B])."""
         if outputs.has_outputs:
-            shown = dominant_classes(outputs.labels, outputs.logits.shape[1], self.classes)
+            shown = dominant_classes(outputs.labels, outputs.logits.shape[1], self.classes, outputs.counts)
             wanted = sorted(set(shown.tolist()))
             res = self.explainer.explain_outputs(outputs, classes=wanted)
         else:  # autograd path: every requested class, then pick

@@ -35,4 +35,4 @@ from .dispatch import BACKENDS
 from .display import overlay
 from .normalize import normalize_maps, resize_normalize, resize_normalize_3d
 from .perturbation import region_scores, rise_accumulate, rise_inputs, scorecam_inputs, segment_inputs
-from .seeds import class_argmax, label_seeds, mask_seeds
+from .seeds import class_argmax, class_argmax_counts, label_seeds, mask_seeds

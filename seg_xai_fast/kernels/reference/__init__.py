@@ -64,4 +64,4 @@ from .perturbation import (
     scorecam_masks,
     segment_inputs,
 )
-from .seeds import class_argmax, label_masks, predicted_masks, upsample_adjoint
+from .seeds import class_argmax, label_counts, label_masks, predicted_masks, upsample_adjoint

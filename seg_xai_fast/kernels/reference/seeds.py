@@ -31,6 +31,11 @@ def predicted_masks(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
     return label_masks(logits.argmax(dim=1), classes)
 
 
+def label_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """labels int64 [B,H,W] with values in [0, num_classes) → int64 [B,L]: the pixels of each class per image."""
+    return torch.stack([torch.bincount(row.flatten(), minlength=num_classes) for row in labels])
+
+
 def label_masks(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """labels int64 [B,H,W] → float32 [B,K,H,W], 1 where the label is classes[k]."""
     wanted = torch.as_tensor(list(classes), device=labels.device).view(1, -1, 1, 1)
