@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Optional
 
 from ..engine.methods import get_method, registered
 
@@ -40,11 +41,15 @@ def load_model_of(args) -> LoadedModel:
     return load_model(args.model, **model_options(args))
 
 
-def add_method_arguments(parser, methods: bool = False, default: str = "gradcam") -> None:
-    """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command."""
+def add_method_arguments(parser, methods: bool = False, default: str = "gradcam",
+                         default_help: str = "%(default)s") -> None:
+    """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command.
+
+    default_help: how --methods' help names its default (a command whose default depends on other
+    flags passes default=None and says which)."""
     if methods:
         parser.add_argument("--methods", default=default,
-                            help="comma-separated, or 'all' (default: %(default)s); see `seg-xai methods`")
+                            help=f"comma-separated, or 'all' (default: {default_help}); see `seg-xai methods`")
     else:
         parser.add_argument("--method", default=default, type=method_name, metavar="METHOD",
                             help="explanation method, or package.module:NAME of your own (default: %(default)s); "
@@ -92,3 +97,19 @@ def _value(text: str):
         return json.loads(text)
     except ValueError:
         return text
+
+
+def sliding_arguments(args, dims: Optional[int] = None) -> dict:
+    """--sliding-window ROI, --overlap, --blend, --sw-batch-size as SlidingWindow arguments, checked
+    (dims: the spatial axes the input has, when known here)."""
+    from ..apps.scenes import parse_roi
+
+    if not 0 <= args.overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.sw_batch_size < 1:
+        raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
+    roi = parse_roi(args.sliding_window)
+    if dims is not None and len(roi) != dims:
+        raise ValueError(f"--sliding-window {args.sliding_window} has {len(roi)} axes but the input has {dims} "
+                         "spatial axes" + (" (--volume)" if dims == 3 else " (--volume for 3-D windows)"))
+    return {"roi_size": roi, "overlap": args.overlap, "mode": args.blend, "sw_batch_size": args.sw_batch_size}

@@ -5,11 +5,11 @@ import sys
 
 from ..apps.batch import JobConfig, run_explain
 from ..apps.batch.inputs import DEFAULT_MAX_PIXELS
-from ..apps.scenes import build_explainer, explain_scene, is_scene_input, parse_roi, read_scene
+from ..apps.scenes import build_explainer, explain_scene, is_scene_input, read_scene
 from ..engine.checks import parse_class_spec
 from ..models import load_model, require_layer
 from ..runtimes.choice import RUNTIMES
-from .common import add_method_arguments, add_model_arguments, model_options, parse_options
+from .common import add_method_arguments, add_model_arguments, model_options, parse_options, sliding_arguments
 from .exits import EXIT_FAILURES, EXIT_OK
 
 
@@ -118,14 +118,7 @@ def run_scenes(args) -> int:
         except ValueError as err:
             raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
                              f"{err}") from None
-    sliding = None
-    if args.sliding_window is not None:
-        if not 0 <= args.overlap < 1:
-            raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
-        if args.sw_batch_size < 1:
-            raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
-        sliding = {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
-                   "sw_batch_size": args.sw_batch_size}
+    sliding = sliding_arguments(args) if args.sliding_window is not None else None
     loaded = load_model(args.model, **model_options(args), model_args=model_args)
     from ..engine.methods import get_method
     layer = require_layer(loaded, args.layer) if get_method(args.method).needs_layer else None
