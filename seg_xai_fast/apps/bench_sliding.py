@@ -15,12 +15,13 @@ Rows (the same model, input and windows):
   No library explains gradient CAMs through sliding-window inference, so those rows have no peer.
 
 Peak memory (`memory=True`): each plain inference and each explanation runs once more in a fresh
-Python process that imports the same modules, loads the same model and makes the same input, then
-makes that one call: "peak RSS" is the process's peak resident set size (getrusage ru_maxrss:
-torch, the model and the input included, as a user's process would hold them), "+MB in the call"
-its growth during the call. The call is not warmed up first (ru_maxrss only grows), so one-off
-allocations of a first call count, on both sides alike. Peak RSS × floor is over the smaller of the
-two plain inferences' peaks.
+Python process that loads the same model, makes the same input and imports what that side uses
+(MONAI for its inference), then makes that one call: "peak RSS" is the process's peak resident
+set size during the call (Linux: VmHWM, reset to the current RSS just before the call; elsewhere
+getrusage's ru_maxrss, which also counts loading), torch, the model and the input included, as a
+user's process would hold them; "+MB in the call" is that peak over the RSS just before the call.
+The call is not warmed up first, so one-off allocations of a first call count, on both sides
+alike. Peak RSS × floor is over the smaller of the two plain inferences' peaks.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -96,7 +98,7 @@ def sliding_rows(model: torch.nn.Module, layer: Optional[str], methods: Sequence
         notes.append("MONAI is not installed: the floor is our SlidingWindow's plain inference alone")
     for row, side in zip(rows, plain_times):
         _add_memory(row, memory.get(side), memory)
-    rows.append(_add_memory({"row": "floor = fastest plain sliding-window inference", "ms": floor_s * 1e3},
+    rows.append(_add_memory({"row": "floor = fastest plain sliding window", "ms": floor_s * 1e3},
                             memory.get("floor"), {}))
     for method in methods:
         spec = get_method(method)
@@ -148,20 +150,34 @@ def peak_memory(source: dict, sliding: dict, side: str, layer: Optional[str] = N
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _peak_mb() -> float:
-    import resource
+def _memory_mb() -> tuple:
+    """(resident now, peak resident since the last reset) in MiB: Linux's VmRSS and VmHWM, else
+    (getrusage's peak, the same)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+        return peak, peak
+
+
+def _reset_peak() -> None:
+    """Reset the process's peak RSS to its current RSS (Linux: clear_refs 5); elsewhere the peak
+    keeps what loading reached, and the call's own growth reads low."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _probe(cfg: dict) -> None:
     """The fresh process of peak_memory: load, make the input, one call, print the peaks as JSON."""
     torch.set_num_threads(cfg["threads"])
-    try:  # both sides import MONAI when it is installed, so that their processes start alike
-        import monai.inferers  # noqa: F401
-    except ImportError:
-        pass
     model = load_model(cfg["model"], weights=cfg["weights"], num_classes=cfg["num_classes"],
                        model_args=cfg["model_args"]).model
     images = bench_input(cfg["channels"], cfg["size"], cfg["dims"])
@@ -173,14 +189,16 @@ def _probe(cfg: dict) -> None:
             with torch.no_grad():
                 sw(images)
     elif side == "monai":
-        call = lambda: monai_inference(model, sliding)(images)  # noqa: E731
+        call = monai_inference(model, sliding)  # imports MONAI now, before the call
+        call = partial(call, images)
     else:
         explainer = build_explainer(model, cfg["layer"], side, cfg["options"], "cpu", sliding)
         call = lambda: explainer(images, classes=cfg["classes"])  # noqa: E731
-    before = _peak_mb()
+    _reset_peak()  # loading and importing may have peaked higher than the call will
+    before, _ = _memory_mb()
     call()
-    after = _peak_mb()
-    print(json.dumps({"rss_mb": after, "added_mb": after - before}))
+    _, peak = _memory_mb()
+    print(json.dumps({"rss_mb": peak, "added_mb": peak - before}))
 
 
 if __name__ == "__main__":
