@@ -21,7 +21,29 @@ Perturbation methods (scorecam, ablationcam, rise, occlusion) get their own floo
 of perturbed forwards (the image, in batches of the method's batch_size) with no explanation work;
 their peer is pytorch-grad-cam (scorecam, ablationcam) or captum (occlusion), one call per class.
 ablationcam runs what precedes the layer once per batch where the model allows, so it can beat
-that floor.
+that floor. Occlusion also gets a row for MONAI's OcclusionSensitivity (MONAI_OCCLUSION_NOTE).
+A peer that fails on the input (pytorch-grad-cam's ScoreCAM and AblationCAM on volumes) is a note
+under the table instead of a row.
+
+Volumes (`volume=True`, `seg-xai bench --volume`): the same rows for a 1×C×S×S×S volume through a
+3-D model (by default a small random MONAI SegResNet, VOLUME_MODEL); the VJP floor starts at the
+full logits (the engine's volume path is plain autograd from the layer up).
+
+Sliding windows (`sliding=`, `seg-xai bench --sliding-window ROI`): explanations through
+`sx.SlidingWindow` against the plain sliding-window inference of the same input (2-D or 3-D):
+- sliding-window forward: our SlidingWindow's plain inference (no grad); its peer/ours is MONAI's
+  time over ours;
+- sliding-window forward monai: MONAI's `sliding_window_inference` with the same arguments (when
+  MONAI is installed);
+- floor: the fastest plain sliding-window inference of the two (a lower bound, like the floor above);
+- sliding-window <method>: `sx.Explainer(SlidingWindow(model, ...), layer, method)` of the classes
+  (all, or the first N), each class's target its predicted region on the stitched output; its
+  × floor is "explanation over plain inference";
+- sliding-window occlusion captum: captum's `Occlusion` on the stitched output (the definition our
+  occlusion through a SlidingWindow equals), one call per class, one occluded input per forward.
+  No library explains gradient CAMs through sliding-window inference, so those rows have no peer.
+With `memory=True` each plain inference and explanation also gets its peak RSS, measured in a
+fresh process (apps/bench_memory.py says what exactly), and its ratio to the plain inference's.
 """
 from __future__ import annotations
 
@@ -30,7 +52,7 @@ import json
 import statistics
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -39,9 +61,12 @@ from .. import kernels
 from ..engine.capture import ModelState, model_logits, select_output
 from ..engine.explainer import Explainer
 from ..engine.occlusion_nd import axes_option
+from ..engine.sliding import SlidingWindow
 from ..engine.methods import check_options_used, get_method, layer_for, options_for
 from ..models import load_model, require_layer
 from ..viz import bar_chart, save_png
+from .bench_memory import bench_input, monai_inference, peak_memory
+from .scenes import build_explainer
 
 
 def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -81,14 +106,14 @@ def input_channels(model: torch.nn.Module, default: int = 3) -> int:
 def vjp_floor_seconds(model, layer: str, images, classes: Sequence[int], masks, output_key: str, repeats: int) -> dict:
     """Seconds of each timed call of the K VJPs from the logits (images: from the pre-upsample
     logits) to the layer: loop and batched. images float [B,C,*S], masks float [B,K,*S]."""
-    with ModelState(model), layer_leaf(model, layer, images) as leaf:
+    with ModelState(model), layer_leaf(model, layer, images) as leaf, ExitStack() as stack:
         if leaf is None:  # an image: the engine's own capture, its VJPs start below a final upsample
             explainer = Explainer(model, layer, "gradcam", output_key=output_key, gradient_path="autograd")
-            with explainer.capture(leaf=True) as cap:
-                with torch.enable_grad():
-                    logits = select_output(model(images), output_key, images.shape[0])
-                leaf = cap.activations()
-                start, upsample = cap.backward_start(logits)
+            cap = stack.enter_context(explainer.capture(leaf=True))
+            with torch.enable_grad():
+                logits = select_output(model(images), output_key, images.shape[0])
+            leaf = cap.activations()
+            start, upsample = cap.backward_start(logits)
         else:  # a volume: plain autograd from the layer's output (made a leaf) up, as the engine does
             with torch.enable_grad():
                 start = select_output(model(images), output_key, images.shape[0], images.ndim)
@@ -459,13 +484,6 @@ VOLUME_LAYER = "up_layers.1"
 VOLUME_SIZE = 32
 
 
-def bench_input(channels: int, size: int, dims: int) -> torch.Tensor:
-    """The benchmark's input float [1,channels,size,...] (`dims` spatial axes), the same in every
-    process (the memory probes rebuild it)."""
-    torch.manual_seed(0)
-    return torch.rand(1, channels, *(size,) * dims)
-
-
 def run_bench(
     model_spec: str = "demo",
     methods: Sequence[str] = ("gradcam", "gradcam++"),
@@ -494,8 +512,7 @@ def run_bench(
     (S = size, default 32; C the model's first convolution's) instead of a 1×3×S×S image, through
     VOLUME_MODEL when model_spec is "demo". sliding: SlidingWindow arguments (roi_size, overlap,
     mode, sw_batch_size): explain through sliding-window inference and compare with the plain
-    sliding-window inference (apps/bench_sliding.py; memory: also measure peak RSS there, in fresh
-    processes). as_json: log one JSON object {"meta", "rows", "notes", "chart"} instead of the table.
+    sliding-window inference (memory: also measure peak RSS there, in fresh processes). as_json: log one JSON object {"meta", "rows", "notes", "chart"} instead of the table.
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -522,8 +539,6 @@ def run_bench(
             f"torch threads {torch.get_num_threads()}, medians of {repeats} (peer: {peer_repeats})"
             + ("; with fewer than 3 repeats the ratios are noisy" if repeats < 3 else ""))
     if sliding is not None:
-        from .bench_sliding import sliding_rows
-
         source = {"model": model_spec, "weights": weights, "num_classes": model_classes, "model_args": model_args,
                   "channels": channels, "size": size, "dims": dims}
         rows, classes = sliding_rows(model, layer, methods, images, num_classes, options or {}, sliding, repeats,
@@ -587,6 +602,80 @@ def run_bench(
                    "x_floor": peer_s / floor_s}
     rows.append(row)
     return _finish(rows, meta, notes, loaded.name, layer, shape, classes, chart, log, as_json)
+
+
+def sliding_rows(model: torch.nn.Module, layer: Optional[str], methods: Sequence[str], images: torch.Tensor,
+                 num_classes: Optional[int], options: dict, sliding: dict, repeats: int, peer: bool,
+                 peer_repeats: int, notes: list, source: Optional[dict]) -> tuple:
+    """(rows, classes) of the sliding-window benchmark (the module docstring). images float [1,C,*S];
+    source: how a fresh process rebuilds the model and the input (run_bench), None: no memory
+    rows."""
+    sliding = {k: sliding[k] for k in ("roi_size", "overlap", "mode", "sw_batch_size") if k in sliding}
+    sw = SlidingWindow(model, **sliding)
+    with torch.no_grad():
+        logits = sw(images)  # [1,L,*S]
+    classes = list(range(logits.shape[1] if num_classes is None else min(num_classes, logits.shape[1])))
+    predicted = (logits.argmax(1, keepdim=True) == torch.tensor(classes).view(1, -1, *[1] * (images.ndim - 2))).float()
+
+    def plain():
+        with torch.no_grad():
+            sw(images)
+
+    plain_times = {"ours": timed_calls(plain, repeats)}
+    monai = monai_inference(model, sliding)
+    if monai is not None:
+        plain_times["monai"] = timed_calls(lambda: monai(images), repeats)
+    floor_s = min(min(t) for t in plain_times.values())  # fastest calls: a lower bound (see bench.run_bench)
+    memory = {}
+    if source is not None:
+        for side in plain_times:
+            memory[side] = peak_memory(source, sliding, side)
+        memory["floor"] = {k: min(m[k] for m in memory.values()) for k in ("rss_mb", "added_mb")}
+    ours_s = statistics.median(plain_times["ours"])
+    rows = [{"row": "sliding-window forward", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s}]
+    if monai is not None:
+        monai_s = statistics.median(plain_times["monai"])
+        rows[0]["peer_over_ours"] = monai_s / ours_s
+        rows.append({"row": "sliding-window forward monai", "ms": monai_s * 1e3, "x_floor": monai_s / floor_s})
+    else:
+        notes.append("MONAI is not installed: the floor is our SlidingWindow's plain inference alone")
+    for row, side in zip(rows, plain_times):
+        _add_memory(row, memory.get(side), memory)
+    rows.append(_add_memory({"row": "floor = fastest plain sliding window", "ms": floor_s * 1e3},
+                            memory.get("floor"), {}))
+    for method in methods:
+        spec = get_method(method)
+        method_layer = layer if spec.needs_layer else None
+        explainer = build_explainer(model, method_layer, method, options_for(method, options), "cpu", sliding)
+        info = explainer(images, classes=classes).info  # also the warm-up
+        seconds = median_seconds(lambda: explainer(images, classes=classes), repeats, warmup=0)
+        forwards = info.get("window_forwards")
+        label = f"sliding-window {method}" + (f" ({forwards} window forwards)" if forwards is not None else "")
+        row = {"row": label, "ms": seconds * 1e3, "x_floor": seconds / floor_s}
+        if source is not None:
+            _add_memory(row, peak_memory(source, sliding, method, layer=method_layer,
+                                         options=options_for(method, options), classes=classes), memory)
+        rows.append(row)
+        if peer and spec.peer == ("captum", "Occlusion"):
+            # One occluded scene per forward: captum runs every window of it (a batch of scenes is a
+            # batch of whole-scene copies).
+            peer_s = captum_occlusion_seconds(sw, images, classes, predicted, "out", peer_repeats,
+                                              {**explainer.options, "batch_size": 1})
+            if peer_s is not None:
+                row["peer_over_ours"] = peer_s / seconds
+                rows.append({"row": f"sliding-window {method} captum", "ms": peer_s * 1e3, "x_floor": peer_s / floor_s})
+                notes.append(f"sliding-window {method} captum: captum's Occlusion on the stitched output (one "
+                             "occluded input per forward, every window run for each), one call per class")
+    return rows, classes
+
+
+def _add_memory(row: dict, measured: Optional[dict], memory: dict) -> dict:
+    """row with its peak RSS, the ratio to the plain inference's (memory["floor"]) and the growth."""
+    if measured is not None:
+        row.update(rss_mb=measured["rss_mb"], added_mb=measured["added_mb"])
+        if "floor" in memory:
+            row["rss_x_floor"] = measured["rss_mb"] / memory["floor"]["rss_mb"]
+    return row
 
 
 def sliding_text(sliding: dict) -> str:
