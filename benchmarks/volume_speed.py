@@ -3,7 +3,7 @@
     python benchmarks/volume_speed.py [--volume 160] [--roi 64] [--scene 4096] [--scene-roi 512]
                                       [--gradcam-size 64] [--repeats 3]
 
-A thin script over `seg-xai bench` (seg_xai_fast/apps/bench.py, bench_sliding.py), which holds the
+A thin script over `seg-xai bench` (seg_xai_fast/apps/bench.py, bench_memory.py), which holds the
 measurements; it prints the issue's three ratios:
 1. 3-D Grad-CAM of every class (one sx.Explainer call, each class's predicted region) against
    pytorch-grad-cam's 3-D GradCAM called once per class, on bench's volume model (a random MONAI
@@ -11,7 +11,7 @@ measurements; it prints the issue's three ratios:
    `seg-xai bench --volume --methods gradcam`'s "gradcam predicted targets" rows. Goal: ≥ 5× faster.
 2. Grad-CAM of every class through sx.SlidingWindow against MONAI's plain sliding_window_inference
    of the same input: time (in-process medians) and peak RSS (each side once in a fresh process,
-   see apps/bench_sliding.py), a --volume³ single-channel volume through the SegResNet with --roi³
+   see apps/bench_memory.py), a --volume³ single-channel volume through the SegResNet with --roi³
    windows, overlap 0.25, gaussian (`seg-xai bench --volume --sliding-window R,R,R --blend
    gaussian`); and a --scene² RGB scene through a 6-class segmentation-models-pytorch U-Net
    (ResNet-18) with --scene-roi² windows (`seg-xai bench --model smp:Unet:resnet18 --num-classes 6

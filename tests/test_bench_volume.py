@@ -1,4 +1,4 @@
-"""`seg-xai bench --volume` and `--sliding-window ROI` (apps/bench.py, apps/bench_sliding.py): the
+"""`seg-xai bench --volume` and `--sliding-window ROI` (apps/bench.py, apps/bench_memory.py): the
 rows exist with finite times and ratios next to their peers (pytorch-grad-cam's 3-D classes,
 captum's and MONAI's occlusion, MONAI's sliding_window_inference), the peak-RSS probes report
 sane numbers, the table round-trips through the report's parser, a peer that fails on a volume is
@@ -152,3 +152,14 @@ def test_a_blend_mode_outside_the_choices_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--sliding-window", "32,32", "--blend", "cubic"])
     assert exc.value.code == 2 and "--blend" in capsys.readouterr().err
+
+
+def test_the_report_page_shows_memory_columns_and_notes(tmp_path):
+    from seg_xai_fast.apps.report.html import bench_page
+
+    rows = [{"row": "sliding-window gradcam (9 window forwards)", "ms": 30.0, "x_floor": 2.5, "rss_mb": 560.0,
+             "added_mb": 40.0, "rss_x_floor": 1.06}]
+    source = tmp_path / "bench.json"
+    source.write_text(json.dumps({"meta": "model m", "rows": rows, "notes": ["a <note>"], "chart": None}))
+    page = bench_page(source, tmp_path, [("bench.html", "Benchmark", None)], "bench.html")
+    assert "peak RSS MB" in page and "peak RSS × floor" in page and "a &lt;note&gt;" in page
