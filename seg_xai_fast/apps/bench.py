@@ -226,7 +226,10 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
     except ImportError:
         return None
     targets = [SemanticSegmentationTarget(c, masks[0, k].numpy()) for k, c in enumerate(classes)]
-    model = copy.deepcopy(model)
+    try:
+        model = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - a model that cannot be copied is lent to the peer as it is
+        pass
     try:
         with peer_cam(model, layer, method, output_key) as cam:
             if "batch_size" in (options or {}) and hasattr(cam, "batch_size"):
@@ -512,7 +515,8 @@ def run_bench(
     (S = size, default 32; C the model's first convolution's) instead of a 1×3×S×S image, through
     VOLUME_MODEL when model_spec is "demo". sliding: SlidingWindow arguments (roi_size, overlap,
     mode, sw_batch_size): explain through sliding-window inference and compare with the plain
-    sliding-window inference (memory: also measure peak RSS there, in fresh processes). as_json: log one JSON object {"meta", "rows", "notes", "chart"} instead of the table.
+    sliding-window inference (memory: also measure peak RSS there, in fresh processes).
+    as_json: log one JSON object {"meta", "rows", "notes", "chart"} instead of the table.
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -524,8 +528,8 @@ def run_bench(
         layer = layer or VOLUME_LAYER
     if sliding is not None and len(sliding["roi_size"]) != dims:
         raise ValueError(f"--sliding-window {','.join(map(str, sliding['roi_size']))} has "
-                         f"{len(sliding['roi_size'])} axes but the bench input has {dims} spatial axes "
-                         + ("(--volume)" if volume else "(add --volume for 3-D windows)"))
+                         f"{len(sliding['roi_size'])} axes but the input has {dims} spatial axes"
+                         + (" (--volume)" if volume else " (--volume for 3-D windows)"))
     loaded = load_model(model_spec, weights=weights, num_classes=model_classes, model_args=model_args)
     model = loaded.model
     layer = require_layer(loaded, layer) if any(get_method(m).needs_layer for m in methods) or sliding is None \
@@ -535,20 +539,23 @@ def run_bench(
     images = bench_input(channels, size, dims)
     shape = "×".join(map(str, images.shape))
     notes: list = []
-    meta = (f"model {loaded.name}, layer {layer}, {'volume' if volume else 'image'} {shape}, "
-            f"torch threads {torch.get_num_threads()}, medians of {repeats} (peer: {peer_repeats})"
-            + ("; with fewer than 3 repeats the ratios are noisy" if repeats < 3 else ""))
+
+    def meta(classes: list, windows: str = "") -> str:  # the table's first line
+        return (f"model {loaded.name}, layer {layer}, {'volume' if volume else 'image'} {shape}, {len(classes)} "
+                f"classes, {windows}torch threads {torch.get_num_threads()}, medians of {repeats} (peer: "
+                f"{peer_repeats})" + ("; with fewer than 3 repeats the ratios are noisy" if repeats < 3 else ""))
+
     if sliding is not None:
         source = {"model": model_spec, "weights": weights, "num_classes": model_classes, "model_args": model_args,
                   "channels": channels, "size": size, "dims": dims}
         rows, classes = sliding_rows(model, layer, methods, images, num_classes, options or {}, sliding, repeats,
                                      peer, peer_repeats, notes, source if memory else None)
-        meta = meta.replace(", torch", f", {len(classes)} classes, windows {sliding_text(sliding)}, torch")
-        return _finish(rows, meta, notes, loaded.name, layer, shape, classes, chart, log, as_json, meta_logged=False)
+        return _finish(rows, meta(classes, f"windows {sliding_text(sliding)}, "), notes, loaded.name, layer, shape,
+                       classes, chart, log, as_json, meta_logged=False)
     out = model_logits(model, images)
     classes = list(range(out.shape[1] if num_classes is None else min(num_classes, out.shape[1])))
     masks = box_masks(1, len(classes), *images.shape[2:])
-    meta = meta.replace(", torch", f", {len(classes)} classes, torch")
+    meta = meta(classes)
     if not as_json:
         log(meta)
 

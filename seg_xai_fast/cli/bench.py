@@ -2,10 +2,9 @@
 (--volume) and explanations through sliding-window inference (--sliding-window ROI)."""
 from __future__ import annotations
 
-import json
-
 from ..apps.bench import VOLUME_MODEL, VOLUME_SIZE, run_bench
-from .common import add_method_arguments, add_model_arguments, method_names, parse_options, sliding_arguments
+from .common import (add_method_arguments, add_model_arguments, add_sliding_arguments, method_names, parse_model_args,
+                     parse_options, sliding_arguments)
 from .exits import EXIT_OK
 
 DEFAULT_METHODS = {"image": "gradcam,gradcam++", "volume": "gradcam,hirescam,occlusion",
@@ -34,17 +33,9 @@ def register(subparsers) -> None:
     v.add_argument("--volume", action="store_true",
                    help=f"a 1×C×S×S×S volume (S: --size) through a 3-D model: --model monai:NAME with --model-args, "
                         f"a .pt file, or by default a small random {VOLUME_MODEL} (1 channel, 3 classes)")
-    v.add_argument("--model-args", default=None, metavar="JSON",
-                   help="constructor keyword arguments of a monai:NAME model, e.g. "
-                        "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
-    v.add_argument("--sliding-window", default=None, metavar="ROI",
-                   help="explain through sliding-window inference with windows of this size (e.g. 64,64,64 with "
-                        "--volume, or 512,512) and compare with the plain sliding-window inference: time and "
-                        "peak RSS")
-    v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
-    v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
-                   help="how overlapping windows are blended (default: %(default)s)")
-    v.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward (default: %(default)s)")
+    add_sliding_arguments(v, "explain through sliding-window inference with windows of this size (e.g. 64,64,64 "
+                             "with --volume, or 512,512) and compare with the plain sliding-window inference: time "
+                             "and peak RSS")
     v.add_argument("--no-memory", action="store_true",
                    help="skip the peak-RSS probes of the sliding-window rows (each a fresh process)")
     p.set_defaults(func=run)
@@ -55,14 +46,8 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be a positive int, got {args.repeats}")
     if args.size is not None and args.size < 1:
         raise ValueError(f"--size must be a positive int, got {args.size}")
-    sliding = sliding_arguments(args, dims=3 if args.volume else 2) if args.sliding_window is not None else None
-    model_args = None
-    if args.model_args is not None:
-        try:
-            model_args = json.loads(args.model_args)
-        except ValueError as err:
-            raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
-                             f"{err}") from None
+    sliding = sliding_arguments(args) if args.sliding_window is not None else None
+    model_args = parse_model_args(args.model_args)
     mode = "sliding" if sliding is not None else "volume" if args.volume else "image"
     run_bench(args.model, weights=args.weights, model_classes=args.num_classes,
               methods=method_names(args.methods or DEFAULT_METHODS[mode]), num_classes=args.classes, size=args.size,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Optional
 
 from ..engine.methods import get_method, registered
 
@@ -99,17 +98,37 @@ def _value(text: str):
         return text
 
 
-def sliding_arguments(args, dims: Optional[int] = None) -> dict:
+def sliding_arguments(args) -> dict:
     """--sliding-window ROI, --overlap, --blend, --sw-batch-size as SlidingWindow arguments, checked
-    (dims: the spatial axes the input has, when known here)."""
+    (whether the ROI's axes fit the input is checked where the input is known)."""
     from ..apps.scenes import parse_roi
 
     if not 0 <= args.overlap < 1:
         raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.sw_batch_size < 1:
         raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
-    roi = parse_roi(args.sliding_window)
-    if dims is not None and len(roi) != dims:
-        raise ValueError(f"--sliding-window {args.sliding_window} has {len(roi)} axes but the input has {dims} "
-                         "spatial axes" + (" (--volume)" if dims == 3 else " (--volume for 3-D windows)"))
-    return {"roi_size": roi, "overlap": args.overlap, "mode": args.blend, "sw_batch_size": args.sw_batch_size}
+    return {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
+            "sw_batch_size": args.sw_batch_size}
+
+
+def add_sliding_arguments(group, sliding_help: str) -> None:
+    """--model-args, --sliding-window, --overlap, --blend, --sw-batch-size (explain and bench)."""
+    group.add_argument("--model-args", default=None, metavar="JSON",
+                       help="constructor keyword arguments of a monai:NAME model, e.g. "
+                            "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
+    group.add_argument("--sliding-window", default=None, metavar="ROI", help=sliding_help)
+    group.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
+    group.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
+                       help="how overlapping windows are blended (default: %(default)s)")
+    group.add_argument("--sw-batch-size", type=int, default=1, metavar="N",
+                       help="windows per forward (default: %(default)s)")
+
+
+def parse_model_args(text):
+    """--model-args JSON → its keyword arguments (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {text!r}: {err}") from None

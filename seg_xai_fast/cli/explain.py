@@ -9,7 +9,8 @@ from ..apps.scenes import build_explainer, explain_scene, is_scene_input, read_s
 from ..engine.checks import parse_class_spec
 from ..models import load_model, require_layer
 from ..runtimes.choice import RUNTIMES
-from .common import add_method_arguments, add_model_arguments, model_options, parse_options, sliding_arguments
+from .common import (add_method_arguments, add_model_arguments, add_sliding_arguments, model_options, parse_model_args,
+                     parse_options, sliding_arguments)
 from .exits import EXIT_FAILURES, EXIT_OK
 
 
@@ -54,15 +55,8 @@ def register(subparsers) -> None:
     v = p.add_argument_group("volumes and whole scenes", "NIfTI (.nii, .nii.gz; extra [medical]) and GeoTIFF (.tif; "
                              "extra [geo]) inputs, and any input with --sliding-window, are explained whole into "
                              "OUT/NAME/ (docs/volumes.md)")
-    v.add_argument("--model-args", default=None, metavar="JSON",
-                   help="constructor keyword arguments of a monai:NAME model, e.g. "
-                        "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
-    v.add_argument("--sliding-window", default=None, metavar="ROI",
-                   help="explain through sliding-window inference with windows of this size, e.g. 96,96,96 or 512,512")
-    v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
-    v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
-                   help="how overlapping windows are blended (default: %(default)s)")
-    v.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward (default: %(default)s)")
+    add_sliding_arguments(v, "explain through sliding-window inference with windows of this size, e.g. 96,96,96 or "
+                             "512,512")
     p.set_defaults(func=run, on_interrupt="interrupted; rerun the same command to resume",
                    on_io_error="; rerun the same command to resume")
 
@@ -108,16 +102,9 @@ def scene_files(inputs) -> list:
 
 def run_scenes(args) -> int:
     """Volumes and whole scenes (apps/scenes.py), one file at a time."""
-    import json
     from pathlib import Path
 
-    model_args = None
-    if args.model_args is not None:
-        try:
-            model_args = json.loads(args.model_args)
-        except ValueError as err:
-            raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
-                             f"{err}") from None
+    model_args = parse_model_args(args.model_args)
     sliding = sliding_arguments(args) if args.sliding_window is not None else None
     loaded = load_model(args.model, **model_options(args), model_args=model_args)
     from ..engine.methods import get_method
