@@ -720,7 +720,8 @@ def format_table(rows: list[dict], notes: Sequence[str] = ()) -> str:
     """The printed table: ms, × floor, peer/ours, then what a row adds in brackets (classes
     predicted; peak RSS of a sliding-window row, its ratio to the floor's, and what the call added);
     then the notes, one a line."""
-    lines = [f"{'':44s} {'ms':>10s} {'× floor':>9s} {'peer/ours':>10s}"]
+    width = max([44] + [len(r["row"]) for r in rows])
+    lines = [f"{'':{width}s} {'ms':>10s} {'× floor':>9s} {'peer/ours':>10s}"]
     for r in rows:
         x_floor = f"{r['x_floor']:.2f}" if "x_floor" in r else ""
         ratio = f"{r['peer_over_ours']:.1f}×" if "peer_over_ours" in r else ""
@@ -728,6 +729,6 @@ def format_table(rows: list[dict], notes: Sequence[str] = ()) -> str:
         if "rss_mb" in r:
             vs_floor = f", {r['rss_x_floor']:.2f}× floor" if "rss_x_floor" in r else ""
             extra += f"  (peak RSS {r['rss_mb']:.0f} MB{vs_floor}; +{r['added_mb']:.0f} MB in the call)"
-        lines.append(f"{r['row']:44s} {r['ms']:10.1f} {x_floor:>9s} {ratio:>10s}{extra}")
+        lines.append(f"{r['row']:{width}s} {r['ms']:10.1f} {x_floor:>9s} {ratio:>10s}{extra}")
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
