@@ -242,8 +242,10 @@ def peer_seconds(model, layer: str, method: str, images, classes, masks, output_
     except Exception as err:  # noqa: BLE001 - the peer's own limits (e.g. 2-D only code paths): reported, not fatal
         if notes is None:
             raise
+        why = str(err).splitlines()[0] if str(err) else ""
+        why = why if len(why) <= 120 else why[:119] + "…"
         notes.append(f"{method}: pytorch-grad-cam's {class_name} fails on a {images.ndim - 2}-D input "
-                     f"({type(err).__name__}: {str(err)[:120]}), no peer row")
+                     f"({type(err).__name__}: {why}), no peer row")
         return None
 
 
