@@ -42,6 +42,8 @@ Sliding windows (`sliding=`, `seg-xai bench --sliding-window ROI`): explanations
 - sliding-window occlusion captum: captum's `Occlusion` on the stitched output (the definition our
   occlusion through a SlidingWindow equals), one call per class, one occluded input per forward.
   No library explains gradient CAMs through sliding-window inference, so those rows have no peer.
+The plain inferences and the explanations are timed in interleaved rounds (one call of each per
+round), so that their ratios compare calls made under the same machine load.
 With `memory=True` each plain inference and explanation also gets its peak RSS, measured in a
 fresh process (apps/bench_memory.py says what exactly), and its ratio to the plain inference's.
 """
@@ -53,6 +55,7 @@ import statistics
 import time
 import warnings
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -78,6 +81,19 @@ def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_calls(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """{name: seconds of its `repeats` calls}, the callables timed in rounds of one call each (after
+    `warmup` untimed rounds), so that their ratios compare calls made under the same machine load."""
+    times: dict = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -630,39 +646,45 @@ def sliding_rows(model: torch.nn.Module, layer: Optional[str], methods: Sequence
         with torch.no_grad():
             sw(images)
 
-    plain_times = {"ours": timed_calls(plain, repeats)}
+    # Every plain inference and explanation is timed in the same rounds: the ratios are the point.
+    calls = {"ours": plain}
     monai = monai_inference(model, sliding)
     if monai is not None:
-        plain_times["monai"] = timed_calls(lambda: monai(images), repeats)
-    floor_s = min(min(t) for t in plain_times.values())  # fastest calls: a lower bound (see bench.run_bench)
+        calls["monai"] = partial(monai, images)
+    explainers = {}
+    for method in methods:
+        spec = get_method(method)
+        explainers[method] = build_explainer(model, layer if spec.needs_layer else None, method,
+                                             options_for(method, options), "cpu", sliding)
+        calls[method] = partial(explainers[method], images, classes=classes)
+    times = interleaved_calls(calls, repeats)
+    plain_sides = [side for side in ("ours", "monai") if side in calls]
+    floor_s = min(min(times[side]) for side in plain_sides)  # fastest calls: a lower bound (see run_bench)
     memory = {}
     if source is not None:
-        for side in plain_times:
+        for side in plain_sides:
             memory[side] = peak_memory(source, sliding, side)
         memory["floor"] = {k: min(m[k] for m in memory.values()) for k in ("rss_mb", "added_mb")}
-    ours_s = statistics.median(plain_times["ours"])
+    ours_s = statistics.median(times["ours"])
     rows = [{"row": "sliding-window forward", "ms": ours_s * 1e3, "x_floor": ours_s / floor_s}]
     if monai is not None:
-        monai_s = statistics.median(plain_times["monai"])
+        monai_s = statistics.median(times["monai"])
         rows[0]["peer_over_ours"] = monai_s / ours_s
         rows.append({"row": "sliding-window forward monai", "ms": monai_s * 1e3, "x_floor": monai_s / floor_s})
     else:
         notes.append("MONAI is not installed: the floor is our SlidingWindow's plain inference alone")
-    for row, side in zip(rows, plain_times):
+    for row, side in zip(rows, plain_sides):
         _add_memory(row, memory.get(side), memory)
     rows.append(_add_memory({"row": "floor = fastest plain sliding window", "ms": floor_s * 1e3},
                             memory.get("floor"), {}))
-    for method in methods:
+    for method, explainer in explainers.items():
         spec = get_method(method)
-        method_layer = layer if spec.needs_layer else None
-        explainer = build_explainer(model, method_layer, method, options_for(method, options), "cpu", sliding)
-        info = explainer(images, classes=classes).info  # also the warm-up
-        seconds = median_seconds(lambda: explainer(images, classes=classes), repeats, warmup=0)
-        forwards = info.get("window_forwards")
+        seconds = statistics.median(times[method])
+        forwards = explainer(images, classes=classes).info.get("window_forwards")
         label = f"sliding-window {method}" + (f" ({forwards} window forwards)" if forwards is not None else "")
         row = {"row": label, "ms": seconds * 1e3, "x_floor": seconds / floor_s}
         if source is not None:
-            _add_memory(row, peak_memory(source, sliding, method, layer=method_layer,
+            _add_memory(row, peak_memory(source, sliding, method, layer=layer if spec.needs_layer else None,
                                          options=options_for(method, options), classes=classes), memory)
         rows.append(row)
         if peer and spec.peer == ("captum", "Occlusion"):
