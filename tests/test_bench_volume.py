@@ -163,3 +163,19 @@ def test_the_report_page_shows_memory_columns_and_notes(tmp_path):
     source.write_text(json.dumps({"meta": "model m", "rows": rows, "notes": ["a <note>"], "chart": None}))
     page = bench_page(source, tmp_path, [("bench.html", "Benchmark", None)], "bench.html")
     assert "peak RSS MB" in page and "peak RSS × floor" in page and "a &lt;note&gt;" in page
+
+
+def test_the_bench_commands_in_docs_volumes_md_parse():
+    """The documented `seg-xai bench` lines name flags that exist (parsed, not run)."""
+    import pathlib
+    import shlex
+
+    from seg_xai_fast.cli import build_parser
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "volumes.md").read_text(encoding="utf-8")
+    commands = [c for c in text.replace("\\\n", " ").splitlines() if c.startswith("seg-xai bench ")]
+    assert len(commands) >= 5
+    for command in commands:
+        argv = shlex.split(command.split(" #")[0].split(" >")[0])[1:]
+        args = build_parser().parse_args(argv)
+        assert args.command == "bench", command
