@@ -63,9 +63,9 @@ import torch
 from .. import kernels
 from ..engine.capture import ModelState, model_logits, select_output
 from ..engine.explainer import Explainer
+from ..engine.methods import check_options_used, get_method, layer_for, options_for
 from ..engine.occlusion_nd import axes_option
 from ..engine.sliding import SlidingWindow
-from ..engine.methods import check_options_used, get_method, layer_for, options_for
 from ..models import load_model, require_layer
 from ..viz import bar_chart, save_png
 from .bench_memory import bench_input, monai_inference, peak_memory
