@@ -3,103 +3,32 @@
     python benchmarks/volume_speed.py [--volume 160] [--roi 64] [--scene 4096] [--scene-roi 512]
                                       [--gradcam-size 64] [--repeats 3]
 
-1. 3-D Grad-CAM of every class (one sx.Explainer call) against pytorch-grad-cam's 3-D GradCAM called
-   once per class, on a MONAI SegResNet (random init, 1 channel, 3 classes) at a --gradcam-size³
-   volume; interleaved rounds, medians. Goal: ≥ 5× faster.
+A thin script over `seg-xai bench` (seg_xai_fast/apps/bench.py, bench_memory.py), which holds the
+measurements; it prints the issue's three ratios:
+1. 3-D Grad-CAM of every class (one sx.Explainer call, each class's predicted region) against
+   pytorch-grad-cam's 3-D GradCAM called once per class, on bench's volume model (a random MONAI
+   SegResNet, 1 channel, 3 classes, full-resolution layer up_layers.1) at a --gradcam-size³ volume:
+   `seg-xai bench --volume --methods gradcam`'s "gradcam predicted targets" rows. Goal: ≥ 5× faster.
 2. Grad-CAM of every class through sx.SlidingWindow against MONAI's plain sliding_window_inference
-   of the same input (no grad), each in a fresh subprocess (time and peak RSS, getrusage):
-   a --volume³ single-channel volume through the SegResNet with --roi³ windows, overlap 0.25,
-   gaussian; and a --scene² RGB scene through a 6-class segmentation-models-pytorch U-Net
-   (ResNet-18) with --scene-roi² windows. Goal: both ratios ≤ 2×.
+   of the same input: time (in-process medians) and peak RSS (each side once in a fresh process,
+   see apps/bench_memory.py), a --volume³ single-channel volume through the SegResNet with --roi³
+   windows, overlap 0.25, gaussian (`seg-xai bench --volume --sliding-window R,R,R --blend
+   gaussian`); and a --scene² RGB scene through a 6-class segmentation-models-pytorch U-Net
+   (ResNet-18) with --scene-roi² windows (`seg-xai bench --model smp:Unet:resnet18 --num-classes 6
+   --sliding-window R,R`). Goal: both ratios ≤ 2×.
 The issue's sizes are the defaults; a smoke run: --volume 48 --roi 32 --scene 256 --scene-roi 128
---gradcam-size 24 --repeats 1. CPU; set --device cuda on a GPU machine.
+--gradcam-size 24 --repeats 1. CPU.
 """
 import argparse
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+import sys
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-CHILD = r"""
-import json, resource, sys, time
-import torch
-cfg = json.loads(sys.argv[1])
-torch.manual_seed(0)
-if cfg["domain"] == "volume":
-    from monai.networks.nets import SegResNet
-    model = SegResNet(3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 2, 2), blocks_up=(1, 1),
-                      norm=("GROUP", {"num_groups": 4})).eval().to(cfg["device"])
-    x = torch.randn(1, 1, *(cfg["size"],) * 3, device=cfg["device"])
-    roi, layer, mode = (cfg["roi"],) * 3, "model.up_layers.1", "gaussian"
-else:
-    import segmentation_models_pytorch as smp
-    model = smp.Unet("resnet18", encoder_weights=None, classes=6).eval().to(cfg["device"])
-    x = torch.rand(1, 3, cfg["size"], cfg["size"], device=cfg["device"])
-    roi, layer, mode = (cfg["roi"],) * 2, "model.decoder", "constant"
-start = time.perf_counter()
-if cfg["run"] == "monai":
-    from monai.inferers import sliding_window_inference
-    with torch.no_grad():
-        out = sliding_window_inference(x, roi, 1, model, overlap=0.25, mode=mode)
-    info = {}
-else:
-    import seg_xai_fast as sx
-    sw = sx.SlidingWindow(model, roi, overlap=0.25, mode=mode)
-    res = sx.Explainer(sw, layer, "gradcam")(x)
-    assert torch.isfinite(res.maps).all()
-    info = {k: res.info[k] for k in ("windows", "window_forwards", "backward_passes")}
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **info}))
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from seg_xai_fast.apps.bench import run_bench  # noqa: E402
 
 
-def child(cfg: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env,
-                         cwd="/")
-    if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def gradcam_3d(size: int, repeats: int, device: str) -> None:
-    import torch
-    from monai.networks.nets import SegResNet
-    from pytorch_grad_cam import GradCAM
-
-    import seg_xai_fast as sx
-
-    torch.manual_seed(0)
-    net = SegResNet(3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 2, 2), blocks_up=(1, 1),
-                    norm=("GROUP", {"num_groups": 4})).eval().to(device)
-    x = torch.randn(1, 1, size, size, size, device=device)
-    with torch.no_grad():
-        labels = net(x).argmax(1)[0]
-    layer = net.up_layers[1]
-
-    class Target:
-        def __init__(self, k):
-            self.k, self.mask = k, (labels == k).float()
-
-        def __call__(self, out):
-            return (out[self.k] * self.mask).sum()
-
-    explainer = sx.Explainer(net, layer, "gradcam")
-
-    def peer():
-        with GradCAM(net, [layer]) as cam:
-            for k in range(3):
-                cam(x, targets=[Target(k)])
-
-    t = interleaved({"ours": lambda: explainer(x), "peer": peer}, repeats)
-    print(f"3-D Grad-CAM, {size}³, 3 classes: ours {t['ours']:.3f} s, grad-cam per class {t['peer']:.3f} s, "
-          f"speed-up {t['peer'] / t['ours']:.2f}× (goal ≥ 5×)")
+def row(rows: list, name: str) -> dict:
+    return next(r for r in rows if r["row"].startswith(name))
 
 
 def main() -> None:
@@ -110,18 +39,28 @@ def main() -> None:
     p.add_argument("--scene-roi", type=int, default=512)
     p.add_argument("--gradcam-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    gradcam_3d(args.gradcam_size, args.repeats, args.device)
+    quiet = dict(log=lambda line: None, repeats=args.repeats, peer_repeats=args.repeats)
+
+    rows = run_bench(volume=True, size=args.gradcam_size, methods=["gradcam"], **quiet)
+    ours, peer = row(rows, "gradcam predicted targets"), row(rows, "gradcam predicted targets pytorch-grad-cam")
+    print(f"3-D Grad-CAM, {args.gradcam_size}³, {ours['predicted_classes']} predicted classes: ours "
+          f"{ours['ms'] / 1e3:.3f} s, grad-cam per class {peer['ms'] / 1e3:.3f} s, speed-up "
+          f"{peer['ms'] / ours['ms']:.2f}× (goal ≥ 5×)")
+
     for domain, size, roi in (("volume", args.volume, args.roi), ("scene", args.scene, args.scene_roi)):
-        base = {"domain": domain, "size": size, "roi": roi, "device": args.device}
-        plain, ours = child({**base, "run": "monai"}), child({**base, "run": "ours"})
+        if domain == "volume":
+            setup = dict(volume=True, sliding={"roi_size": (roi,) * 3, "overlap": 0.25, "mode": "gaussian"})
+        else:
+            setup = dict(model_spec="smp:Unet:resnet18", model_classes=6,
+                         sliding={"roi_size": (roi,) * 2, "overlap": 0.25, "mode": "constant"})
+        rows = run_bench(size=size, methods=["gradcam"], peer=False, **setup, **quiet)
+        plain, cam = row(rows, "sliding-window forward monai"), row(rows, "sliding-window gradcam")
         shape = f"{size}³" if domain == "volume" else f"{size}²"
-        print(f"{domain} {shape}, windows {roi}: plain sliding-window inference {plain['seconds']:.2f} s / "
-              f"{plain['peak_mb']:.0f} MB; Grad-CAM of every class through SlidingWindow {ours['seconds']:.2f} s / "
-              f"{ours['peak_mb']:.0f} MB ({ours['windows']} windows, {ours['backward_passes']} batched VJPs); "
-              f"ratios time {ours['seconds'] / plain['seconds']:.2f}×, peak RSS "
-              f"{ours['peak_mb'] / plain['peak_mb']:.2f}× (goals ≤ 2×)")
+        print(f"{domain} {shape}, windows {roi}: MONAI's plain sliding-window inference {plain['ms'] / 1e3:.2f} s / "
+              f"{plain['rss_mb']:.0f} MB; Grad-CAM of every class through SlidingWindow {cam['ms'] / 1e3:.2f} s / "
+              f"{cam['rss_mb']:.0f} MB ({cam['row'].split('(')[-1].rstrip(')')}); ratios time "
+              f"{cam['ms'] / plain['ms']:.2f}×, peak RSS {cam['rss_mb'] / plain['rss_mb']:.2f}× (goals ≤ 2×)")
 
 
 if __name__ == "__main__":

@@ -40,49 +40,15 @@ def load_model_of(args) -> LoadedModel:
     return load_model(args.model, **model_options(args))
 
 
-def add_volume_arguments(parser, description: str) -> None:
-    """--model-args (a monai:NAME model's keyword arguments) and the sliding-window arguments
-    (--sliding-window, --overlap, --blend, --sw-batch-size), as one argument group."""
-    v = parser.add_argument_group("volumes and whole scenes", description)
-    v.add_argument("--model-args", default=None, metavar="JSON",
-                   help="constructor keyword arguments of a monai:NAME model, e.g. "
-                        "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
-    v.add_argument("--sliding-window", default=None, metavar="ROI",
-                   help="run the model through sliding-window inference with windows of this size, "
-                        "e.g. 96,96,96 or 512,512")
-    v.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
-    v.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
-                   help="how overlapping windows are blended (default: %(default)s)")
-    v.add_argument("--sw-batch-size", type=int, default=1, metavar="N", help="windows per forward (default: %(default)s)")
+def add_method_arguments(parser, methods: bool = False, default: str = "gradcam",
+                         default_help: str = "%(default)s") -> None:
+    """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command.
 
-
-def volume_options(args) -> tuple:
-    """(model_args dict or None, SlidingWindow's arguments dict or None) from add_volume_arguments'."""
-    from ..apps.scenes import parse_roi
-
-    model_args = None
-    if args.model_args is not None:
-        try:
-            model_args = json.loads(args.model_args)
-        except ValueError as err:
-            raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {args.model_args!r}: "
-                             f"{err}") from None
-    sliding = None
-    if args.sliding_window is not None:
-        if not 0 <= args.overlap < 1:
-            raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
-        if args.sw_batch_size < 1:
-            raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
-        sliding = {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
-                   "sw_batch_size": args.sw_batch_size}
-    return model_args, sliding
-
-
-def add_method_arguments(parser, methods: bool = False, default: str = "gradcam") -> None:
-    """--method (or --methods, a comma-separated list) and --option KEY=VALUE, the same on every command."""
+    default_help: how --methods' help names its default (a command whose default depends on other
+    flags passes default=None and says which)."""
     if methods:
         parser.add_argument("--methods", default=default,
-                            help="comma-separated, or 'all' (default: %(default)s); see `seg-xai methods`")
+                            help=f"comma-separated, or 'all' (default: {default_help}); see `seg-xai methods`")
     else:
         parser.add_argument("--method", default=default, type=method_name, metavar="METHOD",
                             help="explanation method, or package.module:NAME of your own (default: %(default)s); "
@@ -130,3 +96,46 @@ def _value(text: str):
         return json.loads(text)
     except ValueError:
         return text
+
+
+def sliding_arguments(args) -> dict:
+    """--sliding-window ROI, --overlap, --blend, --sw-batch-size as SlidingWindow arguments, checked
+    (whether the ROI's axes fit the input is checked where the input is known)."""
+    from ..apps.scenes import parse_roi
+
+    if not 0 <= args.overlap < 1:
+        raise ValueError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.sw_batch_size < 1:
+        raise ValueError(f"--sw-batch-size must be a positive int, got {args.sw_batch_size}")
+    return {"roi_size": parse_roi(args.sliding_window), "overlap": args.overlap, "mode": args.blend,
+            "sw_batch_size": args.sw_batch_size}
+
+
+def add_sliding_arguments(group, sliding_help: str) -> None:
+    """--model-args, --sliding-window, --overlap, --blend, --sw-batch-size (explain and bench)."""
+    group.add_argument("--model-args", default=None, metavar="JSON",
+                       help="constructor keyword arguments of a monai:NAME model, e.g. "
+                            "'{\"spatial_dims\": 3, \"in_channels\": 1, \"out_channels\": 3}'")
+    group.add_argument("--sliding-window", default=None, metavar="ROI", help=sliding_help)
+    group.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default: %(default)s)")
+    group.add_argument("--blend", default="constant", choices=("constant", "gaussian"),
+                       help="how overlapping windows are blended (default: %(default)s)")
+    group.add_argument("--sw-batch-size", type=int, default=1, metavar="N",
+                       help="windows per forward (default: %(default)s)")
+
+
+def volume_options(args) -> tuple:
+    """(--model-args as keyword arguments or None, SlidingWindow's arguments or None) from the
+    arguments add_sliding_arguments added."""
+    sliding = sliding_arguments(args) if args.sliding_window is not None else None
+    return parse_model_args(args.model_args), sliding
+
+
+def parse_model_args(text):
+    """--model-args JSON → its keyword arguments (None when not given)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--model-args must be JSON (an object of keyword arguments), got {text!r}: {err}") from None

@@ -7,7 +7,7 @@ import sys
 
 from ..apps.evaluate_data import DEFAULT_METRICS, METRIC_GROUPS, format_dataset_table, json_summary, run_dataset_evaluate
 from ..apps.evaluate import DEFAULT_BATCH, DEFAULT_CLASSES, DEFAULT_N, EVAL_SEED, format_table, run_evaluate, summary_table
-from .common import (add_method_arguments, add_model_arguments, add_volume_arguments, method_names, model_options,
+from .common import (add_method_arguments, add_model_arguments, add_sliding_arguments, method_names, model_options,
                      parse_options, volume_options)
 from ..errors import UsageError
 from .exits import EXIT_OK
@@ -51,9 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
     p.add_argument("--out", default=None, help="folder for metrics.csv, metrics.json and curves.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    add_volume_arguments(p, "with IMAGES: NIfTI volumes (.nii, .nii.gz; extra [medical]) pair with NIfTI label volumes; "
-                            "the model may be monai:NAME with --model-args, and run through a sliding window "
-                            "(docs/metrics.md)")
+    v = p.add_argument_group("volumes and whole scenes", "with IMAGES: NIfTI volumes (.nii, .nii.gz; extra [medical]) "
+                             "pair with NIfTI label volumes; the model may be monai:NAME with --model-args, and run "
+                             "through a sliding window (docs/metrics.md)")
+    add_sliding_arguments(v, "run the model, and every forward of the metrics, through sliding-window inference with "
+                             "windows of this size, e.g. 96,96,96 or 512,512")
     p.set_defaults(func=run)
 
 

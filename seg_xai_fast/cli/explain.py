@@ -9,7 +9,7 @@ from ..apps.scenes import build_explainer, explain_scene, is_scene_input, read_s
 from ..engine.checks import parse_class_spec
 from ..models import load_model, require_layer
 from ..runtimes.choice import RUNTIMES
-from .common import (add_method_arguments, add_model_arguments, add_volume_arguments, model_options, parse_options,
+from .common import (add_method_arguments, add_model_arguments, add_sliding_arguments, model_options, parse_options,
                      volume_options)
 from .exits import EXIT_FAILURES, EXIT_OK
 
@@ -52,8 +52,11 @@ def register(subparsers) -> None:
                    help="larger images are not decoded but recorded as failures: their memory would be the "
                         "job's (default: %(default)s = 4096×4096)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_volume_arguments(p, "NIfTI (.nii, .nii.gz; extra [medical]) and GeoTIFF (.tif; extra [geo]) inputs, and any "
-                            "input with --sliding-window, are explained whole into OUT/NAME/ (docs/volumes.md)")
+    v = p.add_argument_group("volumes and whole scenes", "NIfTI (.nii, .nii.gz; extra [medical]) and GeoTIFF (.tif; "
+                             "extra [geo]) inputs, and any input with --sliding-window, are explained whole into "
+                             "OUT/NAME/ (docs/volumes.md)")
+    add_sliding_arguments(v, "explain through sliding-window inference with windows of this size, e.g. 96,96,96 or "
+                             "512,512")
     p.set_defaults(func=run, on_interrupt="interrupted; rerun the same command to resume",
                    on_io_error="; rerun the same command to resume")
 

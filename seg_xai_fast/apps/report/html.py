@@ -179,22 +179,28 @@ def _is_num(v) -> bool:
 # --------------------------------------------------------------------------- bench
 
 _BENCH_ROW = re.compile(r"^(?P<row>\S.*?)\s+(?P<ms>\d+(?:\.\d+)?)(?:\s+(?P<x_floor>\d+\.\d+))?"
-                        r"(?:\s+(?P<peer_over_ours>\d+(?:\.\d+)?)×)?(?:\s+\((?P<predicted_classes>\d+) classes predicted\))?\s*$")
+                        r"(?:\s+(?P<peer_over_ours>\d+(?:\.\d+)?)×)?(?:\s+\((?P<predicted_classes>\d+) classes predicted\))?"
+                        r"(?:\s+\(peak RSS (?P<rss_mb>\d+) MB(?:, (?P<rss_x_floor>\d+\.\d+)× floor)?; "
+                        r"\+(?P<added_mb>\d+) MB in the call\))?\s*$")
 _BENCH_COLUMNS = (("ms", "ms"), ("x_floor", "× floor"), ("peer_over_ours", "peer / ours"),
-                  ("predicted_classes", "classes predicted"))
+                  ("predicted_classes", "classes predicted"), ("rss_mb", "peak RSS MB"),
+                  ("rss_x_floor", "peak RSS × floor"), ("added_mb", "MB added by the call"))
 
 
 def parse_bench_text(text: str) -> dict:
-    """The stdout of `seg-xai bench` → {"meta": first line, "rows": [...], "chart": path or None}."""
+    """The stdout of `seg-xai bench` → {"meta": first line, "rows": [...], "notes": [...], "chart": path or None}."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if "× floor" in line and "peer/ours" in line), None)
     if start is None:
         raise ValueError("bench.txt must hold the output of `seg-xai bench` (a table headed 'ms  × floor  peer/ours'), "
                          f"got {len(lines)} lines without it")
-    rows, chart = [], None
+    rows, notes, chart = [], [], None
     for line in lines[start + 1:]:
         if line.startswith("chart: "):
             chart = line[len("chart: "):].strip()
+            continue
+        if line.startswith("note: "):
+            notes.append(line[len("note: "):].strip())
             continue
         m = _BENCH_ROW.match(line)
         if m is None:
@@ -202,7 +208,7 @@ def parse_bench_text(text: str) -> dict:
         rows.append({k: (v if k == "row" else float(v) if "." in v else int(v))
                      for k, v in m.groupdict().items() if v is not None})
     meta = next((line for line in lines[:start] if line.startswith("model ")), None)
-    return {"meta": meta, "rows": rows, "chart": chart}
+    return {"meta": meta, "rows": rows, "notes": notes, "chart": chart}
 
 
 def read_bench(source: Path) -> dict:
@@ -241,7 +247,9 @@ def bench_page(source: Path, dest: Path, nav: Sequence[tuple], current: str) -> 
     parts.append(_grid_table("", [titles.get(k, k) for k in cols + extra],
                              [(r.get("row", ""), [r.get(k) for k in cols + extra]) for r in rows], digits=2, missing=""))
     parts.append("<p class=\"note\">ms: median time of one call. × floor: over one forward pass plus the fastest "
-                 "batched VJP. peer / ours: how many times faster than pytorch-grad-cam.</p>")
+                 "batched VJP (a method's own floor rows: its forwards; sliding-window rows: the plain "
+                 "sliding-window inference). peer / ours: how many times faster than the peer.</p>")
+    parts += [f"<p class=\"note\">{escape(str(n))}</p>" for n in bench.get("notes") or []]
     parts.append(bar_chart("ms (lower is better)", [(r.get("row", ""), r.get("ms")) for r in rows]))
     files = [source]
     chart = bench.get("chart")  # the PNG that `seg-xai bench --chart` drew
