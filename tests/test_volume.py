@@ -203,3 +203,13 @@ def test_3d_scorecam_and_ablationcam_equal_their_definition(method):
     expected = torch.einsum("ck,cdhw->kdhw", weights, A)
     present = torch.tensor([(labels == c).any() for c in classes]).view(-1, 1, 1, 1)
     torch.testing.assert_close(res.maps[0], expected * present, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_the_closed_form_asked_for_a_volume_is_refused_not_ignored():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1)).eval()
+    x = torch.randn(1, 1, 6, 7, 8)
+    with pytest.raises(ValueError, match="gradient_path='analytic' .* volumes take plain autograd"):
+        sx.Explainer(model, "1", "gradcam", gradient_path="analytic")(x)
+    res = sx.Explainer(model, "1", "gradcam")(x)
+    assert res.maps.shape == (1, 3, 6, 7, 8) and res.info["gradient_path"] == "autograd"

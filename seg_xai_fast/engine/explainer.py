@@ -208,9 +208,15 @@ class Explainer(ExplainerBase):
     def explain_checked(self, images: torch.Tensor, classes, masks: MaskSpec, resolution: str) -> Explanation:
         """A call on checked images: test-time augmentation around explain_plain (combine.py);
         volumes [B,C,D,H,W] take the 3-D path (engine/volume.py)."""
-        if isinstance(self.model, SlidingWindow):  # window by window (sliding_explain.py)
+        sliding = isinstance(self.model, SlidingWindow)
+        volume = images.ndim == 5 and not self.spec.takes_volumes  # (the attribution family's runner takes them)
+        if (sliding or volume) and self.requested_path == "analytic" and self.spec.family == "gradient":
+            raise ValueError("gradient_path='analytic' (the closed form of a linear head) explains images [B,C,H,W] "
+                             "through a plain model only; " + ("a SlidingWindow" if sliding else "volumes") +
+                             " take plain autograd from the layer up (the same maps): use gradient_path='auto'")
+        if sliding:  # window by window (sliding_explain.py)
             return explain_through_windows(self, images, classes, masks, resolution)
-        if images.ndim == 5 and not self.spec.takes_volumes:  # (the attribution family's runner takes them)
+        if volume:
             return explain_volume(self, images, classes, masks, resolution)
         if self.options.get("aug_smooth"):
             return explain_augmented(self, images, classes, masks, resolution)
