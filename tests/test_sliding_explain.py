@@ -177,3 +177,9 @@ def test_refusals_say_why():
         sx.Explainer(sw, "model.3", "scorecam")(x)
     with pytest.raises(ValueError, match="resolution='layer'"):
         sx.Explainer(sw, "model.3", "gradcam")(x, resolution="layer")
+
+
+def test_the_closed_form_asked_through_a_sliding_window_is_refused():
+    sw = sx.SlidingWindow(net(2), (8, 8))
+    with pytest.raises(ValueError, match="gradient_path='analytic' .* does not explain through a SlidingWindow"):
+        sx.Explainer(sw, "model.3", "gradcam", gradient_path="analytic")(torch.randn(1, 2, 16, 16))

@@ -205,11 +205,57 @@ def test_3d_scorecam_and_ablationcam_equal_their_definition(method):
     torch.testing.assert_close(res.maps[0], expected * present, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
-def test_the_closed_form_asked_for_a_volume_is_refused_not_ignored():
+def test_the_closed_form_asked_for_a_volume_without_a_linear_head_is_refused_not_ignored():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 1)).eval()
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3)).eval()
     x = torch.randn(1, 1, 6, 7, 8)
-    with pytest.raises(ValueError, match="gradient_path='analytic' .* volumes take plain autograd"):
+    with pytest.raises(ValueError, match="gradient_path='analytic' needs target_layer '1' .* plain 1×1×1 Conv3d"):
         sx.Explainer(model, "1", "gradcam", gradient_path="analytic")(x)
     res = sx.Explainer(model, "1", "gradcam")(x)
-    assert res.maps.shape == (1, 3, 6, 7, 8) and res.info["gradient_path"] == "autograd"
+    assert res.maps.shape == (1, 3, 4, 5, 6) and res.info["gradient_path"] == "autograd"
+
+
+class _Heads(nn.Module):
+    """A 3-D body, a target layer, then a head: 1×1×1 conv (linear), the same conv then a ReLU, or a
+    conv that also reads the layer's output elsewhere (a skip added in place)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(3)
+        self.kind = kind
+        self.body = nn.Sequential(nn.Conv3d(1, 5, 3, padding=1), nn.ReLU(), nn.Conv3d(5, 5, 3, padding=1))
+        self.act = nn.ReLU()
+        self.head = nn.Conv3d(5, 3, 1)
+
+    def forward(self, x):
+        a = self.act(self.body(x))
+        z = self.head(a)
+        if self.kind == "relu":
+            z.relu_()  # the same tensor object, no longer linear in a
+        elif self.kind == "skip":
+            z += a[:, :3] * a[:, 2:]  # the same tensor object, another path from a
+        return z
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "xgradcam", "hirescam", "layercam"])
+def test_a_linear_head_takes_the_closed_form_with_the_autograd_maps(method):
+    model = _Heads("linear").eval()
+    x = torch.randn(2, 1, 7, 6, 9, generator=torch.Generator().manual_seed(4))
+    fast = sx.Explainer(model, "act", method)(x)
+    exact = sx.Explainer(model, "act", method, gradient_path="autograd")(x)
+    assert fast.info["gradient_path"] == "analytic" and exact.info["gradient_path"] == "autograd"
+    assert sx.Explainer(model, "act", method, gradient_path="analytic")(x).info["gradient_path"] == "analytic"
+    torch.testing.assert_close(fast.maps, exact.maps, rtol=0, atol=1e-5)  # float32 sums in another order, in [0, 1]
+    assert torch.equal(fast.labels, exact.labels) and torch.equal(fast.active, exact.active)
+
+
+@pytest.mark.parametrize("kind", ["relu", "skip"])
+def test_a_head_that_is_not_linear_in_the_layer_takes_autograd(kind):
+    model = _Heads(kind).eval()
+    x = torch.randn(2, 1, 7, 6, 9, generator=torch.Generator().manual_seed(5))
+    res = sx.Explainer(model, "act", "gradcam")(x)
+    exact = sx.Explainer(model, "act", "gradcam", gradient_path="autograd")(x)
+    assert res.info["gradient_path"] == "autograd"
+    with pytest.raises(ValueError, match="gradient_path='analytic' needs target_layer 'act'"):
+        sx.Explainer(model, "act", "gradcam", gradient_path="analytic")(x)
+    torch.testing.assert_close(res.maps, exact.maps, rtol=0, atol=0)

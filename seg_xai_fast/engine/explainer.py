@@ -210,10 +210,10 @@ class Explainer(ExplainerBase):
         volumes [B,C,D,H,W] take the 3-D path (engine/volume.py)."""
         sliding = isinstance(self.model, SlidingWindow)
         volume = images.ndim == 5 and not self.spec.takes_volumes  # (the attribution family's runner takes them)
-        if (sliding or volume) and self.requested_path == "analytic" and self.spec.family == "gradient":
-            raise ValueError("gradient_path='analytic' (the closed form of a linear head) explains images [B,C,H,W] "
-                             "through a plain model only; " + ("a SlidingWindow" if sliding else "volumes") +
-                             " take plain autograd from the layer up (the same maps): use gradient_path='auto'")
+        if sliding and self.requested_path == "analytic" and self.spec.family == "gradient":
+            raise ValueError("gradient_path='analytic' (the closed form of a linear head) does not explain through a "
+                             "SlidingWindow, which takes plain autograd window by window (the same maps): use "
+                             "gradient_path='auto'")
         if sliding:  # window by window (sliding_explain.py)
             return explain_through_windows(self, images, classes, masks, resolution)
         if volume:

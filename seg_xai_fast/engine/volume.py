@@ -19,11 +19,13 @@ VJP per class with a non-empty target region, in class chunks under max_memory_m
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
 
 from ..kernels import reference
+from .analytic import analytic_cam
 from .cam_stage import cam_stage, stage_cam
 from .capture import ModelState, select_output
 from .checks import check_classes
@@ -82,6 +84,43 @@ def layer_volume_maps(spec, options: dict, A: torch.Tensor, G: torch.Tensor, bac
     return maps.view(maps.shape[:2] + tuple(A.shape[-3:]))
 
 
+class Conv3dHead:
+    """Forward hooks on the model's plain 1×1×1 Conv3d modules (removed on exit), to find the
+    linear head of a volume model: a conv whose input is the target layer's output itself and whose
+    output is the logits, z = W·A + b. weight() then proves it on this very call — one VJP with a
+    random cotangent against W's adjoint — and returns W float32 [L,C], or None (autograd runs).
+    Its input being A itself (no operation between) and its output being the logits are read
+    from tensor identity, so nothing between them can be missed."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.calls: list = []  # (conv, input, output)
+        self.handles: list = []
+
+    def __enter__(self):
+        for m in self.model.modules():
+            if type(m) is torch.nn.Conv3d and m.kernel_size == (1, 1, 1) and m.stride == (1, 1, 1) \
+                    and m.groups == 1 and m.padding in ((0, 0, 0), "valid") and m.dilation == (1, 1, 1):
+                self.handles.append(m.register_forward_hook(
+                    lambda mod, inputs, output: self.calls.append((mod, inputs[0], output))))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def weight(self, cap: LayerLeaf, A: torch.Tensor, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        found = [conv for conv, x, z in self.calls if z is logits and len(cap.passed) == 1 and x is cap.passed[0]]
+        if len(found) != 1:
+            return None
+        W = found[0].weight.detach()[:, :, 0, 0, 0].float()  # [L,C]
+        probe = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)).to(logits)
+        (exact,) = torch.autograd.grad((logits * probe).sum(), A, retain_graph=True)
+        closed = torch.einsum("bldhw,lc->bcdhw", probe, W.to(probe))
+        scale = exact.abs().max().clamp_min(1e-30)
+        return W if torch.allclose(exact, closed, rtol=1e-4, atol=1e-5 * float(scale)) else None
+
+
 def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
     """A layer method or occlusion of `explainer` (an Explainer) on checked volumes float [B,C,D,H,W]."""
     check_volume_method(explainer)
@@ -98,7 +137,15 @@ def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: 
     if gradient and torch.is_inference_mode_enabled():
         raise RuntimeError(f"method {explainer.method!r} needs gradients, which torch.inference_mode() forbids")
     B = images.shape[0]
-    with ModelState(explainer.model), LayerLeaf(explainer, leaf=gradient) as cap:
+    closed = gradient and spec.closed_form is not None and explainer.normalize and \
+        explainer.requested_path in ("auto", "analytic") and not explainer.options.get("eigen_smooth")
+    if explainer.requested_path == "analytic" and not closed:
+        raise ValueError(f"gradient_path='analytic' cannot explain volumes with method {explainer.method!r}"
+                         + ("" if spec.closed_form is not None else " (it has no closed form)")
+                         + (" and normalize=False" if not explainer.normalize else "")
+                         + ": use gradient_path='auto'")
+    with ModelState(explainer.model), LayerLeaf(explainer, leaf=gradient) as cap, \
+            (Conv3dHead(explainer.model) if closed else contextlib.nullcontext()) as head:
         with torch.enable_grad() if gradient else torch.no_grad():
             logits = select_output(explainer.model(images), explainer.output_key, B, ndim=5)
         A = cap.activations()
@@ -119,6 +166,21 @@ def explain_volume(explainer, images: torch.Tensor, classes, masks, resolution: 
                 raise ValueError(f"target_layer {explainer.layer_name!r} is not on the path to the model output: "
                                  "no gradient reaches it")
             active = M.flatten(2).ne(0).any(dim=2)  # [B,K]
+            weight = head.weight(cap, A, logits) if head is not None else None
+            if weight is None and explainer.requested_path == "analytic":
+                raise ValueError(f"gradient_path='analytic' needs target_layer {explainer.layer_name!r} of this volume "
+                                 "model to feed a plain 1×1×1 Conv3d whose output is the logits; none was found (or "
+                                 "its check against autograd failed). Use gradient_path='auto'")
+            if weight is not None:  # the closed form: no backward, G never formed
+                maps = analytic_cam(fold(A.detach()), weight[class_ids], fold(M), spec, None, explainer.backend,
+                                    explainer.max_memory_mb, explainer.options)
+                maps = finish_maps(maps.view(maps.shape[:2] + tuple(A.shape[-3:])), size, True, explainer.backend)
+                maps *= active[:, :, None, None, None]
+                info = {"gradient_path": "analytic", "backward_start": "model output", "backward_passes": 0,
+                        "verified": True}
+                return Explanation(maps=maps, classes=class_ids, labels=labels, active=active, method=spec.name,
+                                   layer=explainer.layer_name, info={**info, "volume": True},
+                                   class_names=explainer.class_names)
             out_size = size or tuple(A.shape[-3:])
             maps = torch.zeros((B, len(class_ids)) + out_size, device=A.device, dtype=torch.float32)
             per_class = 4 * (3 * A.numel() + logits.numel() + B * M[0, 0].numel())

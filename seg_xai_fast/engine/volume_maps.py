@@ -19,6 +19,7 @@ class LayerLeaf:
     def __init__(self, explainer, leaf: bool, ndim: int = 5) -> None:
         self.explainer, self.leaf, self.ndim = explainer, leaf, ndim
         self.captured: list = []
+        self.passed: list = []  # what the model went on with (a copy of each leaf)
         self.handle = None
 
     def __enter__(self):
@@ -46,7 +47,9 @@ class LayerLeaf:
             return tensor
         leaf = tensor.detach().requires_grad_(True)
         self.captured.append(leaf)
-        return leaf.clone()
+        passed = leaf.clone()
+        self.passed.append(passed)
+        return passed
 
     def activations(self) -> torch.Tensor:
         name, call = self.explainer.layer_name, self.explainer.call
