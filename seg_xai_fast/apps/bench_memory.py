@@ -58,8 +58,10 @@ def peak_memory(source: dict, sliding: dict, side: str, layer: Optional[str] = N
            "threads": torch.get_num_threads()}
     root = str(Path(__file__).resolve().parents[2])  # the seg_xai_fast this process runs
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    # run from `root`: `python -m` puts the working directory first on sys.path, and a source checkout
+    # there (without its compiled core) would shadow the package this process runs
     proc = subprocess.run([sys.executable, "-m", "seg_xai_fast.apps.bench_memory", json.dumps(cfg)],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, cwd=root)
     if proc.returncode:
         raise RuntimeError(f"the memory probe of {side!r} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
