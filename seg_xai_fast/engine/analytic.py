@@ -95,6 +95,18 @@ def fold_chain(chain: list[nn.Module], conv: nn.Conv2d) -> torch.Tensor:
     return weight * scale[None, :]
 
 
+def head_matches_autograd(start: torch.Tensor, leaf: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The proof a linear head gets on the model at hand: one VJP of start (z [B,L,*s]) to the leaf
+    A [B,C,*s] with a fixed random cotangent equals the closed form's W^T·cotangent (weight [L,C]).
+    ⟨probe, start⟩ summed, not grad_outputs=probe: the same VJP, without torch importing sympy to
+    check the cotangent's shape (0.4 s of CPU at every process start that takes this path)."""
+    probe = torch.randn(start.shape, generator=torch.Generator().manual_seed(0)).to(start)
+    (exact,) = torch.autograd.grad((start * probe).sum(), leaf, retain_graph=True)
+    closed = torch.einsum("bl...,lc->bc...", probe, weight.to(probe))
+    scale = exact.abs().max().clamp_min(1e-30)
+    return torch.allclose(exact, closed, rtol=1e-4, atol=1e-5 * float(scale))
+
+
 def is_linear_conv(module: nn.Module) -> bool:
     """A plain 1×1, stride-1, ungrouped nn.Conv2d (not a subclass, whose forward may differ:
     weight standardisation, "SAME" padding): z(u) depends on A(u) alone, through `weight`."""

@@ -33,6 +33,7 @@ def class_argmax(
     NCHW logits is slow on the CPU (a quarter of a closed-form explanation, measured); the core's
     pass is ~20× faster. Non-contiguous logits are copied.
     """
+    tensor_arg("logits", logits, 4)
     return _argmax(logits, backend, out, None)
 
 
@@ -53,7 +54,7 @@ def class_argmax_counts(
 
 
 def _argmax(logits, backend, out, counts):
-    tensor_arg("logits", logits, 4)
+    """The labels (and, into counts, their histogram) of checked logits."""
     if not use_fused(backend, logits.device, logits.dtype):
         labels = into_out(out, reference.class_argmax(logits))
         if counts is not None:
