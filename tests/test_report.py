@@ -89,7 +89,8 @@ def test_every_image_is_listed_in_input_order_with_its_predicted_labels(explaine
         assert row["key"] == entry["key"] and row["size"] == entry["size"]
         with np.load(out / entry["maps"]) as data:
             # Grad-CAM gives an all-zero map exactly to the classes predicted nowhere.
-            assert row["predicted"] == [int(c) for c, m in zip(data["classes"], data["maps"]) if m.max() > 0]
+            maps = data["maps"][entry["member"]]  # the image's maps in its batch's file
+            assert row["predicted"] == [int(c) for c, m in zip(data["classes"], maps) if m.max() > 0]
         if row["name"] in MADE_THUMBS:
             assert row["thumb"] == f"thumbs/{row['key'][:2]}/{row['key']}.jpg"
             h, w = row["size"]  # as explained: after the EXIF rotation
@@ -110,12 +111,13 @@ def test_image_data_hold_the_stored_maps_exactly(explained, report):
         key = entry["key"]
         rec = _data(dest, f"img/{key[:2]}/{key}", f"img/{key}")
         with np.load(out / entry["maps"]) as data:
-            stored, classes = data["maps"], data["classes"].tolist()
+            stored, classes = data["maps"][entry["member"]], data["classes"].tolist()
             assert rec["map_size"] == data["map_size"].tolist() and rec["size"] == data["image_size"].tolist()
         planes = np.frombuffer(zlib.decompress(base64.b64decode(rec["maps"])), np.uint8).reshape(2, -1)
         maps = np.ascontiguousarray(planes.T).view("<f2").reshape(rec["shape"])  # low bytes, then high bytes
         assert np.array_equal(maps, stored) and rec["classes"] == classes and rec["input"] == entry["input"]
         assert (dest / rec["maps_file"]).resolve() == (out / entry["maps"]).resolve()
+        assert rec["maps_member"] == entry["member"]
         assert [(dest / o).resolve() for o in rec["overlays"]] == [(out / o).resolve() for o in entry["overlays"]]
         if entry["input"].endswith(".tif"):  # a PNG copy the browser can show, at the explained size
             assert rec["url"].startswith("view/") and Image.open(dest / rec["url"]).size == tuple(entry["size"][::-1])
@@ -164,21 +166,28 @@ def test_pagination_a_vanished_and_a_damaged_maps_file(explained, tmp_path, caps
     copy = tmp_path / "xai"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("report"))
     entries = _entries(copy)
-    gone = entries[1]
-    (copy / gone["maps"]).unlink()  # a crash left the manifest line without its file: not explained
-    moved = entries[2]  # its input is gone since: the thumbnail of its first overlay, no picture
+    batches = {}  # maps file → the images it holds (a batch's images share one file)
+    for e in entries:
+        batches.setdefault(e["maps"], []).append(e["key"])
+    gone_file, damaged_file = list(batches)[1], list(batches)[2]
+    (copy / gone_file).unlink()  # a crash left the manifest lines without their file: not explained
+    moved = next(e for e in entries if e["maps"] not in (gone_file, damaged_file))
+    # its input is gone since: the thumbnail of its first overlay, no picture
     manifest = (copy / "manifest.jsonl").read_text().replace(json.dumps(moved["input"]), json.dumps("/nowhere/x.png"))
     (copy / "manifest.jsonl").write_text(manifest)
-    damaged = entries[3]
-    (copy / damaged["maps"]).write_bytes(b"not a zip file")
+    (copy / damaged_file).write_bytes(b"not a zip file")
     monkeypatch.setattr("seg_xai_fast.apps.report.build.POOL_MIN_IMAGES", 1)  # the process pool, as for big runs
     index = build_report(copy, page_size=2, workers=2)
-    assert "1 maps files could not be read and are left out, e.g. " + damaged["maps"] in capsys.readouterr().err
+    damaged = batches[damaged_file]
+    assert (f"the maps of {len(damaged)} images could not be read and are left out, e.g. {damaged_file}"
+            in capsys.readouterr().err)
     dest = index.parent
     run = _data(dest, "run")
-    assert run["count"] == len(GOOD) - 2 and run["pages"] == 2 and run["page_size"] == 2
-    rows = [r for p in (1, 2) for r in _data(dest, f"pages/{p}")]
-    assert [r["key"] for r in rows] == [e["key"] for e in _entries(copy) if e["key"] not in (gone["key"], damaged["key"])]
+    left_out = batches[gone_file] + damaged
+    assert run["count"] == len(GOOD) - len(left_out) and run["page_size"] == 2
+    assert run["pages"] == (run["count"] + 1) // 2
+    rows = [r for p in range(1, run["pages"] + 1) for r in _data(dest, f"pages/{p}")]
+    assert [r["key"] for r in rows] == [e["key"] for e in _entries(copy) if e["key"] not in left_out]
     row = next(r for r in rows if r["key"] == moved["key"])
     assert row["thumb"].startswith("thumbs/") and (dest / row["thumb"]).is_file()
     key = moved["key"]

@@ -49,6 +49,14 @@ class ForwardPass:
         """True when the CAMs follow from these tensors alone (no graph needed)."""
         return self.activations is not None
 
+    def select(self, i: int) -> "ForwardPass":
+        """The pass of image i alone (a batch whose explanation failed is retried image by image)."""
+        def one(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t[i:i + 1]
+
+        return ForwardPass(one(self.images), one(self.activations), one(self.logits), one(self.labels), self.head,
+                           one(self.counts))
+
 
 @dataclass
 class SegmentContext:

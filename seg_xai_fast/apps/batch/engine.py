@@ -1,5 +1,10 @@
 """The explaining side of `seg-xai explain`: one batch of equal-size images → maps (and
-overlays) → files, the writer thread overlapping the next batch's compute."""
+overlays) → files, the writer thread overlapping the next batch's compute.
+
+On the CPU, when a method's maps follow from one forward's outputs (a linear head's closed form,
+the activation methods, ONNX Runtime), the main thread runs only the forward pass and the writer
+thread computes the maps from its outputs (`Deferred`), so the next forward starts at once: the
+job's critical path is then the model's own forward, as in plain inference."""
 from __future__ import annotations
 
 import queue
@@ -10,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ...engine.outputs import upsample_maps
+from ...engine.outputs import ForwardPass, upsample_maps
 from ...kernels import overlay
 from ...viz import to_frames
 from .inputs import failure_reason
@@ -23,9 +28,12 @@ class BatchEngine:
 
     map_resolution "layer" asks the explainer for its maps at the target layer's resolution (the
     compact form the store keeps; sx.upsample_maps restores the full maps), "full" for full size.
+    defer: on the CPU, let explain() return a Deferred when the maps follow from the forward's
+    outputs (the caller finishes it on another thread).
     """
 
-    def __init__(self, explainer, classes: Optional[list], device: torch.device, map_resolution: str = "layer") -> None:
+    def __init__(self, explainer, classes: Optional[list], device: torch.device, map_resolution: str = "layer",
+                 defer: bool = False) -> None:
         self.device = device
         self.explainer = explainer
         model = getattr(explainer, "model", None)  # an sx.Explainer's; ONNX Runtime holds its own
@@ -33,19 +41,40 @@ class BatchEngine:
             model.to(device)
         self.classes = classes
         self.resolution = "layer" if map_resolution == "layer" else "full"
+        self.defer = defer and device.type == "cpu"
 
-    def explain(self, images: torch.Tensor) -> "Explained":
-        """Explain images float [n,3,H,W] of one size (see Explained)."""
+    def explain(self, images: torch.Tensor) -> "Explained | Deferred":
+        """Explain images float [n,3,H,W] of one size (see Explained), or only run their forward
+        pass (see Deferred)."""
         images = images.to(self.device, non_blocking=True)
-        res = self.explainer(images, classes=self.classes, resolution=self.resolution)
-        return Explained(images, res.maps, res.classes, map_size=tuple(res.labels.shape[-2:]))
+        if self.defer:
+            outputs = self.explainer.forward(images)
+            if outputs.has_outputs:
+                return Deferred(self, outputs)
+        return Explained.of(images, self.explainer(images, classes=self.classes, resolution=self.resolution))
+
+    def finish(self, outputs: ForwardPass) -> "Explained":
+        """The explanation of a forward pass's outputs (explainer.explain_outputs; no model run)."""
+        res = self.explainer.explain_outputs(outputs, self.classes, resolution=self.resolution)
+        return Explained.of(outputs.images, res)
 
     def close(self) -> None:
         """Nothing held between batches (the explainers remove their hooks after every call)."""
 
 
+class Deferred:
+    """A batch whose forward pass ran and whose maps are still to be computed from its outputs."""
+
+    def __init__(self, engine: BatchEngine, outputs: ForwardPass) -> None:
+        self.engine, self.outputs = engine, outputs
+
+    def explain(self, paths: list) -> tuple[list, list]:
+        """→ ([(paths, Explained)], [(path, reason)]), image by image where the batch fails."""
+        return each_or_alone(paths, lambda i: self.engine.finish(self.outputs if i is None else self.outputs.select(i)))
+
+
 class Explained:
-    """One explained batch, turned into StoreFiles.write_image arguments by write_args().
+    """One explained batch; arrays() gives what StoreFiles.write_batch stores.
 
     images: float [n,3,H,W]; maps: float32 [n,K,h,w], at the target layer's resolution or at
     map_size; map_size: the model output's (H', W'), where the explainer's full maps live.
@@ -59,6 +88,11 @@ class Explained:
         self._compact: Optional[np.ndarray] = None
         self._pictures: Optional[np.ndarray] = None
 
+    @classmethod
+    def of(cls, images: torch.Tensor, res) -> "Explained":
+        """From an explainer's Explanation of `images` float [n,3,H,W]."""
+        return cls(images, res.maps, res.classes, map_size=tuple(res.labels.shape[-2:]))
+
     def finish(self, overlays: bool, colormap: str, alpha: float) -> None:
         """Convert the maps to float16 (and colour the overlays), then drop the tensors."""
         if self._compact is None:
@@ -68,10 +102,13 @@ class Explained:
             self._pictures = overlays_of(self.images, full, colormap, alpha)  # uint8 [n,K,H,W,3]
         self.images = self.maps = None  # no longer needed
 
-    def write_args(self, paths: list, overlays: bool, colormap: str, alpha: float) -> list:
+    def write(self, files, paths: list, digests: dict, overlays: bool, colormap: str, alpha: float,
+              pool=None) -> list:
+        """Write this batch's files with `files` (a StoreFiles) → its manifest entries.
+        digests: {path: its input's content digest}."""
         self.finish(overlays, colormap, alpha)
-        return [(path, self._compact[i], self.classes, self.map_size, self.image_size,
-                 self._pictures[i] if overlays else ()) for i, path in enumerate(paths)]
+        return files.write_batch(paths, self._compact, self.classes, self.map_size, self.image_size,
+                                 [digests[p] for p in paths], self._pictures if overlays else None, pool)
 
 
 def overlays_of(images: torch.Tensor, maps: torch.Tensor, colormap: str, alpha: float) -> np.ndarray:
@@ -84,7 +121,7 @@ def overlays_of(images: torch.Tensor, maps: torch.Tensor, colormap: str, alpha: 
 
 
 class Writer:
-    """Writes finished batches on a background thread, a few images at a time (parallel fsyncs).
+    """Writes finished batches on a background thread (a pool writes the overlays: parallel fsyncs).
 
     At most `depth` batches wait in its queue; a write error is raised on the next put()/close().
     """
@@ -93,14 +130,15 @@ class Writer:
         self.store = store
         self.look = (overlays, colormap, alpha)
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="seg-xai-write")
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="seg-xai-write") if overlays else None
         self.error: Optional[BaseException] = None
         self.written = 0
         self.thread = threading.Thread(target=self._run, name="seg-xai-writer", daemon=True)
         self.thread.start()
 
     def put(self, batches: list, digests: dict) -> None:
-        """batches: [(paths, Explained)] from explain_images; digests: {path: its input's content digest}."""
+        """batches: [(paths, Explained or Deferred)] from explain_images; digests: {path: its input's
+        content digest}."""
         self._raise()
         self.queue.put((batches, digests))
 
@@ -113,9 +151,15 @@ class Writer:
                 continue  # keep draining so put() never blocks forever
             batches, digests = item
             try:
-                images = [args for paths, ex in batches for args in ex.write_args(paths, *self.look)]
-                entries = list(self.pool.map(
-                    lambda args: self.store.files.write_image(*args, input_digest=digests[args[0]]), images))
+                entries = []
+                for paths, ex in batches:
+                    done = [(paths, ex)]
+                    if isinstance(ex, Deferred):
+                        done, failed = ex.explain(paths)
+                        for path, reason in failed:
+                            self.store.add_failure(path, reason)
+                    for part, explained in done:
+                        entries += explained.write(self.store.files, part, digests, *self.look, pool=self.pool)
                 self.store.append(entries)
                 self.written += len(entries)
             except BaseException as err:
@@ -128,31 +172,41 @@ class Writer:
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join()
-        self.pool.shutdown()
+        if self.pool is not None:
+            self.pool.shutdown()
         self._raise()
 
 
 def explain_images(engine: BatchEngine, paths: list, images: torch.Tensor, overlays: bool, colormap: str,
                    alpha: float) -> tuple[list, list]:
-    """Explain `images` float [n,3,H,W] (one size) → ([(paths, Explained)] of the explained
-    images, [(path, reason)] of the failed ones). A failing batch is retried image by image, so
-    one bad image costs its batchmates nothing.
+    """Explain `images` float [n,3,H,W] (one size) → ([(paths, Explained or Deferred)] of the
+    explained images, [(path, reason)] of the failed ones), image by image where the batch fails."""
+    def explain(i: Optional[int]):
+        explained = engine.explain(images if i is None else images[i:i + 1])
+        if isinstance(explained, Explained) and explained.maps.is_cuda:  # finish on the device: frees its memory
+            explained.finish(overlays, colormap, alpha)
+        return explained
+
+    return each_or_alone(paths, explain)
+
+
+def each_or_alone(paths: list, explain) -> tuple[list, list]:
+    """([(paths, explain(None))], []) for the whole batch; when that raises, each image i alone
+    with explain(i), so one bad image costs its batchmates nothing → (done, [(path, reason)]).
 
     Any Exception is the image's failure, never the run's: ONNX Runtime raises its own types
     (not RuntimeError), and the settings were checked before the run (job.prepare), so what
     fails here fails for this image. KeyboardInterrupt and SystemExit still stop the run.
     """
     try:
-        explained = engine.explain(images)
-        if explained.maps.is_cuda:  # finish on the device now and free its memory
-            explained.finish(overlays, colormap, alpha)
+        return [(paths, explain(None))], []
     except Exception as err:  # noqa: BLE001 - see the docstring
         if len(paths) == 1:
             return [], [(paths[0], f"explain: {failure_reason(err)}")]
-        done, failed = [], []
-        for i, path in enumerate(paths):
-            d, f = explain_images(engine, [path], images[i:i + 1], overlays, colormap, alpha)
-            done += d
-            failed += f
-        return done, failed
-    return [(paths, explained)], []
+    done, failed = [], []
+    for i, path in enumerate(paths):
+        try:
+            done.append(([path], explain(i)))
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            failed.append((path, f"explain: {failure_reason(err)}"))
+    return done, failed

@@ -4,7 +4,7 @@ The driver (this process) discovers the inputs, holds the output folder's lock a
 writer of the manifest and failures.csv. Ray Data streams the to-do paths to a pool of actors:
 one per GPU of the cluster (num_gpus=1 each; several GPUs of one machine go the same way), or
 CPU actors when the cluster has no GPU. Each actor loads the model once, decodes its batches
-(a thread pool: PIL releases the GIL), explains them and writes the per-image files straight into
+(a thread pool: PIL releases the GIL), explains them and writes each batch's files straight into
 DIR, which must therefore be on a filesystem that every node mounts at the same path. It returns
 one small record per image; the driver appends the manifest lines as records arrive, so a killed
 job resumes like a local one.
@@ -81,11 +81,10 @@ class _ExplainActor:
                                           self.alpha)
             for path, reason in failed:
                 records[path] = (False, reason, "")
-            writes = [args for paths_, ex in done for args in ex.write_args(paths_, self.overlays, self.colormap,
-                                                                             self.alpha)]
-            written = self.pool.map(lambda a: self.files.write_image(*a, input_digest=digests[a[0]]), writes)
-            for args, entry in zip(writes, written):
-                records[args[0]] = (True, "", json.dumps(entry))
+            for paths_, ex in done:
+                for entry in ex.write(self.files, paths_, digests, self.overlays, self.colormap, self.alpha,
+                                      self.pool):
+                    records[entry["input"]] = (True, "", json.dumps(entry))
         rows = [records[p] for p in paths]
         return {"path": np.array(paths, dtype=object), "ok": np.array([r[0] for r in rows]),
                 "reason": np.array([r[1] for r in rows], dtype=object),

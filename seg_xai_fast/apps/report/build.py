@@ -148,7 +148,7 @@ class _ExplainData:
                              "not the output of seg-xai explain")
         latest = {}
         for e in entries:  # an input explained twice (its maps had gone missing): the last entry is current
-            latest[e["key"]] = (e["input"], e["maps"], tuple(e.get("overlays", ())))
+            latest[e["key"]] = (e["input"], (e["maps"], e.get("member")), tuple(e.get("overlays", ())))
         todo = sorted(((inp, key, maps, ov) for key, (inp, maps, ov) in latest.items()), key=lambda t: t[0])
         del latest
         root = _common_folder([t[0] for t in todo])
@@ -163,8 +163,9 @@ class _ExplainData:
             elif r is not None:
                 records.append(r)
         if unreadable:  # the store writes atomically, so this is damage from outside: say so, go on
-            print(f"seg-xai report: {len(unreadable)} maps files could not be read and are left out, e.g. "
-                  + "; ".join(f"{r['maps']}: {r['error']}" for r in unreadable[:3]), file=sys.stderr)
+            files = list(dict.fromkeys(f"{r['maps']}: {r['error']}" for r in unreadable))
+            print(f"seg-xai report: the maps of {len(unreadable)} images could not be read and are left out, e.g. "
+                  + "; ".join(files[:3]), file=sys.stderr)
         self.count, self.unreadable = len(records), len(unreadable)
         for r in records:
             r["name"] = os.path.relpath(r.pop("input"), root) if root else r.pop("input")
@@ -223,14 +224,18 @@ def _run_jobs(jobs: list, workers: Optional[int], progress: bool) -> Iterable[Op
 def image_files(job: tuple) -> Optional[dict]:
     """Write one image's data script, thumbnail (and view copy) → its grid entry (None: no maps file).
 
-    job: (out_dir, dest, URL of out_dir from dest, input path, key, maps path relative to out_dir,
-    overlay paths, class_agnostic).
+    job: (out_dir, dest, URL of out_dir from dest, input path, key, (maps path relative to out_dir,
+    the image's member in it or None for a one-image file), overlay paths, class_agnostic).
     """
-    out_dir, dest, store_url, input_path, key, maps_rel, overlays, agnostic = job
+    out_dir, dest, store_url, input_path, key, (maps_rel, member), overlays, agnostic = job
     out_dir, dest = Path(out_dir), Path(dest)
     try:
         arrays = read_npz(out_dir / maps_rel, ("maps", "classes", "map_size", "image_size"))
-        maps = np.asarray(arrays["maps"], dtype="<f2")  # float16 [K,h,w]
+        maps = np.asarray(arrays["maps"], dtype="<f2")  # float16 [n,K,h,w] (a batch's file) or [K,h,w]
+        if member is not None:
+            if not (isinstance(member, int) and maps.ndim == 4 and 0 <= member < maps.shape[0]):
+                raise ValueError(f"member {member!r} is not in maps of shape {maps.shape}")
+            maps = maps[member]
         classes = [int(c) for c in arrays["classes"]]
         map_size = [int(s) for s in arrays["map_size"]]
         image_size = [int(s) for s in arrays["image_size"]]
@@ -269,6 +274,7 @@ def image_files(job: tuple) -> Optional[dict]:
         "key": key, "input": input_path, "url": view,
         "size": image_size, "map_size": map_size, "shape": list(maps.shape), "classes": classes,
         "predicted": predicted, "maps_file": store_url + quote(maps_rel),
+        "maps_member": member,  # the image's place in its batch's maps file (None: a one-image file)
         "overlays": [store_url + quote(o) for o in overlays],
         # Byte planes (every low byte, then every high byte): zlib compresses them smaller and faster.
         "maps": base64.b64encode(zlib.compress(np.ascontiguousarray(maps.view(np.uint8).reshape(-1, 2).T), 1)

@@ -1,15 +1,17 @@
-"""The explanation store of `seg-xai explain`: compact per-image map files, a crash-safe manifest.
+"""The explanation store of `seg-xai explain`: compact map files (one per batch), a crash-safe manifest.
 
 Layout of an output folder DIR (see docs/batch.md)::
 
     DIR/manifest.jsonl            line 1: the run header (model, layer, method, classes, version...);
                                   then one JSON line per explained image (input → output files)
-    DIR/maps/<ab>/<key>.npz       per image: float16 maps [K,h,w] at the target layer's resolution
+    DIR/maps/<ab>/<batch>.npz     per batch: float16 maps [n,K,h,w] at the target layer's resolution
     DIR/overlays/<ab>/<key>_c<class>.png   optional, one per explained class
     DIR/failures.csv              path,reason of the inputs that could not be explained (last run)
     DIR/.tmp/  DIR/.lock          temp files of the run in progress; the single-writer lock
 
-<key> is a hash of the input's resolved absolute path and <ab> its first two hex digits (256 shards).
+<key> is a hash of the input's resolved absolute path, <batch> a hash of its images' keys, and
+<ab> their first two hex digits (256 shards). An image's manifest line names its batch's file and
+its place (`member`) in it.
 
 Crash safety: every file is written to DIR/.tmp, fsync'ed and renamed into place (os.replace is
 atomic), and an image's manifest line is appended (and fsync'ed) only after all its files are in
@@ -24,7 +26,7 @@ reading computes N(R(c)): the full map up to float16 rounding (max abs error ≈
 
 Modules: layout.py (file names, keys, paths, real folders), digests.py (model, input and output
 digests; whether an entry is current), manifest.py (reading the manifest, its index, cutting a
-torn line), files.py (one image's maps file and overlays; expanding the compact maps), load.py
+torn line), files.py (a batch's maps file and overlays; expanding the compact maps), load.py
 (reading an explanation back, verified), run_store.py (`Store`: one run's lock, header check,
 appends and failures).
 """

@@ -52,17 +52,23 @@ def input_digest(path: str) -> Optional[str]:
         return None
 
 
-def entry_is_current(root: Path, entry: dict, input_path: str) -> bool:
-    """Whether `entry`'s outputs are all intact (digests as recorded) and its input unchanged."""
+def entry_is_current(root: Path, entry: dict, input_path: str, known: Optional[dict] = None) -> bool:
+    """Whether `entry`'s outputs are all intact (digests as recorded) and its input unchanged.
+
+    known: {relative path: digest} of files already read in this pass (the images of one batch
+    share their maps file: it is read once), filled in here."""
     digests = entry.get("digests")
     if not isinstance(digests, dict) or entry.get("maps") not in digests:
         return False
+    known = {} if known is None else known
     for rel, digest in digests.items():
         if not (MAPS_PATH.fullmatch(rel) or OVERLAY_PATH.fullmatch(rel)):
             return False  # a path the store never writes: a tampered line
-        try:
-            if file_digest(root / rel) != digest:
-                return False
-        except OSError:
+        if rel not in known:
+            try:
+                known[rel] = file_digest(root / rel)
+            except OSError:
+                known[rel] = None
+        if known[rel] != digest:
             return False
     return entry.get("input") == input_path and input_digest(input_path) == entry.get("input_digest")

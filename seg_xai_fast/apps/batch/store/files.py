@@ -1,6 +1,6 @@
-"""One image's output files: the compact maps file (float16 maps at the target layer's resolution,
-with its classes, sizes and provenance) and the overlays, written atomically; and the maps'
-expansion back to the image's size."""
+"""A batch's output files: one compact maps file (float16 maps of its images at the target
+layer's resolution, with their classes, sizes and provenance) and each image's overlays, written
+atomically; and the maps' expansion back to the image's size."""
 from __future__ import annotations
 
 import io
@@ -15,7 +15,7 @@ import torch
 from ....fileio import atomic_write
 from ....kernels import reference
 from .digests import content_digest
-from .layout import TMP_DIR, image_key, maps_relpath, overlay_relpath, real_dirs
+from .layout import TMP_DIR, maps_relpath, overlay_relpath, pack_key, real_dirs, resolved_key
 
 
 def expand_maps(stored: torch.Tensor, map_size: Sequence[int], image_size: Sequence[int]) -> torch.Tensor:
@@ -32,12 +32,22 @@ def expand_maps(stored: torch.Tensor, map_size: Sequence[int], image_size: Seque
     return x[0]
 
 
-def parse_maps(data: bytes) -> tuple:
-    """A maps file's bytes → (float16 maps [K,h,w], classes, map_size, image_size, meta)."""
+def parse_maps(data: bytes, member: Optional[int] = None) -> tuple:
+    """A maps file's bytes → (float16 maps [K,h,w], classes, map_size, image_size, meta) of one image.
+
+    member: the image's place in its batch's file (the manifest entry's "member"); None reads a
+    one-image file of format 2. meta["input"] is the input that image was explained from.
+    """
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return (torch.from_numpy(npz["maps"]), [int(c) for c in npz["classes"]],
-                tuple(int(s) for s in npz["map_size"]), tuple(int(s) for s in npz["image_size"]),
-                json.loads(str(npz["meta"])))
+        maps, meta = torch.from_numpy(npz["maps"]), json.loads(str(npz["meta"]))
+        classes = [int(c) for c in npz["classes"]]
+        map_size = tuple(int(s) for s in npz["map_size"])
+        image_size = tuple(int(s) for s in npz["image_size"])
+    if member is not None:
+        if not (0 <= member < maps.shape[0] == len(meta.get("inputs", ()))):
+            raise ValueError(f"member {member} is not in a file of {maps.shape[0]} images")
+        maps, meta["input"] = maps[member], meta["inputs"][member]
+    return maps, classes, map_size, image_size, meta
 
 
 def png_bytes(picture: np.ndarray) -> bytes:
@@ -50,7 +60,7 @@ def png_bytes(picture: np.ndarray) -> bytes:
 
 
 class StoreFiles:
-    """Writes one image's output files into DIR (safe from several processes: no shared state).
+    """Writes a batch's output files into DIR (safe from several processes: no shared state).
 
     The Ray actors use it directly; the manifest is the driver's business (`Store`).
     """
@@ -68,34 +78,39 @@ class StoreFiles:
             self._made.add(path.parent)
         return path
 
-    def write_image(
+    def write_batch(
         self,
-        input_path: str,
-        maps: np.ndarray,  # float16 [K,h,w]: layer-resolution (or full) maps
+        input_paths: Sequence[str],  # resolved (as the job's input list gives them)
+        maps: np.ndarray,  # float16 [n,K,h,w]: layer-resolution (or full) maps of the n images
         classes: Sequence[int],
         map_size: Sequence[int],
         image_size: Sequence[int],
-        overlays: Sequence[np.ndarray] = (),  # uint8 [H,W,3] per class, or none
-        input_digest: Optional[str] = None,  # content_digest of the input's bytes, as decoded
-    ) -> dict:
-        """Write the maps file (and overlays) of `input_path` atomically → its manifest entry,
-        with the digest of the input and of every file written (checked on load and on resume)."""
-        key = image_key(input_path)
-        meta = json.dumps({"input": input_path, **self.meta})
-        arrays = dict(maps=maps, classes=np.asarray(classes, np.int64), map_size=np.asarray(map_size, np.int64),
-                      image_size=np.asarray(image_size, np.int64), meta=np.array(meta))
+        input_digests: Sequence[Optional[str]],  # content_digest of each input's bytes, as decoded
+        overlays: Optional[np.ndarray] = None,  # uint8 [n,K,H,W,3], or none
+        pool=None,  # an Executor whose map() writes the overlays in parallel (their fsyncs)
+    ) -> list:
+        """Write the maps file of a batch of equal-size images (one file, one fsync) and their
+        overlays, atomically → one manifest entry per image, with the digest of its input and of
+        every file it needs (checked on load and on resume)."""
+        keys = [resolved_key(p) for p in input_paths]
+        meta = json.dumps({"inputs": list(input_paths), **self.meta})
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        rel = maps_relpath(key)
-        digests = {rel: self._write(rel, buf.getvalue())}
-        pictures = []
-        for class_id, picture in zip(classes, overlays):
-            prel = overlay_relpath(key, int(class_id))
-            digests[prel] = self._write(prel, png_bytes(picture))
-            pictures.append(prel)
-        return {"type": "image", "input": input_path, "key": key, "maps": rel, "overlays": pictures,
-                "size": [int(s) for s in image_size], "classes": [int(c) for c in classes],
-                "input_digest": input_digest, "digests": digests}
+        np.savez(buf, maps=maps, classes=np.asarray(classes, np.int64), map_size=np.asarray(map_size, np.int64),
+                 image_size=np.asarray(image_size, np.int64), meta=np.array(meta))
+        rel = maps_relpath(pack_key(keys))
+        maps_digest = self._write(rel, buf.getvalue())
+        pictures = [(overlay_relpath(key, int(c)), overlays[i, k]) for i, key in enumerate(keys)
+                    for k, c in enumerate(classes)] if overlays is not None else []
+        write_png = lambda item: self._write(item[0], png_bytes(item[1]))  # noqa: E731
+        written = dict(zip([prel for prel, _ in pictures], (pool.map if pool is not None else map)(write_png, pictures)))
+        entries = []
+        for i, (path, key) in enumerate(zip(input_paths, keys)):
+            own = [overlay_relpath(key, int(c)) for c in classes] if overlays is not None else []
+            entries.append({"type": "image", "input": path, "key": key, "maps": rel, "member": i, "overlays": own,
+                            "size": [int(s) for s in image_size], "classes": [int(c) for c in classes],
+                            "input_digest": input_digests[i],
+                            "digests": {rel: maps_digest, **{prel: written[prel] for prel in own}}})
+        return entries
 
     def _write(self, rel: str, data: bytes) -> str:
         atomic_write(self._dir(rel), lambda f: f.write(data), self.tmp)

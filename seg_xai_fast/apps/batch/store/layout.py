@@ -8,7 +8,7 @@ import re
 import stat
 from pathlib import Path
 
-FORMAT_VERSION = 2  # 2: content digests of each input and output in the image entries
+FORMAT_VERSION = 3  # 2: content digests of each input and output; 3: one maps file per batch
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.csv"
 TMP_DIR = ".tmp"
@@ -22,8 +22,18 @@ def resolve_input(path: os.PathLike | str) -> str:
 
 
 def image_key(path: os.PathLike | str) -> str:
-    """24 hex digits of sha1(resolved absolute path): the input's file name in the store."""
-    return hashlib.sha1(resolve_input(path).encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    """24 hex digits of sha1(resolved absolute path): the input's identity in the store."""
+    return resolved_key(resolve_input(path))
+
+
+def resolved_key(resolved: str) -> str:
+    """image_key of a path that resolve_input already gave (the job's inputs are resolved once)."""
+    return hashlib.sha1(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def pack_key(keys: list) -> str:
+    """The name of the maps file of a batch of images (their keys, in order): 24 hex digits."""
+    return hashlib.sha1("\n".join(keys).encode()).hexdigest()[:24]
 
 
 def maps_relpath(key: str) -> str:

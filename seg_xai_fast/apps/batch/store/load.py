@@ -63,7 +63,7 @@ def load_explanation(out_dir: os.PathLike | str, image_path: os.PathLike | str) 
     if content_digest(data) != entry.get("digests", {}).get(entry["maps"]):
         raise damaged("is damaged or was replaced: its digest does not match the manifest")
     try:
-        stored, classes, map_size, image_size, meta = parse_maps(data)
+        stored, classes, map_size, image_size, meta = parse_maps(data, entry.get("member"))
     except Exception as err:  # noqa: BLE001 - numpy/zipfile raise many types for a bad file
         raise damaged(f"cannot be parsed ({type(err).__name__}: {err})") from None
     if meta.get("input") != entry["input"] or classes != entry["classes"] or len(classes) != stored.shape[0]:

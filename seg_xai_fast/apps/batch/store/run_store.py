@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -91,6 +92,7 @@ class Store:
         # The last line of each key counts; read back on demand (is_done), an offset each until then.
         self._entries = ManifestEntries(self.root / MANIFEST, manifest_index(self.root / MANIFEST) if old else {})
         self.redo = 0  # images whose results were damaged, swapped or stale
+        self._read_digests: dict = {}  # {rel: digest} of the output files is_done has read
         path = self.root / MANIFEST
         if old is None:
             line = (json.dumps({"type": "run", **header}) + "\n").encode()
@@ -102,11 +104,12 @@ class Store:
         self._failures_file = open(self._failures_path, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self._failures = csv.writer(self._failures_file)
         self._failures.writerow(["path", "reason"])
+        self._failures_lock = threading.Lock()
         self.failed = 0
 
     def _wipe(self) -> None:
         """Delete what `seg-xai explain` wrote in DIR, and nothing else: the files named by the
-        store's own layout (maps/<ab>/<key>.npz, overlays/<ab>/<key>_c<class>.png), the folders
+        store's own layout (maps/<ab>/<batch>.npz, overlays/<ab>/<key>_c<class>.png), the folders
         they leave empty, the manifest and failures.csv. A user's maps/city.geojson stays."""
         for sub, name_re in (("maps", MAPS_NAME), ("overlays", OVERLAY_NAME)):
             top = self.root / sub
@@ -134,7 +137,9 @@ class Store:
         entry = self._entries.get(image_key(input_path))
         if entry is None:
             return False
-        if entry_is_current(self.root, entry, input_path):
+        if len(self._read_digests) > 4096:  # the images of a batch are checked together: keep a few batches
+            self._read_digests.clear()
+        if entry_is_current(self.root, entry, input_path, self._read_digests):
             return True
         self.redo += 1
         return False
@@ -153,9 +158,11 @@ class Store:
         os.fsync(self._manifest.fileno())
 
     def add_failure(self, path: str, reason: str) -> None:
-        self._failures.writerow([path, " ".join(str(reason).split())])  # one line per failure
-        self._failures_file.flush()  # kept out of memory: failures may be many
-        self.failed += 1
+        """Record a failed input (from the main thread or the writer's)."""
+        with self._failures_lock:
+            self._failures.writerow([path, " ".join(str(reason).split())])  # one line per failure
+            self._failures_file.flush()  # kept out of memory: failures may be many
+            self.failed += 1
 
     def finish(self) -> None:
         """Publish this run's failures as DIR/failures.csv (atomically) and release the folder."""

@@ -419,7 +419,8 @@
         dl.appendChild(el("dd", {}, f[1]));
       });
       var files = el("dd");
-      files.appendChild(el("a", { href: rec.maps_file }, "maps (.npz)"));
+      files.appendChild(el("a", { href: rec.maps_file }, rec.maps_member == null ? "maps (.npz)"
+        : "maps (.npz of its batch, image " + (rec.maps_member + 1) + ")"));
       rec.overlays.forEach(function (o, k) {
         files.appendChild(document.createTextNode(" · "));
         files.appendChild(el("a", { href: o }, "overlay " + className(rec.classes[k])));
