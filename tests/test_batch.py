@@ -378,3 +378,47 @@ def test_runtime_errors_exit_2(inputs, model_file, tmp_path, capsys):
     sx.export_onnx(torch.load(model_file, weights_only=False), "decoder", onnx_file)
     rc, _, err = _run(capsys, inputs / "imgs", "--out", tmp_path / "b", "--model", onnx_file, "--runtime", "torch", *base)
     assert rc == 2 and "--runtime onnxruntime" in err
+
+
+def test_maps_computed_beside_the_next_forward_fail_image_by_image(tmp_path, monkeypatch, capsys):
+    """The demo model's linear head: the main thread runs only the forwards, the writer thread
+    computes the maps from their outputs (Deferred). A failure there is retried image by image:
+    the bad image is a recorded failure, its batchmates are explained and equal a direct call."""
+    from seg_xai_fast.apps.batch import engine as batch_engine
+    from seg_xai_fast.engine.base import ExplainerBase
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(_rgb(40 + i, 64, 64)).save(src / f"good{i}.png")
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(src / "white.png")  # fails in the maps step
+    finished = []
+    plain_explain_outputs = ExplainerBase.explain_outputs
+
+    def explain_outputs(self, outputs, *args, **kwargs):
+        finished.append(outputs.images.shape[0])
+        if bool((outputs.images.flatten(1).amin(dim=1) == 1).any()):  # an all-white image in the batch
+            raise ValueError("no map for a white image")
+        return plain_explain_outputs(self, outputs, *args, **kwargs)
+
+    monkeypatch.setattr(ExplainerBase, "explain_outputs", explain_outputs)
+    deferred = []
+    monkeypatch.setattr(batch_engine.Deferred, "__init__",
+                        lambda self, engine, outputs: (deferred.append(1), setattr(self, "engine", engine),
+                                                       setattr(self, "outputs", outputs))[0])
+    out = tmp_path / "out"
+    rc, stdout, _ = _run(capsys, src, "--out", out, "--model", "demo", "--batch-size", "4", "--workers", "0",
+                         "--no-progress")
+    assert rc == 3 and LAST_LINE.match(stdout.strip().splitlines()[-1]).groups()[:2] == ("3", "1")
+    # (the first: the linear head's proof on one image) the batch, then each image alone
+    assert deferred == [1] and finished[1:] == [4, 1, 1, 1, 1]
+    failures = (out / "failures.csv").read_text()
+    assert "white.png" in failures and "no map for a white image" in failures
+    monkeypatch.undo()
+    explainer = sx.Explainer(sx.demo_model(), "decoder", "gradcam")
+    for i in range(3):
+        path = src / f"good{i}.png"
+        direct = explainer(decode_image(path)[None]).maps[0]
+        stored = load_explanation(out, path)
+        assert stored.classes == list(range(direct.shape[0]))
+        assert (stored.maps - direct).abs().max().item() <= STORE_TOL

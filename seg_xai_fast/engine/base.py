@@ -7,8 +7,8 @@ method's runner (``spec.run``) with the runtime's forwards object. A forwards ob
 protocol through which runners reach a model, whatever runs it:
 
     state()                      context manager around a call's forwards (the model's state)
-    outputs(images, head=None)   one forward → ForwardPass (activations, logits, labels)
-    closed_form_outputs(images)  one forward with the verified linear head, or None
+    outputs(images, head=None, labels=True)   one forward → ForwardPass (activations, logits, labels)
+    closed_form_outputs(images, find=False, labels=True)   one forward with the verified linear head, or None
     autograd(images, classes, masks, resolution)   the gradient path (PyTorch only)
     original(images, need_layer) / perturbed(...) / layer_batch(...)   the perturbation forwards
     upsample, sample_elements(images, logits)       what the perturbation runs need to know
@@ -65,22 +65,23 @@ class ExplainerBase:
         forward() then keeps only the images."""
         return False
 
-    def forward(self, images: torch.Tensor) -> ForwardPass:
+    def forward(self, images: torch.Tensor, *, labels: bool = True) -> ForwardPass:
         """The first half of a call: one forward pass of `images` float [B,C,H,W].
 
         When the method's maps follow from one forward's outputs (an activation method, or a
         gradient method through a verified linear head) the pass keeps them (activations, logits,
         labels), so a caller can look at the labels before choosing classes (the video pipeline
-        does); otherwise it keeps only the images. explain_outputs finishes.
+        does); otherwise it keeps only the images. explain_outputs finishes. labels=False leaves
+        the argmax to explain_outputs (a caller that runs it on another thread).
         """
         images = self.check_images(images)
         if not self.spec.one_forward or self.wraps_calls() or images.ndim == 5:
             return ForwardPass(images)
         forwards = self.forwards()
         if self.spec.needs_gradients:
-            outputs = forwards.closed_form_outputs(images, find=True)
+            outputs = forwards.closed_form_outputs(images, find=True, labels=labels)
             return outputs if outputs is not None else ForwardPass(images)
-        return forwards.outputs(images)
+        return forwards.outputs(images, labels=labels)
 
     def explain_outputs(self, outputs: ForwardPass, classes: Optional[Sequence[int]] = None, masks: MaskSpec = None,
                         *, resolution: str = "full") -> Explanation:

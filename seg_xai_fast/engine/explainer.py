@@ -391,11 +391,14 @@ class Explainer(ExplainerBase):
             "backward_start": "logits before upsample" if upsample else "model output",
             "backward_passes": int(active.any(dim=0).sum()), "verified": True, **info})
 
-    def plain_forward(self, images: torch.Tensor, head: Optional[LinearHead]) -> ForwardPass:
-        """A no-grad forward of checked `images`, keeping the activations, logits and labels."""
+    def plain_forward(self, images: torch.Tensor, head: Optional[LinearHead], labels: bool = True) -> ForwardPass:
+        """A no-grad forward of checked `images`, keeping the activations, logits and (unless
+        labels=False: the explanation then takes the argmax itself) the labels."""
         with ModelState(self.model), self.capture() as cap, torch.no_grad():
             logits = select_output(self.model(images), self.output_key, images.shape[0])
             activations = cap.activations()
+        if not labels:
+            return ForwardPass(images, activations, logits, head=head)
         labels, counts = kernels.class_argmax_counts(logits, self.backend)
         return ForwardPass(images, activations, logits, labels, head, counts)
 

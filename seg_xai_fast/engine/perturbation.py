@@ -99,11 +99,11 @@ class TorchForwards:
         """((h', w'), align_corners) of the model's final bilinear upsample, or None."""
         return self.probe.upsample
 
-    def outputs(self, images: torch.Tensor, head=None) -> ForwardPass:
+    def outputs(self, images: torch.Tensor, head=None, labels: bool = True) -> ForwardPass:
         """One no-grad forward of checked images → ForwardPass (activations, logits, labels, head)."""
-        return self.ex.plain_forward(images, head)
+        return self.ex.plain_forward(images, head, labels)
 
-    def closed_form_outputs(self, images: torch.Tensor, find: bool = False) -> Optional[ForwardPass]:
+    def closed_form_outputs(self, images: torch.Tensor, find: bool = False, labels: bool = True) -> Optional[ForwardPass]:
         """One no-grad forward with the verified linear head for this input shape, or None when there
         is none, it is not known yet (find=True: found first, by one explanation of one image) or
         raw maps are asked for (they come from the autograd path)."""
@@ -111,7 +111,7 @@ class TorchForwards:
         if not ex.normalize:
             return None
         head = ex.linear_head(images) if find else ex.cached_head(tuple(images.shape[1:]))
-        return None if head is None else ex.plain_forward(images, head)
+        return None if head is None else ex.plain_forward(images, head, labels)
 
     def autograd(self, images: torch.Tensor, classes, masks, resolution: str) -> Explanation:
         """The gradient path: one forward with the graph above the target layer and the class VJPs."""

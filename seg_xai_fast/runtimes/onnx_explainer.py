@@ -344,18 +344,21 @@ class OnnxForwards:
     def state(self):
         return contextlib.nullcontext()
 
-    def outputs(self, images: torch.Tensor, head=None) -> ForwardPass:
+    def outputs(self, images: torch.Tensor, head=None, labels: bool = True) -> ForwardPass:
         """One ORT run of checked images → ForwardPass with activations float32 [B,C,h,w], logits
-        float32 [B,L,H,W], labels int64 [B,H,W] and their counts int64 [B,L], on the CPU."""
-        logits, activations, labels = self.explainer.run(images, labels=self.explainer.graph_labels)
-        counts = None
-        if labels is None:  # the core's one pass gives the labels and their histogram
-            labels, counts = kernels.class_argmax_counts(logits, self.explainer.backend)
+        float32 [B,L,H,W], labels int64 [B,H,W] and their counts int64 [B,L] (labels=False: none;
+        the explanation takes the argmax itself), on the CPU."""
+        logits, activations, graph_labels = self.explainer.run(images, labels=labels and self.explainer.graph_labels)
+        if not labels:
+            return ForwardPass(images, activations, logits)
+        if graph_labels is not None:
+            return ForwardPass(images, activations, logits, graph_labels)
+        labels, counts = kernels.class_argmax_counts(logits, self.explainer.backend)  # one pass: labels, histogram
         return ForwardPass(images, activations, logits, labels, counts=counts)
 
-    def closed_form_outputs(self, images: torch.Tensor, find: bool = False) -> Optional[ForwardPass]:
+    def closed_form_outputs(self, images: torch.Tensor, find: bool = False, labels: bool = True) -> Optional[ForwardPass]:
         """The graph's outputs: its head was exported with it (checked when the method was set)."""
-        return self.outputs(images)
+        return self.outputs(images, labels=labels)
 
     def autograd(self, images, classes, masks, resolution):
         raise ValueError(f"method {self.explainer.method!r} needs gradients, which ONNX Runtime does not compute: "

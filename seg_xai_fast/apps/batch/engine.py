@@ -48,7 +48,7 @@ class BatchEngine:
         pass (see Deferred)."""
         images = images.to(self.device, non_blocking=True)
         if self.defer:
-            outputs = self.explainer.forward(images)
+            outputs = self.explainer.forward(images, labels=False)  # the argmax runs on the writer thread too
             if outputs.has_outputs:
                 return Deferred(self, outputs)
         return Explained.of(images, self.explainer(images, classes=self.classes, resolution=self.resolution))
