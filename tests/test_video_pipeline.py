@@ -153,7 +153,7 @@ def _clip_frames(n=22, seed=7):
 
 def test_overlay_stream_in_parallel_equals_one_batch_at_a_time(onnx_file, monkeypatch):
     explainer = _onnx(onnx_file)
-    frames = _clip_frames()
+    frames = _clip_frames(40)  # 14 batches: more than the pipeline holds at once, so their memory is reused
     expected = []
     for i in range(0, len(frames), 3):  # one batch after another, in this thread
         out, _ = overlay_batch(torch.from_numpy(np.stack(frames[i:i + 3])), FrameExplainer(explainer))
@@ -166,11 +166,33 @@ def test_overlay_stream_in_parallel_equals_one_batch_at_a_time(onnx_file, monkey
 
     random.seed(2)
     monkeypatch.setattr(FrameExplainer, "forward", jittered)
+    reused = []  # per batch: whether its model input came from a batch given back
+    take = frames_module.ImageBuffers.take
+
+    def recording_take(self, shape):
+        given_back = {t.data_ptr() for t in self._free}
+        images = take(self, shape)
+        reused.append(images.data_ptr() in given_back)
+        return images
+
+    monkeypatch.setattr(frames_module.ImageBuffers, "take", recording_take)
     assert frames_module.model_workers(FrameExplainer(explainer)) == min(2, frames_module.available_cores())
     got = list(overlay_stream(iter(frames), explainer, batch_size=3, workers=2))
-    assert len(got) == len(frames)
+    assert len(got) == len(frames) and len(reused) == 14 and any(reused)
     for i, (g, e) in enumerate(zip(got, expected)):
         assert np.array_equal(g, e), f"frame {i} differs from the sequential result"
+
+
+def test_image_buffers_hand_out_only_what_was_given_back():
+    buffers = frames_module.ImageBuffers(keep=1)
+    a = buffers.take((2, 3, 4, 5))
+    b = buffers.take((2, 3, 4, 5))
+    assert a.dtype == torch.float32 and a.data_ptr() != b.data_ptr()
+    buffers.give(a)
+    buffers.give(b)  # over `keep`: dropped
+    assert buffers.take((1, 3, 4, 5)).data_ptr() != a.data_ptr()  # another shape: new memory
+    assert buffers.take((2, 3, 4, 5)).data_ptr() == a.data_ptr()
+    assert buffers.take((2, 3, 4, 5)).data_ptr() not in (a.data_ptr(), b.data_ptr())
 
 
 def test_overlay_stream_raises_a_fault_of_the_frame_source_after_the_frames_before_it(onnx_file):
