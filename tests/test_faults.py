@@ -416,7 +416,7 @@ def test_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model
     """A rerun counted an image done when its .npz merely existed (a truncated file
     stayed broken, load_explanation raised a bare BadZipFile), swapped .npz files returned another
     image's maps, and an image replaced in place was "already explained" with the old maps."""
-    from seg_xai_fast.apps.batch.store import DamagedOutputError, image_key, maps_relpath
+    from seg_xai_fast.apps.batch.store import DamagedOutputError, image_key, manifest_entries
 
     src = tmp_path / "in"
     src.mkdir()
@@ -425,9 +425,10 @@ def test_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model
         Image.fromarray(_rgb(i)).save(path)
     out = tmp_path / "out"
     args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
-            "--no-progress")
+            "--batch-size", "1", "--no-progress")  # a maps file per image, to damage each alone
     assert _explain(capsys, *args)[0] == 0
-    maps = {p: out / maps_relpath(image_key(p)) for p in paths}
+    maps = {p: out / manifest_entries(out)[image_key(p)]["maps"] for p in paths}
+    assert len(set(maps.values())) == 4
     data = maps[paths[0]].read_bytes()
     maps[paths[0]].write_bytes(data[: len(data) // 2])  # truncated
     b, c = maps[paths[1]].read_bytes(), maps[paths[2]].read_bytes()
@@ -535,8 +536,9 @@ def test_every_bad_input_at_once_then_a_rerun(tmp_path, even_onnx, capsys):
     assert time.perf_counter() - start < 30  # nothing explained: the model load and 8 failed decodes
 
 
-def test_a_folder_without_digests_asks_for_force(tmp_path, model_file, capsys):
-    """Format 1 folders have no digests to verify: a rerun names the difference and asks for --force."""
+def test_a_folder_of_an_older_format_asks_for_force(tmp_path, model_file, capsys):
+    """Format 1 folders have no digests to verify, format 2 ones a maps file per image: a rerun names
+    the difference and asks for --force."""
     import json
 
     src = tmp_path / "in"
@@ -548,11 +550,56 @@ def test_a_folder_without_digests_asks_for_force(tmp_path, model_file, capsys):
     assert _explain(capsys, *args)[0] == 0
     lines = (out / "manifest.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["format"] == 2
-    (out / "manifest.jsonl").write_text("\n".join([json.dumps({**header, "format": 1})] + lines[1:]) + "\n")
-    rc, _, err = _explain(capsys, *args)
-    assert rc == 2 and "format: was 1, now 2" in err and "--force" in err
+    assert header["format"] == 3
+    for old in (1, 2):
+        (out / "manifest.jsonl").write_text("\n".join([json.dumps({**header, "format": old})] + lines[1:]) + "\n")
+        rc, _, err = _explain(capsys, *args)
+        assert rc == 2 and f"format: was {old}, now 3" in err and "--force" in err
     assert _explain(capsys, *args, "--force")[0] == 0
+
+
+def test_a_format_2_folder_still_loads(tmp_path, model_file, capsys):
+    """Format 2 kept one maps file per image (maps [K,h,w], meta naming its input) and no member in
+    the manifest lines: load_explanation and seg-xai report read such folders as before."""
+    import io
+    import json
+
+    from seg_xai_fast.apps.batch.store import content_digest
+    from seg_xai_fast.apps.report.build import build_report
+
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = [src / f"g{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.fromarray(_rgb(i)).save(path)
+    out = tmp_path / "out"
+    assert _explain(capsys, src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch",
+                    "--workers", "0", "--no-progress")[0] == 0
+    now = {str(p): sx.load_explanation(out, p) for p in paths}
+    header, *entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len({e["maps"] for e in entries}) == 1  # one batch, one file
+    batch_file = out / entries[0]["maps"]
+    with np.load(batch_file) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    old_lines = [json.dumps({**header, "format": 2})]
+    for e in entries:  # rewrite as format 2: a file per image, named by the image's key
+        buf = io.BytesIO()
+        np.savez(buf, maps=arrays["maps"][e["member"]], classes=arrays["classes"], map_size=arrays["map_size"],
+                 image_size=arrays["image_size"], meta=np.array(json.dumps({
+                     "input": e["input"], **{k: v for k, v in meta.items() if k != "inputs"}})))
+        rel = f"maps/{e['key'][:2]}/{e['key']}.npz"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(buf.getvalue())
+        old_lines.append(json.dumps({**{k: v for k, v in e.items() if k != "member"}, "maps": rel,
+                                     "digests": {rel: content_digest(buf.getvalue())}}))
+    batch_file.unlink()
+    (out / "manifest.jsonl").write_text("\n".join(old_lines) + "\n")
+    for path in paths:
+        old = sx.load_explanation(out, path)
+        assert old.classes == now[str(path)].classes and torch.equal(old.maps, now[str(path)].maps)
+    report = build_report(out, workers=0, progress=False)
+    assert report.is_file() and "could not be read" not in capsys.readouterr().err
 
 
 def test_pils_own_bomb_limit_also_names_max_pixels(tmp_path, monkeypatch):
