@@ -412,6 +412,58 @@ def test_browser_image_page(browser, explained, report):
     _no_js_errors(browser)
 
 
+@pytest.fixture(scope="module")
+def explained_and_evaluated(tmp_path_factory):
+    """`seg-xai explain` and `seg-xai evaluate --out` into the same folder (3 image/label pairs)."""
+    root = tmp_path_factory.mktemp("scored")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    images, truth = sx.synthetic_scenes(3, seed=77, size=64)
+    for i in range(3):
+        Image.fromarray((images[i].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(root / "images" / f"s{i}.png")
+        Image.fromarray(truth[i].numpy().astype(np.uint8)).save(root / "labels" / f"s{i}.png")
+    out = root / "xai"
+    assert cli_main(["explain", str(root / "images"), "--out", str(out), "--runtime", "torch", "--workers", "0",
+                     "--no-progress"]) == 0
+    assert cli_main(["evaluate", str(root / "images"), "--labels", str(root / "labels"), "--out", str(out),
+                     "--methods", "gradcam,scorecam", "--metrics", "pointing_game,sparseness,deletion",
+                     "--no-progress"]) == 0
+    return out, build_report(out, workers=0, progress=False)
+
+
+def test_each_image_page_carries_its_evaluation_rows(explained_and_evaluated):
+    import csv
+
+    out, report = explained_and_evaluated
+    with open(out / "rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {Path(r["path"]).name for r in rows} == {"s0.png", "s1.png", "s2.png"}
+    for entry in _entries(out):
+        key = entry["key"]
+        rec = _data(report.parent, f"img/{key[:2]}/{key}", f"img/{key}")
+        mine = [r for r in rows if os.path.realpath(r["path"]) == entry["input"]]
+        assert mine and len(rec["metrics"]) == len(mine)  # every (method, class) of this image
+        for shown, row in zip(rec["metrics"], mine):
+            assert (shown["method"], shown["class"]) == (row["method"], row["class"])
+            assert set(shown["values"]) == set(row) - {"image", "path", "method", "class"}
+            for name, value in shown["values"].items():
+                assert value == pytest.approx(float(row[name]), rel=1e-6) if value is not None else row[name] in ("", "nan")
+
+
+def test_browser_image_page_shows_its_evaluation(browser, explained_and_evaluated):
+    out, report = explained_and_evaluated
+    entries = _entries(out)
+    _open(browser, f"{report.parent.as_uri()}/image.html#1", "1")
+    table = browser.find_element("id", "scores")
+    rec = _data(report.parent, f"img/{entries[1]['key'][:2]}/{entries[1]['key']}", f"img/{entries[1]['key']}")
+    lines = table.text.splitlines()
+    assert lines[0].startswith("method class pointing_game") and len(lines) == 1 + len(rec["metrics"])
+    first = rec["metrics"][0]
+    assert lines[1].startswith(f"{first['method']} {first['class']} ")
+    assert f"{first['values']['sparseness']:.3f}" in lines[1]
+    _no_js_errors(browser)
+
+
 def _planes(maps: np.ndarray) -> str:
     """float16 maps as the data files carry them: byte planes, zlib, base64."""
     planes = np.ascontiguousarray(maps.astype("<f2").view(np.uint8).reshape(-1, 2).T)

@@ -468,7 +468,7 @@ def summarise(records: Sequence[dict], s: Settings, names: Optional[list]) -> di
     """Per class: the mean over the images where the pair was counted; overall: the mean over the
     classes (as metrics.summarize). Computed in the pairs' order, so reruns give identical numbers."""
     cols = columns(s.metrics)
-    rows = [dict(r, image=rec["key"]) for rec in records if rec["type"] == "image" for r in rec["rows"]]
+    rows = [dict(r, image=rec["key"], path=rec["image"]) for rec in records if rec["type"] == "image" for r in rec["rows"]]
     failures = [{"image": rec["key"], "path": rec["image"], "reason": rec["reason"]} for rec in records if rec["type"] == "failure"]
     summary: dict = {}
     for m in s.methods:
@@ -530,13 +530,14 @@ def json_summary(result: dict) -> dict:
 
 
 def write_dataset_outputs(result: dict, out_dir: Path) -> list[str]:
-    """rows.csv (one row per image, method and class), summary.csv (per class and overall),
+    """rows.csv (one row per image, method and class: the image's key and file path first; `seg-xai
+    report` shows an image's rows on its page), summary.csv (per class and overall),
     summary.json, evaluate_failures.csv (not failures.csv: `explain` may share DIR), metrics.json (what
     `seg-xai report` shows), curves.png and distributions.png, each written atomically."""
     s = result["meta"]["settings"]
     cols = columns(s["metrics"])
-    files = [_csv(out_dir / "rows.csv", ["image", "method", "class"] + cols,
-                  ([r["image"], r["method"], r["class"]] + [r[c] for c in cols] for r in result["rows"]))]
+    files = [_csv(out_dir / "rows.csv", ["image", "path", "method", "class"] + cols,
+                  ([r["image"], r["path"], r["method"], r["class"]] + [r[c] for c in cols] for r in result["rows"]))]
     summary_rows = []
     for m, r in result["summary"].items():
         summary_rows += [[m, name] + [v[c] for c in cols] + [v["pairs"]] for name, v in r["per_class"].items()]

@@ -154,7 +154,9 @@ class _ExplainData:
         root = _common_folder([t[0] for t in todo])
         agnostic = not _class_specific(header.get("method"))
         store_url = html.rel_url(out_dir, dest) + "/"  # the store's files, seen from the report
-        jobs = [(str(out_dir), str(dest), store_url, inp, key, maps, ov, agnostic) for inp, key, maps, ov in todo]
+        scores = image_scores(out_dir)
+        jobs = [(str(out_dir), str(dest), store_url, inp, key, maps, ov, agnostic, scores.get(inp))
+                for inp, key, maps, ov in todo]
         del todo
         records, unreadable = [], []
         for r in _run_jobs(jobs, workers, progress):
@@ -191,6 +193,34 @@ class _ExplainData:
         }
 
 
+def image_scores(out_dir: Path) -> dict:
+    """{resolved image path: [{"method", "class", "values": {metric: value}}]} from the rows.csv that
+    `seg-xai evaluate --out` wrote into the same folder ({} without one, or one without paths)."""
+    path = out_dir / "rows.csv"
+    if not path.is_file():
+        return {}
+    scores: dict = {}
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        for row in csv.DictReader(f):
+            image = row.pop("path", None)
+            if not image:
+                return {}  # written before rows.csv named the files
+            row.pop("image", None)
+            method, name = row.pop("method"), row.pop("class")
+            values = {k: _finite(v) for k, v in row.items()}
+            scores.setdefault(os.path.realpath(image), []).append({"method": method, "class": name, "values": values})
+    return scores
+
+
+def _finite(text: str) -> Optional[float]:
+    """A CSV cell as a float, None when empty or not finite (JSON has no NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _class_specific(method) -> bool:
     """False for a class-agnostic method (every class gets the same map, so which classes the
     model predicted cannot be read from the maps), True for the others (the spec says which)."""
@@ -225,9 +255,10 @@ def image_files(job: tuple) -> Optional[dict]:
     """Write one image's data script, thumbnail (and view copy) → its grid entry (None: no maps file).
 
     job: (out_dir, dest, URL of out_dir from dest, input path, key, (maps path relative to out_dir,
-    the image's member in it or None for a one-image file), overlay paths, class_agnostic).
+    the image's member in it or None for a one-image file), overlay paths, class_agnostic, the
+    image's rows of `seg-xai evaluate` in the same folder or None).
     """
-    out_dir, dest, store_url, input_path, key, (maps_rel, member), overlays, agnostic = job
+    out_dir, dest, store_url, input_path, key, (maps_rel, member), overlays, agnostic, scores = job
     out_dir, dest = Path(out_dir), Path(dest)
     try:
         arrays = read_npz(out_dir / maps_rel, ("maps", "classes", "map_size", "image_size"))
@@ -275,6 +306,7 @@ def image_files(job: tuple) -> Optional[dict]:
         "size": image_size, "map_size": map_size, "shape": list(maps.shape), "classes": classes,
         "predicted": predicted, "maps_file": store_url + quote(maps_rel),
         "maps_member": member,  # the image's place in its batch's maps file (None: a one-image file)
+        "metrics": scores,  # [{"method", "class", "values": {metric: value}}] from seg-xai evaluate, or None
         "overlays": [store_url + quote(o) for o in overlays],
         # Byte planes (every low byte, then every high byte): zlib compresses them smaller and faster.
         "maps": base64.b64encode(zlib.compress(np.ascontiguousarray(maps.view(np.uint8).reshape(-1, 2).T), 1)

@@ -256,6 +256,29 @@
 
   // ------------------------------------------------------------------ image page
 
+  // The image's rows of `seg-xai evaluate` (same folder): one row per method and class.
+  function scoreTable(rows) {
+    var names = Object.keys(rows[0].values);
+    var table = el("table", { class: "scores", id: "scores" });
+    var head = el("tr");
+    ["method", "class"].concat(names).forEach(function (n) { head.appendChild(el("th", {}, n)); });
+    table.appendChild(head);
+    rows.forEach(function (r) {
+      var tr = el("tr");
+      tr.appendChild(el("td", {}, r.method));
+      tr.appendChild(el("td", {}, r["class"]));
+      names.forEach(function (n) {
+        var v = r.values[n];
+        tr.appendChild(el("td", { class: "num" }, v === null || v === undefined ? "—" : v.toFixed(3)));
+      });
+      table.appendChild(tr);
+    });
+    var box = el("div", { class: "scores-box" });
+    box.appendChild(el("div", { class: "label-title" }, "evaluation of this image (seg-xai evaluate)"));
+    box.appendChild(table);
+    return box;
+  }
+
   function imagePage() {
     var header = RUN.header;
     var state = { i: -1, rec: null, stored: null, cache: {}, cls: null, colormap: header.colormap || "jet" };
@@ -433,6 +456,7 @@
       }
       $("facts").textContent = "";
       $("facts").appendChild(dl);
+      if (rec.metrics && rec.metrics.length) $("facts").appendChild(scoreTable(rec.metrics));
       out.textContent = "—";
       draw();
       document.body.dataset.ready = String(i);
