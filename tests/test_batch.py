@@ -422,3 +422,21 @@ def test_maps_computed_beside_the_next_forward_fail_image_by_image(tmp_path, mon
         stored = load_explanation(out, path)
         assert stored.classes == list(range(direct.shape[0]))
         assert (stored.maps - direct).abs().max().item() <= STORE_TOL
+
+
+def test_large_forward_outputs_are_explained_at_once(monkeypatch):
+    """Only small forward passes wait for the writer thread (several batches' outputs are alive
+    while they wait); a larger one is explained on the spot, with the same maps."""
+    from seg_xai_fast.apps.batch import engine as batch_engine
+
+    images, _ = sx.synthetic_scenes(2, seed=5, size=64)
+    explainer = sx.Explainer(sx.demo_model(), "decoder", "gradcam")
+    engine = batch_engine.BatchEngine(explainer, None, torch.device("cpu"), defer=True)
+    small = engine.explain(images)
+    assert isinstance(small, batch_engine.Deferred)
+    size = batch_engine.pass_bytes(small.outputs)
+    monkeypatch.setattr(batch_engine, "DEFER_MAX_BYTES", size - 1)
+    large = engine.explain(images)
+    assert isinstance(large, batch_engine.Explained)
+    [(_, waited)], failed = small.explain(["a", "b"])
+    assert not failed and torch.equal(waited.maps, large.maps) and waited.classes == large.classes

@@ -50,7 +50,9 @@ class BatchEngine:
         if self.defer:
             outputs = self.explainer.forward(images, labels=False)  # the argmax runs on the writer thread too
             if outputs.has_outputs:
-                return Deferred(self, outputs)
+                # Up to three batches' outputs are alive while they wait (one being written, one
+                # queued, the next one's forward): large ones are explained here at once instead.
+                return Deferred(self, outputs) if pass_bytes(outputs) <= DEFER_MAX_BYTES else self.finish(outputs)
         return Explained.of(images, self.explainer(images, classes=self.classes, resolution=self.resolution))
 
     def finish(self, outputs: ForwardPass) -> "Explained":
@@ -60,6 +62,15 @@ class BatchEngine:
 
     def close(self) -> None:
         """Nothing held between batches (the explainers remove their hooks after every call)."""
+
+
+DEFER_MAX_BYTES = 64 << 20  # a forward's outputs that may wait for the writer thread
+
+
+def pass_bytes(outputs: ForwardPass) -> int:
+    """The bytes of a forward pass's tensors (images, activations, logits, labels)."""
+    return sum(t.numel() * t.element_size() for t in (outputs.images, outputs.activations, outputs.logits,
+                                                       outputs.labels) if t is not None)
 
 
 class Deferred:
