@@ -85,7 +85,7 @@ class Deferred:
 
 
 class Explained:
-    """One explained batch; arrays() gives what StoreFiles.write_batch stores.
+    """One explained batch; write() stores it (StoreFiles.write_batch).
 
     images: float [n,3,H,W]; maps: float32 [n,K,h,w], at the target layer's resolution or at
     map_size; map_size: the model output's (H', W'), where the explainer's full maps live.
