@@ -194,22 +194,35 @@ class _ExplainData:
 
 
 def image_scores(out_dir: Path) -> dict:
-    """{resolved image path: [{"method", "class", "values": {metric: value}}]} from the rows.csv that
-    `seg-xai evaluate --out` wrote into the same folder ({} without one, or one without paths)."""
+    """{resolved image path: (metric names, [(method, class, values)])} from the rows.csv that
+    `seg-xai evaluate --out` wrote into the same folder ({} without one, or one without paths).
+    Tuples, not dicts: a dataset's rows are held until the pages are written."""
     path = out_dir / "rows.csv"
     if not path.is_file():
         return {}
     scores: dict = {}
+    resolved: dict = {}  # an image's rows are consecutive: one realpath per image
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        for row in csv.DictReader(f):
-            image = row.pop("path", None)
-            if not image:
-                return {}  # written before rows.csv named the files
-            row.pop("image", None)
-            method, name = row.pop("method"), row.pop("class")
-            values = {k: _finite(v) for k, v in row.items()}
-            scores.setdefault(os.path.realpath(image), []).append({"method": method, "class": name, "values": values})
+        reader = csv.reader(f)
+        header = next(reader, [])
+        if header[:4] != ["image", "path", "method", "class"]:
+            return {}  # written before rows.csv named the files
+        names = tuple(header[4:])
+        for row in reader:
+            image = resolved.get(row[1])
+            if image is None:
+                resolved.clear()
+                image = resolved[row[1]] = os.path.realpath(row[1])
+            scores.setdefault(image, (names, []))[1].append((row[2], row[3], tuple(_finite(v) for v in row[4:])))
     return scores
+
+
+def score_rows(scores: Optional[tuple]) -> Optional[list]:
+    """image_scores' entry of one image → [{"method", "class", "values": {metric: value}}] (None: none)."""
+    if scores is None:
+        return None
+    names, rows = scores
+    return [{"method": m, "class": c, "values": dict(zip(names, values))} for m, c, values in rows]
 
 
 def _finite(text: str) -> Optional[float]:
@@ -306,7 +319,7 @@ def image_files(job: tuple) -> Optional[dict]:
         "size": image_size, "map_size": map_size, "shape": list(maps.shape), "classes": classes,
         "predicted": predicted, "maps_file": store_url + quote(maps_rel),
         "maps_member": member,  # the image's place in its batch's maps file (None: a one-image file)
-        "metrics": scores,  # [{"method", "class", "values": {metric: value}}] from seg-xai evaluate, or None
+        "metrics": score_rows(scores),  # [{"method", "class", "values": {metric: value}}] from seg-xai evaluate
         "overlays": [store_url + quote(o) for o in overlays],
         # Byte planes (every low byte, then every high byte): zlib compresses them smaller and faster.
         "maps": base64.b64encode(zlib.compress(np.ascontiguousarray(maps.view(np.uint8).reshape(-1, 2).T), 1)
