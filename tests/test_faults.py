@@ -412,17 +412,23 @@ def test_force_deletes_only_what_explain_wrote(tmp_path, model_file, capsys):
 # --------------------------------------------------------------------------- 12.8: damaged and stale outputs
 
 
+def _rgb_folder(tmp_path, n: int) -> tuple:
+    """tmp_path/in with n RGB PNGs g0..g{n-1} → (the folder, their paths)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = [src / f"g{i}.png" for i in range(n)]
+    for i, path in enumerate(paths):
+        Image.fromarray(_rgb(i)).save(path)
+    return src, paths
+
+
 def test_damaged_swapped_and_stale_outputs_are_caught_and_redone(tmp_path, model_file, capsys):
     """A rerun counted an image done when its .npz merely existed (a truncated file
     stayed broken, load_explanation raised a bare BadZipFile), swapped .npz files returned another
     image's maps, and an image replaced in place was "already explained" with the old maps."""
     from seg_xai_fast.apps.batch.store import DamagedOutputError, image_key, manifest_entries
 
-    src = tmp_path / "in"
-    src.mkdir()
-    paths = [src / f"g{i}.png" for i in range(4)]
-    for i, path in enumerate(paths):
-        Image.fromarray(_rgb(i)).save(path)
+    src, paths = _rgb_folder(tmp_path, 4)
     out = tmp_path / "out"
     args = (src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch", "--workers", "0",
             "--batch-size", "1", "--no-progress")  # a maps file per image, to damage each alone
@@ -567,11 +573,7 @@ def test_a_format_2_folder_still_loads(tmp_path, model_file, capsys):
     from seg_xai_fast.apps.batch.store import content_digest
     from seg_xai_fast.apps.report.build import build_report
 
-    src = tmp_path / "in"
-    src.mkdir()
-    paths = [src / f"g{i}.png" for i in range(3)]
-    for i, path in enumerate(paths):
-        Image.fromarray(_rgb(i)).save(path)
+    src, paths = _rgb_folder(tmp_path, 3)
     out = tmp_path / "out"
     assert _explain(capsys, src, "--out", out, "--model", model_file, "--layer", "decoder", "--runtime", "torch",
                     "--workers", "0", "--no-progress")[0] == 0
