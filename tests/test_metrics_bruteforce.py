@@ -88,22 +88,29 @@ def test_region_perturbation_brute_force(case, order):
 
 
 def test_faithfulness_correlation_brute_force(case):
-    model, images, maps, regions = case
-    n, size = 12, 40
-    got = M.faithfulness_correlation(model, images, maps, CLASSES, regions=regions, samples=n, subset_size=size, seed=3)
+    check_faithfulness_correlation(*case, CLASSES, samples=12)
+
+
+def check_faithfulness_correlation(model, images, maps, regions, classes, samples: int, size: int = 40):
+    """M.faithfulness_correlation against its definition, on any number of spatial axes: the
+    Pearson correlation, over `samples` random subsets of `size` elements set to 0, of the maps'
+    sum on the subset with the drop of the class's region score."""
+    got = M.faithfulness_correlation(model, images, maps, classes, regions=regions, samples=samples,
+                                     subset_size=size, seed=3)
+    channels, spatial = images.shape[1], images.shape[2:]
     for b, k, c, region in pairs(regions):
         if not region.any():
             assert torch.isnan(got[b, k])
             continue
-        g = torch.Generator().manual_seed(3)  # every image draws the same subsets
+        g = torch.Generator().manual_seed(3)  # every input draws the same subsets
         attributed, drops = [], []
-        for _ in range(n):
-            subset = torch.randperm(S * S, generator=g)[:size]
-            x = images[b].clone().view(3, -1)
+        for _ in range(samples):
+            subset = torch.randperm(spatial.numel(), generator=g)[:size]
+            x = images[b].clone().view(channels, -1)
             x[:, subset] = 0.0
             attributed.append(maps[b, k].flatten()[subset].double().sum().item())
-            drops.append(score(model, images[b], c, region) - score(model, x.view(3, S, S), c, region))
-        # float32 forwards of a batch vs one image differ by ~1e-7; the small drops amplify that a little
+            drops.append(score(model, images[b], c, region) - score(model, x.view(channels, *spatial), c, region))
+        # float32 forwards of a batch vs one input differ by ~1e-7; the small drops amplify that a little
         assert got[b, k].item() == pytest.approx(np.corrcoef(attributed, drops)[0, 1], abs=1e-4)
 
 
@@ -183,9 +190,15 @@ def test_sensitivity_brute_force(case):
 
 
 def test_random_logit_brute_force(case):
-    model, images, maps, regions = case
     others = M.random_logit_classes(CLASSES, 5, seed=2)
     assert all(o != c and 0 <= o < 5 for o, c in zip(others, CLASSES))
+    check_random_logit(*case, CLASSES)
+
+
+def check_random_logit(model, images, maps, regions, classes):
+    """M.random_logit against its definition, on any number of spatial axes: the Spearman
+    correlation of each map with the map of its random other class (of 5) on the same target."""
+    others = M.random_logit_classes(classes, 5, seed=2)
 
     def explain(x, classes, masks):  # the map of class c on the target masks[:, k]: |∇ s × x|
         out = []
@@ -197,7 +210,7 @@ def test_random_logit_brute_force(case):
             out.append((grad * xi).abs().sum(1).detach())
         return torch.stack(out, 1)
 
-    got = M.random_logit(explain, images, maps, CLASSES, regions, 5, seed=2)
+    got = M.random_logit(explain, images, maps, classes, regions, 5, seed=2)
     for b, k, c, region in pairs(regions):
         if not region.any():
             assert torch.isnan(got[b, k])

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from scipy.stats import spearmanr
 
 from seg_xai_fast import metrics as M
 from seg_xai_fast.metrics import imputation
-from test_metrics_bruteforce import explain_fn, pairs, score  # the same on any number of axes
+from test_metrics_bruteforce import (  # the same on any number of axes
+    check_faithfulness_correlation, check_random_logit, explain_fn, pairs, score,
+)
 
 SHAPE, CLASSES = (5, 6, 7), [0, 1, 2]  # odd sizes: partial patches along every axis
 V = math.prod(SHAPE)
@@ -93,23 +94,7 @@ def test_region_perturbation_brute_force(case, order):
 
 
 def test_faithfulness_correlation_brute_force(case):
-    model, images, maps, regions = case
-    n, size = 10, 40
-    got = M.faithfulness_correlation(model, images, maps, CLASSES, regions=regions, samples=n, subset_size=size, seed=3)
-    for b, k, c, region in pairs(regions):
-        if not region.any():
-            assert torch.isnan(got[b, k])
-            continue
-        g = torch.Generator().manual_seed(3)  # every volume draws the same subsets
-        attributed, drops = [], []
-        for _ in range(n):
-            subset = torch.randperm(V, generator=g)[:size]
-            x = images[b].clone().view(2, -1)
-            x[:, subset] = 0.0
-            attributed.append(maps[b, k].flatten()[subset].double().sum().item())
-            drops.append(score(model, images[b], c, region) - score(model, x.view(2, *SHAPE), c, region))
-        # float32 forwards of a batch vs one volume differ by ~1e-7; the small drops amplify that a little
-        assert got[b, k].item() == pytest.approx(np.corrcoef(attributed, drops)[0, 1], abs=1e-4)
+    check_faithfulness_correlation(*case, CLASSES, samples=10)
 
 
 def test_infidelity_brute_force_and_captum(case):
@@ -161,26 +146,7 @@ def test_sensitivity_brute_force(case):
 
 
 def test_random_logit_brute_force(case):
-    model, images, maps, regions = case
-    others = M.random_logit_classes(CLASSES, 5, seed=2)
-
-    def explain(x, classes, masks):  # the map of class c on the target masks[:, k]: |∇ s × x|
-        out = []
-        for k, c in enumerate(classes):
-            xi = x.clone().requires_grad_(True)
-            s = (model(xi)[:, c % 3] * masks[:, k]).sum()
-            (grad,) = torch.autograd.grad(s, xi)
-            out.append((grad * xi).abs().sum(1).detach())
-        return torch.stack(out, 1)
-
-    got = M.random_logit(explain, images, maps, CLASSES, regions, 5, seed=2)
-    for b, k, c, region in pairs(regions):
-        if not region.any():
-            assert torch.isnan(got[b, k])
-            continue
-        other = explain(images[b : b + 1], [others[k]], region[None, None].float())[0, 0]
-        want = spearmanr(maps[b, k].flatten().numpy(), other.flatten().numpy()).statistic
-        assert got[b, k].item() == pytest.approx(want, abs=1e-5)
+    check_random_logit(*case, CLASSES)
 
 
 # --------------------------------------------------------------------------- ROAD in 3-D
