@@ -24,7 +24,6 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 
-from .. import kernels
 from .adapters import as_segmenter, needs_adapter
 from .analytic import LinearHead
 from .base import ExplainerBase
@@ -364,8 +363,7 @@ class Explainer(ExplainerBase):
                         "gradient_path='auto' or 'autograd', or target the input of the final classifier."
                     )
             if head is not None:
-                labels, counts = kernels.class_argmax_counts(logits.detach(), self.backend)
-                outputs = ForwardPass(images, activations.detach(), logits.detach(), labels, head, counts)
+                outputs = ForwardPass.labelled(images, activations.detach(), logits.detach(), self.backend, head)
                 return self.explain_outputs(outputs, classes, masks, resolution=resolution)
             info = {}
             reverse_hessian = False
@@ -399,8 +397,7 @@ class Explainer(ExplainerBase):
             activations = cap.activations()
         if not labels:
             return ForwardPass(images, activations, logits, head=head)
-        labels, counts = kernels.class_argmax_counts(logits, self.backend)
-        return ForwardPass(images, activations, logits, labels, head, counts)
+        return ForwardPass.labelled(images, activations, logits, self.backend, head)
 
     def capture(self, leaf: bool = False, tangent: bool = False, exact: bool = False) -> ForwardCapture:
         """The hooks of one forward pass at this explainer's target layer (see ForwardCapture)."""

@@ -49,6 +49,13 @@ class ForwardPass:
         """True when the CAMs follow from these tensors alone (no graph needed)."""
         return self.activations is not None
 
+    @classmethod
+    def labelled(cls, images: torch.Tensor, activations: torch.Tensor, logits: torch.Tensor, backend: str,
+                 head: Optional[LinearHead] = None) -> "ForwardPass":
+        """A pass with its labels and their histogram, from the core's one argmax pass over the logits."""
+        labels, counts = kernels.class_argmax_counts(logits, backend)
+        return cls(images, activations, logits, labels, head, counts)
+
     def select(self, i: int) -> "ForwardPass":
         """The pass of image i alone (a batch whose explanation failed is retried image by image)."""
         def one(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

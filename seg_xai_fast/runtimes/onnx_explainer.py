@@ -353,8 +353,7 @@ class OnnxForwards:
             return ForwardPass(images, activations, logits)
         if graph_labels is not None:
             return ForwardPass(images, activations, logits, graph_labels)
-        labels, counts = kernels.class_argmax_counts(logits, self.explainer.backend)  # one pass: labels, histogram
-        return ForwardPass(images, activations, logits, labels, counts=counts)
+        return ForwardPass.labelled(images, activations, logits, self.explainer.backend)
 
     def closed_form_outputs(self, images: torch.Tensor, find: bool = False, labels: bool = True) -> Optional[ForwardPass]:
         """The graph's outputs: its head was exported with it (checked when the method was set)."""
